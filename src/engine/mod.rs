@@ -1,0 +1,911 @@
+//! The per-task state machine of SPEC §3.
+//!
+//! ```text
+//!   catalog record ─► apply_campaign ─┐
+//!   input record  ──► process ────────┼─► Vec<Effect>  (Send, Decision, PutState, ClearState)
+//!   time          ──► advance_to ─────┘        executed by the caller, in one place
+//! ```
+//!
+//! Nothing here reads a clock or does I/O: event time comes with the records, and `now`
+//! (the wall clock, used for `emitted_at` and the overdue policy) is an argument. The engine
+//! keeps a *clock*: the time up to which timers have fired — the task's stream time, or the
+//! wall clock when the caller advances a caught-up task. Invariant: no pending send is due at
+//! or before the clock; a trigger that arrives late enough to be due already fires at once.
+//!
+//! Order at one instant (SPEC §3): before a record with time `t` is processed, every timer
+//! with `due_at <= t` fires; within a record, exceptions are applied before triggers. Timers
+//! due at the same instant fire in `(user_id, follow_on_id)` order, so a restored engine
+//! decides exactly like the one it was exported from.
+
+mod store;
+
+use std::cmp::Ordering;
+
+use compact_str::CompactString;
+use uuid::Uuid;
+
+pub use store::{PendingSend, Receipt, UserIdx, UserTable};
+use store::TimerQueue;
+
+use crate::catalog::{Catalog, CatalogChange, CatalogError, CompiledDelay, FollowOnIdx, Rule, RuleId};
+use crate::model::{
+    Campaign, CampaignStatus, Decision, DecisionOutcome, DecisionReason, InputCoordinates,
+    InputEvent, Interaction, InteractionKind, PendingSendState, ReceiptState, RuleSnapshot,
+    SendCommand, TaskProgress, TaskStateRecord, TimestampMs, TriggerRef, UserEvent, UserEventType,
+    UserState,
+};
+use crate::time;
+use crate::validate::Limits;
+
+/// What the caller must do. Executed in one place (the simulator, or the Kafka task).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Emit a send-command.
+    Send(SendCommand),
+    /// Record a decision (decision log).
+    Decision(Decision),
+    /// Write a changelog record (a user's state, or a rule snapshot) under its key.
+    PutState(TaskStateRecord),
+    /// Tombstone a changelog key: the user has no state left.
+    ClearState { key: String },
+}
+
+/// Counters of inputs the engine ignored or repaired; exported as metrics by the runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub unknown_interaction_kinds: u64,
+    pub unknown_user_event_types: u64,
+    /// Events whose `user_time_zone` is not an IANA name (the rule's zone was used).
+    pub unknown_time_zones: u64,
+    /// Records older than the task's clock (processed at their own event time).
+    pub late_records: u64,
+    /// Pending sends restored with a rule version whose snapshot was missing (the current
+    /// version was used).
+    pub unresolved_rule_versions: u64,
+}
+
+/// Errors restoring from the changelog.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("changelog record {key:?} has neither user state, rule snapshot nor progress")]
+    Empty { key: String },
+    #[error("changelog rule snapshot: {0}")]
+    Snapshot(#[from] CatalogError),
+    #[error("changelog state of user {user_id:?}: {message}")]
+    User { user_id: String, message: String },
+}
+
+/// The namespace of command ids (UUID v5).
+const COMMAND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3c8f_5a2e_91d4_4b7a_8e0f_6d2c_1b9a_7e55);
+
+/// The deterministic id of the send-command of one trigger: a UUID v5 over the follow-on id,
+/// its version at scheduling, the user id and the trigger event id (length-prefixed, so no
+/// two different tuples share an input).
+pub fn command_id(follow_on_id: &str, version: i64, user_id: &str, trigger_event_id: &str) -> String {
+    let mut bytes = Vec::with_capacity(follow_on_id.len() + user_id.len() + trigger_event_id.len() + 32);
+    for part in [follow_on_id.as_bytes(), user_id.as_bytes(), trigger_event_id.as_bytes()] {
+        bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(part);
+    }
+    bytes.extend_from_slice(&version.to_be_bytes());
+    Uuid::new_v5(&COMMAND_ID_NAMESPACE, &bytes).to_string()
+}
+
+/// Where effects go: a buffer the caller drains.
+pub type Effects = Vec<Effect>;
+
+/// The state machine of one task.
+#[derive(Debug)]
+pub struct Engine {
+    catalog: Catalog,
+    users: UserTable,
+    timers: TimerQueue,
+    /// Pending sends held (the timer queue may hold more, stale, entries).
+    pending_count: usize,
+    /// Timers due at or before this time have fired.
+    clock: Option<TimestampMs>,
+    counters: Counters,
+    // Scratch buffers reused across calls.
+    due_users: Vec<UserIdx>,
+}
+
+impl Engine {
+    pub fn new(limits: Limits) -> Self {
+        Self {
+            catalog: Catalog::new(limits),
+            users: UserTable::default(),
+            timers: TimerQueue::default(),
+            pending_count: 0,
+            clock: None,
+            counters: Counters::default(),
+            due_users: Vec::new(),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Number of pending sends in the task.
+    pub fn pending_count(&self) -> usize {
+        self.pending_count
+    }
+
+    /// Number of users with state in the task.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+
+    /// The time up to which timers have fired (the task's stream time, or the wall clock a
+    /// caught-up task was advanced to).
+    pub fn clock(&self) -> Option<TimestampMs> {
+        self.clock
+    }
+
+    /// When the next timer is due (it may turn out to have been cancelled; advancing to it is
+    /// then a no-op). The caller's wake-up hint.
+    pub fn next_due(&self) -> Option<TimestampMs> {
+        self.timers.peek_due()
+    }
+
+    // ---------------------------------------------------------------- catalog
+
+    /// Applies a catalog record; stopping or archiving a follow-on drops its pending sends.
+    pub fn apply_campaign(
+        &mut self,
+        campaign: &Campaign,
+        now: TimestampMs,
+        out: &mut Effects,
+    ) -> Result<(), CatalogError> {
+        let change = self.catalog.apply(campaign)?;
+        self.drop_for_change(change, now, out);
+        Ok(())
+    }
+
+    /// Applies a catalog tombstone; the follow-on's pending sends are dropped.
+    pub fn remove_campaign(&mut self, campaign_id: &str, now: TimestampMs, out: &mut Effects) {
+        let change = self.catalog.remove(campaign_id);
+        self.drop_for_change(change, now, out);
+    }
+
+    fn drop_for_change(&mut self, change: CatalogChange, now: TimestampMs, out: &mut Effects) {
+        let (follow_on, reason) = match change {
+            CatalogChange::None => return,
+            CatalogChange::FollowOnStopped(f) => (f, DecisionReason::FollowOnInactive),
+            CatalogChange::FollowOnDeleted(f) => (f, DecisionReason::FollowOnDeleted),
+        };
+        let mut affected: Vec<UserIdx> = self
+            .users
+            .users()
+            .filter(|&u| {
+                self.users
+                    .pending(u)
+                    .any(|p| self.catalog.slot(p.rule).follow_on == follow_on)
+            })
+            .collect();
+        affected.sort_by(|&a, &b| self.users.user_id(a).cmp(self.users.user_id(b)));
+        for user in affected {
+            let catalog = &self.catalog;
+            let dropped = self
+                .users
+                .take_pending(user, |p| catalog.slot(p.rule).follow_on == follow_on);
+            self.pending_count -= dropped.len();
+            for p in &dropped {
+                out.push(self.about(user, p).decision(
+                    DecisionOutcome::Dropped,
+                    reason,
+                    now,
+                    None,
+                    None,
+                    Some(p.due_at),
+                    None,
+                ));
+            }
+            self.emit_user_state(user, out);
+        }
+    }
+
+    // ---------------------------------------------------------------- input
+
+    /// Processes one input record. `source` names where it came from (for decisions); `now`
+    /// is the wall clock.
+    pub fn process(
+        &mut self,
+        event: &InputEvent,
+        source: Option<&InputCoordinates>,
+        now: TimestampMs,
+        out: &mut Effects,
+    ) {
+        match event {
+            InputEvent::Interaction(i) => self.process_interaction(i, source, now, out),
+            InputEvent::UserEvent(e) => self.process_user_event(e, source, now, out),
+        }
+    }
+
+    pub fn process_interaction(
+        &mut self,
+        event: &Interaction,
+        source: Option<&InputCoordinates>,
+        now: TimestampMs,
+        out: &mut Effects,
+    ) {
+        let t = event.occurred_at;
+        self.advance_to(t, now, out);
+        if event.kind == InteractionKind::Unknown {
+            self.counters.unknown_interaction_kinds += 1;
+            return;
+        }
+        let mut changed = None;
+        if let Some(user) = self.users.find(&event.user_id) {
+            if self.users.has_pending(user) {
+                let catalog = &self.catalog;
+                let cancelled = self.users.take_pending(user, |p| {
+                    p.triggered_at <= t
+                        && t < p.due_at
+                        && p.trigger_event_id != event.event_id
+                        && catalog.rule_for_pending(p.rule).is_some_and(|r| {
+                            r.exceptions
+                                .iter()
+                                .any(|e| e.matches_interaction(&event.campaign_id, event.kind))
+                        })
+                });
+                if !cancelled.is_empty() {
+                    self.record_cancellations(user, &cancelled, &event.event_id, t, source, out);
+                    changed = Some(user);
+                }
+            }
+        }
+        let triggered = self.catalog.rules_triggered_on(&event.campaign_id).len();
+        for i in 0..triggered {
+            let rule_id = self.catalog.rules_triggered_on(&event.campaign_id)[i];
+            let matches = self
+                .catalog
+                .slot(rule_id)
+                .rule
+                .as_deref()
+                .is_some_and(|r| r.is_triggered_by(event.kind, event.qualifier.as_deref()));
+            if matches {
+                if let Some(user) = self.on_trigger(rule_id, event, source, now, out) {
+                    changed = Some(user);
+                }
+            }
+        }
+        if let Some(user) = changed {
+            self.emit_user_state(user, out);
+        }
+        // A late trigger may have scheduled a send that is due already.
+        if let Some(clock) = self.clock {
+            self.fire_due(clock, now, out);
+        }
+    }
+
+    pub fn process_user_event(
+        &mut self,
+        event: &UserEvent,
+        source: Option<&InputCoordinates>,
+        now: TimestampMs,
+        out: &mut Effects,
+    ) {
+        let t = event.occurred_at;
+        self.advance_to(t, now, out);
+        if event.event_type == UserEventType::Unknown {
+            self.counters.unknown_user_event_types += 1;
+            return;
+        }
+        let Some(user) = self.users.find(&event.user_id) else {
+            return;
+        };
+        if !self.users.has_pending(user) {
+            return;
+        }
+        let catalog = &self.catalog;
+        let cancelled = self.users.take_pending(user, |p| {
+            p.triggered_at <= t
+                && t < p.due_at
+                && catalog
+                    .rule_for_pending(p.rule)
+                    .is_some_and(|r| r.exceptions.iter().any(|e| e.matches_user_event(event)))
+        });
+        if !cancelled.is_empty() {
+            self.record_cancellations(user, &cancelled, &event.event_id, t, source, out);
+            self.emit_user_state(user, out);
+        }
+    }
+
+    fn record_cancellations(
+        &mut self,
+        user: UserIdx,
+        cancelled: &[PendingSend],
+        cause_event_id: &str,
+        t: TimestampMs,
+        source: Option<&InputCoordinates>,
+        out: &mut Effects,
+    ) {
+        self.pending_count -= cancelled.len();
+        for p in cancelled {
+            out.push(self.about(user, p).decision(
+                DecisionOutcome::Cancelled,
+                DecisionReason::Exception,
+                t,
+                Some(cause_event_id),
+                source,
+                Some(p.due_at),
+                None,
+            ));
+        }
+    }
+
+    /// Checks SPEC §3 rules 1–5 for one matching follow-on, in their order of precedence.
+    /// Returns the plan, or the reason to ignore the trigger; and whether the event's time
+    /// zone was unknown.
+    fn check_trigger(&self, rule_id: RuleId, event: &Interaction) -> (Result<TriggerPlan, Ignore>, bool) {
+        let t = event.occurred_at;
+        let follow_on = self.catalog.slot(rule_id).follow_on;
+        let entry = self
+            .catalog
+            .campaign(self.catalog.follow_on_name(follow_on))
+            .expect("current rules are in the catalog");
+        let rule = self.catalog.slot(rule_id).rule.as_deref().expect("current rules are compiled");
+        let ignore = |reason, due_at| (Err(Ignore { reason, due_at }), false);
+
+        // 1. Active follow-on and active trigger campaign.
+        if entry.status != CampaignStatus::Active {
+            return ignore(DecisionReason::FollowOnInactive, None);
+        }
+        if !self.catalog.is_active(&event.campaign_id) {
+            return ignore(DecisionReason::TriggerCampaignInactive, None);
+        }
+        // 2. Only interactions after the follow-on was published.
+        if entry.published_at.is_some_and(|p| t < p) {
+            return ignore(DecisionReason::BeforePublish, None);
+        }
+        // 3. The follow-on's window, for the trigger and for the due time.
+        if entry.starts_at.is_some_and(|s| t < s) || entry.ends_at.is_some_and(|e| t >= e) {
+            return ignore(DecisionReason::OutsideWindow, None);
+        }
+        let (due_at, zone_unknown) = due_time(rule, event);
+        let ignore = |reason| (Err(Ignore { reason, due_at: Some(due_at) }), zone_unknown);
+        if entry.ends_at.is_some_and(|e| due_at >= e) {
+            return ignore(DecisionReason::DueAfterEnd);
+        }
+        // 4. Re-eligibility, measured from the last send's due time.
+        let user = self.users.find(&event.user_id);
+        if let Some(last) = user.and_then(|u| self.users.receipt(u, follow_on)) {
+            if !rule.reeligible_after_ms.is_some_and(|after| t >= last + after) {
+                return ignore(DecisionReason::NotReeligible);
+            }
+        }
+        // 5. Already pending: keep the first, or restart.
+        let existing = user.and_then(|u| {
+            self.users
+                .pending(u)
+                .find(|p| self.catalog.slot(p.rule).follow_on == follow_on)
+                .cloned()
+        });
+        if existing.is_some() && !rule.restart {
+            return ignore(DecisionReason::AlreadyPending);
+        }
+        let plan = TriggerPlan {
+            follow_on,
+            due_at,
+            immediate: rule.delay == CompiledDelay::Immediate,
+            replaces: existing,
+        };
+        (Ok(plan), zone_unknown)
+    }
+
+    /// Evaluates one matching follow-on for a trigger interaction (SPEC §3 rules 1–6).
+    /// Returns the user's slot when the user's state changed.
+    fn on_trigger(
+        &mut self,
+        rule_id: RuleId,
+        event: &Interaction,
+        source: Option<&InputCoordinates>,
+        now: TimestampMs,
+        out: &mut Effects,
+    ) -> Option<UserIdx> {
+        let t = event.occurred_at;
+        let (checked, zone_unknown) = self.check_trigger(rule_id, event);
+        if zone_unknown {
+            self.counters.unknown_time_zones += 1;
+        }
+        let plan = match checked {
+            Ok(plan) => plan,
+            Err(Ignore { reason, due_at }) => {
+                let d = DecisionFor {
+                    user_id: &event.user_id,
+                    follow_on_id: self.catalog.follow_on_name(self.catalog.slot(rule_id).follow_on),
+                    version: self.catalog.slot(rule_id).version,
+                    trigger_event_id: &event.event_id,
+                };
+                out.push(d.decision(DecisionOutcome::Ignored, reason, t, Some(&event.event_id), source, due_at, None));
+                return None;
+            }
+        };
+
+        // 6. Send now, or schedule.
+        let user = self.users.find_or_insert(&event.user_id);
+        let mut reason = DecisionReason::Trigger;
+        if let Some(old) = plan.replaces {
+            let catalog = &self.catalog;
+            let replaced = self
+                .users
+                .take_pending(user, |p| catalog.slot(p.rule).follow_on == plan.follow_on);
+            self.pending_count -= replaced.len();
+            out.push(self.about(user, &old).decision(
+                DecisionOutcome::Cancelled,
+                DecisionReason::Restart,
+                t,
+                Some(&event.event_id),
+                source,
+                Some(old.due_at),
+                None,
+            ));
+            reason = DecisionReason::Restart;
+        }
+        let pending = PendingSend {
+            due_at: plan.due_at,
+            triggered_at: t,
+            trigger_event_id: CompactString::new(&event.event_id),
+            rule: rule_id,
+            trigger_kind: event.kind,
+        };
+        if plan.immediate {
+            self.send(user, &pending, now, DecisionReason::Immediate, source, out);
+        } else {
+            self.persist_rule(rule_id, out);
+            out.push(self.about(user, &pending).decision(
+                DecisionOutcome::Scheduled,
+                reason,
+                t,
+                Some(&event.event_id),
+                source,
+                Some(plan.due_at),
+                None,
+            ));
+            self.timers.push(plan.due_at, user);
+            self.users.add_pending(user, pending);
+            self.pending_count += 1;
+        }
+        Some(user)
+    }
+
+    // ---------------------------------------------------------------- time
+
+    /// Moves the clock to `time` (if later) and fires every timer due by then. Called with a
+    /// record's event time before processing it, and by the runtime with the wall clock when
+    /// the task is caught up. `now` is the wall clock.
+    pub fn advance_to(&mut self, time: TimestampMs, now: TimestampMs, out: &mut Effects) {
+        match self.clock {
+            Some(c) if c >= time => {
+                if time < c {
+                    self.counters.late_records += 1;
+                }
+            }
+            _ => self.clock = Some(time),
+        }
+        let clock = self.clock.expect("set above");
+        self.fire_due(clock, now, out);
+    }
+
+    fn fire_due(&mut self, until: TimestampMs, now: TimestampMs, out: &mut Effects) {
+        let mut batch = std::mem::take(&mut self.due_users);
+        while let Some(due) = {
+            batch.clear();
+            self.timers.pop_earliest(until, &mut batch)
+        } {
+            batch.sort_unstable();
+            batch.dedup();
+            let mut firing: Vec<(UserIdx, PendingSend)> = Vec::new();
+            for &user in &batch {
+                for p in self.users.take_pending(user, |p| p.due_at == due) {
+                    firing.push((user, p));
+                }
+            }
+            if firing.is_empty() {
+                continue;
+            }
+            self.pending_count -= firing.len();
+            firing.sort_by(|a, b| self.fire_order(a, b));
+            for (user, p) in &firing {
+                self.fire(*user, p, now, out);
+            }
+            let mut users: Vec<UserIdx> = firing.iter().map(|(u, _)| *u).collect();
+            users.dedup();
+            for user in users {
+                self.emit_user_state(user, out);
+            }
+        }
+        self.due_users = batch;
+        self.maybe_compact_timers();
+    }
+
+    fn fire_order(&self, a: &(UserIdx, PendingSend), b: &(UserIdx, PendingSend)) -> Ordering {
+        self.users
+            .user_id(a.0)
+            .cmp(self.users.user_id(b.0))
+            .then_with(|| {
+                let fa = self.catalog.follow_on_name(self.catalog.slot(a.1.rule).follow_on);
+                let fb = self.catalog.follow_on_name(self.catalog.slot(b.1.rule).follow_on);
+                fa.cmp(fb)
+            })
+    }
+
+    /// A timer came due: drop it (inactive, deleted, past the end, too late) or send it.
+    fn fire(&mut self, user: UserIdx, p: &PendingSend, now: TimestampMs, out: &mut Effects) {
+        let follow_on = self.catalog.slot(p.rule).follow_on;
+        let entry = self.catalog.campaign(self.catalog.follow_on_name(follow_on));
+        let rule = self.catalog.rule_for_pending(p.rule);
+        let drop_reason = match (entry, rule) {
+            (None, _) | (_, None) => Some(DecisionReason::FollowOnDeleted),
+            (Some(e), _) if e.status != CampaignStatus::Active => Some(DecisionReason::FollowOnInactive),
+            (Some(e), _) if e.ends_at.is_some_and(|end| p.due_at >= end) => Some(DecisionReason::PastEnd),
+            (_, Some(r)) if r.drop_if_late_by_ms.is_some_and(|bound| now - p.due_at > bound) => {
+                Some(DecisionReason::Overdue)
+            }
+            _ => None,
+        };
+        match drop_reason {
+            Some(reason) => {
+                out.push(self.about(user, p).decision(
+                    DecisionOutcome::Dropped,
+                    reason,
+                    now,
+                    None,
+                    None,
+                    Some(p.due_at),
+                    None,
+                ));
+            }
+            None => self.send(user, p, now, DecisionReason::Due, None, out),
+        }
+    }
+
+    /// Emits the send-command of `p` and records the receipt.
+    fn send(
+        &mut self,
+        user: UserIdx,
+        p: &PendingSend,
+        now: TimestampMs,
+        reason: DecisionReason,
+        source: Option<&InputCoordinates>,
+        out: &mut Effects,
+    ) {
+        let slot = self.catalog.slot(p.rule);
+        let follow_on = slot.follow_on;
+        let rule = self.catalog.rule_for_pending(p.rule).expect("checked by the caller");
+        let message = &rule.campaign.follow_on.as_ref().expect("a follow-on").message;
+        let user_id = self.users.user_id(user);
+        let follow_on_id = self.catalog.follow_on_name(follow_on);
+        let version = slot.version;
+        let id = command_id(follow_on_id, version, user_id, &p.trigger_event_id);
+        let command = SendCommand {
+            command_id: id.clone(),
+            user_id: user_id.to_string(),
+            campaign_id: follow_on_id.to_string(),
+            campaign_version: version,
+            channel: message.channel,
+            template_id: message.template_id.clone(),
+            payload: message.payload.clone(),
+            trigger: TriggerRef {
+                campaign_id: rule.trigger_campaign.clone(),
+                kind: p.trigger_kind,
+                event_id: p.trigger_event_id.to_string(),
+                occurred_at: p.triggered_at,
+            },
+            due_at: p.due_at,
+            emitted_at: now,
+        };
+        let (outcome, decided_at, cause) = if reason == DecisionReason::Immediate {
+            (DecisionOutcome::Sent, p.triggered_at, Some(p.trigger_event_id.as_str()))
+        } else {
+            (DecisionOutcome::Fired, now, None)
+        };
+        let decision = self.about(user, p).decision(
+            outcome,
+            reason,
+            decided_at,
+            cause,
+            source,
+            Some(p.due_at),
+            Some(id),
+        );
+        out.push(Effect::Send(command));
+        out.push(decision);
+        self.users.set_receipt(user, follow_on, p.due_at);
+    }
+
+    fn maybe_compact_timers(&mut self) {
+        if self.timers.len() > 2 * self.pending_count + 4096 {
+            let users = &self.users;
+            let live: Vec<(TimestampMs, UserIdx)> = users
+                .users()
+                .flat_map(|u| users.pending(u).map(move |p| (p.due_at, u)))
+                .collect();
+            self.timers.rebuild(live.into_iter());
+        }
+    }
+
+    // ---------------------------------------------------------------- state export
+
+    /// Writes the rule snapshot of a version once per task, before the first pending send
+    /// that uses it, so that the pending send can be restored after the catalog moved on.
+    fn persist_rule(&mut self, rule_id: RuleId, out: &mut Effects) {
+        let slot = self.catalog.slot_mut(rule_id);
+        if slot.persisted {
+            return;
+        }
+        slot.persisted = true;
+        if let Some(rule) = slot.rule.as_deref() {
+            out.push(Effect::PutState(TaskStateRecord {
+                user: None,
+                rule: Some(RuleSnapshot {
+                    campaign: rule.campaign.clone(),
+                }),
+                progress: None,
+            }));
+        }
+    }
+
+    fn emit_user_state(&mut self, user: UserIdx, out: &mut Effects) {
+        match self.export_slot(user) {
+            Some(state) => out.push(Effect::PutState(TaskStateRecord {
+                user: Some(state),
+                rule: None,
+                progress: None,
+            })),
+            None => {
+                out.push(Effect::ClearState {
+                    key: crate::model::user_state_key(self.users.user_id(user)),
+                });
+                self.users.release_if_empty(user);
+            }
+        }
+    }
+
+    fn export_slot(&self, user: UserIdx) -> Option<UserState> {
+        let mut pending: Vec<PendingSendState> = self
+            .users
+            .pending(user)
+            .map(|p| {
+                let slot = self.catalog.slot(p.rule);
+                let follow_on_id = self.catalog.follow_on_name(slot.follow_on);
+                PendingSendState {
+                    follow_on_id: follow_on_id.to_string(),
+                    follow_on_version: slot.version,
+                    trigger: TriggerRef {
+                        campaign_id: self
+                            .catalog
+                            .rule_for_pending(p.rule)
+                            .map(|r| r.trigger_campaign.clone())
+                            .unwrap_or_default(),
+                        kind: p.trigger_kind,
+                        event_id: p.trigger_event_id.to_string(),
+                        occurred_at: p.triggered_at,
+                    },
+                    due_at: p.due_at,
+                }
+            })
+            .collect();
+        let mut receipts: Vec<ReceiptState> = self
+            .users
+            .receipts(user)
+            .iter()
+            .map(|r| ReceiptState {
+                follow_on_id: self.catalog.follow_on_name(r.follow_on).to_string(),
+                last_sent_at: r.last_sent_at,
+            })
+            .collect();
+        if pending.is_empty() && receipts.is_empty() {
+            return None;
+        }
+        pending.sort_by(|a, b| (a.due_at, &a.follow_on_id).cmp(&(b.due_at, &b.follow_on_id)));
+        receipts.sort_by(|a, b| a.follow_on_id.cmp(&b.follow_on_id));
+        Some(UserState {
+            user_id: self.users.user_id(user).to_string(),
+            pending,
+            receipts,
+        })
+    }
+
+    /// A user's state as a changelog value, if the user has any.
+    pub fn export_user(&self, user_id: &str) -> Option<UserState> {
+        self.users.find(user_id).and_then(|u| self.export_slot(u))
+    }
+
+    /// The task's progress record (its clock), written by the runtime with each commit.
+    pub fn progress_record(&self) -> Option<TaskStateRecord> {
+        self.clock.map(|stream_time| TaskStateRecord {
+            user: None,
+            rule: None,
+            progress: Some(TaskProgress { stream_time }),
+        })
+    }
+
+    /// Every changelog record that describes this task: rule snapshots of the versions in
+    /// use, the progress record, and each user's state (sorted by user id).
+    pub fn export_all(&self) -> Vec<TaskStateRecord> {
+        let mut in_use: Vec<RuleId> = self
+            .users
+            .users()
+            .flat_map(|u| self.users.pending(u).map(|p| p.rule))
+            .collect();
+        in_use.sort_by_key(|id| (self.catalog.slot(*id).follow_on, self.catalog.slot(*id).version));
+        in_use.dedup();
+        let mut records: Vec<TaskStateRecord> = in_use
+            .into_iter()
+            .filter_map(|id| self.catalog.slot(id).rule.as_deref())
+            .map(|r| TaskStateRecord {
+                user: None,
+                rule: Some(RuleSnapshot {
+                    campaign: r.campaign.clone(),
+                }),
+                progress: None,
+            })
+            .collect();
+        records.extend(self.progress_record());
+        let mut users: Vec<UserIdx> = self.users.users().collect();
+        users.sort_by(|&a, &b| self.users.user_id(a).cmp(self.users.user_id(b)));
+        records.extend(users.into_iter().filter_map(|u| {
+            self.export_slot(u).map(|state| TaskStateRecord {
+                user: Some(state),
+                rule: None,
+                progress: None,
+            })
+        }));
+        records
+    }
+
+    /// Restores one changelog record. Records may come in any order; the catalog should be
+    /// loaded first so that pending sends find their current rule when a snapshot is missing.
+    /// Restoring a user replaces whatever the engine held for that user.
+    pub fn restore(&mut self, record: &TaskStateRecord) -> Result<(), RestoreError> {
+        if let Some(rule) = &record.rule {
+            self.catalog.restore_snapshot(&rule.campaign)?;
+        }
+        if let Some(progress) = &record.progress {
+            self.clock = Some(self.clock.map_or(progress.stream_time, |c| c.max(progress.stream_time)));
+        }
+        if let Some(state) = &record.user {
+            self.restore_user(state)?;
+        }
+        if record.rule.is_none() && record.progress.is_none() && record.user.is_none() {
+            return Err(RestoreError::Empty {
+                key: record.changelog_key(),
+            });
+        }
+        Ok(())
+    }
+
+    fn restore_user(&mut self, state: &UserState) -> Result<(), RestoreError> {
+        if state.user_id.is_empty() {
+            return Err(RestoreError::User {
+                user_id: String::new(),
+                message: "empty user id".into(),
+            });
+        }
+        let user = self.users.find_or_insert(&state.user_id);
+        let previous = self.users.take_pending(user, |_| true);
+        self.pending_count -= previous.len();
+        for r in self.users.receipts(user).to_vec() {
+            self.users.remove_receipt(user, r.follow_on);
+        }
+        for p in &state.pending {
+            let rule = self.catalog.rule_id(&p.follow_on_id, p.follow_on_version);
+            if self.catalog.slot(rule).rule.is_none() {
+                self.counters.unresolved_rule_versions += 1;
+            }
+            self.timers.push(p.due_at, user);
+            self.users.add_pending(
+                user,
+                PendingSend {
+                    due_at: p.due_at,
+                    triggered_at: p.trigger.occurred_at,
+                    trigger_event_id: CompactString::new(&p.trigger.event_id),
+                    rule,
+                    trigger_kind: p.trigger.kind,
+                },
+            );
+            self.pending_count += 1;
+        }
+        for r in &state.receipts {
+            let follow_on = self.catalog.intern_follow_on(&r.follow_on_id);
+            self.users.set_receipt(user, follow_on, r.last_sent_at);
+        }
+        self.users.release_if_empty(user);
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- decisions
+
+    /// The subject of a decision about a pending send.
+    fn about<'a>(&'a self, user: UserIdx, p: &'a PendingSend) -> DecisionFor<'a> {
+        let slot = self.catalog.slot(p.rule);
+        DecisionFor {
+            user_id: self.users.user_id(user),
+            follow_on_id: self.catalog.follow_on_name(slot.follow_on),
+            version: slot.version,
+            trigger_event_id: &p.trigger_event_id,
+        }
+    }
+}
+
+/// Why a trigger is ignored.
+struct Ignore {
+    reason: DecisionReason,
+    due_at: Option<TimestampMs>,
+}
+
+/// What a trigger that passed the checks does.
+struct TriggerPlan {
+    follow_on: FollowOnIdx,
+    due_at: TimestampMs,
+    immediate: bool,
+    /// The pending send a `RESTART` replaces.
+    replaces: Option<PendingSend>,
+}
+
+/// The subject of a decision: which user, follow-on version and trigger.
+#[derive(Clone, Copy)]
+struct DecisionFor<'a> {
+    user_id: &'a str,
+    follow_on_id: &'a str,
+    version: i64,
+    trigger_event_id: &'a str,
+}
+
+impl DecisionFor<'_> {
+    #[allow(clippy::too_many_arguments)]
+    fn decision(
+        self,
+        outcome: DecisionOutcome,
+        reason: DecisionReason,
+        decided_at: TimestampMs,
+        cause_event_id: Option<&str>,
+        source: Option<&InputCoordinates>,
+        due_at: Option<TimestampMs>,
+        command_id: Option<String>,
+    ) -> Effect {
+        Effect::Decision(Decision {
+            user_id: self.user_id.to_string(),
+            follow_on_id: self.follow_on_id.to_string(),
+            follow_on_version: Some(self.version),
+            outcome,
+            reason,
+            command_id,
+            trigger_event_id: Some(self.trigger_event_id.to_string()),
+            cause_event_id: cause_event_id.map(str::to_string),
+            due_at,
+            decided_at,
+            source: source.cloned(),
+        })
+    }
+}
+
+/// The due time of a trigger under a rule, with local times in the event's zone, else the
+/// rule's, else UTC; and whether the event named a zone that does not exist.
+fn due_time(rule: &Rule, event: &Interaction) -> (TimestampMs, bool) {
+    let t = event.occurred_at;
+    let zone = || {
+        let named = event.user_time_zone.as_deref();
+        let parsed = named.and_then(|z| time::parse_zone(z).ok());
+        let unknown = named.is_some() && parsed.is_none();
+        (parsed.or(rule.zone).unwrap_or(chrono_tz::UTC), unknown)
+    };
+    match rule.delay {
+        CompiledDelay::Immediate => (t, false),
+        CompiledDelay::After { ms } => (t + ms, false),
+        CompiledDelay::NextWeekday { weekday, at } => {
+            let (z, unknown) = zone();
+            (time::next_weekday_at(z, t, weekday, at), unknown)
+        }
+        CompiledDelay::CalendarDays { days, at } => {
+            let (z, unknown) = zone();
+            (time::calendar_days_at(z, t, days, at), unknown)
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Compact per-task state: users with their pending sends and receipts, and the timer queue.
+//!
+//! Memory is the product's scaling limit (millions of pending timers per instance), so the
+//! layout is chosen for it:
+//!
+//! ```text
+//!  index: HashTable<u32> ──► slots: Vec<UserSlot { user_id (inline ≤ 24 B), first: Option<PendingSend> }>
+//!                                     │ only users with a 2nd pending send or a receipt
+//!                                     ▼
+//!                            extra: HashMap<u32, Extra { more: Vec<PendingSend>, receipts }>
+//!  timers: BinaryHeap<DueEntry (12 B: due, slot)>   lazily cleaned, checked against the slot
+//! ```
+//!
+//! The hash table stores only slot numbers (5 bytes a bucket) so that its load-factor slack
+//! costs little; the common user — one pending send, no receipt yet — is one 72-byte slot.
+//! Timer entries are not removed on cancellation: a popped entry is checked against the
+//! slot's pending sends, and the heap is rebuilt when stale entries outnumber live ones.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::hash::BuildHasher;
+
+use compact_str::CompactString;
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+
+use crate::catalog::{FollowOnIdx, RuleId};
+use crate::model::{InteractionKind, TimestampMs};
+
+/// A pending follow-on send of one user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingSend {
+    pub due_at: TimestampMs,
+    /// The trigger's `occurred_at`: the exception window opens here.
+    pub triggered_at: TimestampMs,
+    pub trigger_event_id: CompactString,
+    /// The follow-on version it was scheduled with.
+    pub rule: RuleId,
+    pub trigger_kind: InteractionKind,
+}
+
+/// The last send of a follow-on to a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub follow_on: FollowOnIdx,
+    pub last_sent_at: TimestampMs,
+}
+
+/// Slot number of a user in the table.
+pub type UserIdx = u32;
+
+#[derive(Debug)]
+struct UserSlot {
+    user_id: CompactString,
+    first: Option<PendingSend>,
+}
+
+#[derive(Debug, Default)]
+struct Extra {
+    more: Vec<PendingSend>,
+    receipts: Vec<Receipt>,
+}
+
+/// Users that have state in a task.
+#[derive(Debug, Default)]
+pub struct UserTable {
+    hasher: DefaultHashBuilder,
+    index: HashTable<UserIdx>,
+    slots: Vec<UserSlot>,
+    free: Vec<UserIdx>,
+    extra: HashMap<UserIdx, Extra>,
+}
+
+impl UserTable {
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    pub fn find(&self, user_id: &str) -> Option<UserIdx> {
+        let hash = self.hasher.hash_one(user_id);
+        self.index
+            .find(hash, |&i| self.slots[i as usize].user_id == user_id)
+            .copied()
+    }
+
+    /// The user's slot, created when the user has none.
+    pub fn find_or_insert(&mut self, user_id: &str) -> UserIdx {
+        let hash = self.hasher.hash_one(user_id);
+        let slots = &self.slots;
+        if let Some(&i) = self.index.find(hash, |&i| slots[i as usize].user_id == user_id) {
+            return i;
+        }
+        let slot = UserSlot {
+            user_id: CompactString::new(user_id),
+            first: None,
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                self.slots.push(slot);
+                (self.slots.len() - 1) as UserIdx
+            }
+        };
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.insert_unique(hash, i, |&j| {
+            hasher.hash_one(slots[j as usize].user_id.as_str())
+        });
+        i
+    }
+
+    pub fn user_id(&self, user: UserIdx) -> &str {
+        &self.slots[user as usize].user_id
+    }
+
+    pub fn pending(&self, user: UserIdx) -> impl Iterator<Item = &PendingSend> {
+        let more = self.extra.get(&user).map(|e| e.more.as_slice()).unwrap_or(&[]);
+        self.slots[user as usize].first.iter().chain(more)
+    }
+
+    pub fn has_pending(&self, user: UserIdx) -> bool {
+        self.slots[user as usize].first.is_some()
+    }
+
+    /// Removes and returns the pending sends for which `remove` is true, in stored order.
+    pub fn take_pending(
+        &mut self,
+        user: UserIdx,
+        mut remove: impl FnMut(&PendingSend) -> bool,
+    ) -> Vec<PendingSend> {
+        let slot = &mut self.slots[user as usize];
+        let mut all: Vec<PendingSend> = slot.first.take().into_iter().collect();
+        if let Some(e) = self.extra.get_mut(&user) {
+            all.append(&mut e.more);
+        }
+        let (taken, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| remove(p));
+        let mut kept = kept.into_iter();
+        slot.first = kept.next();
+        let rest: Vec<_> = kept.collect();
+        if !rest.is_empty() {
+            self.extra.entry(user).or_default().more = rest;
+        }
+        self.drop_empty_extra(user);
+        taken
+    }
+
+    pub fn add_pending(&mut self, user: UserIdx, pending: PendingSend) {
+        let slot = &mut self.slots[user as usize];
+        if slot.first.is_none() {
+            slot.first = Some(pending);
+        } else {
+            self.extra.entry(user).or_default().more.push(pending);
+        }
+    }
+
+    pub fn receipts(&self, user: UserIdx) -> &[Receipt] {
+        self.extra.get(&user).map(|e| e.receipts.as_slice()).unwrap_or(&[])
+    }
+
+    pub fn receipt(&self, user: UserIdx, follow_on: FollowOnIdx) -> Option<TimestampMs> {
+        self.receipts(user)
+            .iter()
+            .find(|r| r.follow_on == follow_on)
+            .map(|r| r.last_sent_at)
+    }
+
+    pub fn set_receipt(&mut self, user: UserIdx, follow_on: FollowOnIdx, last_sent_at: TimestampMs) {
+        let receipts = &mut self.extra.entry(user).or_default().receipts;
+        match receipts.iter_mut().find(|r| r.follow_on == follow_on) {
+            Some(r) => r.last_sent_at = last_sent_at,
+            None => receipts.push(Receipt {
+                follow_on,
+                last_sent_at,
+            }),
+        }
+    }
+
+    pub fn remove_receipt(&mut self, user: UserIdx, follow_on: FollowOnIdx) {
+        if let Some(e) = self.extra.get_mut(&user) {
+            e.receipts.retain(|r| r.follow_on != follow_on);
+        }
+        self.drop_empty_extra(user);
+    }
+
+    fn drop_empty_extra(&mut self, user: UserIdx) {
+        if self
+            .extra
+            .get(&user)
+            .is_some_and(|e| e.more.is_empty() && e.receipts.is_empty())
+        {
+            self.extra.remove(&user);
+        }
+    }
+
+    /// Frees the user's slot when it holds nothing; returns whether it did.
+    pub fn release_if_empty(&mut self, user: UserIdx) -> bool {
+        let slot = &self.slots[user as usize];
+        if slot.first.is_some() || self.extra.contains_key(&user) {
+            return false;
+        }
+        let hash = self.hasher.hash_one(slot.user_id.as_str());
+        if let Ok(entry) = self.index.find_entry(hash, |&i| i == user) {
+            entry.remove();
+        }
+        self.slots[user as usize].user_id = CompactString::default();
+        self.free.push(user);
+        true
+    }
+
+    /// Slots of every user that has state (in no particular order).
+    pub fn users(&self) -> impl Iterator<Item = UserIdx> + '_ {
+        self.index.iter().copied()
+    }
+
+    /// Heap bytes held by the table (without per-string heap spills).
+    pub fn approx_bytes(&self) -> usize {
+        self.index.capacity() * (std::mem::size_of::<UserIdx>() + 1)
+            + self.slots.capacity() * std::mem::size_of::<UserSlot>()
+            + self.extra.capacity() * (std::mem::size_of::<(UserIdx, Extra)>() + 1)
+    }
+}
+
+/// A timer entry: `(due, slot)` packed into 12 bytes. The due time is stored with its sign
+/// bit flipped and split into two words so that the derived order is the order of `(due, slot)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct DueEntry {
+    due_hi: u32,
+    due_lo: u32,
+    user: UserIdx,
+}
+
+impl DueEntry {
+    fn new(due: TimestampMs, user: UserIdx) -> Self {
+        let d = (due as u64) ^ (1 << 63);
+        Self {
+            due_hi: (d >> 32) as u32,
+            due_lo: d as u32,
+            user,
+        }
+    }
+    fn due(self) -> TimestampMs {
+        ((((self.due_hi as u64) << 32) | self.due_lo as u64) ^ (1 << 63)) as TimestampMs
+    }
+}
+
+/// Due times of pending sends, earliest first. Entries may be stale (the send was cancelled
+/// or already fired); the engine checks each popped entry against the user's pending sends.
+#[derive(Debug, Default)]
+pub struct TimerQueue {
+    heap: BinaryHeap<Reverse<DueEntry>>,
+}
+
+impl TimerQueue {
+    pub fn push(&mut self, due: TimestampMs, user: UserIdx) {
+        self.heap.push(Reverse(DueEntry::new(due, user)));
+    }
+
+    pub fn peek_due(&self) -> Option<TimestampMs> {
+        self.heap.peek().map(|Reverse(e)| e.due())
+    }
+
+    /// Pops every entry with the earliest due time if it is `<= until`.
+    pub fn pop_earliest(&mut self, until: TimestampMs, into: &mut Vec<UserIdx>) -> Option<TimestampMs> {
+        let due = self.peek_due().filter(|&d| d <= until)?;
+        while let Some(Reverse(e)) = self.heap.peek() {
+            if e.due() != due {
+                break;
+            }
+            into.push(e.user);
+            self.heap.pop();
+        }
+        Some(due)
+    }
+
+    pub fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.heap.is_empty()
+    }
+
+    /// Replaces the entries with exactly `live` (used when stale entries pile up).
+    pub fn rebuild(&mut self, live: impl Iterator<Item = (TimestampMs, UserIdx)>) {
+        let entries: Vec<_> = live.map(|(d, u)| Reverse(DueEntry::new(d, u))).collect();
+        self.heap = BinaryHeap::from(entries);
+    }
+
+    pub fn approx_bytes(&self) -> usize {
+        self.heap.capacity() * std::mem::size_of::<DueEntry>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_entries_order_like_due_then_slot() {
+        let times = [-5_000i64, -1, 0, 1, 1_700_000_000_000, i64::MAX / 2];
+        for a in times {
+            for b in times {
+                for (ua, ub) in [(0, 1), (1, 0), (3, 3)] {
+                    let (ea, eb) = (DueEntry::new(a, ua), DueEntry::new(b, ub));
+                    assert_eq!(ea.cmp(&eb), (a, ua).cmp(&(b, ub)));
+                    assert_eq!(ea.due(), a);
+                }
+            }
+        }
+        assert_eq!(std::mem::size_of::<DueEntry>(), 12);
+    }
+
+    #[test]
+    fn slots_are_reused_and_lookups_follow() {
+        let mut t = UserTable::default();
+        let a = t.find_or_insert("alice");
+        let b = t.find_or_insert("bob");
+        assert_eq!(t.find("alice"), Some(a));
+        assert!(t.release_if_empty(a));
+        assert_eq!(t.find("alice"), None);
+        let c = t.find_or_insert("carol");
+        assert_eq!(c, a, "freed slot is reused");
+        assert_eq!(t.find("carol"), Some(c));
+        assert_eq!(t.find("bob"), Some(b));
+        assert_eq!(t.len(), 2);
+    }
+}

@@ -1,0 +1,25 @@
+//! Campaign connector: sends a follow-on message when a user interacts with an active
+//! campaign and no exception event arrives within the follow-on's delay.
+//!
+//! # Layout
+//!
+//! - [`model`]: the wire records of SPEC §2/§4 (interactions, user events, campaigns,
+//!   send-commands, decisions, changelog state), mirrored by `schemas/*.avsc`.
+//! - [`time`]: durations, timestamps, local times in IANA zones (DST rules); no clock reads.
+//! - [`validate`]: campaign validation with field paths, shared by the catalog and the files.
+//! - [`catalog`]: the campaigns a task knows, compiled follow-on rules and their versions.
+//! - [`engine`]: the per-task state machine — triggers, exceptions, timers, firing — that
+//!   takes inputs and `now` and returns [`engine::Effect`]s; no I/O, no clock, no tasks.
+//! - [`merge`]: the event-time merge of a task's input partitions (which record next, how
+//!   long to wait for an empty partition), as pure logic.
+//! - [`campaigns_file`]: campaigns-as-code: the YAML format, loading and its error messages.
+//! - [`simulate`]: the offline simulator behind `campaign-connector simulate`.
+
+pub mod campaigns_file;
+pub mod catalog;
+pub mod engine;
+pub mod merge;
+pub mod model;
+pub mod simulate;
+pub mod time;
+pub mod validate;
