@@ -248,13 +248,13 @@ pub struct Campaign {
     pub version: i64,
     /// First time the campaign became `ACTIVE`.
     #[serde(default)]
-    #[avro(with = optional_timestamp_schema)]
+    #[avro(with = optional_timestamp_schema, default = "null")]
     pub published_at: Option<TimestampMs>,
     #[serde(default)]
-    #[avro(with = optional_timestamp_schema)]
+    #[avro(with = optional_timestamp_schema, default = "null")]
     pub starts_at: Option<TimestampMs>,
     #[serde(default)]
-    #[avro(with = optional_timestamp_schema)]
+    #[avro(with = optional_timestamp_schema, default = "null")]
     pub ends_at: Option<TimestampMs>,
     #[serde(default)]
     pub follow_on: Option<FollowOnRule>,
@@ -270,6 +270,7 @@ pub struct FollowOnRule {
     #[serde(default)]
     pub time_zone: Option<String>,
     #[serde(default)]
+    #[avro(default = "[]")]
     pub exceptions: Vec<ExceptionMatcher>,
     pub reeligibility: Reeligibility,
     pub on_repeat_trigger: RepeatTrigger,
@@ -369,6 +370,7 @@ pub struct ExceptionMatcher {
     #[serde(default)]
     pub campaign_id: Option<String>,
     #[serde(default)]
+    #[avro(default = "[]")]
     pub interaction_kinds: Vec<InteractionKind>,
     #[serde(default)]
     pub name: Option<String>,
@@ -594,7 +596,7 @@ pub struct Decision {
     #[serde(default)]
     pub cause_event_id: Option<String>,
     #[serde(default)]
-    #[avro(with = optional_timestamp_schema)]
+    #[avro(with = optional_timestamp_schema, default = "null")]
     pub due_at: Option<TimestampMs>,
     /// Event time of the cause, or the time a timer fired at.
     #[avro(with = timestamp_schema)]
