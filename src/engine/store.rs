@@ -216,13 +216,6 @@ impl UserTable {
     pub fn users(&self) -> impl Iterator<Item = UserIdx> + '_ {
         self.index.iter().copied()
     }
-
-    /// Heap bytes held by the table (without per-string heap spills).
-    pub fn approx_bytes(&self) -> usize {
-        self.index.capacity() * (std::mem::size_of::<UserIdx>() + 1)
-            + self.slots.capacity() * std::mem::size_of::<UserSlot>()
-            + self.extra.capacity() * (std::mem::size_of::<(UserIdx, Extra)>() + 1)
-    }
 }
 
 /// A timer entry: `(due, slot)` packed into 12 bytes. The due time is stored with its sign
@@ -281,18 +274,10 @@ impl TimerQueue {
         self.heap.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.heap.is_empty()
-    }
-
     /// Replaces the entries with exactly `live` (used when stale entries pile up).
     pub fn rebuild(&mut self, live: impl Iterator<Item = (TimestampMs, UserIdx)>) {
         let entries: Vec<_> = live.map(|(d, u)| Reverse(DueEntry::new(d, u))).collect();
         self.heap = BinaryHeap::from(entries);
-    }
-
-    pub fn approx_bytes(&self) -> usize {
-        self.heap.capacity() * std::mem::size_of::<DueEntry>()
     }
 }
 
