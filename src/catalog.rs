@@ -246,6 +246,11 @@ pub struct Catalog {
     follow_on_index: HashMap<String, FollowOnIdx>,
     rules: Vec<RuleSlot>,
     rule_index: HashMap<(FollowOnIdx, i64), RuleId>,
+    /// Every interaction (campaign, kinds) that some rule version lists as an exception: a
+    /// filter so that events which cannot cancel anything skip the user lookup.
+    interaction_exceptions: HashMap<String, KindSet>,
+    /// Whether some rule version has a custom-event / purchase / session-start exception.
+    user_event_exceptions: [bool; 3],
     /// Records older than the version already known, ignored.
     pub stale_records: u64,
 }
@@ -296,6 +301,40 @@ impl Catalog {
         i
     }
 
+    /// Can an interaction of `kind` on `campaign_id` be an exception of any rule version?
+    pub fn may_cancel_interaction(&self, campaign_id: &str, kind: InteractionKind) -> bool {
+        self.interaction_exceptions
+            .get(campaign_id)
+            .is_some_and(|k| k.contains(kind))
+    }
+
+    /// Can a user event of this type be an exception of any rule version?
+    pub fn may_cancel_user_event(&self, event_type: UserEventType) -> bool {
+        match event_type {
+            UserEventType::CustomEvent => self.user_event_exceptions[0],
+            UserEventType::Purchase => self.user_event_exceptions[1],
+            UserEventType::SessionStart => self.user_event_exceptions[2],
+            UserEventType::Unknown => false,
+        }
+    }
+
+    /// Compiles a version into its slot and adds its exceptions to the filters.
+    fn fill(&mut self, id: RuleId, campaign: &Campaign) {
+        let rule = Rule::compile(campaign);
+        for e in &rule.exceptions {
+            match e {
+                CompiledException::Interaction { campaign_id, kinds } => {
+                    let known = self.interaction_exceptions.entry(campaign_id.clone()).or_default();
+                    known.0 |= kinds.0;
+                }
+                CompiledException::CustomEvent { .. } => self.user_event_exceptions[0] = true,
+                CompiledException::Purchase { .. } => self.user_event_exceptions[1] = true,
+                CompiledException::SessionStart => self.user_event_exceptions[2] = true,
+            }
+        }
+        self.slot_mut(id).rule = Some(Box::new(rule));
+    }
+
     pub fn slot(&self, id: RuleId) -> &RuleSlot {
         &self.rules[id.index()]
     }
@@ -339,11 +378,10 @@ impl Catalog {
     pub fn restore_snapshot(&mut self, campaign: &Campaign) -> Result<RuleId, CatalogError> {
         self.check(campaign)?;
         let id = self.rule_id(&campaign.campaign_id, campaign.version);
-        let slot = self.slot_mut(id);
-        if slot.rule.is_none() && campaign.follow_on.is_some() {
-            slot.rule = Some(Box::new(Rule::compile(campaign)));
+        if self.slot(id).rule.is_none() && campaign.follow_on.is_some() {
+            self.fill(id, campaign);
         }
-        slot.persisted = true;
+        self.slot_mut(id).persisted = true;
         Ok(id)
     }
 
@@ -372,8 +410,7 @@ impl Catalog {
         self.unlink_trigger(&campaign.campaign_id);
         let rule = campaign.follow_on.as_ref().map(|r| {
             let id = self.rule_id(&campaign.campaign_id, campaign.version);
-            let slot = self.slot_mut(id);
-            slot.rule = Some(Box::new(Rule::compile(campaign)));
+            self.fill(id, campaign);
             self.by_trigger
                 .entry(r.trigger.campaign_id.clone())
                 .or_default()

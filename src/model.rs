@@ -527,6 +527,25 @@ pub enum DecisionReason {
 }
 
 impl DecisionReason {
+    pub const ALL: [DecisionReason; 16] = [
+        Self::Trigger,
+        Self::Restart,
+        Self::FollowOnInactive,
+        Self::TriggerCampaignInactive,
+        Self::BeforePublish,
+        Self::OutsideWindow,
+        Self::DueAfterEnd,
+        Self::NotReeligible,
+        Self::AlreadyPending,
+        Self::Exception,
+        Self::Due,
+        Self::Immediate,
+        Self::FollowOnDeleted,
+        Self::PastEnd,
+        Self::Overdue,
+        Self::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Trigger => "trigger",
@@ -550,6 +569,16 @@ impl DecisionReason {
 }
 
 impl DecisionOutcome {
+    pub const ALL: [DecisionOutcome; 7] = [
+        Self::Scheduled,
+        Self::Ignored,
+        Self::Cancelled,
+        Self::Fired,
+        Self::Dropped,
+        Self::Sent,
+        Self::Unknown,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Scheduled => "SCHEDULED",

@@ -191,7 +191,7 @@ pub fn simulate(
         .filter_map(|e| match e {
             Effect::Send(s) => Some(Output::Send(s)),
             Effect::Decision(d) => Some(Output::Decision(d)),
-            Effect::PutState(_) | Effect::ClearState { .. } => None,
+            Effect::PutState(_) | Effect::UserChanged { .. } => None,
         })
         .collect();
     let c = engine.counters();

@@ -44,10 +44,12 @@ pub enum Effect {
     Send(SendCommand),
     /// Record a decision (decision log).
     Decision(Decision),
-    /// Write a changelog record (a user's state, or a rule snapshot) under its key.
+    /// Write a changelog record (a rule snapshot) under its key.
     PutState(TaskStateRecord),
-    /// Tombstone a changelog key: the user has no state left.
-    ClearState { key: String },
+    /// The user's state changed: write [`Engine::user_changelog_record`] for this user to the
+    /// changelog before the next commit (a tombstone when it is `None`). Exporting at commit
+    /// time rather than per change writes a busy user once per transaction.
+    UserChanged { user_id: String },
 }
 
 /// Counters of inputs the engine ignored or repaired; exported as metrics by the runtime.
@@ -62,6 +64,34 @@ pub struct Counters {
     /// Pending sends restored with a rule version whose snapshot was missing (the current
     /// version was used).
     pub unresolved_rule_versions: u64,
+    /// Decisions taken, by outcome and reason (counted with the decision log on or off).
+    decisions: [[u64; DecisionReason::ALL.len()]; DecisionOutcome::ALL.len()],
+}
+
+impl Counters {
+    fn decided(&mut self, outcome: DecisionOutcome, reason: DecisionReason) {
+        self.decisions[outcome as usize][reason as usize] += 1;
+    }
+
+    /// How many decisions of this outcome and reason were taken.
+    pub fn decisions(&self, outcome: DecisionOutcome, reason: DecisionReason) -> u64 {
+        self.decisions[outcome as usize][reason as usize]
+    }
+
+    /// Every (outcome, reason) pair that was counted at least once.
+    pub fn decision_counts(&self) -> impl Iterator<Item = (DecisionOutcome, DecisionReason, u64)> + '_ {
+        DecisionOutcome::ALL.into_iter().flat_map(move |o| {
+            DecisionReason::ALL
+                .into_iter()
+                .map(move |r| (o, r, self.decisions(o, r)))
+                .filter(|(_, _, n)| *n > 0)
+        })
+    }
+
+    /// All decisions of an outcome, whatever the reason.
+    pub fn outcome_total(&self, outcome: DecisionOutcome) -> u64 {
+        self.decisions[outcome as usize].iter().sum()
+    }
 }
 
 /// Errors restoring from the changelog.
@@ -105,8 +135,11 @@ pub struct Engine {
     /// Timers due at or before this time have fired.
     clock: Option<TimestampMs>,
     counters: Counters,
+    /// Build decision records (off when the runtime has no decision log to write).
+    decision_log: bool,
     // Scratch buffers reused across calls.
     due_users: Vec<UserIdx>,
+    firing: Vec<(UserIdx, PendingSend)>,
 }
 
 impl Engine {
@@ -118,8 +151,16 @@ impl Engine {
             pending_count: 0,
             clock: None,
             counters: Counters::default(),
+            decision_log: true,
             due_users: Vec::new(),
+            firing: Vec::new(),
         }
+    }
+
+    /// Turns decision records on (the default) or off. Off saves their allocation when no
+    /// decision log is configured; everything else is unchanged.
+    pub fn set_decision_log(&mut self, on: bool) {
+        self.decision_log = on;
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -195,7 +236,8 @@ impl Engine {
                 .take_pending(user, |p| catalog.slot(p.rule).follow_on == follow_on);
             self.pending_count -= dropped.len();
             for p in &dropped {
-                out.push(self.about(user, p).decision(
+                self.counters.decided(DecisionOutcome::Dropped, reason);
+                out.extend(self.about(user, p).decision(
                     DecisionOutcome::Dropped,
                     reason,
                     now,
@@ -240,7 +282,8 @@ impl Engine {
             return;
         }
         let mut changed = None;
-        if let Some(user) = self.users.find(&event.user_id) {
+        let may_cancel = self.catalog.may_cancel_interaction(&event.campaign_id, event.kind);
+        if let Some(user) = may_cancel.then(|| self.users.find(&event.user_id)).flatten() {
             if self.users.has_pending(user) {
                 let catalog = &self.catalog;
                 let cancelled = self.users.take_pending(user, |p| {
@@ -296,6 +339,9 @@ impl Engine {
             self.counters.unknown_user_event_types += 1;
             return;
         }
+        if !self.catalog.may_cancel_user_event(event.event_type) {
+            return;
+        }
         let Some(user) = self.users.find(&event.user_id) else {
             return;
         };
@@ -327,7 +373,8 @@ impl Engine {
     ) {
         self.pending_count -= cancelled.len();
         for p in cancelled {
-            out.push(self.about(user, p).decision(
+            self.counters.decided(DecisionOutcome::Cancelled, DecisionReason::Exception);
+            out.extend(self.about(user, p).decision(
                 DecisionOutcome::Cancelled,
                 DecisionReason::Exception,
                 t,
@@ -390,6 +437,7 @@ impl Engine {
             return ignore(DecisionReason::AlreadyPending);
         }
         let plan = TriggerPlan {
+            user,
             follow_on,
             due_at,
             immediate: rule.delay == CompiledDelay::Immediate,
@@ -416,19 +464,24 @@ impl Engine {
         let plan = match checked {
             Ok(plan) => plan,
             Err(Ignore { reason, due_at }) => {
+                self.counters.decided(DecisionOutcome::Ignored, reason);
                 let d = DecisionFor {
+                    enabled: self.decision_log,
                     user_id: &event.user_id,
                     follow_on_id: self.catalog.follow_on_name(self.catalog.slot(rule_id).follow_on),
                     version: self.catalog.slot(rule_id).version,
                     trigger_event_id: &event.event_id,
                 };
-                out.push(d.decision(DecisionOutcome::Ignored, reason, t, Some(&event.event_id), source, due_at, None));
+                out.extend(d.decision(DecisionOutcome::Ignored, reason, t, Some(&event.event_id), source, due_at, None));
                 return None;
             }
         };
 
         // 6. Send now, or schedule.
-        let user = self.users.find_or_insert(&event.user_id);
+        let user = match plan.user {
+            Some(u) => u,
+            None => self.users.find_or_insert(&event.user_id),
+        };
         let mut reason = DecisionReason::Trigger;
         if let Some(old) = plan.replaces {
             let catalog = &self.catalog;
@@ -436,7 +489,8 @@ impl Engine {
                 .users
                 .take_pending(user, |p| catalog.slot(p.rule).follow_on == plan.follow_on);
             self.pending_count -= replaced.len();
-            out.push(self.about(user, &old).decision(
+            self.counters.decided(DecisionOutcome::Cancelled, DecisionReason::Restart);
+            out.extend(self.about(user, &old).decision(
                 DecisionOutcome::Cancelled,
                 DecisionReason::Restart,
                 t,
@@ -458,7 +512,8 @@ impl Engine {
             self.send(user, &pending, now, DecisionReason::Immediate, source, out);
         } else {
             self.persist_rule(rule_id, out);
-            out.push(self.about(user, &pending).decision(
+            self.counters.decided(DecisionOutcome::Scheduled, reason);
+            out.extend(self.about(user, &pending).decision(
                 DecisionOutcome::Scheduled,
                 reason,
                 t,
@@ -494,33 +549,33 @@ impl Engine {
 
     fn fire_due(&mut self, until: TimestampMs, now: TimestampMs, out: &mut Effects) {
         let mut batch = std::mem::take(&mut self.due_users);
+        let mut firing = std::mem::take(&mut self.firing);
         while let Some(due) = {
             batch.clear();
             self.timers.pop_earliest(until, &mut batch)
         } {
             batch.sort_unstable();
             batch.dedup();
-            let mut firing: Vec<(UserIdx, PendingSend)> = Vec::new();
+            firing.clear();
             for &user in &batch {
                 for p in self.users.take_pending(user, |p| p.due_at == due) {
                     firing.push((user, p));
                 }
-            }
-            if firing.is_empty() {
-                continue;
             }
             self.pending_count -= firing.len();
             firing.sort_by(|a, b| self.fire_order(a, b));
             for (user, p) in &firing {
                 self.fire(*user, p, now, out);
             }
-            let mut users: Vec<UserIdx> = firing.iter().map(|(u, _)| *u).collect();
-            users.dedup();
-            for user in users {
-                self.emit_user_state(user, out);
+            // Sorted by user, so each user's state is reported once.
+            for (i, (user, _)) in firing.iter().enumerate() {
+                if i == 0 || firing[i - 1].0 != *user {
+                    self.emit_user_state(*user, out);
+                }
             }
         }
         self.due_users = batch;
+        self.firing = firing;
         self.maybe_compact_timers();
     }
 
@@ -551,7 +606,8 @@ impl Engine {
         };
         match drop_reason {
             Some(reason) => {
-                out.push(self.about(user, p).decision(
+                self.counters.decided(DecisionOutcome::Dropped, reason);
+                out.extend(self.about(user, p).decision(
                     DecisionOutcome::Dropped,
                     reason,
                     now,
@@ -615,7 +671,8 @@ impl Engine {
             Some(id),
         );
         out.push(Effect::Send(command));
-        out.push(decision);
+        out.extend(decision);
+        self.counters.decided(outcome, reason);
         self.users.set_receipt(user, follow_on, p.due_at);
     }
 
@@ -651,20 +708,12 @@ impl Engine {
         }
     }
 
+    /// Reports that a user's state changed; the slot is freed if nothing is left in it.
     fn emit_user_state(&mut self, user: UserIdx, out: &mut Effects) {
-        match self.export_slot(user) {
-            Some(state) => out.push(Effect::PutState(TaskStateRecord {
-                user: Some(state),
-                rule: None,
-                progress: None,
-            })),
-            None => {
-                out.push(Effect::ClearState {
-                    key: crate::model::user_state_key(self.users.user_id(user)),
-                });
-                self.users.release_if_empty(user);
-            }
-        }
+        out.push(Effect::UserChanged {
+            user_id: self.users.user_id(user).to_string(),
+        });
+        self.users.release_if_empty(user);
     }
 
     fn export_slot(&self, user: UserIdx) -> Option<UserState> {
@@ -712,9 +761,19 @@ impl Engine {
         })
     }
 
-    /// A user's state as a changelog value, if the user has any.
+    /// A user's state, if the user has any.
     pub fn export_user(&self, user_id: &str) -> Option<UserState> {
         self.users.find(user_id).and_then(|u| self.export_slot(u))
+    }
+
+    /// The changelog entry of a user: its key, and the value (`None`: a tombstone).
+    pub fn user_changelog_record(&self, user_id: &str) -> (String, Option<TaskStateRecord>) {
+        let value = self.export_user(user_id).map(|state| TaskStateRecord {
+            user: Some(state),
+            rule: None,
+            progress: None,
+        });
+        (crate::model::user_state_key(user_id), value)
     }
 
     /// The task's progress record (its clock), written by the runtime with each commit.
@@ -826,6 +885,7 @@ impl Engine {
     fn about<'a>(&'a self, user: UserIdx, p: &'a PendingSend) -> DecisionFor<'a> {
         let slot = self.catalog.slot(p.rule);
         DecisionFor {
+            enabled: self.decision_log,
             user_id: self.users.user_id(user),
             follow_on_id: self.catalog.follow_on_name(slot.follow_on),
             version: slot.version,
@@ -842,6 +902,8 @@ struct Ignore {
 
 /// What a trigger that passed the checks does.
 struct TriggerPlan {
+    /// The user's slot, if the user already has one.
+    user: Option<UserIdx>,
     follow_on: FollowOnIdx,
     due_at: TimestampMs,
     immediate: bool,
@@ -852,6 +914,8 @@ struct TriggerPlan {
 /// The subject of a decision: which user, follow-on version and trigger.
 #[derive(Clone, Copy)]
 struct DecisionFor<'a> {
+    /// Whether the decision log is on; when off, no decision is built.
+    enabled: bool,
     user_id: &'a str,
     follow_on_id: &'a str,
     version: i64,
@@ -869,8 +933,11 @@ impl DecisionFor<'_> {
         source: Option<&InputCoordinates>,
         due_at: Option<TimestampMs>,
         command_id: Option<String>,
-    ) -> Effect {
-        Effect::Decision(Decision {
+    ) -> Option<Effect> {
+        if !self.enabled {
+            return None;
+        }
+        Some(Effect::Decision(Decision {
             user_id: self.user_id.to_string(),
             follow_on_id: self.follow_on_id.to_string(),
             follow_on_version: Some(self.version),
@@ -882,7 +949,7 @@ impl DecisionFor<'_> {
             due_at,
             decided_at,
             source: source.cloned(),
-        })
+        }))
     }
 }
 

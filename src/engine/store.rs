@@ -21,6 +21,7 @@ use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 
 use compact_str::CompactString;
+use smallvec::SmallVec;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::catalog::{FollowOnIdx, RuleId};
@@ -37,6 +38,9 @@ pub struct PendingSend {
     pub rule: RuleId,
     pub trigger_kind: InteractionKind,
 }
+
+/// Pending sends taken out of a user's slot (inline for the usual one).
+pub type Taken = SmallVec<[PendingSend; 1]>;
 
 /// The last send of a follow-on to a user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,22 +132,29 @@ impl UserTable {
     }
 
     /// Removes and returns the pending sends for which `remove` is true, in stored order.
+    /// Allocates nothing for the common user with one pending send.
     pub fn take_pending(
         &mut self,
         user: UserIdx,
         mut remove: impl FnMut(&PendingSend) -> bool,
-    ) -> Vec<PendingSend> {
+    ) -> Taken {
+        let mut taken = Taken::new();
         let slot = &mut self.slots[user as usize];
-        let mut all: Vec<PendingSend> = slot.first.take().into_iter().collect();
-        if let Some(e) = self.extra.get_mut(&user) {
-            all.append(&mut e.more);
+        if slot.first.as_ref().is_some_and(&mut remove) {
+            taken.extend(slot.first.take());
         }
-        let (taken, kept): (Vec<_>, Vec<_>) = all.into_iter().partition(|p| remove(p));
-        let mut kept = kept.into_iter();
-        slot.first = kept.next();
-        let rest: Vec<_> = kept.collect();
-        if !rest.is_empty() {
-            self.extra.entry(user).or_default().more = rest;
+        if let Some(e) = self.extra.get_mut(&user) {
+            let mut i = 0;
+            while i < e.more.len() {
+                if remove(&e.more[i]) {
+                    taken.push(e.more.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            if slot.first.is_none() && !e.more.is_empty() {
+                slot.first = Some(e.more.remove(0));
+            }
         }
         self.drop_empty_extra(user);
         taken
