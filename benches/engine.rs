@@ -80,7 +80,11 @@ fn cart_follow_on() -> Campaign {
 fn engine() -> Engine {
     let mut e = Engine::new(Limits::default());
     let mut out = Vec::new();
-    for c in [campaign("abandoned-cart", None), campaign("newsletter", None), cart_follow_on()] {
+    for c in [
+        campaign("abandoned-cart", None),
+        campaign("newsletter", None),
+        cart_follow_on(),
+    ] {
         e.apply_campaign(&c, START, &mut out).unwrap();
     }
     e
@@ -150,7 +154,13 @@ fn workload(events: u64, users: u64, start: i64) -> Vec<InputEvent> {
                 } else {
                     recent[(rng.next() % 4096) as usize] = user;
                 }
-                interaction(seq, user, "abandoned-cart", InteractionKind::PushReceived, t)
+                interaction(
+                    seq,
+                    user,
+                    "abandoned-cart",
+                    InteractionKind::PushReceived,
+                    t,
+                )
             } else if roll < 42 && !recent.is_empty() {
                 let buyer = recent[(rng.next() % recent.len() as u64) as usize];
                 user_event(seq, buyer, UserEventType::Purchase, t)
@@ -172,7 +182,10 @@ struct Row(String, String, String);
 fn run(e: &mut Engine, input: &[InputEvent]) -> (f64, f64, f64) {
     let mut out = Vec::with_capacity(64);
     let count = |e: &Engine, o| e.counters().outcome_total(o);
-    let (s0, c0) = (count(e, DecisionOutcome::Scheduled), count(e, DecisionOutcome::Cancelled));
+    let (s0, c0) = (
+        count(e, DecisionOutcome::Scheduled),
+        count(e, DecisionOutcome::Cancelled),
+    );
     let started = Instant::now();
     for event in input {
         e.process(event, None, event.occurred_at(), &mut out);
@@ -198,8 +211,15 @@ fn throughput(scale: u64, rows: &mut Vec<Row>) {
         e.set_decision_log(decision_log);
         let cold = run(&mut e, &first);
         let warm = run(&mut e, &second);
-        let log = if decision_log { "with decision log" } else { "no decision log" };
-        for ((rate, sched, cancel), phase) in [(cold, "cold: state grows from empty"), (warm, "warm: steady state")] {
+        let log = if decision_log {
+            "with decision log"
+        } else {
+            "no decision log"
+        };
+        for ((rate, sched, cancel), phase) in [
+            (cold, "cold: state grows from empty"),
+            (warm, "warm: steady state"),
+        ] {
             rows.push(Row(
                 format!("events/s, {log}, {phase}"),
                 format!(
@@ -213,7 +233,11 @@ fn throughput(scale: u64, rows: &mut Vec<Row>) {
         }
     }
     rows.push(Row(
-        format!("  workload: {} users, {} events a pass", human(users), human(events)),
+        format!(
+            "  workload: {} users, {} events a pass",
+            human(users),
+            human(events)
+        ),
         String::new(),
         String::new(),
     ));
@@ -290,8 +314,15 @@ fn rebuild(scale: u64, rows: &mut Vec<Row>) {
     assert_eq!(e.pending_count() as u64, n);
     rows.push(Row(
         format!("rebuild engine from {} state records", human(n)),
-        format!("{elapsed:.2} s ({:.2} M records/s)", n as f64 / elapsed / 1e6),
-        if scale == 1 { "≤ 5 s".into() } else { "≤ 5 s at 10 M".into() },
+        format!(
+            "{elapsed:.2} s ({:.2} M records/s)",
+            n as f64 / elapsed / 1e6
+        ),
+        if scale == 1 {
+            "≤ 5 s".into()
+        } else {
+            "≤ 5 s at 10 M".into()
+        },
     ));
 }
 
@@ -309,8 +340,15 @@ fn main() {
         memory_child(args[i + 1].parse().unwrap());
         return;
     }
-    let scale = if args.iter().any(|a| a == "--quick") { 10 } else { 1 };
-    let only = args.iter().position(|a| a == "--only").map(|i| args[i + 1].clone());
+    let scale = if args.iter().any(|a| a == "--quick") {
+        10
+    } else {
+        1
+    };
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .map(|i| args[i + 1].clone());
     let run = |name: &str| only.as_deref().is_none_or(|o| o == name);
     let mut rows = Vec::new();
     if run("throughput") {
@@ -323,7 +361,9 @@ fn main() {
     if run("rebuild") {
         rebuild(scale, &mut rows);
     }
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!("\nengine benchmark (release, one thread; machine: {cpus} cores)\n");
     let w0 = rows.iter().map(|r| r.0.chars().count()).max().unwrap_or(0);
     let w1 = rows.iter().map(|r| r.1.chars().count()).max().unwrap_or(0);

@@ -6,6 +6,12 @@ use crate::validate::Limits;
 #[error("{0}")]
 pub struct CampaignsFileError(String);
 
-pub fn load_campaigns_file(path: &std::path::Path, _limits: &Limits) -> Result<Vec<Campaign>, CampaignsFileError> {
-    Err(CampaignsFileError(format!("{}: not yet supported", path.display())))
+pub fn load_campaigns_file(
+    path: &std::path::Path,
+    _limits: &Limits,
+) -> Result<Vec<Campaign>, CampaignsFileError> {
+    Err(CampaignsFileError(format!(
+        "{}: not yet supported",
+        path.display()
+    )))
 }

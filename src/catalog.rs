@@ -52,7 +52,11 @@ pub enum CatalogError {
 }
 
 fn join(problems: &[FieldError]) -> String {
-    problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+    problems
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A bit set of interaction kinds.
@@ -81,10 +85,17 @@ pub enum CompiledDelay {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CompiledException {
     /// An interaction of `kinds` on `campaign_id`.
-    Interaction { campaign_id: String, kinds: KindSet },
-    CustomEvent { name: String },
+    Interaction {
+        campaign_id: String,
+        kinds: KindSet,
+    },
+    CustomEvent {
+        name: String,
+    },
     /// A purchase, of `product` when set.
-    Purchase { product: Option<String> },
+    Purchase {
+        product: Option<String>,
+    },
     SessionStart,
 }
 
@@ -126,7 +137,10 @@ pub struct Rule {
 
 impl Rule {
     fn compile(campaign: &Campaign) -> Self {
-        let rule = campaign.follow_on.as_ref().expect("compile is called for follow-ons");
+        let rule = campaign
+            .follow_on
+            .as_ref()
+            .expect("compile is called for follow-ons");
         let local_time = || {
             rule.delay
                 .local_time
@@ -174,7 +188,10 @@ impl Rule {
             trigger_kinds: KindSet::of(&rule.trigger.kinds),
             trigger_qualifier: rule.trigger.qualifier.clone(),
             delay,
-            zone: rule.time_zone.as_deref().and_then(|z| time::parse_zone(z).ok()),
+            zone: rule
+                .time_zone
+                .as_deref()
+                .and_then(|z| time::parse_zone(z).ok()),
             exceptions,
             reeligible_after_ms: match rule.reeligibility.policy {
                 ReeligibilityPolicy::Never => None,
@@ -280,7 +297,10 @@ impl Catalog {
 
     /// The current rules triggered by interactions on `campaign_id`.
     pub fn rules_triggered_on(&self, campaign_id: &str) -> &[RuleId] {
-        self.by_trigger.get(campaign_id).map(Vec::as_slice).unwrap_or(&[])
+        self.by_trigger
+            .get(campaign_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
     }
 
     pub fn follow_on_name(&self, idx: FollowOnIdx) -> &str {
@@ -324,7 +344,10 @@ impl Catalog {
         for e in &rule.exceptions {
             match e {
                 CompiledException::Interaction { campaign_id, kinds } => {
-                    let known = self.interaction_exceptions.entry(campaign_id.clone()).or_default();
+                    let known = self
+                        .interaction_exceptions
+                        .entry(campaign_id.clone())
+                        .or_default();
                     known.0 |= kinds.0;
                 }
                 CompiledException::CustomEvent { .. } => self.user_event_exceptions[0] = true,
@@ -428,12 +451,14 @@ impl Catalog {
                 rule,
             },
         );
-        Ok(match (campaign.status, self.follow_on_idx(&campaign.campaign_id)) {
-            (CampaignStatus::Stopped | CampaignStatus::Archived, Some(f)) => {
-                CatalogChange::FollowOnStopped(f)
-            }
-            _ => CatalogChange::None,
-        })
+        Ok(
+            match (campaign.status, self.follow_on_idx(&campaign.campaign_id)) {
+                (CampaignStatus::Stopped | CampaignStatus::Archived, Some(f)) => {
+                    CatalogChange::FollowOnStopped(f)
+                }
+                _ => CatalogChange::None,
+            },
+        )
     }
 
     /// Applies a tombstone: the campaign is deleted.
@@ -464,7 +489,11 @@ impl Catalog {
 
     /// All campaigns (id, entry), sorted by id.
     pub fn campaigns(&self) -> Vec<(&str, &CampaignEntry)> {
-        let mut v: Vec<_> = self.campaigns.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let mut v: Vec<_> = self
+            .campaigns
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v
     }

@@ -11,7 +11,11 @@ use campaign_connector::validate::Limits;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "campaign-connector", version, about = "Follow-on campaign connector")]
+#[command(
+    name = "campaign-connector",
+    version,
+    about = "Follow-on campaign connector"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -117,8 +121,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 match load_campaigns_file(&file, &limits) {
                     Ok(campaigns) => {
                         for c in campaigns {
-                            let kind = if c.follow_on.is_some() { "follow-on" } else { "campaign" };
-                            println!("{}: {kind} {} v{} {:?}", file.display(), c.campaign_id, c.version, c.status);
+                            let kind = if c.follow_on.is_some() {
+                                "follow-on"
+                            } else {
+                                "campaign"
+                            };
+                            println!(
+                                "{}: {kind} {} v{} {:?}",
+                                file.display(),
+                                c.campaign_id,
+                                c.version,
+                                c.status
+                            );
                         }
                     }
                     Err(e) => {
@@ -127,7 +141,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     }
                 }
             }
-            Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -108,9 +108,15 @@ mod tests {
     #[test]
     fn takes_the_earliest_event_time_then_the_lower_rank() {
         let mut m = Merge::new(100);
-        let inputs = [input(0, Some((20, 5)), false), input(1, Some((10, 9)), false)];
+        let inputs = [
+            input(0, Some((20, 5)), false),
+            input(1, Some((10, 9)), false),
+        ];
         assert_eq!(m.choose(&inputs, 0), Next::Take(1));
-        let tie = [input(1, Some((10, 1)), false), input(0, Some((10, 7)), false)];
+        let tie = [
+            input(1, Some((10, 1)), false),
+            input(0, Some((10, 7)), false),
+        ];
         assert_eq!(m.choose(&tie, 0), Next::Take(1), "interactions win a tie");
     }
 
@@ -130,6 +136,9 @@ mod tests {
         let mut m = Merge::new(100);
         let inputs = [input(0, Some((10, 0)), false), input(1, None, true)];
         assert_eq!(m.choose(&inputs, 0), Next::Take(0));
-        assert_eq!(m.choose(&[input(0, None, true), input(1, None, false)], 0), Next::Idle);
+        assert_eq!(
+            m.choose(&[input(0, None, true), input(1, None, false)], 0),
+            Next::Idle
+        );
     }
 }

@@ -41,7 +41,18 @@ fn optional_timestamp_schema(_: &mut HashSet<Name>, _: NamespaceRef) -> Schema {
 /// The interaction kinds of SPEC §2. `Unknown` is the Avro enum default: a kind added by a
 /// newer producer decodes as `Unknown`, is counted, and triggers nothing.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, AvroSchema, Default,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    AvroSchema,
+    Default,
 )]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[avro(namespace = "campaign_connector")]

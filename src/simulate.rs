@@ -92,7 +92,9 @@ pub fn parse_events(text: &str) -> (Vec<(usize, InputEvent)>, Vec<LineError>) {
 pub fn parse_event_line(line: &str) -> Result<InputEvent, String> {
     let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
     let Value::Object(outer) = value else {
-        return Err("expected an object {\"interaction\": {...}} or {\"user_event\": {...}}".into());
+        return Err(
+            "expected an object {\"interaction\": {...}} or {\"user_event\": {...}}".into(),
+        );
     };
     if outer.len() != 1 {
         return Err("expected exactly one key, \"interaction\" or \"user_event\"".into());
@@ -102,7 +104,10 @@ pub fn parse_event_line(line: &str) -> Result<InputEvent, String> {
     let event = match key.as_str() {
         "interaction" => {
             if let Some(kind) = record.get_mut("kind") {
-                if kind.as_str().is_some_and(|k| InteractionKind::from_symbol(k).is_none()) {
+                if kind
+                    .as_str()
+                    .is_some_and(|k| InteractionKind::from_symbol(k).is_none())
+                {
                     // A kind this version does not know decodes as UNKNOWN, like Avro's default.
                     *kind = Value::String("UNKNOWN".into());
                 }
@@ -122,7 +127,11 @@ pub fn parse_event_line(line: &str) -> Result<InputEvent, String> {
                 serde_json::from_value(record).map_err(|e| format!("user_event: {e}"))?,
             )
         }
-        other => return Err(format!("unknown record type {other:?}: expected \"interaction\" or \"user_event\"")),
+        other => {
+            return Err(format!(
+                "unknown record type {other:?}: expected \"interaction\" or \"user_event\""
+            ))
+        }
     };
     if event.user_id().is_empty() {
         return Err(format!("{key}: empty user_id"));
@@ -216,7 +225,10 @@ pub fn render_jsonl(report: &Report) -> String {
     let mut s = String::new();
     for o in &report.outputs {
         let (key, mut value) = match o {
-            Output::Send(c) => ("send_command", serde_json::to_value(c).expect("serializable")),
+            Output::Send(c) => (
+                "send_command",
+                serde_json::to_value(c).expect("serializable"),
+            ),
             Output::Decision(d) => ("decision", serde_json::to_value(d).expect("serializable")),
         };
         for field in ["due_at", "emitted_at", "decided_at"] {
@@ -325,10 +337,16 @@ pub fn summary(report: &Report) -> String {
         sends,
         decisions,
         report.pending_at_end,
-        report.until.map(format_timestamp).unwrap_or_else(|| "-".into()),
+        report
+            .until
+            .map(format_timestamp)
+            .unwrap_or_else(|| "-".into()),
     );
     for (n, what) in [
-        (report.unknown_interaction_kinds, "unknown interaction kinds"),
+        (
+            report.unknown_interaction_kinds,
+            "unknown interaction kinds",
+        ),
         (report.unknown_user_event_types, "unknown user event types"),
         (report.unknown_time_zones, "unknown time zones"),
     ] {

@@ -4,7 +4,8 @@
 //! moves forward by the gap, an ambiguous one (DST overlap) takes the earlier instant.
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset, TimeZone,
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset,
+    TimeZone,
 };
 use chrono_tz::Tz;
 use thiserror::Error;
@@ -20,9 +21,13 @@ pub const MAX_REELIGIBILITY_SECONDS: i64 = 720 * DAY_SECONDS;
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TimeError {
-    #[error("invalid duration {0:?}: expected a number and a unit (s, m, h, d, w), e.g. 90m, 7d, 1d12h")]
+    #[error(
+        "invalid duration {0:?}: expected a number and a unit (s, m, h, d, w), e.g. 90m, 7d, 1d12h"
+    )]
     Duration(String),
-    #[error("invalid timestamp {0:?}: expected RFC 3339 (2026-11-28T09:00:00Z) or epoch milliseconds")]
+    #[error(
+        "invalid timestamp {0:?}: expected RFC 3339 (2026-11-28T09:00:00Z) or epoch milliseconds"
+    )]
     Timestamp(String),
     #[error("invalid local time {0:?}: expected HH:MM or HH:MM:SS")]
     LocalTime(String),
@@ -39,7 +44,11 @@ pub fn parse_duration(text: &str) -> Result<i64, TimeError> {
         return Err(err());
     }
     if let Ok(seconds) = t.parse::<i64>() {
-        return if seconds >= 0 { Ok(seconds) } else { Err(err()) };
+        return if seconds >= 0 {
+            Ok(seconds)
+        } else {
+            Err(err())
+        };
     }
     let mut total: i64 = 0;
     let mut number = String::new();
@@ -76,7 +85,13 @@ pub fn format_duration(seconds: i64) -> String {
     }
     let mut rest = seconds;
     let mut out = String::new();
-    for (unit, name) in [(7 * DAY_SECONDS, "w"), (DAY_SECONDS, "d"), (3_600, "h"), (60, "m"), (1, "s")] {
+    for (unit, name) in [
+        (7 * DAY_SECONDS, "w"),
+        (DAY_SECONDS, "d"),
+        (3_600, "h"),
+        (60, "m"),
+        (1, "s"),
+    ] {
         if rest >= unit {
             out.push_str(&format!("{}{}", rest / unit, name));
             rest %= unit;
@@ -113,7 +128,8 @@ pub fn parse_local_time(text: &str) -> Result<NaiveTime, TimeError> {
 }
 
 pub fn parse_zone(name: &str) -> Result<Tz, TimeError> {
-    name.parse::<Tz>().map_err(|_| TimeError::Zone(name.to_string()))
+    name.parse::<Tz>()
+        .map_err(|_| TimeError::Zone(name.to_string()))
 }
 
 fn chrono_weekday(w: Weekday) -> chrono::Weekday {
@@ -134,7 +150,9 @@ fn chrono_weekday(w: Weekday) -> chrono::Weekday {
 pub fn local_to_utc(zone: Tz, local: NaiveDateTime) -> TimestampMs {
     match zone.from_local_datetime(&local) {
         LocalResult::Single(t) => t.timestamp_millis(),
-        LocalResult::Ambiguous(earlier, later) => earlier.timestamp_millis().min(later.timestamp_millis()),
+        LocalResult::Ambiguous(earlier, later) => {
+            earlier.timestamp_millis().min(later.timestamp_millis())
+        }
         LocalResult::None => {
             // The offset in force just before the gap: a day earlier is safely before it.
             let before = local - Duration::days(1);
@@ -150,17 +168,25 @@ pub fn local_to_utc(zone: Tz, local: NaiveDateTime) -> TimestampMs {
     }
 }
 
-
 fn local_date(zone: Tz, at: TimestampMs) -> NaiveDate {
     zone.timestamp_millis_opt(at)
         .single()
         .map(|d| d.date_naive())
-        .unwrap_or_else(|| DateTime::from_timestamp_millis(at).expect("in range").date_naive())
+        .unwrap_or_else(|| {
+            DateTime::from_timestamp_millis(at)
+                .expect("in range")
+                .date_naive()
+        })
 }
 
 /// `NEXT_WEEKDAY`: the next date with `weekday` strictly after the trigger's local date
 /// (so the same weekday means 7 days later), at `at` local time.
-pub fn next_weekday_at(zone: Tz, triggered_at: TimestampMs, weekday: Weekday, at: NaiveTime) -> TimestampMs {
+pub fn next_weekday_at(
+    zone: Tz,
+    triggered_at: TimestampMs,
+    weekday: Weekday,
+    at: NaiveTime,
+) -> TimestampMs {
     let date = local_date(zone, triggered_at);
     let from = date.weekday().num_days_from_monday() as i64;
     let to = chrono_weekday(weekday).num_days_from_monday() as i64;
@@ -172,7 +198,12 @@ pub fn next_weekday_at(zone: Tz, triggered_at: TimestampMs, weekday: Weekday, at
 }
 
 /// `CALENDAR_DAYS`: `days` (≥ 1) local dates after the trigger's local date, at `at`.
-pub fn calendar_days_at(zone: Tz, triggered_at: TimestampMs, days: i32, at: NaiveTime) -> TimestampMs {
+pub fn calendar_days_at(
+    zone: Tz,
+    triggered_at: TimestampMs,
+    days: i32,
+    at: NaiveTime,
+) -> TimestampMs {
     let date = local_date(zone, triggered_at);
     local_to_utc(zone, (date + Duration::days(days as i64)).and_time(at))
 }
@@ -207,7 +238,10 @@ mod tests {
         assert_eq!(ts("1500"), 1_500);
         assert!(parse_timestamp("yesterday").is_err());
         assert_eq!(format_timestamp(1_500), "1970-01-01T00:00:01.500Z");
-        assert_eq!(format_timestamp(ts("2026-11-28T09:00:00Z")), "2026-11-28T09:00:00Z");
+        assert_eq!(
+            format_timestamp(ts("2026-11-28T09:00:00Z")),
+            "2026-11-28T09:00:00Z"
+        );
     }
 
     #[test]
@@ -226,14 +260,32 @@ mod tests {
     fn dst_gap_moves_forward_and_overlap_takes_the_earlier_instant() {
         let berlin = parse_zone("Europe/Berlin").unwrap();
         // 2026-03-29 02:30 does not exist in Berlin (02:00 → 03:00): it becomes 03:30 CEST.
-        let gap = local_to_utc(berlin, NaiveDate::from_ymd_opt(2026, 3, 29).unwrap().and_hms_opt(2, 30, 0).unwrap());
+        let gap = local_to_utc(
+            berlin,
+            NaiveDate::from_ymd_opt(2026, 3, 29)
+                .unwrap()
+                .and_hms_opt(2, 30, 0)
+                .unwrap(),
+        );
         assert_eq!(gap, ts("2026-03-29T01:30:00Z"));
         // 2026-10-25 02:30 happens twice: the earlier is 02:30 CEST = 00:30 UTC.
-        let overlap = local_to_utc(berlin, NaiveDate::from_ymd_opt(2026, 10, 25).unwrap().and_hms_opt(2, 30, 0).unwrap());
+        let overlap = local_to_utc(
+            berlin,
+            NaiveDate::from_ymd_opt(2026, 10, 25)
+                .unwrap()
+                .and_hms_opt(2, 30, 0)
+                .unwrap(),
+        );
         assert_eq!(overlap, ts("2026-10-25T00:30:00Z"));
         // Calendar days across the spring change keep the local wall time.
         let ten = parse_local_time("10:00").unwrap();
-        assert_eq!(calendar_days_at(berlin, ts("2026-03-28T12:00:00Z"), 2, ten), ts("2026-03-30T08:00:00Z"));
-        assert_eq!(calendar_days_at(berlin, ts("2026-03-27T12:00:00Z"), 1, ten), ts("2026-03-28T09:00:00Z"));
+        assert_eq!(
+            calendar_days_at(berlin, ts("2026-03-28T12:00:00Z"), 2, ten),
+            ts("2026-03-30T08:00:00Z")
+        );
+        assert_eq!(
+            calendar_days_at(berlin, ts("2026-03-27T12:00:00Z"), 1, ten),
+            ts("2026-03-28T09:00:00Z")
+        );
     }
 }

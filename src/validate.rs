@@ -6,7 +6,9 @@ use std::fmt;
 use crate::model::{
     Campaign, DelayType, ExceptionType, InteractionKind, OverduePolicy, ReeligibilityPolicy,
 };
-use crate::time::{self, format_duration, DAY_SECONDS, MAX_REELIGIBILITY_SECONDS, TWO_YEARS_SECONDS};
+use crate::time::{
+    self, format_duration, DAY_SECONDS, MAX_REELIGIBILITY_SECONDS, TWO_YEARS_SECONDS,
+};
 
 /// Limits that depend on configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +30,10 @@ impl Limits {
     /// Limits with a configured maximum delay; refuses one beyond the 2-year cap.
     pub fn with_max_delay(max_delay_seconds: i64) -> Result<Self, String> {
         if max_delay_seconds <= 0 {
-            return Err(format!("max_delay {} must be positive", format_duration(max_delay_seconds.max(0))));
+            return Err(format!(
+                "max_delay {} must be positive",
+                format_duration(max_delay_seconds.max(0))
+            ));
         }
         if max_delay_seconds > TWO_YEARS_SECONDS {
             return Err(format!(
@@ -67,7 +72,10 @@ impl Problems {
 
 fn check_delay_length(p: &mut Problems, field: &str, seconds: i64, limits: &Limits) {
     if seconds > TWO_YEARS_SECONDS {
-        p.add(field, format!("delay {} exceeds the 2-year cap", format_duration(seconds)));
+        p.add(
+            field,
+            format!("delay {} exceeds the 2-year cap", format_duration(seconds)),
+        );
     } else if seconds > limits.max_delay_seconds {
         p.add(
             field,
@@ -85,7 +93,10 @@ fn check_kinds(p: &mut Problems, field: &str, kinds: &[InteractionKind]) {
         p.add(field, "at least one interaction kind is required");
     }
     if kinds.contains(&InteractionKind::Unknown) {
-        p.add(field, "UNKNOWN is not an interaction kind that can be matched");
+        p.add(
+            field,
+            "UNKNOWN is not an interaction kind that can be matched",
+        );
     }
 }
 
@@ -105,7 +116,10 @@ pub fn validate_campaign(campaign: &Campaign, limits: &Limits) -> Vec<FieldError
         p.add("campaign_id", "must not be empty");
     }
     if campaign.version < 0 {
-        p.add("version", format!("must not be negative, got {}", campaign.version));
+        p.add(
+            "version",
+            format!("must not be negative, got {}", campaign.version),
+        );
     }
     if let (Some(starts), Some(ends)) = (campaign.starts_at, campaign.ends_at) {
         if ends <= starts {
@@ -140,7 +154,9 @@ pub fn validate_campaign(campaign: &Campaign, limits: &Limits) -> Vec<FieldError
         DelayType::After => {
             match d.seconds {
                 None => p.add("follow_on.delay.seconds", "an AFTER delay needs a duration"),
-                Some(s) if s <= 0 => p.add("follow_on.delay.seconds", "an AFTER delay must be positive"),
+                Some(s) if s <= 0 => {
+                    p.add("follow_on.delay.seconds", "an AFTER delay must be positive")
+                }
                 Some(s) => check_delay_length(&mut p, "follow_on.delay", s, limits),
             }
             extra(&mut p, "weekday", d.weekday.is_some());
@@ -149,24 +165,41 @@ pub fn validate_campaign(campaign: &Campaign, limits: &Limits) -> Vec<FieldError
         }
         DelayType::NextWeekday => {
             if d.weekday.is_none() {
-                p.add("follow_on.delay.weekday", "a NEXT_WEEKDAY delay needs a weekday");
+                p.add(
+                    "follow_on.delay.weekday",
+                    "a NEXT_WEEKDAY delay needs a weekday",
+                );
             }
             extra(&mut p, "seconds", d.seconds.is_some());
             extra(&mut p, "days", d.days.is_some());
         }
         DelayType::CalendarDays => {
             match d.days {
-                None => p.add("follow_on.delay.days", "a CALENDAR_DAYS delay needs a number of days"),
-                Some(n) if n < 1 => p.add("follow_on.delay.days", format!("must be at least 1, got {n}")),
-                Some(n) => check_delay_length(&mut p, "follow_on.delay", n as i64 * DAY_SECONDS, limits),
+                None => p.add(
+                    "follow_on.delay.days",
+                    "a CALENDAR_DAYS delay needs a number of days",
+                ),
+                Some(n) if n < 1 => p.add(
+                    "follow_on.delay.days",
+                    format!("must be at least 1, got {n}"),
+                ),
+                Some(n) => {
+                    check_delay_length(&mut p, "follow_on.delay", n as i64 * DAY_SECONDS, limits)
+                }
             }
             extra(&mut p, "seconds", d.seconds.is_some());
             extra(&mut p, "weekday", d.weekday.is_some());
         }
     }
-    if matches!(d.delay_type, DelayType::NextWeekday | DelayType::CalendarDays) {
+    if matches!(
+        d.delay_type,
+        DelayType::NextWeekday | DelayType::CalendarDays
+    ) {
         match &d.local_time {
-            None => p.add("follow_on.delay.local_time", "a local-time delay needs a local time (HH:MM)"),
+            None => p.add(
+                "follow_on.delay.local_time",
+                "a local-time delay needs a local time (HH:MM)",
+            ),
             Some(t) => {
                 if let Err(e) = time::parse_local_time(t) {
                     p.add("follow_on.delay.local_time", e.to_string());
@@ -187,56 +220,89 @@ pub fn validate_campaign(campaign: &Campaign, limits: &Limits) -> Vec<FieldError
         let field = format!("follow_on.exceptions[{i}]");
         match e.exception_type {
             ExceptionType::Interaction => {
-                check_kinds(&mut p, &format!("{field}.interaction_kinds"), &e.interaction_kinds);
+                check_kinds(
+                    &mut p,
+                    &format!("{field}.interaction_kinds"),
+                    &e.interaction_kinds,
+                );
                 if e.name.is_some() {
-                    p.add(format!("{field}.name"), "an INTERACTION exception has no name");
+                    p.add(
+                        format!("{field}.name"),
+                        "an INTERACTION exception has no name",
+                    );
                 }
-                if e.campaign_id.as_deref().is_some_and(|c| c.trim().is_empty()) {
-                    p.add(format!("{field}.campaign_id"), "must not be empty (leave it out for the trigger campaign)");
+                if e.campaign_id
+                    .as_deref()
+                    .is_some_and(|c| c.trim().is_empty())
+                {
+                    p.add(
+                        format!("{field}.campaign_id"),
+                        "must not be empty (leave it out for the trigger campaign)",
+                    );
                 }
             }
             ExceptionType::CustomEvent => {
                 if e.name.as_deref().is_none_or(|n| n.trim().is_empty()) {
-                    p.add(format!("{field}.name"), "a CUSTOM_EVENT exception needs the event name");
+                    p.add(
+                        format!("{field}.name"),
+                        "a CUSTOM_EVENT exception needs the event name",
+                    );
                 }
             }
             ExceptionType::Purchase | ExceptionType::SessionStart => {
                 if e.exception_type == ExceptionType::SessionStart && e.name.is_some() {
-                    p.add(format!("{field}.name"), "a SESSION_START exception has no name");
+                    p.add(
+                        format!("{field}.name"),
+                        "a SESSION_START exception has no name",
+                    );
                 }
             }
         }
         if e.exception_type != ExceptionType::Interaction {
             if !e.interaction_kinds.is_empty() {
-                p.add(format!("{field}.interaction_kinds"), "only INTERACTION exceptions have interaction kinds");
+                p.add(
+                    format!("{field}.interaction_kinds"),
+                    "only INTERACTION exceptions have interaction kinds",
+                );
             }
             if e.campaign_id.is_some() {
-                p.add(format!("{field}.campaign_id"), "only INTERACTION exceptions have a campaign");
+                p.add(
+                    format!("{field}.campaign_id"),
+                    "only INTERACTION exceptions have a campaign",
+                );
             }
         }
     }
 
     match (rule.reeligibility.policy, rule.reeligibility.seconds) {
-        (ReeligibilityPolicy::Never, Some(_)) => {
-            p.add("follow_on.reeligibility.seconds", "NEVER re-eligibility takes no duration")
-        }
-        (ReeligibilityPolicy::After, None) => {
-            p.add("follow_on.reeligibility.seconds", "AFTER re-eligibility needs a duration")
-        }
+        (ReeligibilityPolicy::Never, Some(_)) => p.add(
+            "follow_on.reeligibility.seconds",
+            "NEVER re-eligibility takes no duration",
+        ),
+        (ReeligibilityPolicy::After, None) => p.add(
+            "follow_on.reeligibility.seconds",
+            "AFTER re-eligibility needs a duration",
+        ),
         (ReeligibilityPolicy::After, Some(s)) if s <= 0 => {
             p.add("follow_on.reeligibility.seconds", "must be positive")
         }
         (ReeligibilityPolicy::After, Some(s)) if s > MAX_REELIGIBILITY_SECONDS => p.add(
             "follow_on.reeligibility.seconds",
-            format!("re-eligibility {} exceeds the maximum of 720d", format_duration(s)),
+            format!(
+                "re-eligibility {} exceeds the maximum of 720d",
+                format_duration(s)
+            ),
         ),
         _ => {}
     }
     match (rule.overdue.policy, rule.overdue.seconds) {
-        (OverduePolicy::Send, Some(_)) => p.add("follow_on.overdue.seconds", "SEND takes no duration"),
-        (OverduePolicy::DropIfLateBy, None) => {
-            p.add("follow_on.overdue.seconds", "DROP_IF_LATE_BY needs a duration")
+        (OverduePolicy::Send, Some(_)) => {
+            p.add("follow_on.overdue.seconds", "SEND takes no duration")
         }
+        (OverduePolicy::DropIfLateBy, None) => p.add(
+            "follow_on.overdue.seconds",
+            "DROP_IF_LATE_BY needs a duration",
+        ),
         (OverduePolicy::DropIfLateBy, Some(s)) if s < 0 => {
             p.add("follow_on.overdue.seconds", "must not be negative")
         }

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use apache_avro::types::Value;
 use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{from_value, AvroSchema, Schema};
 use campaign_connector::model::*;
@@ -13,7 +13,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 fn schema_file(name: &str) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schemas")
+        .join(name);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
@@ -26,7 +28,9 @@ fn without_docs(v: serde_json::Value) -> serde_json::Value {
                 .map(|(k, v)| (k, without_docs(v)))
                 .collect(),
         ),
-        serde_json::Value::Array(a) => serde_json::Value::Array(a.into_iter().map(without_docs).collect()),
+        serde_json::Value::Array(a) => {
+            serde_json::Value::Array(a.into_iter().map(without_docs).collect())
+        }
         other => other,
     }
 }
@@ -105,7 +109,10 @@ fn decode<T: DeserializeOwned>(writer: &Schema, reader: &Schema, bytes: &[u8]) -
     from_value(&value).expect("into the Rust record")
 }
 
-fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(file: &str, record: &T) {
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(
+    file: &str,
+    record: &T,
+) {
     let schema = Schema::parse_str(&schema_file(file)).unwrap();
     let bytes = encode(&schema, record);
     let back: T = decode(&schema, &schema, &bytes);
@@ -113,7 +120,10 @@ fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(fil
 }
 
 fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn follow_on() -> Campaign {
@@ -281,14 +291,17 @@ fn every_record_round_trips_through_its_schema_file() {
 #[test]
 fn newer_writer_with_new_kind_and_field_decodes_as_unknown() {
     let reader = Schema::parse_str(&schema_file("interaction.avsc")).unwrap();
-    let mut evolved: serde_json::Value = serde_json::from_str(&schema_file("interaction.avsc")).unwrap();
+    let mut evolved: serde_json::Value =
+        serde_json::from_str(&schema_file("interaction.avsc")).unwrap();
     let fields = evolved["fields"].as_array_mut().unwrap();
     let kind = fields.iter_mut().find(|f| f["name"] == "kind").unwrap();
     kind["type"]["symbols"]
         .as_array_mut()
         .unwrap()
         .insert(0, "EMAIL_FORWARD".into());
-    fields.push(serde_json::json!({"name": "channel_hint", "type": ["null", "string"], "default": null}));
+    fields.push(
+        serde_json::json!({"name": "channel_hint", "type": ["null", "string"], "default": null}),
+    );
     let writer = Schema::parse(&evolved).unwrap();
 
     let value = Value::Record(vec![
@@ -298,9 +311,15 @@ fn newer_writer_with_new_kind_and_field_decodes_as_unknown() {
         ("kind".into(), Value::Enum(0, "EMAIL_FORWARD".into())),
         ("qualifier".into(), Value::Union(0, Box::new(Value::Null))),
         ("occurred_at".into(), Value::TimestampMillis(1_000)),
-        ("user_time_zone".into(), Value::Union(0, Box::new(Value::Null))),
+        (
+            "user_time_zone".into(),
+            Value::Union(0, Box::new(Value::Null)),
+        ),
         ("properties".into(), Value::Map(Default::default())),
-        ("channel_hint".into(), Value::Union(1, Box::new(Value::String("email".into())))),
+        (
+            "channel_hint".into(),
+            Value::Union(1, Box::new(Value::String("email".into()))),
+        ),
     ]);
     let bytes = to_avro_datum(&writer, value);
     let read: Interaction = decode(&writer, &reader, &bytes);

@@ -24,10 +24,12 @@ use std::cmp::Ordering;
 use compact_str::CompactString;
 use uuid::Uuid;
 
-pub use store::{PendingSend, Receipt, UserIdx, UserTable};
 use store::TimerQueue;
+pub use store::{PendingSend, Receipt, UserIdx, UserTable};
 
-use crate::catalog::{Catalog, CatalogChange, CatalogError, CompiledDelay, FollowOnIdx, Rule, RuleId};
+use crate::catalog::{
+    Catalog, CatalogChange, CatalogError, CompiledDelay, FollowOnIdx, Rule, RuleId,
+};
 use crate::model::{
     Campaign, CampaignStatus, Decision, DecisionOutcome, DecisionReason, InputCoordinates,
     InputEvent, Interaction, InteractionKind, PendingSendState, ReceiptState, RuleSnapshot,
@@ -38,6 +40,9 @@ use crate::time;
 use crate::validate::Limits;
 
 /// What the caller must do. Executed in one place (the simulator, or the Kafka task).
+// Effects live in a buffer the caller reuses; boxing the large variants would cost an
+// allocation per decision for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Emit a send-command.
@@ -79,7 +84,9 @@ impl Counters {
     }
 
     /// Every (outcome, reason) pair that was counted at least once.
-    pub fn decision_counts(&self) -> impl Iterator<Item = (DecisionOutcome, DecisionReason, u64)> + '_ {
+    pub fn decision_counts(
+        &self,
+    ) -> impl Iterator<Item = (DecisionOutcome, DecisionReason, u64)> + '_ {
         DecisionOutcome::ALL.into_iter().flat_map(move |o| {
             DecisionReason::ALL
                 .into_iter()
@@ -111,9 +118,19 @@ const COMMAND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3c8f_5a2e_91d4_4b7a_8e0f_6d
 /// The deterministic id of the send-command of one trigger: a UUID v5 over the follow-on id,
 /// its version at scheduling, the user id and the trigger event id (length-prefixed, so no
 /// two different tuples share an input).
-pub fn command_id(follow_on_id: &str, version: i64, user_id: &str, trigger_event_id: &str) -> String {
-    let mut bytes = Vec::with_capacity(follow_on_id.len() + user_id.len() + trigger_event_id.len() + 32);
-    for part in [follow_on_id.as_bytes(), user_id.as_bytes(), trigger_event_id.as_bytes()] {
+pub fn command_id(
+    follow_on_id: &str,
+    version: i64,
+    user_id: &str,
+    trigger_event_id: &str,
+) -> String {
+    let mut bytes =
+        Vec::with_capacity(follow_on_id.len() + user_id.len() + trigger_event_id.len() + 32);
+    for part in [
+        follow_on_id.as_bytes(),
+        user_id.as_bytes(),
+        trigger_event_id.as_bytes(),
+    ] {
         bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
         bytes.extend_from_slice(part);
     }
@@ -282,8 +299,13 @@ impl Engine {
             return;
         }
         let mut changed = None;
-        let may_cancel = self.catalog.may_cancel_interaction(&event.campaign_id, event.kind);
-        if let Some(user) = may_cancel.then(|| self.users.find(&event.user_id)).flatten() {
+        let may_cancel = self
+            .catalog
+            .may_cancel_interaction(&event.campaign_id, event.kind);
+        if let Some(user) = may_cancel
+            .then(|| self.users.find(&event.user_id))
+            .flatten()
+        {
             if self.users.has_pending(user) {
                 let catalog = &self.catalog;
                 let cancelled = self.users.take_pending(user, |p| {
@@ -373,7 +395,8 @@ impl Engine {
     ) {
         self.pending_count -= cancelled.len();
         for p in cancelled {
-            self.counters.decided(DecisionOutcome::Cancelled, DecisionReason::Exception);
+            self.counters
+                .decided(DecisionOutcome::Cancelled, DecisionReason::Exception);
             out.extend(self.about(user, p).decision(
                 DecisionOutcome::Cancelled,
                 DecisionReason::Exception,
@@ -389,14 +412,23 @@ impl Engine {
     /// Checks SPEC §3 rules 1–5 for one matching follow-on, in their order of precedence.
     /// Returns the plan, or the reason to ignore the trigger; and whether the event's time
     /// zone was unknown.
-    fn check_trigger(&self, rule_id: RuleId, event: &Interaction) -> (Result<TriggerPlan, Ignore>, bool) {
+    fn check_trigger(
+        &self,
+        rule_id: RuleId,
+        event: &Interaction,
+    ) -> (Result<TriggerPlan, Ignore>, bool) {
         let t = event.occurred_at;
         let follow_on = self.catalog.slot(rule_id).follow_on;
         let entry = self
             .catalog
             .campaign(self.catalog.follow_on_name(follow_on))
             .expect("current rules are in the catalog");
-        let rule = self.catalog.slot(rule_id).rule.as_deref().expect("current rules are compiled");
+        let rule = self
+            .catalog
+            .slot(rule_id)
+            .rule
+            .as_deref()
+            .expect("current rules are compiled");
         let ignore = |reason, due_at| (Err(Ignore { reason, due_at }), false);
 
         // 1. Active follow-on and active trigger campaign.
@@ -415,14 +447,24 @@ impl Engine {
             return ignore(DecisionReason::OutsideWindow, None);
         }
         let (due_at, zone_unknown) = due_time(rule, event);
-        let ignore = |reason| (Err(Ignore { reason, due_at: Some(due_at) }), zone_unknown);
+        let ignore = |reason| {
+            (
+                Err(Ignore {
+                    reason,
+                    due_at: Some(due_at),
+                }),
+                zone_unknown,
+            )
+        };
         if entry.ends_at.is_some_and(|e| due_at >= e) {
             return ignore(DecisionReason::DueAfterEnd);
         }
         // 4. Re-eligibility, measured from the last send's due time.
         let user = self.users.find(&event.user_id);
         if let Some(last) = user.and_then(|u| self.users.receipt(u, follow_on)) {
-            if !rule.reeligible_after_ms.is_some_and(|after| t >= last + after) {
+            // `None` is NEVER: a receipt means not eligible.
+            let eligible_from = rule.reeligible_after_ms.map(|after| last + after);
+            if eligible_from.is_none_or(|from| t < from) {
                 return ignore(DecisionReason::NotReeligible);
             }
         }
@@ -468,11 +510,21 @@ impl Engine {
                 let d = DecisionFor {
                     enabled: self.decision_log,
                     user_id: &event.user_id,
-                    follow_on_id: self.catalog.follow_on_name(self.catalog.slot(rule_id).follow_on),
+                    follow_on_id: self
+                        .catalog
+                        .follow_on_name(self.catalog.slot(rule_id).follow_on),
                     version: self.catalog.slot(rule_id).version,
                     trigger_event_id: &event.event_id,
                 };
-                out.extend(d.decision(DecisionOutcome::Ignored, reason, t, Some(&event.event_id), source, due_at, None));
+                out.extend(d.decision(
+                    DecisionOutcome::Ignored,
+                    reason,
+                    t,
+                    Some(&event.event_id),
+                    source,
+                    due_at,
+                    None,
+                ));
                 return None;
             }
         };
@@ -489,7 +541,8 @@ impl Engine {
                 .users
                 .take_pending(user, |p| catalog.slot(p.rule).follow_on == plan.follow_on);
             self.pending_count -= replaced.len();
-            self.counters.decided(DecisionOutcome::Cancelled, DecisionReason::Restart);
+            self.counters
+                .decided(DecisionOutcome::Cancelled, DecisionReason::Restart);
             out.extend(self.about(user, &old).decision(
                 DecisionOutcome::Cancelled,
                 DecisionReason::Restart,
@@ -584,8 +637,12 @@ impl Engine {
             .user_id(a.0)
             .cmp(self.users.user_id(b.0))
             .then_with(|| {
-                let fa = self.catalog.follow_on_name(self.catalog.slot(a.1.rule).follow_on);
-                let fb = self.catalog.follow_on_name(self.catalog.slot(b.1.rule).follow_on);
+                let fa = self
+                    .catalog
+                    .follow_on_name(self.catalog.slot(a.1.rule).follow_on);
+                let fb = self
+                    .catalog
+                    .follow_on_name(self.catalog.slot(b.1.rule).follow_on);
                 fa.cmp(fb)
             })
     }
@@ -593,13 +650,22 @@ impl Engine {
     /// A timer came due: drop it (inactive, deleted, past the end, too late) or send it.
     fn fire(&mut self, user: UserIdx, p: &PendingSend, now: TimestampMs, out: &mut Effects) {
         let follow_on = self.catalog.slot(p.rule).follow_on;
-        let entry = self.catalog.campaign(self.catalog.follow_on_name(follow_on));
+        let entry = self
+            .catalog
+            .campaign(self.catalog.follow_on_name(follow_on));
         let rule = self.catalog.rule_for_pending(p.rule);
         let drop_reason = match (entry, rule) {
             (None, _) | (_, None) => Some(DecisionReason::FollowOnDeleted),
-            (Some(e), _) if e.status != CampaignStatus::Active => Some(DecisionReason::FollowOnInactive),
-            (Some(e), _) if e.ends_at.is_some_and(|end| p.due_at >= end) => Some(DecisionReason::PastEnd),
-            (_, Some(r)) if r.drop_if_late_by_ms.is_some_and(|bound| now - p.due_at > bound) => {
+            (Some(e), _) if e.status != CampaignStatus::Active => {
+                Some(DecisionReason::FollowOnInactive)
+            }
+            (Some(e), _) if e.ends_at.is_some_and(|end| p.due_at >= end) => {
+                Some(DecisionReason::PastEnd)
+            }
+            (_, Some(r))
+                if r.drop_if_late_by_ms
+                    .is_some_and(|bound| now - p.due_at > bound) =>
+            {
                 Some(DecisionReason::Overdue)
             }
             _ => None,
@@ -633,8 +699,16 @@ impl Engine {
     ) {
         let slot = self.catalog.slot(p.rule);
         let follow_on = slot.follow_on;
-        let rule = self.catalog.rule_for_pending(p.rule).expect("checked by the caller");
-        let message = &rule.campaign.follow_on.as_ref().expect("a follow-on").message;
+        let rule = self
+            .catalog
+            .rule_for_pending(p.rule)
+            .expect("checked by the caller");
+        let message = &rule
+            .campaign
+            .follow_on
+            .as_ref()
+            .expect("a follow-on")
+            .message;
         let user_id = self.users.user_id(user);
         let follow_on_id = self.catalog.follow_on_name(follow_on);
         let version = slot.version;
@@ -657,7 +731,11 @@ impl Engine {
             emitted_at: now,
         };
         let (outcome, decided_at, cause) = if reason == DecisionReason::Immediate {
-            (DecisionOutcome::Sent, p.triggered_at, Some(p.trigger_event_id.as_str()))
+            (
+                DecisionOutcome::Sent,
+                p.triggered_at,
+                Some(p.trigger_event_id.as_str()),
+            )
         } else {
             (DecisionOutcome::Fired, now, None)
         };
@@ -793,7 +871,12 @@ impl Engine {
             .users()
             .flat_map(|u| self.users.pending(u).map(|p| p.rule))
             .collect();
-        in_use.sort_by_key(|id| (self.catalog.slot(*id).follow_on, self.catalog.slot(*id).version));
+        in_use.sort_by_key(|id| {
+            (
+                self.catalog.slot(*id).follow_on,
+                self.catalog.slot(*id).version,
+            )
+        });
         in_use.dedup();
         let mut records: Vec<TaskStateRecord> = in_use
             .into_iter()
@@ -827,7 +910,10 @@ impl Engine {
             self.catalog.restore_snapshot(&rule.campaign)?;
         }
         if let Some(progress) = &record.progress {
-            self.clock = Some(self.clock.map_or(progress.stream_time, |c| c.max(progress.stream_time)));
+            self.clock = Some(
+                self.clock
+                    .map_or(progress.stream_time, |c| c.max(progress.stream_time)),
+            );
         }
         if let Some(state) = &record.user {
             self.restore_user(state)?;

@@ -21,8 +21,8 @@ use std::collections::BinaryHeap;
 use std::hash::BuildHasher;
 
 use compact_str::CompactString;
-use smallvec::SmallVec;
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use smallvec::SmallVec;
 
 use crate::catalog::{FollowOnIdx, RuleId};
 use crate::model::{InteractionKind, TimestampMs};
@@ -94,7 +94,10 @@ impl UserTable {
     pub fn find_or_insert(&mut self, user_id: &str) -> UserIdx {
         let hash = self.hasher.hash_one(user_id);
         let slots = &self.slots;
-        if let Some(&i) = self.index.find(hash, |&i| slots[i as usize].user_id == user_id) {
+        if let Some(&i) = self
+            .index
+            .find(hash, |&i| slots[i as usize].user_id == user_id)
+        {
             return i;
         }
         let slot = UserSlot {
@@ -123,7 +126,11 @@ impl UserTable {
     }
 
     pub fn pending(&self, user: UserIdx) -> impl Iterator<Item = &PendingSend> {
-        let more = self.extra.get(&user).map(|e| e.more.as_slice()).unwrap_or(&[]);
+        let more = self
+            .extra
+            .get(&user)
+            .map(|e| e.more.as_slice())
+            .unwrap_or(&[]);
         self.slots[user as usize].first.iter().chain(more)
     }
 
@@ -170,7 +177,10 @@ impl UserTable {
     }
 
     pub fn receipts(&self, user: UserIdx) -> &[Receipt] {
-        self.extra.get(&user).map(|e| e.receipts.as_slice()).unwrap_or(&[])
+        self.extra
+            .get(&user)
+            .map(|e| e.receipts.as_slice())
+            .unwrap_or(&[])
     }
 
     pub fn receipt(&self, user: UserIdx, follow_on: FollowOnIdx) -> Option<TimestampMs> {
@@ -180,7 +190,12 @@ impl UserTable {
             .map(|r| r.last_sent_at)
     }
 
-    pub fn set_receipt(&mut self, user: UserIdx, follow_on: FollowOnIdx, last_sent_at: TimestampMs) {
+    pub fn set_receipt(
+        &mut self,
+        user: UserIdx,
+        follow_on: FollowOnIdx,
+        last_sent_at: TimestampMs,
+    ) {
         let receipts = &mut self.extra.entry(user).or_default().receipts;
         match receipts.iter_mut().find(|r| r.follow_on == follow_on) {
             Some(r) => r.last_sent_at = last_sent_at,
@@ -269,7 +284,11 @@ impl TimerQueue {
     }
 
     /// Pops every entry with the earliest due time if it is `<= until`.
-    pub fn pop_earliest(&mut self, until: TimestampMs, into: &mut Vec<UserIdx>) -> Option<TimestampMs> {
+    pub fn pop_earliest(
+        &mut self,
+        until: TimestampMs,
+        into: &mut Vec<UserIdx>,
+    ) -> Option<TimestampMs> {
         let due = self.peek_due().filter(|&d| d <= until)?;
         while let Some(Reverse(e)) = self.heap.peek() {
             if e.due() != due {
