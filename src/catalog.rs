@@ -434,10 +434,15 @@ impl Catalog {
         let rule = campaign.follow_on.as_ref().map(|r| {
             let id = self.rule_id(&campaign.campaign_id, campaign.version);
             self.fill(id, campaign);
-            self.by_trigger
-                .entry(r.trigger.campaign_id.clone())
-                .or_default()
-                .push(id);
+            let names = &self.follow_on_names;
+            let slots = &self.rules;
+            let list = self.by_trigger.entry(r.trigger.campaign_id.clone()).or_default();
+            list.push(id);
+            // Follow-ons triggered by one event are evaluated in id order, whatever order
+            // the catalog records arrived in.
+            list.sort_by(|a, b| {
+                names[slots[a.index()].follow_on as usize].cmp(&names[slots[b.index()].follow_on as usize])
+            });
             id
         });
         self.campaigns.insert(
