@@ -293,6 +293,7 @@ impl Engine {
         out: &mut Effects,
     ) {
         let t = event.occurred_at;
+        self.note_lateness(t);
         self.advance_to(t, now, out);
         if event.kind == InteractionKind::Unknown {
             self.counters.unknown_interaction_kinds += 1;
@@ -356,6 +357,7 @@ impl Engine {
         out: &mut Effects,
     ) {
         let t = event.occurred_at;
+        self.note_lateness(t);
         self.advance_to(t, now, out);
         if event.event_type == UserEventType::Unknown {
             self.counters.unknown_user_event_types += 1;
@@ -394,6 +396,10 @@ impl Engine {
         out: &mut Effects,
     ) {
         self.pending_count -= cancelled.len();
+        // In follow-on id order, like firing: stored order differs after a restore.
+        let mut cancelled: Vec<&PendingSend> = cancelled.iter().collect();
+        let name = |p: &PendingSend| self.catalog.follow_on_name(self.catalog.slot(p.rule).follow_on);
+        cancelled.sort_by(|a, b| name(a).cmp(name(b)));
         for p in cancelled {
             self.counters
                 .decided(DecisionOutcome::Cancelled, DecisionReason::Exception);
@@ -588,16 +594,17 @@ impl Engine {
     /// record's event time before processing it, and by the runtime with the wall clock when
     /// the task is caught up. `now` is the wall clock.
     pub fn advance_to(&mut self, time: TimestampMs, now: TimestampMs, out: &mut Effects) {
-        match self.clock {
-            Some(c) if c >= time => {
-                if time < c {
-                    self.counters.late_records += 1;
-                }
-            }
-            _ => self.clock = Some(time),
+        if self.clock.is_none_or(|c| c < time) {
+            self.clock = Some(time);
         }
         let clock = self.clock.expect("set above");
         self.fire_due(clock, now, out);
+    }
+
+    fn note_lateness(&mut self, t: TimestampMs) {
+        if self.clock.is_some_and(|c| t < c) {
+            self.counters.late_records += 1;
+        }
     }
 
     fn fire_due(&mut self, until: TimestampMs, now: TimestampMs, out: &mut Effects) {
