@@ -11,11 +11,10 @@
 
 use campaign_connector::engine::{Effect, Engine};
 use campaign_connector::model::{
-    Campaign, CampaignKind, CampaignStatus, Channel, Decision, Delay, DelayType,
-    ExceptionMatcher, ExceptionType, FollowOnRule, InputCoordinates, InputEvent, Interaction,
-    InteractionKind, Message, Overdue, OverduePolicy, Properties, Reeligibility,
-    ReeligibilityPolicy, RepeatTrigger, SendCommand, TimestampMs, Trigger, UserEvent,
-    UserEventType, Weekday,
+    Campaign, CampaignKind, CampaignStatus, Channel, Decision, Delay, DelayType, ExceptionMatcher,
+    ExceptionType, FollowOnRule, InputCoordinates, InputEvent, Interaction, InteractionKind,
+    Message, Overdue, OverduePolicy, Properties, Reeligibility, ReeligibilityPolicy, RepeatTrigger,
+    SendCommand, TimestampMs, Trigger, UserEvent, UserEventType, Weekday,
 };
 use campaign_connector::time::{format_timestamp, parse_timestamp};
 use campaign_connector::validate::Limits;
@@ -182,7 +181,12 @@ impl CampaignBuilder {
         };
         self
     }
-    pub fn message(mut self, channel: Channel, template_id: &str, payload: &[(&str, &str)]) -> Self {
+    pub fn message(
+        mut self,
+        channel: Channel,
+        template_id: &str,
+        payload: &[(&str, &str)],
+    ) -> Self {
         self.rule().message = Message {
             channel,
             template_id: template_id.to_string(),
@@ -377,7 +381,10 @@ impl World {
         let mut w = Self::new();
         for c in campaigns {
             let out = w.apply(c);
-            assert!(out.is_empty(), "setting up the catalog has no effects: {out:?}");
+            assert!(
+                out.is_empty(),
+                "setting up the catalog has no effects: {out:?}"
+            );
         }
         w
     }
@@ -400,6 +407,12 @@ impl World {
         let mut out = Vec::new();
         self.engine.remove_campaign(campaign_id, now, &mut out);
         out
+    }
+
+    /// Continues the input offsets where `other` is, as a new owner of the task would after
+    /// restoring its state.
+    pub fn continue_offsets_of(&mut self, other: &World) {
+        self.offsets = other.offsets;
     }
 
     /// The coordinates the next record of `event`'s topic gets.
@@ -504,7 +517,9 @@ fn line(effect: &Effect) -> String {
                     receipts.join(", ")
                 )
             }
-            (None, Some(r), _) => format!("put r/{}/{}", r.campaign.campaign_id, r.campaign.version),
+            (None, Some(r), _) => {
+                format!("put r/{}/{}", r.campaign.campaign_id, r.campaign.version)
+            }
             (None, None, Some(p)) => format!("put t/progress {}", at(p.stream_time)),
             (None, None, None) => "put <empty>".to_string(),
         },
@@ -520,7 +535,8 @@ pub fn decision_line(d: &Decision) -> String {
         d.reason.as_str(),
         d.user_id,
         d.follow_on_id,
-        d.follow_on_version.map_or_else(|| "?".to_string(), |v| v.to_string()),
+        d.follow_on_version
+            .map_or_else(|| "?".to_string(), |v| v.to_string()),
         d.trigger_event_id.as_deref().unwrap_or("-"),
         d.cause_event_id.as_deref().unwrap_or("-"),
         opt_at(d.due_at)
