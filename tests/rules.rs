@@ -1788,6 +1788,43 @@ fn restoring_from_export_all_continues_with_the_same_output() {
 }
 
 #[test]
+fn restoring_keeps_the_order_of_decisions_when_one_exception_cancels_several_sends() {
+    // u1 has F (scheduled first, due later) and G (scheduled second, due earlier) pending;
+    // one purchase cancels both. The restored engine must emit the same decisions in the
+    // same order as the engine it was exported from.
+    let catalog = || {
+        [
+            campaign("A"),
+            follow_on("F", "A", &[EmailReceived])
+                .after(7 * DAY)
+                .except(purchase()),
+            follow_on("G", "A", &[EmailOpen])
+                .after(DAY)
+                .except(purchase()),
+        ]
+    };
+    let mut original = World::with(catalog());
+    original.on(interaction("e1", "u1", "A", EmailReceived, T0));
+    original.on(interaction("o1", "u1", "A", EmailOpen, T0 + HOUR));
+    let mut restored = World::with(catalog());
+    for record in original.engine.export_all() {
+        restored.engine.restore(&record).expect("a valid record");
+    }
+    restored.continue_offsets_of(&original);
+    let purchase_event = bought("b1", "u1", "sku-1", T0 + 2 * HOUR);
+    let expected = original.on(purchase_event.clone());
+    assert_eq!(
+        log(&expected),
+        [
+            "CANCELLED exception u1 F@v1 trigger=e1 cause=b1 due=2026-11-09T10:00:00Z",
+            "CANCELLED exception u1 G@v1 trigger=o1 cause=b1 due=2026-11-03T11:00:00Z",
+            "clear u/u1",
+        ]
+    );
+    assert_eq!(log(&restored.on(purchase_event)), log(&expected));
+}
+
+#[test]
 fn a_restored_task_snapshots_a_version_again_when_the_export_did_not_carry_it() {
     // export_all() carries snapshots of the versions pending sends use; a new owner that
     // schedules with another version writes its snapshot to its own changelog first.

@@ -192,7 +192,7 @@ impl CampaignBuilder {
             template_id: template_id.to_string(),
             payload: payload
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|&(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
         self
