@@ -691,6 +691,35 @@ fn the_trigger_event_never_cancels_itself_even_when_redelivered() {
 }
 
 #[test]
+fn a_redelivered_trigger_under_restart_leaves_the_same_pending_send() {
+    let mut w = World::with([
+        campaign("A"),
+        follow_on("F", "A", &[EmailReceived]).after(DAY).restart(),
+    ]);
+    w.on(interaction("e1", "u1", "A", EmailReceived, T0));
+    // The same record again (at-least-once upstream). SPEC is silent on RESTART with the
+    // pending send's own trigger; the engine replaces the pending send with an identical one
+    // (same due time, same trigger, so the same command id) and says so in the log.
+    let out = w.on(interaction("e1", "u1", "A", EmailReceived, T0));
+    assert_eq!(
+        log(&out),
+        [
+            "CANCELLED restart u1 F@v1 trigger=e1 cause=e1 due=2026-11-03T10:00:00Z",
+            "SCHEDULED restart u1 F@v1 trigger=e1 cause=e1 due=2026-11-03T10:00:00Z",
+            "put u/u1 pending=[F@v1 e1 2026-11-03T10:00:00Z] receipts=[]",
+        ]
+    );
+    let out = w.advance(T0 + DAY);
+    assert_eq!(
+        sends(&out)
+            .iter()
+            .map(|s| s.command_id.clone())
+            .collect::<Vec<_>>(),
+        [command_id("F", 1, "u1", "e1")]
+    );
+}
+
+#[test]
 fn an_exception_exactly_at_the_trigger_time_cancels() {
     let mut w = World::with([
         campaign("A"),
@@ -1147,6 +1176,22 @@ fn a_caught_up_task_fires_by_the_wall_clock() {
     assert_eq!(sends(&out)[0].emitted_at, T0 + 7 * DAY + 250);
     assert_eq!(w.engine.next_due(), None);
     assert!(w.advance(T0 + 30 * DAY).is_empty(), "a timer fires once");
+}
+
+#[test]
+fn advancing_to_a_wall_clock_behind_stream_time_changes_nothing() {
+    // Event times can run ahead of the wall clock (producer clock skew): the clock never
+    // goes back, nothing fires, and no *record* was late.
+    let mut w = resend_to_non_openers();
+    w.on(interaction("e1", "u1", "A", EmailReceived, T0 + HOUR));
+    assert!(w.advance(T0).is_empty());
+    assert_eq!(w.engine.clock(), Some(T0 + HOUR));
+    assert_eq!(w.engine.next_due(), Some(T0 + HOUR + 7 * DAY));
+    assert_eq!(
+        w.engine.counters().late_records,
+        0,
+        "late_records counts records older than the clock, not wall-clock advances"
+    );
 }
 
 #[test]
@@ -1777,6 +1822,22 @@ fn restoring_from_export_all_continues_with_the_same_output() {
     got.extend(restored.advance(T0 + 10 * DAY));
     assert_eq!(log(&got), log(&expected));
     assert_eq!(got, expected);
+    assert_eq!(
+        decisions(&expected),
+        [
+            "FIRED due u4 F@v2 trigger=e4 cause=- due=2026-11-03T14:00:00Z",
+            "CANCELLED exception u2 F@v1 trigger=e2 cause=o2 due=2026-11-04T11:00:00Z",
+            "FIRED due u3 F@v1 trigger=e3 cause=- due=2026-11-04T12:00:00Z",
+            "IGNORED not_reeligible u3 F@v2 trigger=e6 cause=e6 due=2026-11-05T13:00:00Z",
+            "SCHEDULED trigger u1 F@v2 trigger=e7 cause=e7 due=2026-11-06T10:00:00Z",
+            "SCHEDULED trigger u6 F@v2 trigger=e8 cause=e8 due=2026-11-06T11:00:00Z",
+            "SENT immediate u6 G@v1 trigger=g2 cause=g2 due=2026-11-05T12:00:00Z",
+            "SCHEDULED trigger u3 F@v2 trigger=e9 cause=e9 due=2026-11-06T13:00:00Z",
+            "FIRED due u1 F@v2 trigger=e7 cause=- due=2026-11-06T10:00:00Z",
+            "FIRED due u6 F@v2 trigger=e8 cause=- due=2026-11-06T11:00:00Z",
+            "FIRED due u3 F@v2 trigger=e9 cause=- due=2026-11-06T13:00:00Z",
+        ]
+    );
     assert_eq!(
         sends(&expected)
             .iter()
