@@ -78,6 +78,20 @@ pub fn parse_duration(text: &str) -> Result<i64, TimeError> {
     Ok(total)
 }
 
+/// Parses a duration that may be given in milliseconds (`100ms`) or as in
+/// [`parse_duration`] (`1s`, `5m`), into milliseconds.
+pub fn parse_duration_ms(text: &str) -> Result<i64, TimeError> {
+    match text.trim().strip_suffix("ms") {
+        Some(ms) => ms
+            .trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|v| *v >= 0)
+            .ok_or_else(|| TimeError::Duration(text.to_string())),
+        None => parse_duration(text).map(|s| s * SECOND_MS),
+    }
+}
+
 /// Formats seconds in the largest exact units, e.g. `7d`, `1d12h`, `90s`.
 pub fn format_duration(seconds: i64) -> String {
     if seconds == 0 {
@@ -226,6 +240,9 @@ mod tests {
         for bad in ["", "d", "7x", "-1d", "7d3", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad} should be rejected");
         }
+        assert_eq!(parse_duration_ms("100ms").unwrap(), 100);
+        assert_eq!(parse_duration_ms("2s").unwrap(), 2_000);
+        assert!(parse_duration_ms("-5ms").is_err());
         assert_eq!(format_duration(129_600), "1d12h");
         assert_eq!(format_duration(14 * DAY_SECONDS), "2w");
         assert_eq!(format_duration(5_400), "1h30m");

@@ -400,13 +400,13 @@ impl World {
         self.engine
             .apply_campaign(&campaign.into(), now, &mut out)
             .expect("a valid campaign");
-        out
+        materialize(&self.engine, out)
     }
 
     pub fn remove_at(&mut self, campaign_id: &str, now: TimestampMs) -> Vec<Effect> {
         let mut out = Vec::new();
         self.engine.remove_campaign(campaign_id, now, &mut out);
-        out
+        materialize(&self.engine, out)
     }
 
     /// Continues the input offsets where `other` is, as a new owner of the task would after
@@ -443,7 +443,7 @@ impl World {
         }
         let mut out = Vec::new();
         self.engine.process(&event, Some(&source), now, &mut out);
-        out
+        materialize(&self.engine, out)
     }
 
     /// Advances a caught-up task to the wall clock `t`.
@@ -455,11 +455,26 @@ impl World {
     pub fn advance_at(&mut self, t: TimestampMs, now: TimestampMs) -> Vec<Effect> {
         let mut out = Vec::new();
         self.engine.advance_to(t, now, &mut out);
-        out
+        materialize(&self.engine, out)
     }
 }
 
 // ------------------------------------------------------------------------------ effects
+
+/// Replaces each `UserChanged` by the changelog record the runtime would write for it right
+/// after this call (`PutState` of the user's state), keeping `UserChanged` for a user with
+/// nothing left (a tombstone).
+pub fn materialize(engine: &Engine, out: Vec<Effect>) -> Vec<Effect> {
+    out.into_iter()
+        .map(|e| match e {
+            Effect::UserChanged { user_id } => match engine.user_changelog_record(&user_id).1 {
+                Some(record) => Effect::PutState(record),
+                None => Effect::UserChanged { user_id },
+            },
+            other => other,
+        })
+        .collect()
+}
 
 fn opt_at(t: Option<TimestampMs>) -> String {
     t.map_or_else(|| "-".to_string(), at)
@@ -523,7 +538,8 @@ fn line(effect: &Effect) -> String {
             (None, None, Some(p)) => format!("put t/progress {}", at(p.stream_time)),
             (None, None, None) => "put <empty>".to_string(),
         },
-        Effect::ClearState { key } => format!("clear {key}"),
+        // Materialized effects keep `UserChanged` only for users with nothing left.
+        Effect::UserChanged { user_id } => format!("clear u/{user_id}"),
     }
 }
 
