@@ -7,6 +7,8 @@
 //!   send-commands, decisions, changelog state), mirrored by `schemas/*.avsc`.
 //! - [`time`]: durations, timestamps, local times in IANA zones (DST rules); no clock reads.
 //! - [`validate`]: campaign validation with field paths, shared by the catalog and the files.
+//! - [`codec`]: per-topic value encodings (Avro single-object, Confluent wire format with a
+//!   schema registry, JSON): bytes ⇄ records, schema evolution, errors classed retry/dead-letter.
 //! - [`catalog`]: the campaigns a task knows, compiled follow-on rules and their versions.
 //! - [`engine`]: the per-task state machine — triggers, exceptions, timers, firing — that
 //!   takes inputs and `now` and returns [`engine::Effect`]s; no I/O, no clock, no tasks.
@@ -17,6 +19,7 @@
 
 pub mod campaigns_file;
 pub mod catalog;
+pub mod codec;
 pub mod engine;
 pub mod merge;
 pub mod model;

@@ -1,0 +1,353 @@
+//! Avro framing and the reader/writer schema pairs.
+//!
+//! A [`WriterSchema`] is prepared once per writer schema (per fingerprint, per registry id)
+//! and holds everything decoding needs, so that no schema is parsed or name-resolved per
+//! record. When writer and reader schema have the same Parsing Canonical Form the datum is
+//! deserialized straight into `T`; otherwise it is read as an Avro value with the writer
+//! schema, resolved to the reader schema (Avro schema resolution: defaults for missing
+//! fields, enum defaults for unknown symbols, dropped extra fields) and converted into `T`.
+
+use std::path::{Path, PathBuf};
+
+use apache_avro::headers::HeaderBuilder;
+use apache_avro::rabin::Rabin;
+use apache_avro::reader::single_object::GenericSingleObjectReader;
+use apache_avro::schema::{Names, ResolvedSchema};
+use apache_avro::writer::single_object::SpecificSingleObjectWriter;
+use apache_avro::{from_value, AvroSchema, Schema};
+use serde::de::DeserializeOwned;
+
+use super::{
+    DecodeError, SetupError, CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC, SINGLE_OBJECT_HEADER_LEN,
+    SINGLE_OBJECT_MARKER,
+};
+
+/// The CRC-64-AVRO (Rabin) fingerprint of the schema's Parsing Canonical Form, as the
+/// number whose little-endian bytes the single-object header carries.
+pub fn fingerprint(schema: &Schema) -> u64 {
+    let bytes = schema.fingerprint::<Rabin>().bytes;
+    u64::from_le_bytes(
+        bytes
+            .as_slice()
+            .try_into()
+            .expect("CRC-64-AVRO fingerprints are 8 bytes"),
+    )
+}
+
+/// An apache-avro error with its causes, on one line.
+pub fn error_message(error: &apache_avro::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+/// The schema of the record type the codec produces, derived once.
+pub struct ReaderSchema {
+    schema: Schema,
+    /// Every named type the schema defines, for `Schema::Ref`s.
+    names: Names,
+    pub fingerprint: u64,
+    /// Full name, e.g. `campaign_connector.Interaction`.
+    pub name: String,
+    /// The schema as JSON (with defaults and docs), as registered in a schema registry.
+    pub json: String,
+}
+
+impl ReaderSchema {
+    pub fn of<T: AvroSchema>() -> Result<Self, SetupError> {
+        let schema = T::get_schema();
+        let name = full_name(&schema).unwrap_or_else(|| std::any::type_name::<T>().to_string());
+        let error = |message: String| SetupError::ReaderSchema {
+            record: name.clone(),
+            message,
+        };
+        let json = serde_json::to_string(&schema).map_err(|e| error(e.to_string()))?;
+        let fingerprint = fingerprint(&schema);
+        let names = ResolvedSchema::new(&schema)
+            .map_err(|e| error(error_message(&e)))?
+            .get_names()
+            .iter()
+            .map(|(name, schema)| (name.clone(), (*schema).clone()))
+            .collect();
+        Ok(Self {
+            schema,
+            names,
+            fingerprint,
+            name,
+            json,
+        })
+    }
+
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    pub fn names(&self) -> &Names {
+        &self.names
+    }
+
+    /// The short name (`Interaction`), for messages about JSON records.
+    pub fn short_name(&self) -> &str {
+        self.name.rsplit('.').next().unwrap_or(&self.name)
+    }
+
+    pub fn setup_error(&self, message: String) -> SetupError {
+        SetupError::ReaderSchema {
+            record: self.name.clone(),
+            message,
+        }
+    }
+}
+
+fn full_name(schema: &Schema) -> Option<String> {
+    schema.name().map(|n| n.fullname(None))
+}
+
+/// One writer schema, prepared for reading records of the reader schema.
+pub struct WriterSchema {
+    /// Reads a datum with the writer schema (an empty header: framing is checked before).
+    datum: GenericSingleObjectReader,
+    /// Same Parsing Canonical Form as the reader: deserialize directly, no resolution.
+    same_as_reader: bool,
+    /// How messages name it: `0x… (campaign_connector.Interaction)` or `id 7 (…)`.
+    label: String,
+}
+
+struct NoHeader;
+
+impl HeaderBuilder for NoHeader {
+    fn build_header(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+impl WriterSchema {
+    /// Prepares `schema`; `registry_id` names it in messages when it came from a registry.
+    pub fn new(
+        schema: Schema,
+        reader: &ReaderSchema,
+        registry_id: Option<u32>,
+    ) -> Result<Self, String> {
+        let fingerprint = fingerprint(&schema);
+        let name = full_name(&schema).unwrap_or_else(|| "an unnamed schema".to_string());
+        let label = match registry_id {
+            Some(id) => format!("id {id} ({name})"),
+            None => format!("0x{fingerprint:016x} ({name})"),
+        };
+        let datum = GenericSingleObjectReader::builder()
+            .schema(schema)
+            .header(NoHeader.build_header())
+            .build()
+            .map_err(|e| error_message(&e))?;
+        Ok(Self {
+            datum,
+            same_as_reader: fingerprint == reader.fingerprint,
+            label,
+        })
+    }
+
+    /// Decodes one datum (the bytes after the header) into `T`.
+    pub fn decode<T: DeserializeOwned>(
+        &self,
+        reader: &ReaderSchema,
+        datum: &[u8],
+    ) -> Result<T, DecodeError> {
+        let mut rest = datum;
+        let record = if self.same_as_reader {
+            self.datum
+                .read_deser::<T>(&mut rest)
+                .map_err(|e| self.datum_error(&e))?
+        } else {
+            let value = self
+                .datum
+                .read_value(&mut rest)
+                .map_err(|e| self.datum_error(&e))?;
+            let value = value
+                .resolve_with_names(reader.schema(), reader.names())
+                .map_err(|e| DecodeError::Resolution {
+                    writer: self.label.clone(),
+                    reader: reader.name.clone(),
+                    message: error_message(&e),
+                })?;
+            from_value::<T>(&value).map_err(|e| DecodeError::Record {
+                record: reader.name.clone(),
+                message: error_message(&e),
+            })?
+        };
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes {
+                writer: self.label.clone(),
+                extra: rest.len(),
+            });
+        }
+        Ok(record)
+    }
+
+    fn datum_error(&self, error: &apache_avro::Error) -> DecodeError {
+        let mut message = error_message(error);
+        if message.contains("failed to fill whole buffer") {
+            message = format!("truncated: the value ends inside the datum ({message})");
+        }
+        DecodeError::Datum {
+            writer: self.label.clone(),
+            message,
+        }
+    }
+}
+
+/// A datum writer for `T` (header-less: the codec writes the framing).
+pub fn datum_writer<T: AvroSchema>(
+    reader: &ReaderSchema,
+) -> Result<SpecificSingleObjectWriter<T>, SetupError> {
+    SpecificSingleObjectWriter::<T>::new_with_header_builder(&NoHeader)
+        .map_err(|e| reader.setup_error(error_message(&e)))
+}
+
+/// Checks the single-object header and returns the writer schema's fingerprint.
+pub fn single_object_fingerprint(bytes: &[u8]) -> Result<u64, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    if bytes.len() < 2 || bytes[..2] != SINGLE_OBJECT_MARKER {
+        if bytes.len() < 2 && bytes[0] == SINGLE_OBJECT_MARKER[0] {
+            return Err(truncated(
+                "Avro single-object value",
+                SINGLE_OBJECT_HEADER_LEN,
+                bytes,
+            ));
+        }
+        return Err(DecodeError::NotSingleObject {
+            got: hex(&bytes[..bytes.len().min(2)]),
+        });
+    }
+    if bytes.len() < SINGLE_OBJECT_HEADER_LEN {
+        return Err(truncated(
+            "Avro single-object value",
+            SINGLE_OBJECT_HEADER_LEN,
+            bytes,
+        ));
+    }
+    let mut fingerprint = [0; 8];
+    fingerprint.copy_from_slice(&bytes[2..SINGLE_OBJECT_HEADER_LEN]);
+    Ok(u64::from_le_bytes(fingerprint))
+}
+
+/// Checks the Confluent header and returns the writer schema's registry id.
+pub fn confluent_schema_id(bytes: &[u8]) -> Result<u32, DecodeError> {
+    let Some(&magic) = bytes.first() else {
+        return Err(DecodeError::Empty);
+    };
+    if magic != CONFLUENT_MAGIC {
+        return Err(DecodeError::NotConfluent { got: magic });
+    }
+    if bytes.len() < CONFLUENT_HEADER_LEN {
+        return Err(truncated("Confluent value", CONFLUENT_HEADER_LEN, bytes));
+    }
+    let mut id = [0; 4];
+    id.copy_from_slice(&bytes[1..CONFLUENT_HEADER_LEN]);
+    Ok(u32::from_be_bytes(id))
+}
+
+fn truncated(frame: &'static str, needed: usize, bytes: &[u8]) -> DecodeError {
+    DecodeError::TruncatedHeader {
+        frame,
+        needed,
+        got: bytes.len(),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Every `*.avsc` file directly in each directory (sorted by name), parsed.
+pub fn load_schema_dirs(dirs: &[PathBuf]) -> Result<Vec<(PathBuf, Schema)>, SetupError> {
+    let mut schemas = Vec::new();
+    for dir in dirs {
+        for path in avsc_files(dir)? {
+            let file_error = |message: String| SetupError::SchemaFile {
+                path: path.clone(),
+                message,
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| file_error(e.to_string()))?;
+            let schema = Schema::parse_str(&text).map_err(|e| file_error(error_message(&e)))?;
+            schemas.push((path, schema));
+        }
+    }
+    Ok(schemas)
+}
+
+fn avsc_files(dir: &Path) -> Result<Vec<PathBuf>, SetupError> {
+    let dir_error = |e: std::io::Error| SetupError::SchemaDir {
+        path: dir.to_path_buf(),
+        message: e.to_string(),
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(dir_error)? {
+        let path = entry.map_err(dir_error)?.path();
+        if path.extension().is_some_and(|e| e == "avsc") && path.is_file() {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_object_header_errors_name_what_was_wrong() {
+        assert_eq!(single_object_fingerprint(&[]), Err(DecodeError::Empty));
+        assert_eq!(
+            single_object_fingerprint(&[0, 0, 1])
+                .unwrap_err()
+                .to_string(),
+            "not Avro single-object encoding: expected header C3 01, got 00 00"
+        );
+        assert_eq!(
+            single_object_fingerprint(&[0x7B]).unwrap_err().to_string(),
+            "not Avro single-object encoding: expected header C3 01, got 7B"
+        );
+        assert_eq!(
+            single_object_fingerprint(&[0xC3, 0x01, 1, 2]),
+            Err(DecodeError::TruncatedHeader {
+                frame: "Avro single-object value",
+                needed: 10,
+                got: 4
+            })
+        );
+        let header = [0xC3, 0x01, 0xEF, 0xCD, 0xAB, 0x89, 0x67, 0x45, 0x23, 0x01];
+        assert_eq!(
+            single_object_fingerprint(&header),
+            Ok(0x0123_4567_89AB_CDEF)
+        );
+    }
+
+    #[test]
+    fn confluent_header_errors_name_what_was_wrong() {
+        assert_eq!(confluent_schema_id(&[]), Err(DecodeError::Empty));
+        assert_eq!(
+            confluent_schema_id(&[0xC3, 1]).unwrap_err().to_string(),
+            "not Confluent wire format: expected magic byte 00, got C3"
+        );
+        assert_eq!(
+            confluent_schema_id(&[0, 0, 1]).unwrap_err().to_string(),
+            "truncated Confluent value: 3 bytes, but its header alone is 5 bytes"
+        );
+        assert_eq!(confluent_schema_id(&[0, 0, 0, 1, 2, 9]), Ok(258));
+    }
+}
