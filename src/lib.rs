@@ -15,6 +15,8 @@
 //! - [`merge`]: the event-time merge of a task's input partitions (which record next, how
 //!   long to wait for an empty partition), as pure logic.
 //! - [`campaigns_file`]: campaigns-as-code: the YAML format, loading and its error messages.
+//! - [`runtime`]: the Kafka consumer-group service around the engine: tasks, restore,
+//!   rebalances, exactly-once transactions, dead letters.
 //! - [`simulate`]: the offline simulator behind `campaign-connector simulate`.
 
 pub mod campaigns_file;
@@ -23,6 +25,7 @@ pub mod codec;
 pub mod engine;
 pub mod merge;
 pub mod model;
+pub mod runtime;
 pub mod simulate;
 pub mod time;
 pub mod validate;

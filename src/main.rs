@@ -3,7 +3,12 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
 use anyhow::{Context, Result};
+use campaign_connector::runtime::{self, admin::Published, config, config::Settings};
+use signal_hook::consts::{SIGINT, SIGTERM};
 use campaign_connector::campaigns_file::load_campaigns_file;
 use campaign_connector::simulate::{render_jsonl, render_table, simulate, summary};
 use campaign_connector::time::{parse_duration, parse_timestamp};
@@ -23,11 +28,47 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the connector: consume interactions and user events, emit send-commands.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
     /// Run campaigns over a JSONL file of events offline and print sends and decisions.
     Simulate(SimulateArgs),
-    /// Campaigns-as-code: check campaign files.
+    /// Campaigns-as-code: validate, publish and list campaigns.
     #[command(subcommand)]
     Campaigns(CampaignsCommand),
+    /// Topic administration.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Configuration file (YAML). Every key can also be set as CONNECTOR_<KEY> in the
+    /// environment (nested keys joined by __), which wins over the file.
+    #[arg(long, env = "CONNECTOR_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    fn settings(&self) -> Result<Settings> {
+        Ok(config::load(self.config.as_deref(), std::env::vars())?)
+    }
+}
+
+#[derive(Subcommand)]
+enum TopicsCommand {
+    /// Create every topic the connector uses (existing ones are left as they are).
+    Create {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Check that the topics exist and the inputs are co-partitioned.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(clap::Args)]
@@ -51,6 +92,20 @@ struct SimulateArgs {
 
 #[derive(Subcommand)]
 enum CampaignsCommand {
+    /// Validate campaign files and publish them to the campaigns topic.
+    Publish {
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show the live catalog.
+    List {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the campaigns in the file format.
+        #[arg(long)]
+        yaml: bool,
+    },
     /// Validate campaign files and print what they define.
     Validate {
         files: Vec<PathBuf>,
@@ -72,6 +127,7 @@ fn limits(max_delay: &str) -> Result<Limits> {
 }
 
 fn main() -> ExitCode {
+    init_tracing();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -81,8 +137,77 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs to stderr, level by `RUST_LOG` (default `info`), JSON when
+/// `CONNECTOR_LOG_FORMAT=json`.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("CONNECTOR_LOG_FORMAT").as_deref() == Ok("json") {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Run { config } => {
+            let settings = config.settings()?;
+            let shutdown = Arc::new(AtomicBool::new(false));
+            for signal in [SIGTERM, SIGINT] {
+                signal_hook::flag::register(signal, shutdown.clone()).context("installing signal handlers")?;
+            }
+            runtime::run(settings, shutdown)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topics(TopicsCommand::Create { config }) => {
+            let settings = config.settings()?;
+            let created = runtime::kafka::create_topics(&settings)?;
+            for t in &created {
+                println!("created {t}");
+            }
+            println!("{} topics created; the others existed", created.len());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Topics(TopicsCommand::Check { config }) => {
+            let settings = config.settings()?;
+            let partitions = runtime::kafka::check_co_partitioning(&settings)?;
+            println!("topics ok: inputs and changelog co-partitioned with {partitions} partitions");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Campaigns(CampaignsCommand::Publish { files, config }) => {
+            let settings = config.settings()?;
+            let mut campaigns = Vec::new();
+            for file in &files {
+                campaigns.extend(load_campaigns_file(file, &settings.limits)?);
+            }
+            for p in runtime::admin::publish(&settings, &campaigns)? {
+                match p {
+                    Published::New(id, v) => println!("published {id} v{v} (new)"),
+                    Published::Updated(id, v) => println!("published {id} v{v} (updated)"),
+                    Published::Unchanged(id, v) => println!("unchanged {id} v{v}"),
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Campaigns(CampaignsCommand::List { config, yaml }) => {
+            let settings = config.settings()?;
+            let live = runtime::admin::live_catalog(&settings)?;
+            if yaml {
+                let all: Vec<_> = live.into_values().collect();
+                print!("{}", campaign_connector::campaigns_file::to_yaml(&all));
+            } else {
+                for c in live.values() {
+                    let kind = match &c.follow_on {
+                        Some(f) => format!("follow-on of {} {:?}", f.trigger.campaign_id, f.trigger.kinds),
+                        None => "campaign".into(),
+                    };
+                    println!("{:<32} v{:<4} {:<9?} {kind}", c.campaign_id, c.version, c.status);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Simulate(args) => {
             let limits = limits(&args.max_delay)?;
             let campaigns = load_campaigns_file(&args.campaigns, &limits)?;

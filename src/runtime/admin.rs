@@ -1,0 +1,75 @@
+//! Catalog administration: publishing campaigns-as-code files and listing what is live.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use tracing::info;
+
+use super::catalog_feed::CatalogFeed;
+use super::codecs::Codecs;
+use super::config::Settings;
+use super::kafka::base_config;
+use super::processor::RuntimeError;
+use crate::model::{Campaign, CampaignStatus};
+
+/// What publishing did with one campaign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    New(String, i64),
+    Updated(String, i64),
+    Unchanged(String, i64),
+}
+
+/// Reads the live catalog to its end.
+pub fn live_catalog(settings: &Settings) -> Result<BTreeMap<String, Campaign>, RuntimeError> {
+    let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
+    let mut feed = CatalogFeed::start(settings)?;
+    let mut catalog = BTreeMap::new();
+    feed.load_all(&codecs, &mut catalog, &AtomicBool::new(false))?;
+    Ok(catalog)
+}
+
+/// Publishes validated campaigns. A campaign identical to the live one is skipped; a changed
+/// one must carry a higher version than the live one. An `ACTIVE` campaign without
+/// `published_at` gets the live one's, or now.
+pub fn publish(settings: &Settings, campaigns: &[Campaign]) -> Result<Vec<Published>, RuntimeError> {
+    let live = live_catalog(settings)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let mut outcome = Vec::new();
+    let mut to_send = Vec::new();
+    for c in campaigns {
+        let mut c = c.clone();
+        let current = live.get(&c.campaign_id);
+        if c.published_at.is_none() && c.status == CampaignStatus::Active {
+            c.published_at = Some(current.and_then(|l| l.published_at).unwrap_or(now));
+        }
+        match current {
+            Some(l) if *l == c => {
+                outcome.push(Published::Unchanged(c.campaign_id.clone(), c.version));
+                continue;
+            }
+            Some(l) if l.version >= c.version => {
+                return Err(RuntimeError::Fatal(format!(
+                    "campaign {:?}: version {} is not higher than the live version {}; raise `version` to publish a change",
+                    c.campaign_id, c.version, l.version
+                )))
+            }
+            Some(_) => outcome.push(Published::Updated(c.campaign_id.clone(), c.version)),
+            None => outcome.push(Published::New(c.campaign_id.clone(), c.version)),
+        }
+        to_send.push(c);
+    }
+    let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
+    let producer: BaseProducer = base_config(settings).set("enable.idempotence", "true").create()?;
+    for c in &to_send {
+        let bytes = codecs.campaigns.encode(c).map_err(|e| RuntimeError::Fatal(e.to_string()))?;
+        producer
+            .send(BaseRecord::to(&settings.topics.campaigns).key(c.campaign_id.as_bytes()).payload(&bytes))
+            .map_err(|(e, _)| e)?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    info!(published = to_send.len(), "campaigns published");
+    Ok(outcome)
+}

@@ -1,0 +1,166 @@
+//! The campaign catalog as a global table: every instance reads every partition of the
+//! campaigns topic from the beginning before it is ready, then keeps following it.
+//!
+//! Loading is complete only when the position of every partition reached the high
+//! watermark captured when loading started (the same proof the task restore uses).
+//! Bad catalog records found while loading were dead-lettered when they were first read
+//! live; they are logged and counted here, not dead-lettered again at every start.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::codecs::Codecs;
+use super::config::Settings;
+use super::kafka::{partition_counts, standalone_consumer, TopicError};
+use super::processor::RuntimeError;
+use super::task::BadInput;
+use crate::model::Campaign;
+use crate::validate::{validate_campaign, Limits};
+
+/// One change of the catalog.
+#[derive(Debug)]
+pub enum CatalogUpdate {
+    Upsert(Campaign),
+    Delete(String),
+    Bad {
+        partition: i32,
+        offset: i64,
+        key: Option<Vec<u8>>,
+        payload: Option<Vec<u8>>,
+        error: BadInput,
+    },
+}
+
+pub struct CatalogFeed {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: usize,
+    limits: Limits,
+}
+
+impl CatalogFeed {
+    /// Assigns every partition of the campaigns topic from the beginning.
+    pub fn start(settings: &Settings) -> Result<Self, TopicError> {
+        let consumer = standalone_consumer(settings, "catalog")?;
+        let topic = settings.topics.campaigns.clone();
+        let partitions = partition_counts(&consumer, &[topic.as_str()])?[&topic]
+            .ok_or_else(|| TopicError::Missing { topic: topic.clone() })?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions as i32 {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(Self {
+            consumer,
+            topic,
+            partitions,
+            limits: settings.limits,
+        })
+    }
+
+    /// Reads up to the high watermarks captured now, into `catalog`.
+    pub fn load_all(
+        &mut self,
+        codecs: &Codecs,
+        catalog: &mut BTreeMap<String, Campaign>,
+        shutdown: &AtomicBool,
+    ) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let mut high = Vec::with_capacity(self.partitions);
+        for p in 0..self.partitions as i32 {
+            high.push(self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10))?.1);
+        }
+        let mut position = vec![0i64; self.partitions];
+        while position.iter().zip(&high).any(|(p, h)| p < h) {
+            if shutdown.load(Ordering::Relaxed) {
+                return Err(RuntimeError::Fatal("shutdown while loading the catalog".into()));
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    position[m.partition() as usize] = m.offset() + 1;
+                    match decode(&self.limits, codecs, &m) {
+                        CatalogUpdate::Upsert(c) => {
+                            let newer = catalog.get(&c.campaign_id).is_none_or(|k| k.version <= c.version);
+                            if newer {
+                                catalog.insert(c.campaign_id.clone(), c);
+                            }
+                        }
+                        CatalogUpdate::Delete(id) => {
+                            catalog.remove(&id);
+                        }
+                        CatalogUpdate::Bad { offset, error, .. } => {
+                            warn!(topic = self.topic, offset, class = error.class, error = %error.message, "bad catalog record skipped");
+                        }
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) | None => {
+                    // Transaction markers move the position without a message.
+                    if let Ok(tpl) = self.consumer.position() {
+                        for e in tpl.elements() {
+                            if let Offset::Offset(o) = e.offset() {
+                                let p = e.partition() as usize;
+                                position[p] = position[p].max(o);
+                            }
+                        }
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+        info!(campaigns = catalog.len(), ms = started.elapsed().as_millis() as u64, "catalog read to its end");
+        Ok(())
+    }
+
+    /// Whatever arrived since the last call, without blocking.
+    pub fn poll_updates(&mut self, codecs: &Codecs) -> Result<Vec<CatalogUpdate>, RuntimeError> {
+        let mut updates = Vec::new();
+        for _ in 0..1_000 {
+            match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => updates.push(decode(&self.limits, codecs, &m)),
+                Some(Err(KafkaError::PartitionEOF(_))) | None => break,
+                Some(Err(e)) => return Err(e.into()),
+            }
+        }
+        Ok(updates)
+    }
+}
+
+/// A catalog record into a catalog update (or why it is bad input).
+fn decode(limits: &Limits, codecs: &Codecs, m: &impl Message) -> CatalogUpdate {
+    let key = m.key().map(|k| String::from_utf8_lossy(k).into_owned());
+    let bad = |class: &'static str, message: String| CatalogUpdate::Bad {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().map(<[u8]>::to_vec),
+        payload: m.payload().map(<[u8]>::to_vec),
+        error: BadInput { class, message },
+    };
+    let update = match (m.payload(), key) {
+        (None, Some(id)) => return CatalogUpdate::Delete(id),
+        (None, None) => bad("empty_key", "a catalog tombstone without a key".into()),
+        (Some(bytes), key) => match codecs.campaigns.decode(bytes) {
+            Err(e) => bad("undecodable", e.to_string()),
+            Ok(c) if key.as_deref() != Some(c.campaign_id.as_str()) => bad(
+                "key_mismatch",
+                format!("record key {:?} is not the campaign id {:?}", key.unwrap_or_default(), c.campaign_id),
+            ),
+            Ok(c) => {
+                let problems = validate_campaign(&c, limits);
+                if problems.is_empty() {
+                    CatalogUpdate::Upsert(c)
+                } else {
+                    let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+                    bad("invalid_campaign", format!("campaign {:?}: {}", c.campaign_id, list.join("; ")))
+                }
+            }
+        },
+    };
+    update
+}

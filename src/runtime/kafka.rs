@@ -1,0 +1,159 @@
+//! Kafka clients and topics: the one place that knows librdkafka property names.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::RDKafkaErrorCode;
+use thiserror::Error;
+
+use super::config::Settings;
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Error)]
+pub enum TopicError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topic {topic} does not exist (create it with `campaign-connector topics create`)")]
+    Missing { topic: String },
+    #[error(
+        "input topics are not co-partitioned: {first} has {first_count} partitions but {second} has {second_count}; \
+         every input topic and the changelog need the same partition count"
+    )]
+    NotCoPartitioned {
+        first: String,
+        first_count: usize,
+        second: String,
+        second_count: usize,
+    },
+    #[error("creating topic {topic}: {message}")]
+    Create { topic: String, message: String },
+}
+
+/// The base client configuration: bootstrap servers and the pass-through properties.
+pub fn base_config(settings: &Settings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.bootstrap_servers);
+    for (k, v) in &settings.kafka {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A consumer outside any group (catalog and restore readers assign partitions by hand).
+/// `read_committed`: only data of committed transactions is state.
+pub fn standalone_consumer(settings: &Settings, purpose: &str) -> Result<BaseConsumer, TopicError> {
+    let mut c = base_config(settings);
+    c.set("group.id", format!("{}-{purpose}", settings.application_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest");
+    Ok(c.create()?)
+}
+
+/// Partition count of each topic (`None`: missing).
+pub fn partition_counts(
+    consumer: &BaseConsumer<impl rdkafka::consumer::ConsumerContext>,
+    topics: &[&str],
+) -> Result<BTreeMap<String, Option<usize>>, TopicError> {
+    let metadata = consumer.fetch_metadata(None, METADATA_TIMEOUT)?;
+    Ok(topics
+        .iter()
+        .map(|t| {
+            let count = metadata
+                .topics()
+                .iter()
+                .find(|m| m.name() == *t && m.error().is_none())
+                .map(|m| m.partitions().len())
+                .filter(|n| *n > 0);
+            (t.to_string(), count)
+        })
+        .collect())
+}
+
+/// Checks that the inputs and the changelog exist and are co-partitioned; returns the
+/// partition count. (Same count is what can be checked; producers must also use the same
+/// partitioner for the same key, e.g. the Java client's murmur2 default.)
+pub fn check_co_partitioning(settings: &Settings) -> Result<usize, TopicError> {
+    let consumer = standalone_consumer(settings, "metadata")?;
+    let t = &settings.topics;
+    let names = [t.interactions.as_str(), t.user_events.as_str(), t.changelog.as_str()];
+    let counts = partition_counts(&consumer, &names)?;
+    let mut first: Option<(&str, usize)> = None;
+    for name in names {
+        let count = counts[name].ok_or_else(|| TopicError::Missing { topic: name.into() })?;
+        match first {
+            None => first = Some((name, count)),
+            Some((f, n)) if n != count => {
+                return Err(TopicError::NotCoPartitioned {
+                    first: f.into(),
+                    first_count: n,
+                    second: name.into(),
+                    second_count: count,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    for name in [t.campaigns.as_str(), t.send_commands.as_str(), t.dlq.as_str()]
+        .into_iter()
+        .chain(settings.decisions_topic())
+    {
+        if partition_counts(&consumer, &[name])?[name].is_none() {
+            return Err(TopicError::Missing { topic: name.into() });
+        }
+    }
+    Ok(first.map(|(_, n)| n).unwrap_or(0))
+}
+
+/// Creates every topic the connector uses (existing ones are left alone): the inputs and
+/// the changelog with `partitions`, the catalog and changelog compacted.
+pub fn create_topics(settings: &Settings) -> Result<Vec<String>, TopicError> {
+    let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
+    let t = &settings.topics;
+    let p = settings.partitions;
+    let mut specs: Vec<(&str, i32, bool)> = vec![
+        (&t.interactions, p, false),
+        (&t.user_events, p, false),
+        (&t.changelog, p, true),
+        (&t.campaigns, 1, true),
+        (&t.send_commands, p, false),
+        (&t.dlq, 1, false),
+    ];
+    if let Some(d) = settings.decisions_topic() {
+        specs.push((d, p, false));
+    }
+    let new: Vec<NewTopic> = specs
+        .iter()
+        .map(|(name, partitions, compact)| {
+            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(settings.replication_factor));
+            if *compact {
+                topic.set("cleanup.policy", "compact")
+            } else {
+                topic
+            }
+        })
+        .collect();
+    let options = AdminOptions::new().operation_timeout(Some(METADATA_TIMEOUT));
+    let results = futures_executor::block_on(admin.create_topics(new.iter(), &options))?;
+    let mut created = Vec::new();
+    for r in results {
+        match r {
+            Ok(name) => created.push(name),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(TopicError::Create {
+                    topic,
+                    message: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(created)
+}
