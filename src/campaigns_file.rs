@@ -36,7 +36,7 @@ use crate::model::{
     ExceptionType, FollowOnRule, InteractionKind, Message, Overdue, OverduePolicy,
     Reeligibility, ReeligibilityPolicy, RepeatTrigger, Trigger, Weekday,
 };
-use crate::time::{format_duration, format_timestamp, parse_duration, parse_timestamp};
+use crate::time::{format_timestamp, parse_duration, parse_timestamp, DAY_SECONDS};
 use crate::validate::{validate_campaign, FieldError, Limits};
 
 // ---------------------------------------------------------------------------------------
@@ -359,6 +359,16 @@ impl<M: Serialize> Serialize for WordOrMap<M> {
 /// error can be attributed to it. An error outside any campaign (YAML syntax, top-level
 /// keys) ends the loading.
 fn deserialize_campaigns(text: &str) -> (Vec<(usize, RawCampaign)>, Vec<ShapeError>) {
+    // YAML syntax first: serde_yaml_ng hands the events before a syntax error to the
+    // visitor, which would report the truncated campaign as a shape error of its own.
+    if let Err(error) = serde_yaml_ng::from_str::<IgnoredAny>(text) {
+        let syntax = ShapeError {
+            index: None,
+            syntax: true,
+            error,
+        };
+        return (Vec::new(), vec![syntax]);
+    }
     let current = Cell::new(None);
     let read = RefCell::new(Vec::new());
     let mut errors = Vec::new();
@@ -374,7 +384,11 @@ fn deserialize_campaigns(text: &str) -> (Vec<(usize, RawCampaign)>, Vec<ShapeErr
             Ok(()) => break,
             Err(error) => {
                 let index = current.get();
-                errors.push(ShapeError { index, error });
+                errors.push(ShapeError {
+                    index,
+                    syntax: false,
+                    error,
+                });
                 match index {
                     Some(i) => skip = i + 1,
                     None => break,
@@ -388,6 +402,8 @@ fn deserialize_campaigns(text: &str) -> (Vec<(usize, RawCampaign)>, Vec<ShapeErr
 struct ShapeError {
     /// The campaign being read, `None` outside any campaign.
     index: Option<usize>,
+    /// Not YAML at all (as opposed to YAML of the wrong shape).
+    syntax: bool,
     error: serde_yaml_ng::Error,
 }
 
@@ -507,6 +523,9 @@ fn shape_problem(shape: ShapeError, ids: &[Option<String>]) -> FileProblem {
         field = join_field(&field, &key);
     }
     message = with_key_suggestion(message);
+    if shape.syntax {
+        message = format!("YAML syntax error: {message}");
+    }
     let campaign = shape.index.and_then(|i| ids.get(i).cloned().flatten());
     FileProblem {
         campaign,
@@ -1122,6 +1141,24 @@ pub fn to_yaml(campaigns: &[Campaign]) -> String {
     out
 }
 
+/// A duration as people write it in the file: days, hours, minutes, seconds (`7d`, `30d`,
+/// `1d12h`, `1h30m`). Unlike [`crate::time::format_duration`] it never uses weeks, because
+/// campaigns are planned in days (SPEC §1: "7 days"); `parse_duration` reads both.
+fn file_duration(seconds: i64) -> String {
+    if seconds <= 0 {
+        return format!("{seconds}s");
+    }
+    let mut rest = seconds;
+    let mut out = String::new();
+    for (unit, name) in [(DAY_SECONDS, "d"), (3_600, "h"), (60, "m"), (1, "s")] {
+        if rest >= unit {
+            out.push_str(&format!("{}{name}", rest / unit));
+            rest %= unit;
+        }
+    }
+    out
+}
+
 fn raw_campaign(c: &Campaign) -> RawCampaign {
     RawCampaign {
         campaign_id: c.campaign_id.clone(),
@@ -1140,7 +1177,7 @@ fn raw_follow_on(rule: &FollowOnRule) -> RawFollowOn {
     let d = &rule.delay;
     let delay = match d.delay_type {
         DelayType::Immediate => WordOrMap::Word("immediate".into()),
-        DelayType::After => WordOrMap::Word(format_duration(d.seconds.unwrap_or(0))),
+        DelayType::After => WordOrMap::Word(file_duration(d.seconds.unwrap_or(0))),
         DelayType::NextWeekday => WordOrMap::Map(RawLocalDelay {
             next_weekday: d.weekday.map(|w| symbol_of(&WEEKDAYS, w).to_string()),
             calendar_days: None,
@@ -1182,12 +1219,12 @@ fn raw_follow_on(rule: &FollowOnRule) -> RawFollowOn {
         .collect();
     let reeligibility = match rule.reeligibility.policy {
         ReeligibilityPolicy::Never => "never".to_string(),
-        ReeligibilityPolicy::After => format_duration(rule.reeligibility.seconds.unwrap_or(0)),
+        ReeligibilityPolicy::After => file_duration(rule.reeligibility.seconds.unwrap_or(0)),
     };
     let overdue = match rule.overdue.policy {
         OverduePolicy::Send => WordOrMap::Word("send".into()),
         OverduePolicy::DropIfLateBy => WordOrMap::Map(RawDropIfLate {
-            drop_if_late_by: format_duration(rule.overdue.seconds.unwrap_or(0)),
+            drop_if_late_by: file_duration(rule.overdue.seconds.unwrap_or(0)),
         }),
     };
     RawFollowOn {
@@ -1237,6 +1274,15 @@ mod tests {
         assert_eq!(e, "unknown status ACTIV (did you mean ACTIVE?)");
         let e = parse_symbol("zzz", &CHANNELS, "channel").unwrap_err();
         assert!(e.contains("expected one of EMAIL, PUSH"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_written_in_days_not_weeks() {
+        assert_eq!(file_duration(7 * DAY_SECONDS), "7d");
+        assert_eq!(file_duration(30 * DAY_SECONDS), "30d");
+        assert_eq!(file_duration(DAY_SECONDS + 12 * 3_600), "1d12h");
+        assert_eq!(file_duration(5_400), "1h30m");
+        assert_eq!(file_duration(45), "45s");
     }
 
     #[test]
