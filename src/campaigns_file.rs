@@ -33,8 +33,8 @@ use thiserror::Error;
 
 use crate::model::{
     Campaign, CampaignKind, CampaignStatus, Channel, Delay, DelayType, ExceptionMatcher,
-    ExceptionType, FollowOnRule, InteractionKind, Message, Overdue, OverduePolicy,
-    Reeligibility, ReeligibilityPolicy, RepeatTrigger, Trigger, Weekday,
+    ExceptionType, FollowOnRule, InteractionKind, Message, Overdue, OverduePolicy, Reeligibility,
+    ReeligibilityPolicy, RepeatTrigger, Trigger, Weekday,
 };
 use crate::time::{format_timestamp, parse_duration, parse_timestamp, DAY_SECONDS};
 use crate::validate::{validate_campaign, FieldError, Limits};
@@ -580,11 +580,7 @@ fn with_key_suggestion(message: String) -> String {
     let Some((_, expected)) = message.split_once("expected ") else {
         return message;
     };
-    let candidates: Vec<&str> = expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .collect();
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
     match closest(&unknown, candidates.iter().copied()) {
         Some(best) if candidates.len() > 1 => format!("{message} (did you mean `{best}`?)"),
         _ => message,
@@ -711,7 +707,11 @@ fn symbol_of<T: PartialEq + Copy>(choices: &[(&'static str, T)], value: T) -> &'
 }
 
 /// Interaction kinds, case-insensitive, with a suggestion for a near miss.
-fn parse_interaction_kinds(p: &mut Problems, field: &str, kinds: &[String]) -> Vec<InteractionKind> {
+fn parse_interaction_kinds(
+    p: &mut Problems,
+    field: &str,
+    kinds: &[String],
+) -> Vec<InteractionKind> {
     let mut out = Vec::with_capacity(kinds.len());
     for (i, text) in kinds.iter().enumerate() {
         let wanted = text.trim().to_ascii_uppercase();
@@ -722,9 +722,13 @@ fn parse_interaction_kinds(p: &mut Problems, field: &str, kinds: &[String]) -> V
                 "UNKNOWN is not an interaction kind that can be matched",
             ),
             None => {
-                let symbols: Vec<&str> = InteractionKind::KNOWN.iter().map(|k| k.symbol()).collect();
+                let symbols: Vec<&str> =
+                    InteractionKind::KNOWN.iter().map(|k| k.symbol()).collect();
                 let message = match closest(&wanted, symbols.iter().copied()) {
-                    Some(best) => format!("unknown interaction kind {} (did you mean {best}?)", text.trim()),
+                    Some(best) => format!(
+                        "unknown interaction kind {} (did you mean {best}?)",
+                        text.trim()
+                    ),
                     None => format!(
                         "unknown interaction kind {} (expected one of {})",
                         text.trim(),
@@ -851,7 +855,10 @@ fn convert_follow_on(p: &mut Problems, raw: &RawFollowOn) -> FollowOnRule {
             };
             p.add(
                 "follow_on.overdue",
-                format!("expected `send` or {{drop_if_late_by: <duration>}}, got {}{hint}", w.trim()),
+                format!(
+                    "expected `send` or {{drop_if_late_by: <duration>}}, got {}{hint}",
+                    w.trim()
+                ),
             );
             send
         }
@@ -892,16 +899,18 @@ fn convert_delay(p: &mut Problems, raw: &WordOrMap<RawLocalDelay>) -> Delay {
     let stand_in = Delay::after_seconds(1);
     match raw {
         WordOrMap::Word(w) if w.trim().eq_ignore_ascii_case("immediate") => Delay::immediate(),
-        WordOrMap::Word(w) => match parse_file_duration(w) {
-            Ok(seconds) => Delay::after_seconds(seconds),
-            Err(e) => {
-                p.add(
+        WordOrMap::Word(w) => {
+            match parse_file_duration(w) {
+                Ok(seconds) => Delay::after_seconds(seconds),
+                Err(e) => {
+                    p.add(
                     "follow_on.delay",
                     format!("expected `immediate`, a duration such as 7d, or a local-time mapping: {e}"),
                 );
-                stand_in
+                    stand_in
+                }
             }
-        },
+        }
         WordOrMap::Map(m) => {
             let local_time = m.at.clone();
             match (&m.next_weekday, m.calendar_days) {
@@ -925,7 +934,10 @@ fn convert_delay(p: &mut Problems, raw: &WordOrMap<RawLocalDelay>) -> Delay {
                         ..Delay::immediate()
                     },
                     Err(_) => {
-                        p.add("follow_on.delay.calendar_days", format!("{days} days is out of range"));
+                        p.add(
+                            "follow_on.delay.calendar_days",
+                            format!("{days} days is out of range"),
+                        );
                         stand_in
                     }
                 },
@@ -942,7 +954,11 @@ fn convert_delay(p: &mut Problems, raw: &WordOrMap<RawLocalDelay>) -> Delay {
     }
 }
 
-fn convert_exception(p: &mut Problems, field: &str, raw: &RawException) -> Option<ExceptionMatcher> {
+fn convert_exception(
+    p: &mut Problems,
+    field: &str,
+    raw: &RawException,
+) -> Option<ExceptionMatcher> {
     let keys = usize::from(raw.interaction.is_some())
         + usize::from(raw.custom_event.is_some())
         + usize::from(raw.purchase.is_some())
@@ -966,7 +982,11 @@ fn convert_exception(p: &mut Problems, field: &str, raw: &RawException) -> Optio
     Some(if let Some(i) = &raw.interaction {
         ExceptionMatcher {
             campaign_id: i.campaign_id.clone(),
-            interaction_kinds: parse_interaction_kinds(p, &format!("{field}.interaction.kinds"), &i.kinds),
+            interaction_kinds: parse_interaction_kinds(
+                p,
+                &format!("{field}.interaction.kinds"),
+                &i.kinds,
+            ),
             ..matcher(ExceptionType::Interaction)
         }
     } else if let Some(name) = &raw.custom_event {
@@ -992,7 +1012,10 @@ fn file_field(campaign: &Campaign, record_field: &str) -> String {
         ("follow_on.delay.days", "follow_on.delay.calendar_days"),
         ("follow_on.delay.local_time", "follow_on.delay.at"),
         ("follow_on.reeligibility.seconds", "follow_on.reeligibility"),
-        ("follow_on.overdue.seconds", "follow_on.overdue.drop_if_late_by"),
+        (
+            "follow_on.overdue.seconds",
+            "follow_on.overdue.drop_if_late_by",
+        ),
     ];
     if let Some((_, file)) = renamed.iter().find(|(r, _)| *r == record_field) {
         return file.to_string();
@@ -1262,14 +1285,23 @@ mod tests {
     fn path_prefixes_respect_segment_boundaries() {
         assert!(is_path_prefix("follow_on.delay", "follow_on.delay"));
         assert!(is_path_prefix("follow_on.delay", "follow_on.delay.at"));
-        assert!(is_path_prefix("follow_on.trigger.kinds", "follow_on.trigger.kinds[0]"));
+        assert!(is_path_prefix(
+            "follow_on.trigger.kinds",
+            "follow_on.trigger.kinds[0]"
+        ));
         assert!(!is_path_prefix("follow_on.delay", "follow_on.delayed"));
     }
 
     #[test]
     fn symbols_are_case_insensitive_and_suggest_near_misses() {
-        assert_eq!(parse_symbol("active", &STATUSES, "status"), Ok(CampaignStatus::Active));
-        assert_eq!(parse_symbol(" Restart ", &REPEATS, "x"), Ok(RepeatTrigger::Restart));
+        assert_eq!(
+            parse_symbol("active", &STATUSES, "status"),
+            Ok(CampaignStatus::Active)
+        );
+        assert_eq!(
+            parse_symbol(" Restart ", &REPEATS, "x"),
+            Ok(RepeatTrigger::Restart)
+        );
         let e = parse_symbol("ACTIV", &STATUSES, "status").unwrap_err();
         assert_eq!(e, "unknown status ACTIV (did you mean ACTIVE?)");
         let e = parse_symbol("zzz", &CHANNELS, "channel").unwrap_err();
@@ -1288,7 +1320,9 @@ mod tests {
     #[test]
     fn bare_numbers_are_not_durations() {
         assert_eq!(parse_file_duration("7d"), Ok(7 * 86_400));
-        assert!(parse_file_duration("7").unwrap_err().contains("needs a unit"));
+        assert!(parse_file_duration("7")
+            .unwrap_err()
+            .contains("needs a unit"));
     }
 
     #[test]

@@ -9,8 +9,8 @@ use campaign_connector::campaigns_file::{
 };
 use campaign_connector::model::{
     Campaign, CampaignKind, CampaignStatus, Channel, Delay, DelayType, ExceptionMatcher,
-    ExceptionType, FollowOnRule, InteractionKind, Message, Overdue, OverduePolicy,
-    Reeligibility, ReeligibilityPolicy, RepeatTrigger, Trigger, Weekday,
+    ExceptionType, FollowOnRule, InteractionKind, Message, Overdue, OverduePolicy, Reeligibility,
+    ReeligibilityPolicy, RepeatTrigger, Trigger, Weekday,
 };
 use campaign_connector::time::{parse_timestamp, DAY_SECONDS};
 use campaign_connector::validate::{validate_campaign, Limits};
@@ -97,7 +97,10 @@ fn every_example_file_loads_and_validates() {
         "onboarding.yaml",
         "control-group.yaml",
     ] {
-        assert!(names.iter().any(|n| n == expected), "missing example {expected}");
+        assert!(
+            names.iter().any(|n| n == expected),
+            "missing example {expected}"
+        );
     }
     for path in files {
         let campaigns = load_campaigns_file(&path, &Limits::default())
@@ -107,7 +110,12 @@ fn every_example_file_loads_and_validates() {
         assert_eq!(campaigns.len(), 2, "{}", path.display());
         let (follow_ons, plain): (Vec<&Campaign>, Vec<&Campaign>) =
             campaigns.iter().partition(|c| c.follow_on.is_some());
-        assert_eq!((follow_ons.len(), plain.len()), (1, 1), "{}", path.display());
+        assert_eq!(
+            (follow_ons.len(), plain.len()),
+            (1, 1),
+            "{}",
+            path.display()
+        );
         let (follow_on, trigger) = (follow_ons[0], plain[0]);
         for c in &campaigns {
             assert_eq!(c.status, CampaignStatus::Active, "{}", c.campaign_id);
@@ -120,7 +128,10 @@ fn every_example_file_loads_and_validates() {
 }
 
 fn rule_of(campaigns: &[Campaign]) -> &FollowOnRule {
-    campaigns.iter().find_map(|c| c.follow_on.as_ref()).expect("a follow-on")
+    campaigns
+        .iter()
+        .find_map(|c| c.follow_on.as_ref())
+        .expect("a follow-on")
 }
 
 #[test]
@@ -131,8 +142,14 @@ fn examples_say_what_the_spec_says() {
     assert_eq!(r.delay, Delay::after_seconds(7 * DAY_SECONDS));
     assert_eq!(r.exceptions.len(), 1);
     assert_eq!(r.exceptions[0].exception_type, ExceptionType::Interaction);
-    assert_eq!(r.exceptions[0].campaign_id, None, "defaults to the trigger campaign");
-    assert_eq!(r.exceptions[0].interaction_kinds, [InteractionKind::EmailOpen]);
+    assert_eq!(
+        r.exceptions[0].campaign_id, None,
+        "defaults to the trigger campaign"
+    );
+    assert_eq!(
+        r.exceptions[0].interaction_kinds,
+        [InteractionKind::EmailOpen]
+    );
     assert_eq!(r.reeligibility.policy, ReeligibilityPolicy::Never);
 
     let c = load_example("abandoned-cart.yaml");
@@ -143,7 +160,10 @@ fn examples_say_what_the_spec_says() {
     let types: Vec<ExceptionType> = r.exceptions.iter().map(|e| e.exception_type).collect();
     assert_eq!(types, [ExceptionType::Purchase, ExceptionType::Interaction]);
     assert_eq!(r.exceptions[0].name, None, "any purchase");
-    assert_eq!(r.exceptions[1].interaction_kinds, [InteractionKind::PushDirectOpen]);
+    assert_eq!(
+        r.exceptions[1].interaction_kinds,
+        [InteractionKind::PushDirectOpen]
+    );
 
     let c = load_example("promo-chain.yaml");
     let r = rule_of(&c);
@@ -185,9 +205,13 @@ fn delays_beyond_the_two_year_cap_are_refused_whatever_the_limit() {
     let (p, rendered) = fail_with(&text, &Limits::with_max_delay(730 * DAY_SECONDS).unwrap());
     assert_eq!(p.len(), 1, "{rendered}");
     assert_eq!(p[0].field, "follow_on.delay");
-    assert!(p[0].message.contains("exceeds the 2-year cap"), "{rendered}");
     assert!(
-        rendered.starts_with(r#"examples/cart.yaml: campaign "cart-email": follow_on.delay: delay "#),
+        p[0].message.contains("exceeds the 2-year cap"),
+        "{rendered}"
+    );
+    assert!(
+        rendered
+            .starts_with(r#"examples/cart.yaml: campaign "cart-email": follow_on.delay: delay "#),
         "{rendered}"
     );
 }
@@ -198,7 +222,10 @@ fn delays_beyond_the_configured_maximum_are_refused() {
     let (p, rendered) = fail(&text);
     assert_eq!(p.len(), 1, "{rendered}");
     assert_eq!(p[0].field, "follow_on.delay");
-    assert!(p[0].message.contains("exceeds the maximum delay"), "{rendered}");
+    assert!(
+        p[0].message.contains("exceeds the maximum delay"),
+        "{rendered}"
+    );
     assert!(p[0].message.contains("(setting max_delay)"), "{rendered}");
     // A larger configured maximum accepts it.
     let limits = Limits::with_max_delay(60 * DAY_SECONDS).unwrap();
@@ -209,7 +236,10 @@ fn delays_beyond_the_configured_maximum_are_refused() {
     let (p, rendered) = fail(&text);
     assert_eq!(p.len(), 1, "{rendered}");
     assert_eq!(p[0].field, "follow_on.delay");
-    assert!(p[0].message.contains("exceeds the maximum delay"), "{rendered}");
+    assert!(
+        p[0].message.contains("exceeds the maximum delay"),
+        "{rendered}"
+    );
 }
 
 #[test]
@@ -231,9 +261,16 @@ fn unknown_interaction_kinds_get_a_suggestion() {
     let (p, rendered) = fail(&text);
     assert_eq!(p.len(), 2, "{rendered}");
     assert_eq!(p[0].field, "follow_on.exceptions[0].interaction.kinds[0]");
-    assert!(p[0].message.contains("(did you mean PUSH_DIRECT_OPEN?)"), "{rendered}");
+    assert!(
+        p[0].message.contains("(did you mean PUSH_DIRECT_OPEN?)"),
+        "{rendered}"
+    );
     assert_eq!(p[1].field, "follow_on.exceptions[0].interaction.kinds[1]");
-    assert!(p[1].message.contains("expected one of IN_APP_MESSAGE_VIEW,"), "{rendered}");
+    assert!(
+        p[1].message
+            .contains("expected one of IN_APP_MESSAGE_VIEW,"),
+        "{rendered}"
+    );
 }
 
 #[test]
@@ -245,8 +282,15 @@ fn unknown_keys_are_refused_with_their_location() {
     assert_eq!(p[0].field, "follow_on");
     let at = p[0].location.expect("shape problems have a location");
     assert_eq!((at.line, at.column), (11, 7));
-    assert!(p[0].message.starts_with("unknown field `delai`, expected one of"), "{rendered}");
-    assert!(p[0].message.ends_with("(did you mean `delay`?)"), "{rendered}");
+    assert!(
+        p[0].message
+            .starts_with("unknown field `delai`, expected one of"),
+        "{rendered}"
+    );
+    assert!(
+        p[0].message.ends_with("(did you mean `delay`?)"),
+        "{rendered}"
+    );
     assert!(
         rendered.starts_with(
             r#"examples/cart.yaml:11:7: campaign "cart-email": follow_on: unknown field `delai`"#
@@ -310,11 +354,16 @@ fn missing_keys_are_named() {
 
 #[test]
 fn unknown_time_zones_are_refused() {
-    let text = rule_with("      delay: {next_weekday: MONDAY, at: \"09:00\"}\n      time_zone: Europe/Berln\n");
+    let text = rule_with(
+        "      delay: {next_weekday: MONDAY, at: \"09:00\"}\n      time_zone: Europe/Berln\n",
+    );
     let (p, rendered) = fail(&text);
     assert_eq!(p.len(), 1, "{rendered}");
     assert_eq!(p[0].field, "follow_on.time_zone");
-    assert!(p[0].message.contains("unknown time zone \"Europe/Berln\""), "{rendered}");
+    assert!(
+        p[0].message.contains("unknown time zone \"Europe/Berln\""),
+        "{rendered}"
+    );
 }
 
 #[test]
@@ -356,7 +405,10 @@ fn bad_durations_timestamps_and_symbols_name_their_field() {
     assert!(p[0].message.contains("(did you mean ACTIVE?)"));
     assert!(p[2].message.contains("needs a unit"), "{rendered}");
     assert!(p[4].message.contains("(did you mean RESTART?)"));
-    assert!(p[5].message.contains("did you mean {drop_if_late_by: 2h}?"), "{rendered}");
+    assert!(
+        p[5].message.contains("did you mean {drop_if_late_by: 2h}?"),
+        "{rendered}"
+    );
 }
 
 #[test]
@@ -366,7 +418,10 @@ fn yaml_syntax_errors_have_a_line_and_column() {
     assert_eq!(p[0].campaign, None);
     let at = p[0].location.expect("a location");
     assert_eq!(at.line, 4);
-    assert!(p[0].message.starts_with("YAML syntax error: "), "{rendered}");
+    assert!(
+        p[0].message.starts_with("YAML syntax error: "),
+        "{rendered}"
+    );
     assert!(rendered.starts_with("examples/cart.yaml:4:"), "{rendered}");
 
     let (p, _) = fail("");
@@ -402,8 +457,10 @@ campaigns:
     status: DRAFT
 ";
     let (p, rendered) = fail(text);
-    let summary: Vec<(Option<&str>, &str)> =
-        p.iter().map(|p| (p.campaign.as_deref(), p.field.as_str())).collect();
+    let summary: Vec<(Option<&str>, &str)> = p
+        .iter()
+        .map(|p| (p.campaign.as_deref(), p.field.as_str()))
+        .collect();
     assert_eq!(
         summary,
         [
@@ -422,10 +479,14 @@ campaigns:
     assert_eq!(lines.len(), p.len());
     for (line, problem) in lines.iter().zip(&p) {
         assert!(line.starts_with("examples/cart.yaml"), "{line}");
-        assert!(line.contains(&format!("campaign {:?}", problem.campaign.as_ref().unwrap())));
+        assert!(line.contains(&format!(
+            "campaign {:?}",
+            problem.campaign.as_ref().unwrap()
+        )));
         assert!(line.contains(&problem.field), "{line}");
     }
-    assert!(lines[4].starts_with("examples/cart.yaml:14:5: campaign \"broken-shape\": unknown field `colour`"));
+    assert!(lines[4]
+        .starts_with("examples/cart.yaml:14:5: campaign \"broken-shape\": unknown field `colour`"));
 }
 
 #[test]
@@ -435,7 +496,8 @@ fn io_errors_name_the_path() {
     assert!(matches!(err, CampaignsFileError::Io { .. }));
     assert!(err.problems().is_empty());
     assert!(
-        err.to_string().starts_with("/nonexistent/campaigns.yaml: cannot read campaigns file: "),
+        err.to_string()
+            .starts_with("/nonexistent/campaigns.yaml: cannot read campaigns file: "),
         "{err}"
     );
 }
@@ -445,11 +507,18 @@ fn load_names_the_file_by_its_path() {
     let dir = std::env::temp_dir().join(format!("campaigns-file-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("bad.yaml");
-    std::fs::write(&path, "campaigns:\n  - {campaign_id: x, name: X, status: LIVE}\n").unwrap();
+    std::fs::write(
+        &path,
+        "campaigns:\n  - {campaign_id: x, name: X, status: LIVE}\n",
+    )
+    .unwrap();
     let err = load_campaigns_file(&path, &Limits::default()).unwrap_err();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(
-        err.to_string().starts_with(&format!("{}: campaign \"x\": status: unknown status LIVE", path.display())),
+        err.to_string().starts_with(&format!(
+            "{}: campaign \"x\": status: unknown status LIVE",
+            path.display()
+        )),
         "{err}"
     );
 }
@@ -489,7 +558,10 @@ campaigns:
     assert_eq!(c.status, CampaignStatus::Active);
     assert_eq!(c.version, 4);
     assert_eq!(c.published_at, Some(1_790_000_000_000));
-    assert_eq!(c.starts_at, Some(parse_timestamp("2026-09-21T08:00:00Z").unwrap()));
+    assert_eq!(
+        c.starts_at,
+        Some(parse_timestamp("2026-09-21T08:00:00Z").unwrap())
+    );
     let r = c.follow_on.as_ref().unwrap();
     assert_eq!(r.delay.delay_type, DelayType::NextWeekday);
     assert_eq!(r.delay.weekday, Some(Weekday::Friday));
@@ -499,7 +571,10 @@ campaigns:
     assert_eq!(r.on_repeat_trigger, RepeatTrigger::Restart);
     assert_eq!(r.overdue.seconds, Some(5_400));
     assert_eq!(r.message.channel, Channel::ContentCard);
-    assert_eq!(r.message.payload["discount"], "10", "scalars are read as written");
+    assert_eq!(
+        r.message.payload["discount"], "10",
+        "scalars are read as written"
+    );
 }
 
 #[test]
@@ -516,7 +591,9 @@ fn defaults_apply_when_keys_are_left_out() {
     assert_eq!(r.on_repeat_trigger, RepeatTrigger::KeepFirst);
     assert_eq!(r.overdue.policy, OverduePolicy::Send);
     assert!(r.message.payload.is_empty());
-    assert!(parse_campaigns("campaigns: []\n", FILE, &Limits::default()).unwrap().is_empty());
+    assert!(parse_campaigns("campaigns: []\n", FILE, &Limits::default())
+        .unwrap()
+        .is_empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -525,8 +602,12 @@ fn defaults_apply_when_keys_are_left_out() {
 
 fn round_trip(campaigns: &[Campaign]) {
     let text = to_yaml(campaigns);
-    let back = parse_campaigns(&text, "to_yaml", &Limits::with_max_delay(730 * DAY_SECONDS).unwrap())
-        .unwrap_or_else(|e| panic!("to_yaml output should parse:\n{e}\n---\n{text}"));
+    let back = parse_campaigns(
+        &text,
+        "to_yaml",
+        &Limits::with_max_delay(730 * DAY_SECONDS).unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("to_yaml output should parse:\n{e}\n---\n{text}"));
     assert_eq!(back, campaigns, "---\n{text}");
 }
 
@@ -580,7 +661,10 @@ fn everything_set() -> Campaign {
         follow_on: Some(FollowOnRule {
             trigger: Trigger {
                 campaign_id: "winter-sale-2026".into(),
-                kinds: vec![InteractionKind::EmailClick, InteractionKind::EmailAliasClick],
+                kinds: vec![
+                    InteractionKind::EmailClick,
+                    InteractionKind::EmailAliasClick,
+                ],
                 qualifier: Some("shop-now".into()),
             },
             delay: Delay {
@@ -593,7 +677,10 @@ fn everything_set() -> Campaign {
             time_zone: Some("Europe/Berlin".into()),
             exceptions: vec![
                 interaction(None, vec![InteractionKind::EmailOpen]),
-                interaction(Some("winter-sale-2026-push"), vec![InteractionKind::PushDirectOpen]),
+                interaction(
+                    Some("winter-sale-2026-push"),
+                    vec![InteractionKind::PushDirectOpen],
+                ),
                 named(ExceptionType::CustomEvent, Some("unsubscribed")),
                 named(ExceptionType::Purchase, None),
                 named(ExceptionType::Purchase, Some("sku-1234")),
@@ -719,7 +806,8 @@ fn kinds() -> impl Strategy<Value = Vec<InteractionKind>> {
 }
 
 fn delay() -> impl Strategy<Value = Delay> {
-    let local_time = prop_oneof![Just("00:00"), Just("09:30"), Just("23:59:59")].prop_map(String::from);
+    let local_time =
+        prop_oneof![Just("00:00"), Just("09:30"), Just("23:59:59")].prop_map(String::from);
     prop_oneof![
         Just(Delay::immediate()),
         (1..=30 * DAY_SECONDS).prop_map(Delay::after_seconds),
@@ -781,15 +869,32 @@ fn rule() -> impl Strategy<Value = FollowOnRule> {
     (
         (id(), kinds(), prop::option::of(text())),
         delay(),
-        prop::option::of(prop_oneof![Just("UTC"), Just("Europe/Berlin"), Just("Asia/Kolkata")]),
+        prop::option::of(prop_oneof![
+            Just("UTC"),
+            Just("Europe/Berlin"),
+            Just("Asia/Kolkata")
+        ]),
         prop::collection::vec(exception(), 0..4),
         prop::option::of(1..=720 * DAY_SECONDS),
         any::<bool>(),
         prop::option::of(0..=DAY_SECONDS),
-        (0..6usize, text(), prop::collection::btree_map(text(), text(), 0..4)),
+        (
+            0..6usize,
+            text(),
+            prop::collection::btree_map(text(), text(), 0..4),
+        ),
     )
         .prop_map(
-            |((trigger_id, kinds, qualifier), delay, zone, mut exceptions, reeligible, restart, drop, (channel, template, payload))| {
+            |(
+                (trigger_id, kinds, qualifier),
+                delay,
+                zone,
+                mut exceptions,
+                reeligible,
+                restart,
+                drop,
+                (channel, template, payload),
+            )| {
                 if delay.delay_type == DelayType::Immediate {
                     exceptions.clear();
                 }
@@ -836,7 +941,11 @@ fn rule() -> impl Strategy<Value = FollowOnRule> {
                             Channel::ContentCard,
                             Channel::Webhook,
                         ][channel],
-                        template_id: if template.trim().is_empty() { "t".into() } else { template },
+                        template_id: if template.trim().is_empty() {
+                            "t".into()
+                        } else {
+                            template
+                        },
                         payload,
                     },
                 }
@@ -856,22 +965,38 @@ fn campaign() -> impl Strategy<Value = Campaign> {
         prop::option::of(1..1_000_000_000i64),
         prop::option::of(rule()),
     )
-        .prop_map(|(campaign_id, name, card, status, version, published_at, starts_at, length, follow_on)| Campaign {
-            campaign_id,
-            name,
-            kind: if card { CampaignKind::NewsFeedCard } else { CampaignKind::Campaign },
-            status: [
-                CampaignStatus::Draft,
-                CampaignStatus::Active,
-                CampaignStatus::Stopped,
-                CampaignStatus::Archived,
-            ][status],
-            version,
-            published_at,
-            starts_at,
-            ends_at: length.map(|l| starts_at.unwrap_or(0) + l),
-            follow_on,
-        })
+        .prop_map(
+            |(
+                campaign_id,
+                name,
+                card,
+                status,
+                version,
+                published_at,
+                starts_at,
+                length,
+                follow_on,
+            )| Campaign {
+                campaign_id,
+                name,
+                kind: if card {
+                    CampaignKind::NewsFeedCard
+                } else {
+                    CampaignKind::Campaign
+                },
+                status: [
+                    CampaignStatus::Draft,
+                    CampaignStatus::Active,
+                    CampaignStatus::Stopped,
+                    CampaignStatus::Archived,
+                ][status],
+                version,
+                published_at,
+                starts_at,
+                ends_at: length.map(|l| starts_at.unwrap_or(0) + l),
+                follow_on,
+            },
+        )
 }
 
 proptest! {
