@@ -358,7 +358,10 @@ impl<M: Serialize> Serialize for WordOrMap<M> {
 /// The position of the campaign being read is kept outside the deserializer so that an
 /// error can be attributed to it. An error outside any campaign (YAML syntax, top-level
 /// keys) ends the loading.
-fn deserialize_campaigns(text: &str) -> (Vec<(usize, RawCampaign)>, Vec<ShapeError>) {
+///
+/// Each pass reads the whole document, so a file where every campaign is broken would cost
+/// passes × size; after [`MAX_BROKEN_CAMPAIGNS`] the loader stops and says where.
+fn deserialize_campaigns(text: &str) -> ShapeReading {
     // YAML syntax first: serde_yaml_ng hands the events before a syntax error to the
     // visitor, which would report the truncated campaign as a shape error of its own.
     if let Err(error) = serde_yaml_ng::from_str::<IgnoredAny>(text) {
@@ -367,12 +370,17 @@ fn deserialize_campaigns(text: &str) -> (Vec<(usize, RawCampaign)>, Vec<ShapeErr
             syntax: true,
             error,
         };
-        return (Vec::new(), vec![syntax]);
+        return ShapeReading {
+            campaigns: Vec::new(),
+            errors: vec![syntax],
+            stopped_at: None,
+        };
     }
     let current = Cell::new(None);
     let read = RefCell::new(Vec::new());
     let mut errors = Vec::new();
     let mut skip = 0;
+    let mut stopped_at = None;
     loop {
         current.set(None);
         let seed = FileSeed {
@@ -390,13 +398,32 @@ fn deserialize_campaigns(text: &str) -> (Vec<(usize, RawCampaign)>, Vec<ShapeErr
                     error,
                 });
                 match index {
+                    Some(i) if errors.len() >= MAX_BROKEN_CAMPAIGNS => {
+                        stopped_at = Some(i);
+                        break;
+                    }
                     Some(i) => skip = i + 1,
                     None => break,
                 }
             }
         }
     }
-    (read.into_inner(), errors)
+    ShapeReading {
+        campaigns: read.into_inner(),
+        errors,
+        stopped_at,
+    }
+}
+
+/// How many campaigns with shape problems the loader reports before it stops reading.
+const MAX_BROKEN_CAMPAIGNS: usize = 20;
+
+struct ShapeReading {
+    /// The campaigns of the right shape, with their positions.
+    campaigns: Vec<(usize, RawCampaign)>,
+    errors: Vec<ShapeError>,
+    /// The position of the last campaign read when reading stopped early.
+    stopped_at: Option<usize>,
 }
 
 struct ShapeError {
@@ -1067,7 +1094,11 @@ pub fn parse_campaigns(
         }]));
     }
 
-    let (raws, shape_errors) = deserialize_campaigns(text);
+    let ShapeReading {
+        campaigns: raws,
+        errors: shape_errors,
+        stopped_at,
+    } = deserialize_campaigns(text);
     let mut problems = Vec::new();
     // Ids by position, for naming campaigns in messages and for the duplicate check.
     let mut ids: Vec<Option<String>> = Vec::new();
@@ -1127,6 +1158,18 @@ pub fn parse_campaigns(
     } else {
         // File-level problems first, then by campaign; in order of discovery within one.
         problems.sort_by_key(|p| p.index.map_or(0, |i| i + 1));
+        if let Some(last) = stopped_at {
+            problems.push(FileProblem {
+                campaign: None,
+                index: None,
+                field: String::new(),
+                message: format!(
+                    "stopped after {MAX_BROKEN_CAMPAIGNS} campaigns with shape problems: \
+                     campaigns after campaigns[{last}] were not checked"
+                ),
+                location: None,
+            });
+        }
         Err(invalid(problems))
     }
 }
@@ -1373,6 +1416,26 @@ campaigns:
         assert_eq!(p[1].location.map(|l| l.line), Some(9));
         assert_eq!(p[2].campaign.as_deref(), Some("c"));
         assert_eq!(p[2].field, "status");
+    }
+
+    #[test]
+    fn reading_stops_after_many_broken_campaigns() {
+        let mut text = String::from("campaigns:\n");
+        for i in 0..MAX_BROKEN_CAMPAIGNS + 5 {
+            text.push_str(&format!(
+                "  - {{campaign_id: c{i}, name: N, status: DRAFT, x: 1}}\n"
+            ));
+        }
+        let p = problems(&text);
+        assert_eq!(p.len(), MAX_BROKEN_CAMPAIGNS + 1);
+        let last = p.last().unwrap();
+        assert_eq!((last.index, last.campaign.as_deref()), (None, None));
+        assert!(
+            last.message
+                .contains("after campaigns[19] were not checked"),
+            "{}",
+            last.message
+        );
     }
 
     #[test]
