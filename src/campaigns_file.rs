@@ -20,7 +20,7 @@
 //! kept as strings; the conversion and [`validate_campaign`] then collect every problem of
 //! every campaign. A campaign whose shape is wrong (an unknown key, say) cannot be
 //! converted, so it reports that one structural problem, and the loader carries on with
-//! the next campaign (see [`deserialize_campaigns`]).
+//! the next campaign (see `deserialize_campaigns`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
