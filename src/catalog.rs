@@ -436,12 +436,16 @@ impl Catalog {
             self.fill(id, campaign);
             let names = &self.follow_on_names;
             let slots = &self.rules;
-            let list = self.by_trigger.entry(r.trigger.campaign_id.clone()).or_default();
+            let list = self
+                .by_trigger
+                .entry(r.trigger.campaign_id.clone())
+                .or_default();
             list.push(id);
             // Follow-ons triggered by one event are evaluated in id order, whatever order
             // the catalog records arrived in.
             list.sort_by(|a, b| {
-                names[slots[a.index()].follow_on as usize].cmp(&names[slots[b.index()].follow_on as usize])
+                names[slots[a.index()].follow_on as usize]
+                    .cmp(&names[slots[b.index()].follow_on as usize])
             });
             id
         });

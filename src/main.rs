@@ -7,13 +7,13 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use campaign_connector::runtime::{self, admin::Published, config, config::Settings};
-use signal_hook::consts::{SIGINT, SIGTERM};
 use campaign_connector::campaigns_file::load_campaigns_file;
+use campaign_connector::runtime::{self, admin::Published, config, config::Settings};
 use campaign_connector::simulate::{render_jsonl, render_table, simulate, summary};
 use campaign_connector::time::{parse_duration, parse_timestamp};
 use campaign_connector::validate::Limits;
 use clap::{Parser, Subcommand, ValueEnum};
+use signal_hook::consts::{SIGINT, SIGTERM};
 
 #[derive(Parser)]
 #[command(
@@ -142,7 +142,9 @@ fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("CONNECTOR_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
     } else {
@@ -156,7 +158,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let settings = config.settings()?;
             let shutdown = Arc::new(AtomicBool::new(false));
             for signal in [SIGTERM, SIGINT] {
-                signal_hook::flag::register(signal, shutdown.clone()).context("installing signal handlers")?;
+                signal_hook::flag::register(signal, shutdown.clone())
+                    .context("installing signal handlers")?;
             }
             runtime::run(settings, shutdown)?;
             Ok(ExitCode::SUCCESS)
@@ -200,10 +203,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 for c in live.values() {
                     let kind = match &c.follow_on {
-                        Some(f) => format!("follow-on of {} {:?}", f.trigger.campaign_id, f.trigger.kinds),
+                        Some(f) => format!(
+                            "follow-on of {} {:?}",
+                            f.trigger.campaign_id, f.trigger.kinds
+                        ),
                         None => "campaign".into(),
                     };
-                    println!("{:<32} v{:<4} {:<9?} {kind}", c.campaign_id, c.version, c.status);
+                    println!(
+                        "{:<32} v{:<4} {:<9?} {kind}",
+                        c.campaign_id, c.version, c.status
+                    );
                 }
             }
             Ok(ExitCode::SUCCESS)

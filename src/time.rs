@@ -97,15 +97,14 @@ pub fn format_duration(seconds: i64) -> String {
     if seconds == 0 {
         return "0s".to_string();
     }
+    let week = 7 * DAY_SECONDS;
+    if seconds % week == 0 {
+        return format!("{}w", seconds / week);
+    }
+    // Days, not weeks and days: "800d" reads better than "114w2d".
     let mut rest = seconds;
     let mut out = String::new();
-    for (unit, name) in [
-        (7 * DAY_SECONDS, "w"),
-        (DAY_SECONDS, "d"),
-        (3_600, "h"),
-        (60, "m"),
-        (1, "s"),
-    ] {
+    for (unit, name) in [(DAY_SECONDS, "d"), (3_600, "h"), (60, "m"), (1, "s")] {
         if rest >= unit {
             out.push_str(&format!("{}{}", rest / unit, name));
             rest %= unit;
@@ -246,6 +245,7 @@ mod tests {
         assert_eq!(format_duration(129_600), "1d12h");
         assert_eq!(format_duration(14 * DAY_SECONDS), "2w");
         assert_eq!(format_duration(5_400), "1h30m");
+        assert_eq!(format_duration(800 * DAY_SECONDS), "800d");
     }
 
     #[test]

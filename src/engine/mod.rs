@@ -398,7 +398,10 @@ impl Engine {
         self.pending_count -= cancelled.len();
         // In follow-on id order, like firing: stored order differs after a restore.
         let mut cancelled: Vec<&PendingSend> = cancelled.iter().collect();
-        let name = |p: &PendingSend| self.catalog.follow_on_name(self.catalog.slot(p.rule).follow_on);
+        let name = |p: &PendingSend| {
+            self.catalog
+                .follow_on_name(self.catalog.slot(p.rule).follow_on)
+        };
         cancelled.sort_by(|a, b| name(a).cmp(name(b)));
         for p in cancelled {
             self.counters

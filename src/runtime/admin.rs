@@ -34,9 +34,15 @@ pub fn live_catalog(settings: &Settings) -> Result<BTreeMap<String, Campaign>, R
 /// Publishes validated campaigns. A campaign identical to the live one is skipped; a changed
 /// one must carry a higher version than the live one. An `ACTIVE` campaign without
 /// `published_at` gets the live one's, or now.
-pub fn publish(settings: &Settings, campaigns: &[Campaign]) -> Result<Vec<Published>, RuntimeError> {
+pub fn publish(
+    settings: &Settings,
+    campaigns: &[Campaign],
+) -> Result<Vec<Published>, RuntimeError> {
     let live = live_catalog(settings)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
     let mut outcome = Vec::new();
     let mut to_send = Vec::new();
     for c in campaigns {
@@ -62,11 +68,20 @@ pub fn publish(settings: &Settings, campaigns: &[Campaign]) -> Result<Vec<Publis
         to_send.push(c);
     }
     let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
-    let producer: BaseProducer = base_config(settings).set("enable.idempotence", "true").create()?;
+    let producer: BaseProducer = base_config(settings)
+        .set("enable.idempotence", "true")
+        .create()?;
     for c in &to_send {
-        let bytes = codecs.campaigns.encode(c).map_err(|e| RuntimeError::Fatal(e.to_string()))?;
+        let bytes = codecs
+            .campaigns
+            .encode(c)
+            .map_err(|e| RuntimeError::Fatal(e.to_string()))?;
         producer
-            .send(BaseRecord::to(&settings.topics.campaigns).key(c.campaign_id.as_bytes()).payload(&bytes))
+            .send(
+                BaseRecord::to(&settings.topics.campaigns)
+                    .key(c.campaign_id.as_bytes())
+                    .payload(&bytes),
+            )
             .map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(30))?;

@@ -27,7 +27,7 @@ use crate::validate::{validate_campaign, Limits};
 /// One change of the catalog.
 #[derive(Debug)]
 pub enum CatalogUpdate {
-    Upsert(Campaign),
+    Upsert(Box<Campaign>),
     Delete(String),
     Bad {
         partition: i32,
@@ -50,8 +50,12 @@ impl CatalogFeed {
     pub fn start(settings: &Settings) -> Result<Self, TopicError> {
         let consumer = standalone_consumer(settings, "catalog")?;
         let topic = settings.topics.campaigns.clone();
-        let partitions = partition_counts(&consumer, &[topic.as_str()])?[&topic]
-            .ok_or_else(|| TopicError::Missing { topic: topic.clone() })?;
+        let partitions =
+            partition_counts(&consumer, &[topic.as_str()])?[&topic].ok_or_else(|| {
+                TopicError::Missing {
+                    topic: topic.clone(),
+                }
+            })?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions as i32 {
             tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
@@ -75,21 +79,29 @@ impl CatalogFeed {
         let started = Instant::now();
         let mut high = Vec::with_capacity(self.partitions);
         for p in 0..self.partitions as i32 {
-            high.push(self.consumer.fetch_watermarks(&self.topic, p, Duration::from_secs(10))?.1);
+            high.push(
+                self.consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))?
+                    .1,
+            );
         }
         let mut position = vec![0i64; self.partitions];
         while position.iter().zip(&high).any(|(p, h)| p < h) {
             if shutdown.load(Ordering::Relaxed) {
-                return Err(RuntimeError::Fatal("shutdown while loading the catalog".into()));
+                return Err(RuntimeError::Fatal(
+                    "shutdown while loading the catalog".into(),
+                ));
             }
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
                     position[m.partition() as usize] = m.offset() + 1;
                     match decode(&self.limits, codecs, &m) {
                         CatalogUpdate::Upsert(c) => {
-                            let newer = catalog.get(&c.campaign_id).is_none_or(|k| k.version <= c.version);
+                            let newer = catalog
+                                .get(&c.campaign_id)
+                                .is_none_or(|k| k.version <= c.version);
                             if newer {
-                                catalog.insert(c.campaign_id.clone(), c);
+                                catalog.insert(c.campaign_id.clone(), *c);
                             }
                         }
                         CatalogUpdate::Delete(id) => {
@@ -114,7 +126,11 @@ impl CatalogFeed {
                 Some(Err(e)) => return Err(e.into()),
             }
         }
-        info!(campaigns = catalog.len(), ms = started.elapsed().as_millis() as u64, "catalog read to its end");
+        info!(
+            campaigns = catalog.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "catalog read to its end"
+        );
         Ok(())
     }
 
@@ -149,15 +165,22 @@ fn decode(limits: &Limits, codecs: &Codecs, m: &impl Message) -> CatalogUpdate {
             Err(e) => bad("undecodable", e.to_string()),
             Ok(c) if key.as_deref() != Some(c.campaign_id.as_str()) => bad(
                 "key_mismatch",
-                format!("record key {:?} is not the campaign id {:?}", key.unwrap_or_default(), c.campaign_id),
+                format!(
+                    "record key {:?} is not the campaign id {:?}",
+                    key.unwrap_or_default(),
+                    c.campaign_id
+                ),
             ),
             Ok(c) => {
                 let problems = validate_campaign(&c, limits);
                 if problems.is_empty() {
-                    CatalogUpdate::Upsert(c)
+                    CatalogUpdate::Upsert(Box::new(c))
                 } else {
                     let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-                    bad("invalid_campaign", format!("campaign {:?}: {}", c.campaign_id, list.join("; ")))
+                    bad(
+                        "invalid_campaign",
+                        format!("campaign {:?}: {}", c.campaign_id, list.join("; ")),
+                    )
                 }
             }
         },

@@ -23,7 +23,8 @@ impl Codecs {
                     .encoding($role)
                     .validate()
                     .map_err(|e| format!("encoding of {}: {e}", $role))?;
-                Codec::new($topic.clone(), &encoding).map_err(|e| format!("encoding of {}: {e}", $role))?
+                Codec::new($topic.clone(), &encoding)
+                    .map_err(|e| format!("encoding of {}: {e}", $role))?
             }};
         }
         Ok(Self {

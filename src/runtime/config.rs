@@ -245,11 +245,18 @@ impl RawConfig {
         for (role, enc) in std::iter::once(("encoding", &self.encoding))
             .chain(self.encodings.iter().map(|(k, v)| (k.as_str(), v)))
         {
-            let key = if role == "encoding" { role.to_string() } else { format!("encodings.{role}") };
+            let key = if role == "encoding" {
+                role.to_string()
+            } else {
+                format!("encodings.{role}")
+            };
             if role != "encoding" && !ENCODED_ROLES.contains(&role) {
                 return Err(invalid(
                     &key,
-                    format!("unknown topic role; expected one of {}", ENCODED_ROLES.join(", ")),
+                    format!(
+                        "unknown topic role; expected one of {}",
+                        ENCODED_ROLES.join(", ")
+                    ),
                 ));
             }
             enc.validate().map_err(|e| invalid(&key, e.to_string()))?;
@@ -374,7 +381,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -403,7 +413,10 @@ mod tests {
         assert_eq!(s.topics.interactions, "ix");
         assert_eq!(s.commit_interval, Duration::from_secs(1));
         assert_eq!(s.processing_guarantee, ProcessingGuarantee::AtLeastOnce);
-        assert_eq!(s.kafka.get("security.protocol").map(String::as_str), Some("SASL_SSL"));
+        assert_eq!(
+            s.kafka.get("security.protocol").map(String::as_str),
+            Some("SASL_SSL")
+        );
         assert_eq!(s.partitions, 12);
     }
 
@@ -412,7 +425,10 @@ mod tests {
         let e = load(None, env(&[("CONNECTOR_COMIT_INTERVAL", "1s")])).unwrap_err();
         assert!(e.to_string().contains("comit_interval"), "{e}");
         let e = load(None, env(&[("CONNECTOR_COMMIT_INTERVAL", "soon")])).unwrap_err();
-        assert!(e.to_string().starts_with("config key commit_interval:"), "{e}");
+        assert!(
+            e.to_string().starts_with("config key commit_interval:"),
+            "{e}"
+        );
         let e = load(None, env(&[("CONNECTOR_MAX_DELAY", "800d")])).unwrap_err();
         assert!(e.to_string().contains("2-year cap"), "{e}");
         let e = load(None, env(&[("CONNECTOR_ENCODING__FORMAT", "confluent")])).unwrap_err();

@@ -83,7 +83,11 @@ pub fn partition_counts(
 pub fn check_co_partitioning(settings: &Settings) -> Result<usize, TopicError> {
     let consumer = standalone_consumer(settings, "metadata")?;
     let t = &settings.topics;
-    let names = [t.interactions.as_str(), t.user_events.as_str(), t.changelog.as_str()];
+    let names = [
+        t.interactions.as_str(),
+        t.user_events.as_str(),
+        t.changelog.as_str(),
+    ];
     let counts = partition_counts(&consumer, &names)?;
     let mut first: Option<(&str, usize)> = None;
     for name in names {
@@ -101,9 +105,13 @@ pub fn check_co_partitioning(settings: &Settings) -> Result<usize, TopicError> {
             Some(_) => {}
         }
     }
-    for name in [t.campaigns.as_str(), t.send_commands.as_str(), t.dlq.as_str()]
-        .into_iter()
-        .chain(settings.decisions_topic())
+    for name in [
+        t.campaigns.as_str(),
+        t.send_commands.as_str(),
+        t.dlq.as_str(),
+    ]
+    .into_iter()
+    .chain(settings.decisions_topic())
     {
         if partition_counts(&consumer, &[name])?[name].is_none() {
             return Err(TopicError::Missing { topic: name.into() });
@@ -132,7 +140,11 @@ pub fn create_topics(settings: &Settings) -> Result<Vec<String>, TopicError> {
     let new: Vec<NewTopic> = specs
         .iter()
         .map(|(name, partitions, compact)| {
-            let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(settings.replication_factor));
+            let topic = NewTopic::new(
+                name,
+                *partitions,
+                TopicReplication::Fixed(settings.replication_factor),
+            );
             if *compact {
                 topic.set("cleanup.policy", "compact")
             } else {

@@ -101,7 +101,10 @@ impl ConsumerContext for GroupContext {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         if consumer.assignment_lost() {
             // Someone else may own these tasks already: our uncommitted work is void.
-            warn!(?partitions, "assignment lost: aborting the open transaction");
+            warn!(
+                ?partitions,
+                "assignment lost: aborting the open transaction"
+            );
             core.needs_resync = true;
         } else if let Err(e) = core.commit(consumer) {
             warn!(error = %e, "commit before revocation failed; re-synchronising");
@@ -191,7 +194,10 @@ impl Core {
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), r)) => {
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
                     record = r;
                     self.producer.poll(Duration::from_millis(10));
                 }
@@ -205,20 +211,44 @@ impl Core {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Send(command) => {
-                    let bytes = self.codecs.send_commands.encode(&command).map_err(|e| RuntimeError::Fatal(e.to_string()))?;
+                    let bytes = self
+                        .codecs
+                        .send_commands
+                        .encode(&command)
+                        .map_err(|e| RuntimeError::Fatal(e.to_string()))?;
                     let topic = self.settings.topics.send_commands.clone();
                     self.produce(&topic, None, command.user_id.as_bytes(), Some(&bytes), None)?;
                 }
                 Effect::Decision(decision) => {
                     if let Some(topic) = self.settings.decisions_topic().map(str::to_string) {
-                        let bytes = self.codecs.decisions.encode(&decision).map_err(|e| RuntimeError::Fatal(e.to_string()))?;
-                        self.produce(&topic, None, decision.user_id.as_bytes(), Some(&bytes), None)?;
+                        let bytes = self
+                            .codecs
+                            .decisions
+                            .encode(&decision)
+                            .map_err(|e| RuntimeError::Fatal(e.to_string()))?;
+                        self.produce(
+                            &topic,
+                            None,
+                            decision.user_id.as_bytes(),
+                            Some(&bytes),
+                            None,
+                        )?;
                     }
                 }
                 Effect::PutState(record) => {
-                    let bytes = self.codecs.changelog.encode(&record).map_err(|e| RuntimeError::Fatal(e.to_string()))?;
+                    let bytes = self
+                        .codecs
+                        .changelog
+                        .encode(&record)
+                        .map_err(|e| RuntimeError::Fatal(e.to_string()))?;
                     let topic = self.settings.topics.changelog.clone();
-                    self.produce(&topic, Some(partition), record.changelog_key().as_bytes(), Some(&bytes), None)?;
+                    self.produce(
+                        &topic,
+                        Some(partition),
+                        record.changelog_key().as_bytes(),
+                        Some(&bytes),
+                        None,
+                    )?;
                 }
                 Effect::UserChanged { user_id } => {
                     if let Some(task) = self.tasks.get_mut(&partition) {
@@ -244,11 +274,26 @@ impl Core {
         warn!(topic, partition, offset, class = bad.class, error = %bad.message, "bad input to the dead-letter topic");
         let (p, o) = (partition.to_string(), offset.to_string());
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "error.class", value: Some(bad.class) })
-            .insert(Header { key: "error.message", value: Some(bad.message.as_str()) })
-            .insert(Header { key: "source.topic", value: Some(topic) })
-            .insert(Header { key: "source.partition", value: Some(p.as_str()) })
-            .insert(Header { key: "source.offset", value: Some(o.as_str()) });
+            .insert(Header {
+                key: "error.class",
+                value: Some(bad.class),
+            })
+            .insert(Header {
+                key: "error.message",
+                value: Some(bad.message.as_str()),
+            })
+            .insert(Header {
+                key: "source.topic",
+                value: Some(topic),
+            })
+            .insert(Header {
+                key: "source.partition",
+                value: Some(p.as_str()),
+            })
+            .insert(Header {
+                key: "source.offset",
+                value: Some(o.as_str()),
+            });
         let dlq = self.settings.topics.dlq.clone();
         self.produce(&dlq, None, key.unwrap_or_default(), payload, Some(headers))
     }
@@ -259,7 +304,10 @@ impl Core {
         let mut more = false;
         let mut effects = Vec::new();
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
-        let topics = [self.settings.topics.interactions.clone(), self.settings.topics.user_events.clone()];
+        let topics = [
+            self.settings.topics.interactions.clone(),
+            self.settings.topics.user_events.clone(),
+        ];
         for p in partitions {
             if self.to_restore.contains(&p) {
                 continue;
@@ -282,7 +330,14 @@ impl Core {
                                 self.execute(p, &mut effects)?;
                             }
                             Err(bad) => {
-                                self.dead_letter(&topics[i], p, arrived.offset, arrived.key.as_deref(), arrived.payload.as_deref(), bad)?;
+                                self.dead_letter(
+                                    &topics[i],
+                                    p,
+                                    arrived.offset,
+                                    arrived.key.as_deref(),
+                                    arrived.payload.as_deref(),
+                                    bad,
+                                )?;
                             }
                         }
                     }
@@ -300,7 +355,9 @@ impl Core {
                     }
                 }
             }
-            if self.tasks.get(&p).is_some_and(|t| matches!(t.inputs.iter().map(|q| q.records.len()).max(), Some(n) if n > 0)) {
+            if self.tasks.get(&p).is_some_and(
+                |t| matches!(t.inputs.iter().map(|q| q.records.len()).max(), Some(n) if n > 0),
+            ) {
                 more = true;
             }
         }
@@ -308,19 +365,34 @@ impl Core {
     }
 
     /// Writes dirty state, commits offsets (last processed + 1) and the transaction.
-    fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), RuntimeError> {
+    fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), RuntimeError> {
         let mut offsets = TopicPartitionList::new();
         let mut writes: Vec<(i32, String, Option<Vec<u8>>)> = Vec::new();
-        let topics = [self.settings.topics.interactions.clone(), self.settings.topics.user_events.clone()];
+        let topics = [
+            self.settings.topics.interactions.clone(),
+            self.settings.topics.user_events.clone(),
+        ];
         for (p, task) in self.tasks.iter_mut() {
             for user in std::mem::take(&mut task.dirty) {
                 let (key, value) = task.engine.user_changelog_record(&user);
-                let bytes = value.map(|v| self.codecs.changelog.encode(&v).expect("state records encode"));
+                let bytes = value.map(|v| {
+                    self.codecs
+                        .changelog
+                        .encode(&v)
+                        .expect("state records encode")
+                });
                 writes.push((*p, key, bytes));
             }
             if std::mem::take(&mut task.progress_dirty) {
                 if let Some(record) = task.engine.progress_record() {
-                    let bytes = self.codecs.changelog.encode(&record).expect("state records encode");
+                    let bytes = self
+                        .codecs
+                        .changelog
+                        .encode(&record)
+                        .expect("state records encode");
                     writes.push((*p, record.changelog_key(), Some(bytes)));
                 }
             }
@@ -349,7 +421,8 @@ impl Core {
                 .group_metadata()
                 .ok_or_else(|| RuntimeError::Fatal("no consumer group metadata".into()))?;
             if offsets.count() > 0 {
-                self.producer.send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &metadata, CALL_TIMEOUT)?;
             }
             self.producer.commit_transaction(CALL_TIMEOUT)?;
         } else {
@@ -400,16 +473,23 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
     let consumer = create_group_consumer(&settings, core.clone())?;
     let t = &settings.topics;
     consumer.subscribe(&[t.interactions.as_str(), t.user_events.as_str()])?;
-    let ranks: HashMap<String, usize> = [(t.interactions.clone(), 0), (t.user_events.clone(), 1)].into();
+    let ranks: HashMap<String, usize> =
+        [(t.interactions.clone(), 0), (t.user_events.clone(), 1)].into();
 
     let mut paused: Vec<(String, i32)> = Vec::new();
     while !shutdown.load(Ordering::Relaxed) {
         let busy = {
             let guard = lock(&core);
-            guard.as_ref().is_some_and(|c| c.tasks.values().any(|t| t.buffered() > 0))
+            guard
+                .as_ref()
+                .is_some_and(|c| c.tasks.values().any(|t| t.buffered() > 0))
         };
         // Poll without holding the lock: rebalance callbacks take it inside poll().
-        let polled = consumer.poll(if busy { Duration::ZERO } else { Duration::from_millis(20) });
+        let polled = consumer.poll(if busy {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(20)
+        });
         let mut guard = lock(&core);
         let c = guard.as_mut().expect("set");
         if let Some(result) = polled {
@@ -518,10 +598,16 @@ fn create_group_consumer(
 }
 
 /// Puts a polled message (or event) into its task.
-fn route(c: &mut Core, ranks: &HashMap<String, usize>, result: KafkaResult<BorrowedMessage<'_>>) -> Result<(), RuntimeError> {
+fn route(
+    c: &mut Core,
+    ranks: &HashMap<String, usize>,
+    result: KafkaResult<BorrowedMessage<'_>>,
+) -> Result<(), RuntimeError> {
     match result {
         Ok(m) => {
-            let Some(&rank) = ranks.get(m.topic()) else { return Ok(()) };
+            let Some(&rank) = ranks.get(m.topic()) else {
+                return Ok(());
+            };
             let partition = m.partition();
             let arrived = arrive(&c.codecs, rank, &m);
             if let Some(task) = c.tasks.get_mut(&partition) {
@@ -561,7 +647,12 @@ fn arrive(codecs: &Codecs, rank: usize, m: &BorrowedMessage<'_>) -> Arrived {
     }
 }
 
-fn decode_input(codecs: &Codecs, rank: usize, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<InputEvent, BadInput> {
+fn decode_input(
+    codecs: &Codecs,
+    rank: usize,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+) -> Result<InputEvent, BadInput> {
     let bad = |class: &'static str, message: String| BadInput { class, message };
     let bytes = payload.ok_or_else(|| bad("empty_value", "the record has no value".into()))?;
     let event = if rank == 0 {
@@ -583,14 +674,21 @@ fn decode_input(codecs: &Codecs, rank: usize, key: Option<&[u8]>, payload: Optio
     if key.as_deref() != Some(event.user_id()) {
         return Err(bad(
             "key_mismatch",
-            format!("record key {:?} is not the user id {:?}", key.unwrap_or_default(), event.user_id()),
+            format!(
+                "record key {:?} is not the user id {:?}",
+                key.unwrap_or_default(),
+                event.user_id()
+            ),
         ));
     }
     Ok(event)
 }
 
 /// Applies catalog updates to the stored catalog and every task.
-fn apply_catalog(c: &mut Core, updates: Vec<super::catalog_feed::CatalogUpdate>) -> Result<(), RuntimeError> {
+fn apply_catalog(
+    c: &mut Core,
+    updates: Vec<super::catalog_feed::CatalogUpdate>,
+) -> Result<(), RuntimeError> {
     use super::catalog_feed::CatalogUpdate;
     let now = now_ms();
     let mut effects = Vec::new();
@@ -605,7 +703,7 @@ fn apply_catalog(c: &mut Core, updates: Vec<super::catalog_feed::CatalogUpdate>)
                     }
                     c.execute(p, &mut effects)?;
                 }
-                c.catalog.insert(campaign.campaign_id.clone(), campaign);
+                c.catalog.insert(campaign.campaign_id.clone(), *campaign);
             }
             CatalogUpdate::Delete(id) => {
                 let partitions: Vec<i32> = c.tasks.keys().copied().collect();
@@ -616,9 +714,22 @@ fn apply_catalog(c: &mut Core, updates: Vec<super::catalog_feed::CatalogUpdate>)
                 }
                 c.catalog.remove(&id);
             }
-            CatalogUpdate::Bad { partition, offset, key, payload, error } => {
+            CatalogUpdate::Bad {
+                partition,
+                offset,
+                key,
+                payload,
+                error,
+            } => {
                 let topic = c.settings.topics.campaigns.clone();
-                c.dead_letter(&topic, partition, offset, key.as_deref(), payload.as_deref(), &error)?;
+                c.dead_letter(
+                    &topic,
+                    partition,
+                    offset,
+                    key.as_deref(),
+                    payload.as_deref(),
+                    &error,
+                )?;
             }
         }
     }
@@ -686,8 +797,15 @@ fn resync(c: &mut Core, consumer: &BaseConsumer<GroupContext>) -> Result<(), Run
 }
 
 /// Pauses input partitions with too much buffered, resumes them when drained.
-fn backpressure(c: &mut Core, consumer: &BaseConsumer<GroupContext>, paused: &mut Vec<(String, i32)>) -> Result<(), RuntimeError> {
-    let topics = [c.settings.topics.interactions.clone(), c.settings.topics.user_events.clone()];
+fn backpressure(
+    c: &mut Core,
+    consumer: &BaseConsumer<GroupContext>,
+    paused: &mut Vec<(String, i32)>,
+) -> Result<(), RuntimeError> {
+    let topics = [
+        c.settings.topics.interactions.clone(),
+        c.settings.topics.user_events.clone(),
+    ];
     let mut pause = TopicPartitionList::new();
     let mut resume = TopicPartitionList::new();
     for (p, task) in &c.tasks {

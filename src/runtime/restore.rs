@@ -36,7 +36,9 @@ pub enum RestoreError {
         offset: i64,
         message: String,
     },
-    #[error("restoring {topic}[{partition}]: interrupted by shutdown at offset {position} of {high}")]
+    #[error(
+        "restoring {topic}[{partition}]: interrupted by shutdown at offset {position} of {high}"
+    )]
     Interrupted {
         topic: String,
         partition: i32,
@@ -92,11 +94,13 @@ pub fn restore_partition(
             Some(Ok(m)) => {
                 position = m.offset() + 1;
                 records += 1;
-                let record = decode(codecs, m.key(), m.payload()).map_err(|message| RestoreError::Record {
-                    topic: topic.into(),
-                    partition,
-                    offset: m.offset(),
-                    message,
+                let record = decode(codecs, m.key(), m.payload()).map_err(|message| {
+                    RestoreError::Record {
+                        topic: topic.into(),
+                        partition,
+                        offset: m.offset(),
+                        message,
+                    }
                 })?;
                 if let Some(record) = record {
                     engine.restore(&record).map_err(|e| RestoreError::Record {
@@ -111,7 +115,9 @@ pub fn restore_partition(
                 // Control records (transaction markers) advance the position without a
                 // message: ask the client where it is.
                 if let Ok(p) = reader.position() {
-                    if let Some(Offset::Offset(o)) = p.find_partition(topic, partition).map(|e| e.offset()) {
+                    if let Some(Offset::Offset(o)) =
+                        p.find_partition(topic, partition).map(|e| e.offset())
+                    {
                         position = position.max(o);
                     }
                 }
@@ -133,7 +139,11 @@ pub fn restore_partition(
 
 /// A changelog record into what the engine restores. A tombstone of a user key is that
 /// user's empty state; tombstones of other keys restore nothing.
-fn decode(codecs: &Codecs, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<Option<TaskStateRecord>, String> {
+fn decode(
+    codecs: &Codecs,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+) -> Result<Option<TaskStateRecord>, String> {
     let key = key
         .map(|k| String::from_utf8_lossy(k).into_owned())
         .ok_or("changelog record without a key")?;
