@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::codecs::Codecs;
 use super::config::Settings;
-use super::kafka::{partition_counts, standalone_consumer, TopicError};
+use super::kafka::{high_watermark, partition_counts, standalone_consumer, TopicError};
 use super::processor::RuntimeError;
 use super::task::BadInput;
 use crate::model::Campaign;
@@ -79,11 +79,7 @@ impl CatalogFeed {
         let started = Instant::now();
         let mut high = Vec::with_capacity(self.partitions);
         for p in 0..self.partitions as i32 {
-            high.push(
-                self.consumer
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(10))?
-                    .1,
-            );
+            high.push(high_watermark(&self.consumer, &self.topic, p)?);
         }
         let mut position = vec![0i64; self.partitions];
         while position.iter().zip(&high).any(|(p, h)| p < h) {

@@ -120,10 +120,13 @@ pub struct RawConfig {
     pub group_protocol: GroupProtocol,
     /// Static group membership with `instance_id` as `group.instance.id` (default true): a
     /// restarted instance gets its tasks back without a rebalance, within the session timeout.
+    #[serde(deserialize_with = "native_or_text")]
     pub static_membership: bool,
     /// Partitions for topics created by `topics create`.
+    #[serde(deserialize_with = "native_or_text")]
     pub partitions: i32,
     /// Replication factor for topics created by `topics create`.
+    #[serde(deserialize_with = "native_or_text")]
     pub replication_factor: i32,
     /// Topic names.
     pub topics: TopicsConfig,
@@ -349,11 +352,31 @@ pub fn load(
     raw.validate()
 }
 
-/// An environment value as YAML scalar (so numbers and lists work), else a string.
+/// An environment value: a list when written as one (`[a, b]`), else a string (numbers and
+/// booleans are read from strings where the key needs them).
 fn env_value(text: &str) -> Value {
     match serde_yaml_ng::from_str::<Value>(text) {
-        Ok(v @ (Value::Number(_) | Value::Bool(_) | Value::Array(_))) => v,
+        Ok(v @ Value::Array(_)) => v,
         _ => Value::String(text.to_string()),
+    }
+}
+
+/// Accepts a value or its text (environment variables are text).
+fn native_or_text<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either<T> {
+        Text(String),
+        Native(T),
+    }
+    match Either::<T>::deserialize(d)? {
+        Either::Native(v) => Ok(v),
+        Either::Text(s) => s.trim().parse().map_err(serde::de::Error::custom),
     }
 }
 

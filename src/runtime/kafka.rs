@@ -57,6 +57,66 @@ pub fn standalone_consumer(settings: &Settings, purpose: &str) -> Result<BaseCon
     Ok(c.create()?)
 }
 
+/// The high watermark of a partition. Errors right after a topic was created or a leader
+/// moved (no leader yet) are retried for up to 30 s; anything else fails at once.
+pub fn high_watermark(
+    consumer: &BaseConsumer<impl rdkafka::consumer::ConsumerContext>,
+    topic: &str,
+    partition: i32,
+) -> Result<i64, rdkafka::error::KafkaError> {
+    let started = std::time::Instant::now();
+    loop {
+        match consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT) {
+            Ok((_, high)) => return Ok(high),
+            Err(e) if started.elapsed() < Duration::from_secs(30) && is_transient(&e) => {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::NotLeaderForPartition
+                | RDKafkaErrorCode::LeaderNotAvailable
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+                | RDKafkaErrorCode::RequestTimedOut
+                | RDKafkaErrorCode::OperationTimedOut
+                | RDKafkaErrorCode::BrokerTransportFailure
+        )
+    )
+}
+
+/// Waits until every partition of `topics` has a leader (after creating them).
+fn wait_for_leaders(settings: &Settings, topics: &[&str]) -> Result<(), TopicError> {
+    let consumer = standalone_consumer(settings, "metadata")?;
+    let started = std::time::Instant::now();
+    loop {
+        let metadata = consumer.fetch_metadata(None, METADATA_TIMEOUT)?;
+        let ready = topics.iter().all(|t| {
+            metadata.topics().iter().any(|m| {
+                m.name() == *t
+                    && m.error().is_none()
+                    && !m.partitions().is_empty()
+                    && m.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none())
+            })
+        });
+        if ready {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err(TopicError::Create {
+                topic: topics.join(", "),
+                message: "partitions have no leader after 30 s".into(),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Partition count of each topic (`None`: missing).
 pub fn partition_counts(
     consumer: &BaseConsumer<impl rdkafka::consumer::ConsumerContext>,
@@ -167,5 +227,7 @@ pub fn create_topics(settings: &Settings) -> Result<Vec<String>, TopicError> {
             }
         }
     }
+    let names: Vec<&str> = specs.iter().map(|(n, _, _)| *n).collect();
+    wait_for_leaders(settings, &names)?;
     Ok(created)
 }

@@ -18,6 +18,7 @@ use thiserror::Error;
 use tracing::info;
 
 use super::codecs::Codecs;
+use super::kafka::high_watermark;
 use crate::engine::Engine;
 use crate::model::{TaskStateRecord, UserState};
 
@@ -71,9 +72,7 @@ pub fn restore_partition(
         source,
     };
     let started = Instant::now();
-    let (_, high) = reader
-        .fetch_watermarks(topic, partition, Duration::from_secs(10))
-        .map_err(kafka)?;
+    let high = high_watermark(reader, topic, partition).map_err(kafka)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Beginning)
         .map_err(kafka)?;

@@ -1,0 +1,354 @@
+//! Harness for integration tests against the real local Kafka broker that
+//! `scripts/test.sh` starts (its address comes in `KAFKA_BOOTSTRAP`). Every test gets fresh
+//! random topic and group names; waits are conditions with deadlines, never bare sleeps.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use campaign_connector::codec::{Codec, EncodingSettings};
+use campaign_connector::model::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+pub fn bootstrap() -> String {
+    std::env::var("KAFKA_BOOTSTRAP").expect(
+        "KAFKA_BOOTSTRAP is not set: run the suite with scripts/test.sh, which starts the local Kafka broker",
+    )
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Waits until `check` returns `Some`, or panics with `what` after `deadline`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if started.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One test's world: topic names, config environment, and helpers.
+pub struct World {
+    pub id: String,
+    pub bootstrap: String,
+    pub dir: tempfile::TempDir,
+    pub env: BTreeMap<String, String>,
+    pub partitions: i32,
+}
+
+impl World {
+    pub fn new(name: &str, partitions: i32) -> Self {
+        let id = format!("{name}-{:x}", now_ms() ^ (std::process::id() as i64) << 20);
+        let bootstrap = bootstrap();
+        let mut env = BTreeMap::new();
+        let mut set = |k: &str, v: String| {
+            env.insert(format!("CONNECTOR_{k}"), v);
+        };
+        set("BOOTSTRAP_SERVERS", bootstrap.clone());
+        set("APPLICATION_ID", format!("cc-{id}"));
+        set("PARTITIONS", partitions.to_string());
+        set("COMMIT_INTERVAL", "100ms".into());
+        set("TRANSACTION_TIMEOUT", "10s".into());
+        set("MERGE_MAX_WAIT", "200ms".into());
+        for (key, topic) in [
+            ("INTERACTIONS", "interactions"),
+            ("USER_EVENTS", "user-events"),
+            ("CAMPAIGNS", "campaigns"),
+            ("SEND_COMMANDS", "send-commands"),
+            ("CHANGELOG", "changelog"),
+            ("DECISIONS", "decisions"),
+            ("DLQ", "dlq"),
+        ] {
+            set(&format!("TOPICS__{key}"), format!("{topic}-{id}"));
+        }
+        // Quick failure detection for tests that kill instances.
+        set("KAFKA__SESSION_TIMEOUT_MS", "6000".into());
+        set("KAFKA__HEARTBEAT_INTERVAL_MS", "500".into());
+        Self {
+            id,
+            bootstrap,
+            dir: tempfile::tempdir().unwrap(),
+            env,
+            partitions,
+        }
+    }
+
+    pub fn topic(&self, role: &str) -> String {
+        format!("{role}-{}", self.id)
+    }
+
+    pub fn set(&mut self, key: &str, value: &str) {
+        self.env.insert(format!("CONNECTOR_{key}"), value.to_string());
+    }
+
+    /// Runs a CLI command to completion; returns (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_campaign-connector"))
+            .args(args)
+            .envs(&self.env)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn create_topics(&self) {
+        let (ok, out, err) = self.cli(&["topics", "create"]);
+        assert!(ok, "topics create failed: {out}{err}");
+    }
+
+    /// Writes a campaigns file and publishes it.
+    pub fn publish(&self, yaml: &str) {
+        let path = self.dir.path().join(format!("campaigns-{}.yaml", now_ms()));
+        std::fs::write(&path, yaml).unwrap();
+        let (ok, out, err) = self.cli(&["campaigns", "publish", path.to_str().unwrap()]);
+        assert!(ok, "campaigns publish failed: {out}{err}");
+    }
+
+    /// Starts a connector instance.
+    pub fn start(&self, instance: &str) -> Instance {
+        let log = self.dir.path().join(format!("{instance}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_campaign-connector"))
+            .arg("run")
+            .envs(&self.env)
+            .env("CONNECTOR_INSTANCE_ID", instance)
+            .env("RUST_LOG", "info,campaign_connector=debug")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Instance { child, log }
+    }
+
+    pub fn producer(&self) -> BaseProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("partitioner", "murmur2_random")
+            .create()
+            .unwrap()
+    }
+
+    /// Produces input events (Avro single-object encoding, keyed by user id) and flushes.
+    pub fn send_events(&self, events: &[InputEvent]) {
+        let producer = self.producer();
+        let interactions: Codec<Interaction> = Codec::new(self.topic("interactions"), &EncodingSettings::avro()).unwrap();
+        let user_events: Codec<UserEvent> = Codec::new(self.topic("user-events"), &EncodingSettings::avro()).unwrap();
+        for e in events {
+            let (topic, bytes) = match e {
+                InputEvent::Interaction(i) => (self.topic("interactions"), interactions.encode(i).unwrap()),
+                InputEvent::UserEvent(u) => (self.topic("user-events"), user_events.encode(u).unwrap()),
+            };
+            producer
+                .send(BaseRecord::to(&topic).key(e.user_id()).payload(&bytes))
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    /// Produces raw bytes to a topic.
+    pub fn send_raw(&self, role: &str, key: &str, payload: &[u8]) {
+        let producer = self.producer();
+        producer
+            .send(BaseRecord::to(&self.topic(role)).key(key).payload(payload))
+            .unwrap();
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    /// A `read_committed` reader of a whole topic.
+    pub fn reader(&self, role: &str) -> Reader {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", format!("reader-{}-{role}", self.id))
+            .set("isolation.level", "read_committed")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let topic = self.topic(role);
+        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in metadata.topics()[0].partitions() {
+            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning).unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        Reader { consumer, records: Vec::new() }
+    }
+
+    pub fn send_commands(&self) -> Reader {
+        self.reader("send-commands")
+    }
+}
+
+/// A record read back.
+#[derive(Debug, Clone)]
+pub struct Read {
+    pub partition: i32,
+    pub key: Option<String>,
+    pub payload: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+pub struct Reader {
+    consumer: BaseConsumer,
+    pub records: Vec<Read>,
+}
+
+impl Reader {
+    /// Reads whatever is there now (up to `for_at_least`).
+    pub fn drain(&mut self, for_at_least: Duration) {
+        let started = Instant::now();
+        while started.elapsed() < for_at_least {
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|x| (x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    self.records.push(Read {
+                        partition: m.partition(),
+                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                        payload: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads until at least `n` records arrived, or panics after `deadline`.
+    pub fn until_count(&mut self, n: usize, deadline: Duration) -> &[Read] {
+        let started = Instant::now();
+        while self.records.len() < n {
+            assert!(
+                started.elapsed() < deadline,
+                "timed out after {deadline:?}: {} of {n} records read",
+                self.records.len()
+            );
+            self.drain(Duration::from_millis(200));
+        }
+        &self.records
+    }
+
+    pub fn commands(&self) -> Vec<SendCommand> {
+        let codec: Codec<SendCommand> = Codec::new("send-commands", &EncodingSettings::avro()).unwrap();
+        self.records
+            .iter()
+            .map(|r| codec.decode(r.payload.as_deref().unwrap()).unwrap())
+            .collect()
+    }
+
+    pub fn decisions(&self) -> Vec<Decision> {
+        let codec: Codec<Decision> = Codec::new("decisions", &EncodingSettings::avro()).unwrap();
+        self.records
+            .iter()
+            .map(|r| codec.decode(r.payload.as_deref().unwrap()).unwrap())
+            .collect()
+    }
+}
+
+/// A running connector process.
+pub struct Instance {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Instance {
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log says `needle` (e.g. that tasks are restored).
+    pub fn wait_log(&self, needle: &str, deadline: Duration) {
+        wait_for(&format!("log line {needle:?}"), deadline, || {
+            self.log_text().contains(needle).then_some(())
+        });
+    }
+
+    /// SIGKILL: no chance to commit or leave the group.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the exit status code.
+    pub fn stop(mut self, deadline: Duration) -> Option<i32> {
+        let pid = self.child.id() as i32;
+        unsafe_kill(pid, 15);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if started.elapsed() > deadline {
+                let _ = self.child.kill();
+                panic!("instance did not stop within {deadline:?}; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: i32, signal: i32) {
+    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+}
+
+pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    path
+}
+
+pub fn interaction(event_id: &str, user: &str, campaign: &str, kind: InteractionKind, t: i64) -> InputEvent {
+    InputEvent::Interaction(Interaction {
+        event_id: event_id.into(),
+        user_id: user.into(),
+        campaign_id: campaign.into(),
+        kind,
+        qualifier: None,
+        occurred_at: t,
+        user_time_zone: None,
+        properties: BTreeMap::new(),
+    })
+}
+
+pub fn user_event(event_id: &str, user: &str, event_type: UserEventType, name: Option<&str>, t: i64) -> InputEvent {
+    InputEvent::UserEvent(UserEvent {
+        event_id: event_id.into(),
+        user_id: user.into(),
+        event_type,
+        name: name.map(str::to_string),
+        occurred_at: t,
+        user_time_zone: None,
+        properties: BTreeMap::new(),
+    })
+}
