@@ -117,6 +117,30 @@ fn wait_for_leaders(settings: &Settings, topics: &[&str]) -> Result<(), TopicErr
     }
 }
 
+/// The high watermark the client last saw for a partition, without asking the broker:
+/// librdkafka keeps it from fetch responses (for a `read_committed` consumer it is the last
+/// stable offset). `None` while unknown.
+pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime; the call only reads
+    // librdkafka's cached partition state into the two out-parameters.
+    let err = unsafe {
+        rdkafka_sys::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+}
+
 /// Partition count of each topic (`None`: missing).
 pub fn partition_counts(
     consumer: &BaseConsumer<impl rdkafka::consumer::ConsumerContext>,

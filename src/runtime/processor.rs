@@ -514,6 +514,7 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
             resync(c, &consumer)?;
         }
         restore_pending(c)?;
+        refresh_ends(c, &consumer);
         backpressure(c, &consumer, &mut paused)?;
         if let Err(e) = c.process() {
             warn!(error = %e, "processing failed; re-synchronising");
@@ -617,16 +618,8 @@ fn route(
             }
             Ok(())
         }
-        Err(KafkaError::PartitionEOF(partition)) => {
-            // Which topic reached its end is not in this error: the task checks both by
-            // position when deciding it is caught up.
-            for task in c.tasks.values_mut().filter(|t| t.partition == partition) {
-                for q in task.inputs.iter_mut().filter(|q| q.records.is_empty()) {
-                    q.at_end = true;
-                }
-            }
-            Ok(())
-        }
+        // Which input reached its end is worked out from positions (`refresh_ends`).
+        Err(KafkaError::PartitionEOF(_)) => Ok(()),
         Err(e) => {
             warn!(error = %e, "consumer error");
             Ok(())
@@ -794,6 +787,33 @@ fn resync(c: &mut Core, consumer: &BaseConsumer<GroupContext>) -> Result<(), Run
     }
     c.needs_resync = false;
     Ok(())
+}
+
+/// Marks each input partition with nothing buffered as at its end when the consumer's
+/// position reached the high watermark it last saw (for `read_committed`, the last stable
+/// offset). A task with every input at its end is caught up and fires by the wall clock.
+fn refresh_ends(c: &mut Core, consumer: &BaseConsumer<GroupContext>) {
+    let Ok(positions) = consumer.position() else { return };
+    let topics = [c.settings.topics.interactions.clone(), c.settings.topics.user_events.clone()];
+    for (p, task) in c.tasks.iter_mut() {
+        for (i, q) in task.inputs.iter_mut().enumerate() {
+            if !q.records.is_empty() {
+                q.at_end = false;
+                continue;
+            }
+            let position = match positions.find_partition(&topics[i], *p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            let high = super::kafka::cached_high_watermark(consumer, &topics[i], *p);
+            q.at_end = match (position, high) {
+                (Some(pos), Some(high)) => pos >= high,
+                // Nothing fetched yet: an empty partition is at its end.
+                (None, Some(0)) => true,
+                _ => false,
+            };
+        }
+    }
 }
 
 /// Pauses input partitions with too much buffered, resumes them when drained.

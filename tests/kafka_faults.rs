@@ -1,0 +1,223 @@
+//! Fault tests against the real local broker: kill, restart, rebalance, lag, poison input,
+//! misconfigured topics. Outputs are read by `read_committed` consumers and compared with
+//! what the engine's rules say should have been sent.
+
+mod broker;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use broker::*;
+use campaign_connector::model::InteractionKind::*;
+use campaign_connector::model::{DecisionOutcome, UserEventType};
+
+fn cart_campaigns(delay: &str) -> String {
+    format!(
+        r#"
+campaigns:
+  - campaign_id: abandoned-cart
+    name: Abandoned cart push
+    status: ACTIVE
+  - campaign_id: cart-email
+    name: Cart reminder email
+    status: ACTIVE
+    published_at: 2020-01-01T00:00:00Z
+    follow_on:
+      trigger: {{campaign_id: abandoned-cart, kinds: [PUSH_RECEIVED]}}
+      delay: {delay}
+      exceptions:
+        - purchase: {{}}
+      message: {{channel: EMAIL, template_id: cart-15-off}}
+"#
+    )
+}
+
+/// Command ids by trigger event id, failing on any duplicate.
+fn exactly_once(commands: &[campaign_connector::model::SendCommand]) -> BTreeMap<String, String> {
+    let mut by_trigger = BTreeMap::new();
+    for c in commands {
+        if let Some(previous) = by_trigger.insert(c.trigger.event_id.clone(), c.command_id.clone()) {
+            panic!("duplicate send-command for trigger {} ({previous})", c.trigger.event_id);
+        }
+    }
+    by_trigger
+}
+
+#[test]
+fn a_pending_timer_survives_sigkill_and_fires_exactly_once_after_restart() {
+    let w = World::new("sigkill", 2);
+    w.create_topics();
+    w.publish(&cart_campaigns("6s"));
+    let first = w.start("i0");
+    first.wait_log("tasks assigned", Duration::from_secs(60));
+    let t = now_ms();
+    w.send_events(&[interaction("k1", "kim", "abandoned-cart", PushReceived, t)]);
+
+    // The schedule is committed once its decision is visible to a read_committed reader.
+    let mut decisions = w.reader("decisions");
+    wait_for("the committed SCHEDULED decision", Duration::from_secs(30), || {
+        decisions.drain(Duration::from_millis(200));
+        decisions
+            .decisions()
+            .iter()
+            .any(|d| d.outcome == DecisionOutcome::Scheduled)
+            .then_some(())
+    });
+    first.kill();
+
+    let second = w.start("i0");
+    let mut commands = w.send_commands();
+    commands.until_count(1, Duration::from_secs(60));
+    commands.drain(Duration::from_secs(3));
+    let sent = commands.commands();
+    assert_eq!(sent.len(), 1, "exactly one command after the restart: {sent:?}");
+    assert_eq!(sent[0].user_id, "kim");
+    assert!(sent[0].emitted_at >= sent[0].due_at, "fired at or after its due time");
+    second.wait_log("task restored", Duration::from_secs(5));
+    assert_eq!(second.stop(Duration::from_secs(30)), Some(0));
+}
+
+#[test]
+fn two_instances_and_a_rebalance_while_timers_are_pending_send_every_command_once() {
+    let w = World::new("rebalance", 6);
+    w.create_topics();
+    w.publish(&cart_campaigns("8s"));
+    let first = w.start("i0");
+    first.wait_log("tasks assigned", Duration::from_secs(60));
+    let t = now_ms();
+    let users: Vec<String> = (0..40).map(|i| format!("user-{i:02}")).collect();
+    let events: Vec<_> = users
+        .iter()
+        .enumerate()
+        .map(|(i, u)| interaction(&format!("t{i}"), u, "abandoned-cart", PushReceived, t))
+        .collect();
+    w.send_events(&events);
+    let mut decisions = w.reader("decisions");
+    wait_for("40 committed schedules", Duration::from_secs(30), || {
+        decisions.drain(Duration::from_millis(200));
+        (decisions.decisions().iter().filter(|d| d.outcome == DecisionOutcome::Scheduled).count() >= 40)
+            .then_some(())
+    });
+
+    // A second instance joins: tasks move while their timers are pending.
+    let second = w.start("i1");
+    second.wait_log("task restored", Duration::from_secs(60));
+    // Then the first leaves cleanly: its remaining tasks move too.
+    assert_eq!(first.stop(Duration::from_secs(30)), Some(0));
+
+    let mut commands = w.send_commands();
+    commands.until_count(40, Duration::from_secs(90));
+    commands.drain(Duration::from_secs(3));
+    let sent = exactly_once(&commands.commands());
+    assert_eq!(sent.len(), 40);
+    assert_eq!(second.stop(Duration::from_secs(30)), Some(0));
+}
+
+#[test]
+fn an_exception_in_the_backlog_cancels_even_when_its_timer_is_overdue() {
+    let w = World::new("lag", 2);
+    w.create_topics();
+    w.publish(&cart_campaigns("10s"));
+    // The connector is down while these arrive; by the time it runs, every timer is due.
+    let t = now_ms() - 60_000;
+    w.send_events(&[
+        interaction("a1", "ada", "abandoned-cart", PushReceived, t),
+        interaction("b1", "ben", "abandoned-cart", PushReceived, t),
+        // ada buys 5 s later, inside her window; ben never does.
+        user_event("a2", "ada", UserEventType::Purchase, None, t + 5_000),
+        // Later traffic on both topics moves stream time past the due times.
+        interaction("z1", "zed", "abandoned-cart", PushReceived, t + 30_000),
+        user_event("z2", "zed", UserEventType::SessionStart, None, t + 31_000),
+    ]);
+    let instance = w.start("i0");
+    let mut commands = w.send_commands();
+    commands.until_count(2, Duration::from_secs(60));
+    commands.drain(Duration::from_secs(3));
+    let mut users: Vec<String> = commands.commands().into_iter().map(|c| c.user_id).collect();
+    users.sort();
+    assert_eq!(users, ["ben", "zed"], "ada's purchase in the backlog cancelled her send");
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+}
+
+#[test]
+fn poison_records_go_to_the_dead_letter_topic_once_and_processing_goes_on() {
+    let w = World::new("poison", 2);
+    w.create_topics();
+    w.publish(
+        r#"
+campaigns:
+  - campaign_id: free-shipping
+    name: Free shipping
+    status: ACTIVE
+  - campaign_id: promo-2
+    name: Promo step 2
+    status: ACTIVE
+    published_at: 2020-01-01T00:00:00Z
+    follow_on:
+      trigger: {campaign_id: free-shipping, kinds: [PUSH_DIRECT_OPEN]}
+      delay: immediate
+      message: {channel: PUSH, template_id: promo-2}
+"#,
+    );
+    let instance = w.start("i0");
+    instance.wait_log("tasks assigned", Duration::from_secs(60));
+    let t = now_ms();
+    w.send_raw("interactions", "mallory", b"\x00\x01garbage");
+    w.send_raw("user-events", "mallory", b"{not avro}");
+    // A valid record whose key is not its user id.
+    let codec: campaign_connector::codec::Codec<campaign_connector::model::Interaction> =
+        campaign_connector::codec::Codec::new(w.topic("interactions"), &campaign_connector::codec::EncodingSettings::avro())
+            .unwrap();
+    let campaign_connector::model::InputEvent::Interaction(wrong) = interaction("x1", "trent", "free-shipping", PushDirectOpen, t) else {
+        unreachable!()
+    };
+    w.send_raw("interactions", "someone-else", &codec.encode(&wrong).unwrap());
+    w.send_events(&[interaction("ok1", "olga", "free-shipping", PushDirectOpen, t)]);
+
+    let mut commands = w.send_commands();
+    commands.until_count(1, Duration::from_secs(60));
+    assert_eq!(commands.commands()[0].user_id, "olga");
+
+    let mut dlq = w.reader("dlq");
+    dlq.until_count(3, Duration::from_secs(30));
+    dlq.drain(Duration::from_secs(3));
+    assert_eq!(dlq.records.len(), 3, "each poison record exactly once");
+    let mut classes: Vec<String> = dlq.records.iter().map(|r| r.headers["error.class"].clone()).collect();
+    classes.sort();
+    assert_eq!(classes, ["key_mismatch", "undecodable", "undecodable"]);
+    for r in &dlq.records {
+        assert!(r.headers["source.topic"].ends_with(&w.id));
+        assert!(r.headers.contains_key("source.partition"));
+        assert!(r.headers.contains_key("source.offset"));
+        assert!(!r.headers["error.message"].is_empty());
+    }
+    let garbage = dlq.records.iter().find(|r| r.payload.as_deref() == Some(&b"\x00\x01garbage"[..]));
+    assert!(garbage.is_some(), "the original bytes are kept");
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+}
+
+#[test]
+fn inputs_that_are_not_co_partitioned_fail_fast_with_a_clear_message() {
+    let w = World::new("copart", 3);
+    // user-events with 2 partitions, before `topics create` makes the rest with 3.
+    let mut other = World::new("copart", 2);
+    other.id = w.id.clone();
+    for (k, v) in &w.env {
+        if k.starts_with("CONNECTOR_TOPICS__") {
+            other.env.insert(k.clone(), v.clone());
+        }
+    }
+    let (ok, out, err) = other.cli(&["topics", "create"]);
+    assert!(ok, "{out}{err}");
+    // The 3-partition world adds nothing for existing topics, so interactions has 2 as well;
+    // make a 3-partition interactions topic under a new name.
+    let mut w = w;
+    w.set("TOPICS__INTERACTIONS", &format!("interactions3-{}", w.id));
+    w.create_topics();
+    let (ok, out, err) = w.cli(&["run"]);
+    assert!(!ok, "run must refuse to start: {out}{err}");
+    assert!(
+        err.contains("not co-partitioned") && err.contains("3 partitions") && err.contains("2"),
+        "message names the topics and counts: {err}"
+    );
+}
