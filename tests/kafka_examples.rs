@@ -136,7 +136,9 @@ fn every_spec_example_end_to_end() {
     let cancelled: Vec<(String, String)> = decisions
         .decisions()
         .into_iter()
-        .filter(|d| d.outcome == DecisionOutcome::Cancelled && d.reason == DecisionReason::Exception)
+        .filter(|d| {
+            d.outcome == DecisionOutcome::Cancelled && d.reason == DecisionReason::Exception
+        })
         .map(|d| (d.user_id, d.cause_event_id.unwrap_or_default()))
         .collect();
     for expected in [("ann", "n3"), ("cal", "p1"), ("dan", "c4")] {

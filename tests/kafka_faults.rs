@@ -36,8 +36,12 @@ campaigns:
 fn exactly_once(commands: &[campaign_connector::model::SendCommand]) -> BTreeMap<String, String> {
     let mut by_trigger = BTreeMap::new();
     for c in commands {
-        if let Some(previous) = by_trigger.insert(c.trigger.event_id.clone(), c.command_id.clone()) {
-            panic!("duplicate send-command for trigger {} ({previous})", c.trigger.event_id);
+        if let Some(previous) = by_trigger.insert(c.trigger.event_id.clone(), c.command_id.clone())
+        {
+            panic!(
+                "duplicate send-command for trigger {} ({previous})",
+                c.trigger.event_id
+            );
         }
     }
     by_trigger
@@ -55,14 +59,18 @@ fn a_pending_timer_survives_sigkill_and_fires_exactly_once_after_restart() {
 
     // The schedule is committed once its decision is visible to a read_committed reader.
     let mut decisions = w.reader("decisions");
-    wait_for("the committed SCHEDULED decision", Duration::from_secs(30), || {
-        decisions.drain(Duration::from_millis(200));
-        decisions
-            .decisions()
-            .iter()
-            .any(|d| d.outcome == DecisionOutcome::Scheduled)
-            .then_some(())
-    });
+    wait_for(
+        "the committed SCHEDULED decision",
+        Duration::from_secs(30),
+        || {
+            decisions.drain(Duration::from_millis(200));
+            decisions
+                .decisions()
+                .iter()
+                .any(|d| d.outcome == DecisionOutcome::Scheduled)
+                .then_some(())
+        },
+    );
     first.kill();
 
     let second = w.start("i0");
@@ -70,9 +78,16 @@ fn a_pending_timer_survives_sigkill_and_fires_exactly_once_after_restart() {
     commands.until_count(1, Duration::from_secs(60));
     commands.drain(Duration::from_secs(3));
     let sent = commands.commands();
-    assert_eq!(sent.len(), 1, "exactly one command after the restart: {sent:?}");
+    assert_eq!(
+        sent.len(),
+        1,
+        "exactly one command after the restart: {sent:?}"
+    );
     assert_eq!(sent[0].user_id, "kim");
-    assert!(sent[0].emitted_at >= sent[0].due_at, "fired at or after its due time");
+    assert!(
+        sent[0].emitted_at >= sent[0].due_at,
+        "fired at or after its due time"
+    );
     second.wait_log("task restored", Duration::from_secs(5));
     assert_eq!(second.stop(Duration::from_secs(30)), Some(0));
 }
@@ -95,7 +110,12 @@ fn two_instances_and_a_rebalance_while_timers_are_pending_send_every_command_onc
     let mut decisions = w.reader("decisions");
     wait_for("40 committed schedules", Duration::from_secs(30), || {
         decisions.drain(Duration::from_millis(200));
-        (decisions.decisions().iter().filter(|d| d.outcome == DecisionOutcome::Scheduled).count() >= 40)
+        (decisions
+            .decisions()
+            .iter()
+            .filter(|d| d.outcome == DecisionOutcome::Scheduled)
+            .count()
+            >= 40)
             .then_some(())
     });
 
@@ -135,7 +155,11 @@ fn an_exception_in_the_backlog_cancels_even_when_its_timer_is_overdue() {
     commands.drain(Duration::from_secs(3));
     let mut users: Vec<String> = commands.commands().into_iter().map(|c| c.user_id).collect();
     users.sort();
-    assert_eq!(users, ["ben", "zed"], "ada's purchase in the backlog cancelled her send");
+    assert_eq!(
+        users,
+        ["ben", "zed"],
+        "ada's purchase in the backlog cancelled her send"
+    );
     assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
 }
 
@@ -166,13 +190,28 @@ campaigns:
     w.send_raw("user-events", "mallory", b"{not avro}");
     // A valid record whose key is not its user id.
     let codec: campaign_connector::codec::Codec<campaign_connector::model::Interaction> =
-        campaign_connector::codec::Codec::new(w.topic("interactions"), &campaign_connector::codec::EncodingSettings::avro())
-            .unwrap();
-    let campaign_connector::model::InputEvent::Interaction(wrong) = interaction("x1", "trent", "free-shipping", PushDirectOpen, t) else {
+        campaign_connector::codec::Codec::new(
+            w.topic("interactions"),
+            &campaign_connector::codec::EncodingSettings::avro(),
+        )
+        .unwrap();
+    let campaign_connector::model::InputEvent::Interaction(wrong) =
+        interaction("x1", "trent", "free-shipping", PushDirectOpen, t)
+    else {
         unreachable!()
     };
-    w.send_raw("interactions", "someone-else", &codec.encode(&wrong).unwrap());
-    w.send_events(&[interaction("ok1", "olga", "free-shipping", PushDirectOpen, t)]);
+    w.send_raw(
+        "interactions",
+        "someone-else",
+        &codec.encode(&wrong).unwrap(),
+    );
+    w.send_events(&[interaction(
+        "ok1",
+        "olga",
+        "free-shipping",
+        PushDirectOpen,
+        t,
+    )]);
 
     let mut commands = w.send_commands();
     commands.until_count(1, Duration::from_secs(60));
@@ -182,7 +221,11 @@ campaigns:
     dlq.until_count(3, Duration::from_secs(30));
     dlq.drain(Duration::from_secs(3));
     assert_eq!(dlq.records.len(), 3, "each poison record exactly once");
-    let mut classes: Vec<String> = dlq.records.iter().map(|r| r.headers["error.class"].clone()).collect();
+    let mut classes: Vec<String> = dlq
+        .records
+        .iter()
+        .map(|r| r.headers["error.class"].clone())
+        .collect();
     classes.sort();
     assert_eq!(classes, ["key_mismatch", "undecodable", "undecodable"]);
     for r in &dlq.records {
@@ -191,7 +234,10 @@ campaigns:
         assert!(r.headers.contains_key("source.offset"));
         assert!(!r.headers["error.message"].is_empty());
     }
-    let garbage = dlq.records.iter().find(|r| r.payload.as_deref() == Some(&b"\x00\x01garbage"[..]));
+    let garbage = dlq
+        .records
+        .iter()
+        .find(|r| r.payload.as_deref() == Some(&b"\x00\x01garbage"[..]));
     assert!(garbage.is_some(), "the original bytes are kept");
     assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
 }

@@ -101,7 +101,9 @@ fn wait_for_leaders(settings: &Settings, topics: &[&str]) -> Result<(), TopicErr
                 m.name() == *t
                     && m.error().is_none()
                     && !m.partitions().is_empty()
-                    && m.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none())
+                    && m.partitions()
+                        .iter()
+                        .all(|p| p.leader() >= 0 && p.error().is_none())
             })
         });
         if ready {
@@ -138,7 +140,8 @@ pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
             &mut high,
         )
     };
-    (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
+    (err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }
 
 /// Partition count of each topic (`None`: missing).

@@ -513,7 +513,7 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
         if c.needs_resync {
             resync(c, &consumer)?;
         }
-        restore_pending(c)?;
+        restore_pending(c, &consumer)?;
         refresh_ends(c, &consumer);
         backpressure(c, &consumer, &mut paused)?;
         if let Err(e) = c.process() {
@@ -614,6 +614,7 @@ fn route(
             if let Some(task) = c.tasks.get_mut(&partition) {
                 let q = &mut task.inputs[rank];
                 q.at_end = false;
+                q.position = Some(arrived.offset + 1);
                 q.records.push_back(arrived);
             }
             Ok(())
@@ -730,8 +731,22 @@ fn apply_catalog(
 }
 
 /// Restores tasks assigned since the last iteration, before any of their input is processed.
-fn restore_pending(c: &mut Core) -> Result<(), RuntimeError> {
+fn restore_pending(
+    c: &mut Core,
+    consumer: &BaseConsumer<GroupContext>,
+) -> Result<(), RuntimeError> {
     while let Some(p) = c.to_restore.first().copied() {
+        // Where the inputs resume: the committed offsets (fetched stable under
+        // read_committed, so an open transaction's offsets are not taken for committed).
+        let topics = [
+            c.settings.topics.interactions.clone(),
+            c.settings.topics.user_events.clone(),
+        ];
+        let mut tpl = TopicPartitionList::new();
+        for t in &topics {
+            tpl.add_partition(t, p);
+        }
+        let committed = consumer.committed_offsets(tpl, CALL_TIMEOUT)?;
         let topic = c.settings.topics.changelog.clone();
         let task = c.tasks.get_mut(&p).expect("assigned tasks exist");
         let restored = restore_partition(
@@ -750,6 +765,12 @@ fn restore_pending(c: &mut Core) -> Result<(), RuntimeError> {
             ms = restored.elapsed.as_millis() as u64,
             "task restored"
         );
+        for (i, t) in topics.iter().enumerate() {
+            if let Some(Offset::Offset(o)) = committed.find_partition(t, p).map(|e| e.offset()) {
+                let q = &mut task.inputs[i];
+                q.position = Some(q.position.map_or(o, |known| known.max(o)));
+            }
+        }
         c.to_restore.remove(0);
     }
     Ok(())
@@ -789,29 +810,25 @@ fn resync(c: &mut Core, consumer: &BaseConsumer<GroupContext>) -> Result<(), Run
     Ok(())
 }
 
-/// Marks each input partition with nothing buffered as at its end when the consumer's
-/// position reached the high watermark it last saw (for `read_committed`, the last stable
+/// Marks each input partition with nothing buffered as at its end when its position (last
+/// received + 1, or the committed offset it started from) reached the high watermark the
+/// client last saw (for `read_committed`, the last stable
 /// offset). A task with every input at its end is caught up and fires by the wall clock.
 fn refresh_ends(c: &mut Core, consumer: &BaseConsumer<GroupContext>) {
-    let Ok(positions) = consumer.position() else { return };
-    let topics = [c.settings.topics.interactions.clone(), c.settings.topics.user_events.clone()];
+    let topics = [
+        c.settings.topics.interactions.clone(),
+        c.settings.topics.user_events.clone(),
+    ];
     for (p, task) in c.tasks.iter_mut() {
         for (i, q) in task.inputs.iter_mut().enumerate() {
-            if !q.records.is_empty() {
-                q.at_end = false;
-                continue;
-            }
-            let position = match positions.find_partition(&topics[i], *p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            };
             let high = super::kafka::cached_high_watermark(consumer, &topics[i], *p);
-            q.at_end = match (position, high) {
-                (Some(pos), Some(high)) => pos >= high,
-                // Nothing fetched yet: an empty partition is at its end.
-                (None, Some(0)) => true,
-                _ => false,
-            };
+            q.at_end = q.records.is_empty()
+                && match (q.position, high) {
+                    (Some(position), Some(high)) => position >= high,
+                    // Nothing received and nothing to receive.
+                    (None, Some(0)) => true,
+                    _ => false,
+                };
         }
     }
 }

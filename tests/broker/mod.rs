@@ -24,7 +24,10 @@ pub fn bootstrap() -> String {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 /// Waits until `check` returns `Some`, or panics with `what` after `deadline`.
@@ -92,7 +95,8 @@ impl World {
     }
 
     pub fn set(&mut self, key: &str, value: &str) {
-        self.env.insert(format!("CONNECTOR_{key}"), value.to_string());
+        self.env
+            .insert(format!("CONNECTOR_{key}"), value.to_string());
     }
 
     /// Runs a CLI command to completion; returns (success, stdout, stderr).
@@ -149,12 +153,18 @@ impl World {
     /// Produces input events (Avro single-object encoding, keyed by user id) and flushes.
     pub fn send_events(&self, events: &[InputEvent]) {
         let producer = self.producer();
-        let interactions: Codec<Interaction> = Codec::new(self.topic("interactions"), &EncodingSettings::avro()).unwrap();
-        let user_events: Codec<UserEvent> = Codec::new(self.topic("user-events"), &EncodingSettings::avro()).unwrap();
+        let interactions: Codec<Interaction> =
+            Codec::new(self.topic("interactions"), &EncodingSettings::avro()).unwrap();
+        let user_events: Codec<UserEvent> =
+            Codec::new(self.topic("user-events"), &EncodingSettings::avro()).unwrap();
         for e in events {
             let (topic, bytes) = match e {
-                InputEvent::Interaction(i) => (self.topic("interactions"), interactions.encode(i).unwrap()),
-                InputEvent::UserEvent(u) => (self.topic("user-events"), user_events.encode(u).unwrap()),
+                InputEvent::Interaction(i) => {
+                    (self.topic("interactions"), interactions.encode(i).unwrap())
+                }
+                InputEvent::UserEvent(u) => {
+                    (self.topic("user-events"), user_events.encode(u).unwrap())
+                }
             };
             producer
                 .send(BaseRecord::to(&topic).key(e.user_id()).payload(&bytes))
@@ -182,13 +192,19 @@ impl World {
             .create()
             .unwrap();
         let topic = self.topic(role);
-        let metadata = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in metadata.topics()[0].partitions() {
-            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning).unwrap();
+            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
+                .unwrap();
         }
         consumer.assign(&tpl).unwrap();
-        Reader { consumer, records: Vec::new() }
+        Reader {
+            consumer,
+            records: Vec::new(),
+        }
     }
 
     pub fn send_commands(&self) -> Reader {
@@ -221,7 +237,13 @@ impl Reader {
                         .headers()
                         .map(|h| {
                             h.iter()
-                                .map(|x| (x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned()))
+                                .map(|x| {
+                                    (
+                                        x.key.to_string(),
+                                        String::from_utf8_lossy(x.value.unwrap_or_default())
+                                            .into_owned(),
+                                    )
+                                })
                                 .collect()
                         })
                         .unwrap_or_default();
@@ -252,7 +274,8 @@ impl Reader {
     }
 
     pub fn commands(&self) -> Vec<SendCommand> {
-        let codec: Codec<SendCommand> = Codec::new("send-commands", &EncodingSettings::avro()).unwrap();
+        let codec: Codec<SendCommand> =
+            Codec::new("send-commands", &EncodingSettings::avro()).unwrap();
         self.records
             .iter()
             .map(|r| codec.decode(r.payload.as_deref().unwrap()).unwrap())
@@ -303,7 +326,10 @@ impl Instance {
             }
             if started.elapsed() > deadline {
                 let _ = self.child.kill();
-                panic!("instance did not stop within {deadline:?}; log:\n{}", self.log_text());
+                panic!(
+                    "instance did not stop within {deadline:?}; log:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -318,7 +344,10 @@ impl Drop for Instance {
 }
 
 fn unsafe_kill(pid: i32, signal: i32) {
-    let _ = Command::new("kill").arg(format!("-{signal}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
@@ -328,7 +357,13 @@ pub fn write_file(dir: &std::path::Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-pub fn interaction(event_id: &str, user: &str, campaign: &str, kind: InteractionKind, t: i64) -> InputEvent {
+pub fn interaction(
+    event_id: &str,
+    user: &str,
+    campaign: &str,
+    kind: InteractionKind,
+    t: i64,
+) -> InputEvent {
     InputEvent::Interaction(Interaction {
         event_id: event_id.into(),
         user_id: user.into(),
@@ -341,7 +376,13 @@ pub fn interaction(event_id: &str, user: &str, campaign: &str, kind: Interaction
     })
 }
 
-pub fn user_event(event_id: &str, user: &str, event_type: UserEventType, name: Option<&str>, t: i64) -> InputEvent {
+pub fn user_event(
+    event_id: &str,
+    user: &str,
+    event_type: UserEventType,
+    name: Option<&str>,
+    t: i64,
+) -> InputEvent {
     InputEvent::UserEvent(UserEvent {
         event_id: event_id.into(),
         user_id: user.into(),
