@@ -88,3 +88,64 @@ pub fn publish(
     info!(published = to_send.len(), "campaigns published");
     Ok(outcome)
 }
+
+/// Produces input events (the simulator's JSONL records) to the input topics, keyed by user
+/// id, with each topic's encoding.
+pub fn send_events(settings: &Settings, events: &[crate::model::InputEvent]) -> Result<usize, RuntimeError> {
+    use crate::model::InputEvent;
+    let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
+    let producer: BaseProducer = base_config(settings)
+        .set("enable.idempotence", "true")
+        // The same key → partition mapping as the Java client, as co-partitioning needs.
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    for e in events {
+        let (topic, bytes) = match e {
+            InputEvent::Interaction(i) => (&settings.topics.interactions, codecs.interactions.encode(i)),
+            InputEvent::UserEvent(u) => (&settings.topics.user_events, codecs.user_events.encode(u)),
+        };
+        let bytes = bytes.map_err(|e| RuntimeError::Fatal(e.to_string()))?;
+        producer
+            .send(BaseRecord::to(topic).key(e.user_id()).payload(&bytes))
+            .map_err(|(e, _)| e)?;
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(events.len())
+}
+
+/// Reads the committed send-commands and decisions (from the beginning) for `duration`, in
+/// the order they were decided.
+pub fn read_outputs(settings: &Settings, duration: Duration) -> Result<Vec<crate::simulate::Output>, RuntimeError> {
+    use crate::simulate::Output;
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::Message;
+    let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
+    let consumer = super::kafka::standalone_consumer(settings, "outputs")?;
+    let mut topics = vec![settings.topics.send_commands.clone()];
+    topics.extend(settings.decisions_topic().map(str::to_string));
+    let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let counts = super::kafka::partition_counts(&consumer, &names)?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for t in &topics {
+        for p in 0..counts[t].unwrap_or(0) as i32 {
+            tpl.add_partition_offset(t, p, rdkafka::Offset::Beginning)?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let started = std::time::Instant::now();
+    let mut out: Vec<(i64, Output)> = Vec::new();
+    while started.elapsed() < duration {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let Some(bytes) = m.payload() else { continue };
+            if m.topic() == settings.topics.send_commands {
+                if let Ok(c) = codecs.send_commands.decode(bytes) {
+                    out.push((c.emitted_at, Output::Send(c)));
+                }
+            } else if let Ok(d) = codecs.decisions.decode(bytes) {
+                out.push((d.decided_at, Output::Decision(d)));
+            }
+        }
+    }
+    out.sort_by_key(|(t, o)| (*t, matches!(o, Output::Decision(_))));
+    Ok(out.into_iter().map(|(_, o)| o).collect())
+}
