@@ -1,0 +1,129 @@
+//! The `simulate` command as a user runs it: files in, table or JSONL out, bad lines named
+//! by number, non-zero exit at the end.
+
+use std::process::Command;
+
+fn simulate(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_campaign-connector"))
+        .arg("simulate")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_abandoned_cart_example_sends_to_the_user_who_neither_bought_nor_opened() {
+    let (code, out, err) = simulate(&[
+        "--campaigns",
+        "examples/abandoned-cart.yaml",
+        "--events",
+        "examples/abandoned-cart.events.jsonl",
+        "--format",
+        "jsonl",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let sends: Vec<&str> = lines
+        .iter()
+        .filter_map(|l| l.get("send_command"))
+        .map(|c| c["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(sends, ["alice"]);
+    let cancelled: Vec<(&str, &str)> = lines
+        .iter()
+        .filter_map(|l| l.get("decision"))
+        .filter(|d| d["outcome"] == "CANCELLED")
+        .map(|d| (d["user_id"].as_str().unwrap(), d["cause_event_id"].as_str().unwrap()))
+        .collect();
+    assert_eq!(cancelled, [("carol", "e5"), ("bob", "e4")]);
+    let send = lines.iter().find_map(|l| l.get("send_command")).unwrap();
+    assert_eq!(send["due_at"], "2026-11-03T10:00:00Z");
+    assert_eq!(send["template_id"], "cart-reminder-v3");
+    assert!(err.contains("5 events, 1 send-commands"), "{err}");
+}
+
+#[test]
+fn a_bad_line_is_reported_with_its_number_the_rest_still_runs_and_the_exit_is_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(
+        &events,
+        concat!(
+            r#"{"interaction": {"event_id": "e1", "user_id": "alice", "campaign_id": "abandoned-cart", "kind": "PUSH_RECEIVED", "occurred_at": "2026-11-02T10:00:00Z"}}"#,
+            "\n",
+            "this is not json\n",
+            r#"{"interaction": {"event_id": "e2", "user_id": "", "campaign_id": "abandoned-cart", "kind": "PUSH_RECEIVED", "occurred_at": 0}}"#,
+            "\n",
+            r#"{"user_event": {"event_id": "e3", "user_id": "bob", "type": "PURCHASE", "occurred_at": "yesterday"}}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = simulate(&[
+        "--campaigns",
+        "examples/abandoned-cart.yaml",
+        "--events",
+        events.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("events.jsonl:2: invalid JSON"), "{err}");
+    assert!(err.contains("events.jsonl:3: interaction: empty user_id"), "{err}");
+    assert!(err.contains("events.jsonl:4: occurred_at: invalid timestamp"), "{err}");
+    // The good line still ran: alice's follow-on was sent a day later.
+    assert!(out.contains("SEND") && out.contains("alice"), "{out}");
+    assert!(out.contains("2026-11-03T10:00:00Z"), "{out}");
+}
+
+#[test]
+fn until_bounds_the_simulated_time() {
+    let (code, out, _) = simulate(&[
+        "--campaigns",
+        "examples/abandoned-cart.yaml",
+        "--events",
+        "examples/abandoned-cart.events.jsonl",
+        "--until",
+        "2026-11-02T20:00:00Z",
+    ]);
+    assert_eq!(code, 0);
+    assert!(!out.contains("SEND"), "nothing is due before the until time: {out}");
+    assert!(out.contains("SCHEDULED"));
+}
+
+#[test]
+fn an_invalid_campaigns_file_is_refused_with_file_campaign_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = dir.path().join("bad.yaml");
+    std::fs::write(
+        &campaigns,
+        r#"
+campaigns:
+  - campaign_id: f
+    name: F
+    status: ACTIVE
+    follow_on:
+      trigger: {campaign_id: a, kinds: [EMAIL_OPENED]}
+      delay: immediate
+      exceptions:
+        - purchase: {}
+      message: {channel: EMAIL, template_id: t}
+"#,
+    )
+    .unwrap();
+    let (code, _, err) = simulate(&[
+        "--campaigns",
+        campaigns.to_str().unwrap(),
+        "--events",
+        "examples/abandoned-cart.events.jsonl",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.yaml"), "{err}");
+    assert!(err.contains(r#"campaign "f""#), "{err}");
+    assert!(err.contains("unknown interaction kind EMAIL_OPENED (did you mean EMAIL_OPEN?)"), "{err}");
+    assert!(err.contains("exceptions require a delay"), "{err}");
+}
