@@ -3,15 +3,21 @@
 //! ```text
 //!  proptest ──► Scenario { catalog, steps: [event | catalog change] }
 //!                  │
-//!                  ├─► drive(Engine)     ─┐  the same driver for both: before a step at time t,
-//!                  └─► drive(Reference)  ─┴─ advance to every due time <= t (now = due time
-//!                                            plus the step's lag), then the step; at the end,
-//!                                            advance through every remaining timer.
+//!                  ├─► Driver<Engine>     ─┐  the same driver for both: before a step at time t,
+//!                  └─► Driver<Reference>  ─┴─ advance to every due time <= t (now = due time
+//!                                             plus the step's lag), then the step; at the end,
+//!                                             advance through every remaining timer.
 //! ```
 //!
 //! The reference model lives in `tests/reference/mod.rs`. Generated campaigns use `AFTER`
 //! and `IMMEDIATE` delays, plus `CALENDAR_DAYS` / `NEXT_WEEKDAY` in fixed-offset zones; event
-//! times sit on a coarse grid so that windows, due times and events collide often.
+//! times sit on a coarse grid so that windows, due times and events collide often. Streams
+//! carry redelivered events, equal timestamps, catalog edits (status, rule, window, removal,
+//! stale versions), and, in some cases, records out of event-time order and a wall clock
+//! running behind (`lag`, for `DROP_IF_LATE_BY`).
+//!
+//! `cargo test --test properties -- --ignored --nocapture generator_coverage` prints how
+//! often the generators reach each decision; `PROPTEST_CASES=5000` runs more cases.
 
 mod reference;
 
@@ -202,7 +208,9 @@ fn delay() -> impl Strategy<Value = Delay> {
     };
     prop_oneof![
         2 => Just(Delay::immediate()),
-        5 => (1i64..=12).prop_map(|m| Delay::after_seconds(m * UNIT_S)),
+        // Few distinct delays, so that sends often come due together.
+        5 => prop::sample::select(vec![1i64, 2, 2, 4, 4, 6, 12])
+            .prop_map(|m| Delay::after_seconds(m * UNIT_S)),
         1 => prop::sample::select(vec![1i64, 90, 86_400]).prop_map(Delay::after_seconds),
         1 => (1i32..=2, local_time()).prop_map(|(days, at)| Delay {
             delay_type: DelayType::CalendarDays,
@@ -271,7 +279,7 @@ fn rule() -> impl Strategy<Value = FollowOnRule> {
     let zone = prop::sample::select(vec![None, None, Some("UTC"), Some("Asia/Kolkata")]);
     let reeligibility = prop_oneof![
         2 => Just(Reeligibility { policy: ReeligibilityPolicy::Never, seconds: None }),
-        1 => (1i64..=48).prop_map(|m| Reeligibility {
+        1 => prop::sample::select(vec![1i64, 2, 4, 8, 24]).prop_map(|m| Reeligibility {
             policy: ReeligibilityPolicy::After,
             seconds: Some(m * UNIT_S),
         }),
@@ -472,8 +480,10 @@ enum RawStep {
     },
     /// A redelivery of an earlier event (same id and content).
     Duplicate { of: Index, lag: TimestampMs },
+    /// A catalog edit of a follow-on (`follow_on`), or of any campaign.
     Edit {
         target: Index,
+        follow_on: bool,
         edit: Edit,
         time: TimestampMs,
         lag: TimestampMs,
@@ -557,10 +567,21 @@ fn raw_step(lags: bool) -> impl Strategy<Value = RawStep> {
             lag,
         });
     let edit = prop_oneof![
-        3 => status().prop_map(Edit::Status),
+        3 => prop::sample::select(vec![
+            CampaignStatus::Active,
+            CampaignStatus::Active,
+            CampaignStatus::Draft,
+            CampaignStatus::Stopped,
+            CampaignStatus::Stopped,
+            CampaignStatus::Archived,
+        ])
+        .prop_map(Edit::Status),
         2 => rule().prop_map(|r| Edit::Rule(Box::new(r))),
         1 => Just(Edit::Unfollow),
-        2 => window().prop_map(Edit::Window),
+        2 => (window(), 1i64..=48).prop_map(|((p, s, e), end)| {
+            // Edits move the end often, so that pending sends come due past it.
+            Edit::Window((p, s, e.or_else(|| Some(s.unwrap_or(T0) + end * UNIT))))
+        }),
         1 => Just(Edit::Remove),
         1 => Just(Edit::Stale),
     ];
@@ -597,8 +618,15 @@ fn raw_step(lags: bool) -> impl Strategy<Value = RawStep> {
         2 => user_event,
         4 => aimed_exception,
         1 => (any::<Index>(), lag(lags)).prop_map(|(of, lag)| RawStep::Duplicate { of, lag }),
-        1 => (any::<Index>(), edit, time(), lag(lags))
-            .prop_map(|(target, edit, time, lag)| RawStep::Edit { target, edit, time, lag }),
+        2 => (any::<Index>(), prop::bool::weighted(0.7), edit, time(), lag(lags)).prop_map(
+            |(target, follow_on, edit, time, lag)| RawStep::Edit {
+                target,
+                follow_on,
+                edit,
+                time,
+                lag,
+            }
+        ),
     ]
 }
 
@@ -666,6 +694,9 @@ fn build(
         .filter_map(|c| c.follow_on.as_ref())
         .collect();
     let aim = |target: Index| rules[target.index(rules.len())];
+    let follow_ons: Vec<usize> = (0..catalog.len())
+        .filter(|&n| catalog[n].follow_on.is_some())
+        .collect();
     let mut pre: Vec<Pre> = Vec::new();
     let mut events: Vec<InputEvent> = Vec::new();
     for (n, r) in raw.into_iter().enumerate() {
@@ -793,11 +824,16 @@ fn build(
             }
             RawStep::Edit {
                 target,
+                follow_on,
                 edit,
                 time,
                 lag,
             } => pre.push(Pre::Edit {
-                target: target.index(catalog.len()),
+                target: if follow_on {
+                    follow_ons[target.index(follow_ons.len())]
+                } else {
+                    target.index(catalog.len())
+                },
                 edit,
                 at: time,
                 lag,
