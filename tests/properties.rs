@@ -189,8 +189,11 @@ fn campaign_ref() -> impl Strategy<Value = String> {
     .prop_map(String::from)
 }
 
+/// Sundays more often: New York's clocks change on Sunday 2026-03-08.
 fn weekday() -> impl Strategy<Value = Weekday> {
     prop::sample::select(vec![
+        Weekday::Sunday,
+        Weekday::Sunday,
         Weekday::Monday,
         Weekday::Tuesday,
         Weekday::Wednesday,
@@ -203,8 +206,10 @@ fn weekday() -> impl Strategy<Value = Weekday> {
 
 fn delay() -> impl Strategy<Value = Delay> {
     let local_time = || {
-        prop::sample::select(vec!["00:00", "09:00", "09:30", "23:30", "12:00:30"])
-            .prop_map(String::from)
+        prop::sample::select(vec![
+            "00:00", "02:30", "09:00", "09:30", "23:30", "12:00:30",
+        ])
+        .prop_map(String::from)
     };
     prop_oneof![
         2 => Just(Delay::immediate()),
@@ -276,7 +281,13 @@ fn rule() -> impl Strategy<Value = FollowOnRule> {
             kinds,
             qualifier: qualifier.map(String::from),
         });
-    let zone = prop::sample::select(vec![None, None, Some("UTC"), Some("Asia/Kolkata")]);
+    let zone = prop::sample::select(vec![
+        None,
+        None,
+        Some("UTC"),
+        Some("Asia/Kolkata"),
+        Some("America/New_York"),
+    ]);
     let reeligibility = prop_oneof![
         2 => Just(Reeligibility { policy: ReeligibilityPolicy::Never, seconds: None }),
         1 => prop::sample::select(vec![1i64, 2, 4, 8, 24]).prop_map(|m| Reeligibility {
@@ -513,6 +524,7 @@ fn zone() -> impl Strategy<Value = Option<&'static str>> {
         None,
         Some("UTC"),
         Some("Asia/Kolkata"),
+        Some("America/New_York"),
         Some("Mars/Olympus_Mons"),
     ])
 }
@@ -1514,6 +1526,74 @@ fn many_cancelled_timers_match_the_model() {
         .count();
     assert!(fired > 100, "the scenario sends ({fired})");
     compare(&expected, &actual, 0, true).unwrap();
+}
+
+/// Local-time delays across New York's spring-forward gap (2026-03-08 02:00 → 03:00) are
+/// due when the model says: a time in the gap moves forward by the gap.
+#[test]
+fn local_times_across_the_dst_gap_match_the_model() {
+    let mut checked = 0;
+    for local_time in [
+        "01:30", "02:00", "02:30", "02:59:59", "03:00", "03:30", "23:30",
+    ] {
+        for delay in [
+            Delay {
+                delay_type: DelayType::NextWeekday,
+                weekday: Some(Weekday::Sunday),
+                local_time: Some(local_time.into()),
+                ..Delay::immediate()
+            },
+            Delay {
+                delay_type: DelayType::CalendarDays,
+                days: Some(6),
+                local_time: Some(local_time.into()),
+                ..Delay::immediate()
+            },
+        ] {
+            let mut rule = simple_rule(delay, vec![]);
+            rule.time_zone = Some("America/New_York".into());
+            let mut engine = engine();
+            let mut out = Vec::new();
+            let f = follow_on(
+                "f1",
+                CampaignStatus::Active,
+                (None, None, None),
+                rule.clone(),
+            );
+            for c in [trigger_campaign("c1", CampaignStatus::Active, false), f] {
+                engine.apply_campaign(&c, T0, &mut out).unwrap();
+            }
+            for n in 0..48 {
+                let Step::Event {
+                    event: InputEvent::Interaction(i),
+                    ..
+                } = interaction(
+                    &format!("t{n}"),
+                    &format!("u{n}"),
+                    InteractionKind::EmailReceived,
+                    T0 + n * UNIT,
+                )
+                else {
+                    unreachable!()
+                };
+                out.clear();
+                engine.process_interaction(&i, None, i.occurred_at, &mut out);
+                let due = out.iter().find_map(|e| match e {
+                    Effect::Decision(d) if d.outcome == DecisionOutcome::Scheduled => d.due_at,
+                    _ => None,
+                });
+                assert_eq!(
+                    due,
+                    Some(reference::due_time(&rule, &i)),
+                    "{local_time} {:?} at {}",
+                    rule.delay,
+                    i.occurred_at
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 7 * 2 * 48);
 }
 
 /// How often the generators reach each outcome (run with `--ignored --nocapture`).

@@ -5,9 +5,10 @@
 //! every rule is one `if` in the order the SPEC lists it. It is slow and obviously right,
 //! which is the point.
 //!
-//! Scope (what the generators feed it): local-time delays only in zones with a fixed offset
-//! (`UTC`, `Asia/Kolkata`) or an invalid zone name (which falls back to the rule's zone);
-//! no rule snapshots or restore (the model never forgets anything). The wall clock `now`
+//! Scope (what the generators feed it): local-time delays in `UTC`, `Asia/Kolkata` (fixed
+//! offset), `America/New_York` around its spring-2026 DST change (a hard-coded transition;
+//! the model refuses instants outside March 2026), or an invalid zone name (which falls back
+//! to the rule's zone); no rule snapshots or restore (the model never forgets anything). The wall clock `now`
 //! is an argument, as for the engine.
 //!
 //! Where the SPEC leaves a detail to the implementation, the model takes the reading that
@@ -462,15 +463,61 @@ pub fn exception_matches(m: &ExceptionMatcher, rule: &FollowOnRule, x: &InputEve
     }
 }
 
-/// The UTC offset of the zones the generators use; `None` for a name that is not a zone.
-fn zone_offset_ms(zone: &str) -> Option<i64> {
-    match zone {
-        "UTC" => Some(0),
+/// The zones the generators use, valid for instants in March 2026 only.
+#[derive(Debug, Clone, Copy)]
+enum Zone {
+    /// A fixed UTC offset in milliseconds.
+    Fixed(i64),
+    /// New York around its 2026 spring change: EST (-05:00) until 2026-03-08T07:00Z,
+    /// when 02:00 local becomes 03:00 EDT (-04:00).
+    NewYork,
+}
+
+/// 2026-03-08T07:00:00Z: New York moves its clocks forward.
+const NEW_YORK_SPRING_2026: TimestampMs = 1_772_953_200_000;
+/// The model's zones are right from 2026-03-01 to 2026-03-28.
+const VALID_FROM: TimestampMs = 1_772_323_200_000;
+const VALID_UNTIL: TimestampMs = 1_774_656_000_000;
+
+/// The zone named `name`; `None` for a name that is not a zone.
+fn zone(name: &str) -> Option<Zone> {
+    match name {
+        "UTC" => Some(Zone::Fixed(0)),
         // India has had no DST since 1945: a fixed +05:30.
-        "Asia/Kolkata" => Some((5 * 3_600 + 30 * 60) * SECOND_MS),
+        "Asia/Kolkata" => Some(Zone::Fixed((5 * 3_600 + 30 * 60) * SECOND_MS)),
+        "America/New_York" => Some(Zone::NewYork),
         "Mars/Olympus_Mons" => None,
         other => panic!("the reference model does not know zone {other:?}"),
     }
+}
+
+const HOUR_MS: i64 = 3_600 * SECOND_MS;
+
+/// Local time minus UTC at instant `t`.
+fn offset_at(zone: Zone, t: TimestampMs) -> i64 {
+    assert!(
+        (VALID_FROM..VALID_UNTIL).contains(&t),
+        "{t} is outside the model's range"
+    );
+    match zone {
+        Zone::Fixed(offset) => offset,
+        Zone::NewYork if t < NEW_YORK_SPRING_2026 => -5 * HOUR_MS,
+        Zone::NewYork => -4 * HOUR_MS,
+    }
+}
+
+/// The instant of local wall time `local` (milliseconds, as if it were UTC). A time in the
+/// DST gap moves forward by the gap: it is read with the offset before the gap.
+fn local_to_utc(zone: Zone, local: i64) -> TimestampMs {
+    let t = match zone {
+        Zone::Fixed(offset) => local - offset,
+        // Valid in EDT when it falls after the change read as EDT; otherwise read as EST
+        // (which is right before the change, and moves a gap time forward by an hour).
+        Zone::NewYork if local + 4 * HOUR_MS >= NEW_YORK_SPRING_2026 => local + 4 * HOUR_MS,
+        Zone::NewYork => local + 5 * HOUR_MS,
+    };
+    offset_at(zone, t);
+    t
 }
 
 /// `HH:MM` or `HH:MM:SS` as milliseconds after midnight.
@@ -501,13 +548,13 @@ pub fn due_time(rule: &FollowOnRule, i: &Interaction) -> TimestampMs {
         DelayType::After => t + d.seconds.unwrap() * SECOND_MS,
         DelayType::CalendarDays | DelayType::NextWeekday => {
             // The event's zone, else the rule's, else UTC.
-            let offset = i
+            let zone = i
                 .user_time_zone
                 .as_deref()
-                .and_then(zone_offset_ms)
-                .or_else(|| rule.time_zone.as_deref().and_then(zone_offset_ms))
-                .unwrap_or(0);
-            let local_day = (t + offset).div_euclid(DAY_MS);
+                .and_then(zone)
+                .or_else(|| rule.time_zone.as_deref().and_then(zone))
+                .unwrap_or(Zone::Fixed(0));
+            let local_day = (t + offset_at(zone, t)).div_euclid(DAY_MS);
             let due_day = if d.delay_type == DelayType::CalendarDays {
                 local_day + i64::from(d.days.unwrap())
             } else {
@@ -518,7 +565,8 @@ pub fn due_time(rule: &FollowOnRule, i: &Interaction) -> TimestampMs {
                     .find(|day| (day + 3).rem_euclid(7) == weekday_from_monday(d.weekday.unwrap()))
                     .unwrap()
             };
-            due_day * DAY_MS + local_time_ms(d.local_time.as_deref().unwrap()) - offset
+            let local_due = due_day * DAY_MS + local_time_ms(d.local_time.as_deref().unwrap());
+            local_to_utc(zone, local_due)
         }
     }
 }
