@@ -19,7 +19,10 @@ use rdkafka::{Offset, TopicPartitionList};
 const PARTITIONS: i32 = 6;
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
 }
 
 const CAMPAIGNS: &str = r#"
@@ -45,15 +48,28 @@ struct Run {
 }
 
 fn main() {
-    let bootstrap = std::env::var("KAFKA_BOOTSTRAP").expect("KAFKA_BOOTSTRAP (run scripts/bench-e2e.sh)");
+    let bootstrap =
+        std::env::var("KAFKA_BOOTSTRAP").expect("KAFKA_BOOTSTRAP (run scripts/bench-e2e.sh)");
     let bin = std::env::var("CONNECTOR_BIN").expect("CONNECTOR_BIN (run scripts/bench-e2e.sh)");
-    let events: u64 = std::env::var("E2E_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let events: u64 = std::env::var("E2E_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let runs = [
-        Run { name: "exactly_once, commit 100 ms", env: vec![("CONNECTOR_COMMIT_INTERVAL", "100ms")] },
-        Run { name: "exactly_once, commit 1 s", env: vec![("CONNECTOR_COMMIT_INTERVAL", "1s")] },
+        Run {
+            name: "exactly_once, commit 100 ms",
+            env: vec![("CONNECTOR_COMMIT_INTERVAL", "100ms")],
+        },
+        Run {
+            name: "exactly_once, commit 1 s",
+            env: vec![("CONNECTOR_COMMIT_INTERVAL", "1s")],
+        },
         Run {
             name: "at_least_once, commit 100 ms",
-            env: vec![("CONNECTOR_PROCESSING_GUARANTEE", "at_least_once"), ("CONNECTOR_COMMIT_INTERVAL", "100ms")],
+            env: vec![
+                ("CONNECTOR_PROCESSING_GUARANTEE", "at_least_once"),
+                ("CONNECTOR_COMMIT_INTERVAL", "100ms"),
+            ],
         },
     ];
     let mut rows = Vec::new();
@@ -77,7 +93,12 @@ fn main() {
         }
         env.extend(run.env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let cli = |args: &[&str]| {
-            let status = Command::new(&bin).args(args).envs(env.clone()).stdout(Stdio::null()).status().unwrap();
+            let status = Command::new(&bin)
+                .args(args)
+                .envs(env.clone())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
             assert!(status.success(), "{args:?} failed");
         };
         cli(&["topics", "create"]);
@@ -95,14 +116,28 @@ fn main() {
             .spawn()
             .unwrap();
         let elapsed = wait_committed(&bootstrap, &format!("cc-{id}"), &id, events, started);
-        let _ = Command::new("kill").arg("-15").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-15")
+            .arg(child.id().to_string())
+            .status();
         let _ = child.wait();
         rows.push((run.name, events, elapsed));
     }
-    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     println!("\nend-to-end throughput (broker and connector on the same {cpus} cores; {PARTITIONS} partitions)\n");
-    println!("{:<30}  {:>9}  {:>9}  {:>12}", "mode", "events", "seconds", "events/s");
-    println!("{}  {}  {}  {}", "-".repeat(30), "-".repeat(9), "-".repeat(9), "-".repeat(12));
+    println!(
+        "{:<30}  {:>9}  {:>9}  {:>12}",
+        "mode", "events", "seconds", "events/s"
+    );
+    println!(
+        "{}  {}  {}  {}",
+        "-".repeat(30),
+        "-".repeat(9),
+        "-".repeat(9),
+        "-".repeat(12)
+    );
     for (name, n, secs) in rows {
         println!("{name:<30}  {n:>9}  {secs:>9.2}  {:>12.0}", n as f64 / secs);
     }
@@ -118,8 +153,10 @@ fn produce(bootstrap: &str, id: &str, events: u64) {
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .unwrap();
-    let interactions: Codec<Interaction> = Codec::new(format!("interactions-{id}"), &EncodingSettings::avro()).unwrap();
-    let user_events: Codec<UserEvent> = Codec::new(format!("user-events-{id}"), &EncodingSettings::avro()).unwrap();
+    let interactions: Codec<Interaction> =
+        Codec::new(format!("interactions-{id}"), &EncodingSettings::avro()).unwrap();
+    let user_events: Codec<UserEvent> =
+        Codec::new(format!("user-events-{id}"), &EncodingSettings::avro()).unwrap();
     let t0 = now_ms() - 3_600_000;
     for i in 0..events {
         let user = format!("user-{:015}", (i * 7_919) % 100_000);
@@ -127,7 +164,15 @@ fn produce(bootstrap: &str, id: &str, events: u64) {
         let (topic, bytes) = match i % 100 {
             0..=29 => (
                 format!("interactions-{id}"),
-                interactions.encode(&interaction(i, &user, "abandoned-cart", InteractionKind::PushReceived, t)).unwrap(),
+                interactions
+                    .encode(&interaction(
+                        i,
+                        &user,
+                        "abandoned-cart",
+                        InteractionKind::PushReceived,
+                        t,
+                    ))
+                    .unwrap(),
             ),
             30..=38 => (
                 format!("user-events-{id}"),
@@ -145,7 +190,15 @@ fn produce(bootstrap: &str, id: &str, events: u64) {
             ),
             _ => (
                 format!("interactions-{id}"),
-                interactions.encode(&interaction(i, &user, "newsletter", InteractionKind::EmailOpen, t)).unwrap(),
+                interactions
+                    .encode(&interaction(
+                        i,
+                        &user,
+                        "newsletter",
+                        InteractionKind::EmailOpen,
+                        t,
+                    ))
+                    .unwrap(),
             ),
         };
         loop {
@@ -185,7 +238,9 @@ fn wait_committed(bootstrap: &str, group: &str, id: &str, events: u64, started: 
         }
     }
     loop {
-        let committed = consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)).unwrap();
+        let committed = consumer
+            .committed_offsets(tpl.clone(), Duration::from_secs(10))
+            .unwrap();
         let sum: i64 = committed
             .elements()
             .iter()
@@ -197,7 +252,10 @@ fn wait_committed(bootstrap: &str, group: &str, id: &str, events: u64, started: 
         if sum as u64 >= events {
             return started.elapsed().as_secs_f64();
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "no progress: {sum} of {events} committed");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no progress: {sum} of {events} committed"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }

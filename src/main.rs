@@ -181,7 +181,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             runtime::run(settings, shutdown)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Send { events, now, config } => {
+        Command::Send {
+            events,
+            now,
+            config,
+        } => {
             let settings = config.settings()?;
             let text = std::fs::read_to_string(&events)
                 .with_context(|| format!("reading events file {}", events.display()))?;
@@ -190,28 +194,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("{}:{}: {}", events.display(), e.line, e.message);
             }
             if now {
-                let first = parsed.iter().map(|(_, e)| e.occurred_at()).min().unwrap_or(0);
+                let first = parsed
+                    .iter()
+                    .map(|(_, e)| e.occurred_at())
+                    .min()
+                    .unwrap_or(0);
                 let shift = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)?
                     .as_millis() as i64
                     - first;
                 for (_, e) in parsed.iter_mut() {
                     match e {
-                        campaign_connector::model::InputEvent::Interaction(i) => i.occurred_at += shift,
-                        campaign_connector::model::InputEvent::UserEvent(u) => u.occurred_at += shift,
+                        campaign_connector::model::InputEvent::Interaction(i) => {
+                            i.occurred_at += shift
+                        }
+                        campaign_connector::model::InputEvent::UserEvent(u) => {
+                            u.occurred_at += shift
+                        }
                     }
                 }
             }
             let list: Vec<_> = parsed.into_iter().map(|(_, e)| e).collect();
             let n = runtime::admin::send_events(&settings, &list)?;
             println!("sent {n} events");
-            Ok(if errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if errors.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Outputs { read_for, config } => {
             let settings = config.settings()?;
-            let ms = campaign_connector::time::parse_duration_ms(&read_for).context("--read-for")?;
-            let outputs = runtime::admin::read_outputs(&settings, std::time::Duration::from_millis(ms as u64))?;
-            let report = campaign_connector::simulate::Report { outputs, ..Default::default() };
+            let ms =
+                campaign_connector::time::parse_duration_ms(&read_for).context("--read-for")?;
+            let outputs = runtime::admin::read_outputs(
+                &settings,
+                std::time::Duration::from_millis(ms as u64),
+            )?;
+            let report = campaign_connector::simulate::Report {
+                outputs,
+                ..Default::default()
+            };
             print!("{}", render_table(&report));
             Ok(ExitCode::SUCCESS)
         }

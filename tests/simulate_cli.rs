@@ -28,7 +28,10 @@ fn the_abandoned_cart_example_sends_to_the_user_who_neither_bought_nor_opened() 
         "jsonl",
     ]);
     assert_eq!(code, 0, "{err}");
-    let lines: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let sends: Vec<&str> = lines
         .iter()
         .filter_map(|l| l.get("send_command"))
@@ -39,7 +42,12 @@ fn the_abandoned_cart_example_sends_to_the_user_who_neither_bought_nor_opened() 
         .iter()
         .filter_map(|l| l.get("decision"))
         .filter(|d| d["outcome"] == "CANCELLED")
-        .map(|d| (d["user_id"].as_str().unwrap(), d["cause_event_id"].as_str().unwrap()))
+        .map(|d| {
+            (
+                d["user_id"].as_str().unwrap(),
+                d["cause_event_id"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(cancelled, [("carol", "e5"), ("bob", "e4")]);
     let send = lines.iter().find_map(|l| l.get("send_command")).unwrap();
@@ -73,8 +81,14 @@ fn a_bad_line_is_reported_with_its_number_the_rest_still_runs_and_the_exit_is_no
     ]);
     assert_eq!(code, 1);
     assert!(err.contains("events.jsonl:2: invalid JSON"), "{err}");
-    assert!(err.contains("events.jsonl:3: interaction: empty user_id"), "{err}");
-    assert!(err.contains("events.jsonl:4: occurred_at: invalid timestamp"), "{err}");
+    assert!(
+        err.contains("events.jsonl:3: interaction: empty user_id"),
+        "{err}"
+    );
+    assert!(
+        err.contains("events.jsonl:4: occurred_at: invalid timestamp"),
+        "{err}"
+    );
     // The good line still ran: alice's follow-on was sent a day later.
     assert!(out.contains("SEND") && out.contains("alice"), "{out}");
     assert!(out.contains("2026-11-03T10:00:00Z"), "{out}");
@@ -91,7 +105,10 @@ fn until_bounds_the_simulated_time() {
         "2026-11-02T20:00:00Z",
     ]);
     assert_eq!(code, 0);
-    assert!(!out.contains("SEND"), "nothing is due before the until time: {out}");
+    assert!(
+        !out.contains("SEND"),
+        "nothing is due before the until time: {out}"
+    );
     assert!(out.contains("SCHEDULED"));
 }
 
@@ -124,6 +141,9 @@ campaigns:
     assert_eq!(code, 2);
     assert!(err.contains("bad.yaml"), "{err}");
     assert!(err.contains(r#"campaign "f""#), "{err}");
-    assert!(err.contains("unknown interaction kind EMAIL_OPENED (did you mean EMAIL_OPEN?)"), "{err}");
+    assert!(
+        err.contains("unknown interaction kind EMAIL_OPENED (did you mean EMAIL_OPEN?)"),
+        "{err}"
+    );
     assert!(err.contains("exceptions require a delay"), "{err}");
 }

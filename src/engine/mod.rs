@@ -204,8 +204,8 @@ impl Engine {
         self.clock
     }
 
-    /// When the next timer is due (it may turn out to have been cancelled; advancing to it is
-    /// then a no-op). The caller's wake-up hint.
+    /// When the next timer is due: the caller's wake-up hint. The entry may belong to a send
+    /// cancelled since; advancing to it then fires nothing, but still moves the clock.
     pub fn next_due(&self) -> Option<TimestampMs> {
         self.timers.peek_due()
     }
@@ -881,11 +881,10 @@ impl Engine {
             .users()
             .flat_map(|u| self.users.pending(u).map(|p| p.rule))
             .collect();
+        // By follow-on id and version: the same state exports the same way in any engine.
         in_use.sort_by_key(|id| {
-            (
-                self.catalog.slot(*id).follow_on,
-                self.catalog.slot(*id).version,
-            )
+            let slot = self.catalog.slot(*id);
+            (self.catalog.follow_on_name(slot.follow_on), slot.version)
         });
         in_use.dedup();
         let mut records: Vec<TaskStateRecord> = in_use

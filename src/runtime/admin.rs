@@ -91,7 +91,10 @@ pub fn publish(
 
 /// Produces input events (the simulator's JSONL records) to the input topics, keyed by user
 /// id, with each topic's encoding.
-pub fn send_events(settings: &Settings, events: &[crate::model::InputEvent]) -> Result<usize, RuntimeError> {
+pub fn send_events(
+    settings: &Settings,
+    events: &[crate::model::InputEvent],
+) -> Result<usize, RuntimeError> {
     use crate::model::InputEvent;
     let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
     let producer: BaseProducer = base_config(settings)
@@ -101,8 +104,12 @@ pub fn send_events(settings: &Settings, events: &[crate::model::InputEvent]) -> 
         .create()?;
     for e in events {
         let (topic, bytes) = match e {
-            InputEvent::Interaction(i) => (&settings.topics.interactions, codecs.interactions.encode(i)),
-            InputEvent::UserEvent(u) => (&settings.topics.user_events, codecs.user_events.encode(u)),
+            InputEvent::Interaction(i) => {
+                (&settings.topics.interactions, codecs.interactions.encode(i))
+            }
+            InputEvent::UserEvent(u) => {
+                (&settings.topics.user_events, codecs.user_events.encode(u))
+            }
         };
         let bytes = bytes.map_err(|e| RuntimeError::Fatal(e.to_string()))?;
         producer
@@ -115,7 +122,10 @@ pub fn send_events(settings: &Settings, events: &[crate::model::InputEvent]) -> 
 
 /// Reads the committed send-commands and decisions (from the beginning) for `duration`, in
 /// the order they were decided.
-pub fn read_outputs(settings: &Settings, duration: Duration) -> Result<Vec<crate::simulate::Output>, RuntimeError> {
+pub fn read_outputs(
+    settings: &Settings,
+    duration: Duration,
+) -> Result<Vec<crate::simulate::Output>, RuntimeError> {
     use crate::simulate::Output;
     use rdkafka::consumer::Consumer;
     use rdkafka::message::Message;
