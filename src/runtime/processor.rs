@@ -397,7 +397,7 @@ impl Core {
                 }
             }
             for (i, q) in task.inputs.iter().enumerate() {
-                if let Some(next) = q.next_offset {
+                if let Some(next) = q.next_offset.filter(|n| Some(*n) != q.committed_offset) {
                     offsets.add_partition_offset(&topics[i], *p, Offset::Offset(next))?;
                 }
             }
@@ -434,6 +434,11 @@ impl Core {
         }
         self.in_transaction = false;
         self.last_commit = Instant::now();
+        for task in self.tasks.values_mut() {
+            for q in task.inputs.iter_mut() {
+                q.committed_offset = q.next_offset;
+            }
+        }
         debug!(took_ms = started.elapsed().as_millis() as u64, "committed");
         Ok(())
     }

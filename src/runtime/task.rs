@@ -50,6 +50,8 @@ pub struct InputQueue {
     pub at_end: bool,
     /// Next offset to commit: last processed + 1 (`None`: nothing processed yet).
     pub next_offset: Option<i64>,
+    /// The offset last committed, so that an idle task commits nothing.
+    pub committed_offset: Option<i64>,
     /// Next offset the consumer will deliver: last received + 1, or the committed offset
     /// the task started from (`None`: unknown yet).
     pub position: Option<i64>,
