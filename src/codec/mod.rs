@@ -468,8 +468,17 @@ where
         Ok(out)
     }
 
-    /// Encodes one record, appending to `out`.
+    /// Encodes one record, appending to `out` (left as it was on error).
     pub fn encode_into(&self, record: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        let result = self.append(record, out);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn append(&self, record: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match &self.framing {
             Framing::SingleObject { header, .. } => {
                 out.extend_from_slice(header);
@@ -481,10 +490,12 @@ where
                 out.extend_from_slice(&id.to_be_bytes());
                 self.write_datum(record, out)
             }
-            Framing::Json => serde_json::to_writer(out, record).map_err(|e| EncodeError::Json {
-                record: self.reader.name.clone(),
-                message: e.to_string(),
-            }),
+            Framing::Json => {
+                serde_json::to_writer(&mut *out, record).map_err(|e| EncodeError::Json {
+                    record: self.reader.name.clone(),
+                    message: e.to_string(),
+                })
+            }
         }
     }
 
