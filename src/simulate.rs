@@ -17,12 +17,10 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::codec;
 use crate::engine::{Effect, Engine};
-use crate::model::{
-    Campaign, Decision, InputCoordinates, InputEvent, InteractionKind, SendCommand, TimestampMs,
-    UserEventType,
-};
-use crate::time::{format_timestamp, parse_timestamp};
+use crate::model::{Campaign, Decision, InputCoordinates, InputEvent, SendCommand, TimestampMs};
+use crate::time::format_timestamp;
 use crate::validate::Limits;
 
 /// A line of the events file that could not be used.
@@ -99,33 +97,15 @@ pub fn parse_event_line(line: &str) -> Result<InputEvent, String> {
     if outer.len() != 1 {
         return Err("expected exactly one key, \"interaction\" or \"user_event\"".into());
     }
-    let (key, mut record) = outer.into_iter().next().expect("one key");
-    normalize_timestamp(&mut record, "occurred_at")?;
+    let (key, record) = outer.into_iter().next().expect("one key");
+    // The JSON encoding's rules: RFC 3339 or epoch-millis timestamps, and a kind or type this
+    // version does not know decodes as UNKNOWN, like Avro's enum default.
     let event = match key.as_str() {
         "interaction" => {
-            if let Some(kind) = record.get_mut("kind") {
-                if kind
-                    .as_str()
-                    .is_some_and(|k| InteractionKind::from_symbol(k).is_none())
-                {
-                    // A kind this version does not know decodes as UNKNOWN, like Avro's default.
-                    *kind = Value::String("UNKNOWN".into());
-                }
-            }
-            InputEvent::Interaction(
-                serde_json::from_value(record).map_err(|e| format!("interaction: {e}"))?,
-            )
+            InputEvent::Interaction(codec::from_json_value(record).map_err(|e| e.to_string())?)
         }
         "user_event" => {
-            if let Some(t) = record.get_mut("type") {
-                let known = serde_json::from_value::<UserEventType>(t.clone());
-                if t.is_string() && known.is_err() {
-                    *t = Value::String("UNKNOWN".into());
-                }
-            }
-            InputEvent::UserEvent(
-                serde_json::from_value(record).map_err(|e| format!("user_event: {e}"))?,
-            )
+            InputEvent::UserEvent(codec::from_json_value(record).map_err(|e| e.to_string())?)
         }
         other => {
             return Err(format!(
@@ -140,17 +120,6 @@ pub fn parse_event_line(line: &str) -> Result<InputEvent, String> {
         return Err(format!("{key}: empty event_id"));
     }
     Ok(event)
-}
-
-/// Accepts RFC 3339 strings as well as epoch milliseconds for a timestamp field.
-fn normalize_timestamp(record: &mut Value, field: &str) -> Result<(), String> {
-    if let Some(v) = record.get_mut(field) {
-        if let Some(text) = v.as_str() {
-            let ms = parse_timestamp(text).map_err(|e| format!("{field}: {e}"))?;
-            *v = Value::from(ms);
-        }
-    }
-    Ok(())
 }
 
 /// Runs the campaigns over the events. `source_name` names the events file in decisions'

@@ -77,16 +77,14 @@ fn normalize(
                 }
             }
         }
-        Schema::Union(union) => {
-            if !value.is_null() {
-                // `["null", X]`, the only unions of the records: normalize as X.
-                let mut others = union
-                    .variants()
-                    .iter()
-                    .filter(|v| !matches!(v, Schema::Null));
-                if let (Some(only), None) = (others.next(), others.next()) {
-                    normalize(value, only, names, path)?;
-                }
+        // `["null", X]`, the only unions of the records: normalize as X.
+        Schema::Union(union) if !value.is_null() => {
+            let mut others = union
+                .variants()
+                .iter()
+                .filter(|v| !matches!(v, Schema::Null));
+            if let (Some(only), None) = (others.next(), others.next()) {
+                normalize(value, only, names, path)?;
             }
         }
         Schema::Record(record) => {

@@ -25,6 +25,7 @@ mod avro;
 mod json;
 mod registry;
 
+use std::any::TypeId;
 use std::collections::HashMap;
 use std::fmt;
 use std::marker::PhantomData;
@@ -467,8 +468,17 @@ where
         Ok(out)
     }
 
-    /// Encodes one record, appending to `out`.
+    /// Encodes one record, appending to `out` (left as it was on error).
     pub fn encode_into(&self, record: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let start = out.len();
+        let result = self.append(record, out);
+        if result.is_err() {
+            out.truncate(start);
+        }
+        result
+    }
+
+    fn append(&self, record: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         match &self.framing {
             Framing::SingleObject { header, .. } => {
                 out.extend_from_slice(header);
@@ -480,10 +490,12 @@ where
                 out.extend_from_slice(&id.to_be_bytes());
                 self.write_datum(record, out)
             }
-            Framing::Json => serde_json::to_writer(out, record).map_err(|e| EncodeError::Json {
-                record: self.reader.name.clone(),
-                message: e.to_string(),
-            }),
+            Framing::Json => {
+                serde_json::to_writer(&mut *out, record).map_err(|e| EncodeError::Json {
+                    record: self.reader.name.clone(),
+                    message: e.to_string(),
+                })
+            }
         }
     }
 
@@ -579,15 +591,32 @@ impl Confluent {
 
 /// Decodes a JSON record already parsed into a [`serde_json::Value`], with the same rules as
 /// the `json` encoding: RFC 3339 strings accepted for timestamps, unknown enum symbols read
-/// as the enum's default (`UNKNOWN`). Derives `T`'s schema on every call: for tools (the
-/// simulator), not for the hot path — use a [`Codec`] there.
+/// as the enum's default (`UNKNOWN`). For tools such as the simulator that read JSON
+/// records without a topic; `T`'s schema is derived once per type and kept.
 pub fn from_json_value<T>(value: serde_json::Value) -> Result<T, DecodeError>
 where
-    T: AvroSchema + DeserializeOwned,
+    T: AvroSchema + DeserializeOwned + 'static,
 {
-    let reader = ReaderSchema::of::<T>().map_err(|e| DecodeError::Record {
-        record: std::any::type_name::<T>().to_string(),
-        message: e.to_string(),
-    })?;
+    static READERS: OnceLock<RwLock<HashMap<TypeId, Arc<ReaderSchema>>>> = OnceLock::new();
+    let readers = READERS.get_or_init(Default::default);
+    let cached = readers
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(&TypeId::of::<T>())
+        .cloned();
+    let reader = match cached {
+        Some(reader) => reader,
+        None => {
+            let reader = Arc::new(ReaderSchema::of::<T>().map_err(|e| DecodeError::Record {
+                record: std::any::type_name::<T>().to_string(),
+                message: e.to_string(),
+            })?);
+            readers
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(TypeId::of::<T>(), reader.clone());
+            reader
+        }
+    };
     json::from_value(value, &reader)
 }

@@ -1,0 +1,1168 @@
+//! The value encodings of SPEC §6 against bytes made from the schema files in `schemas/`,
+//! evolved writer schemas in `tests/fixtures/writer_schemas/`, and a fake schema registry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use apache_avro::rabin::Rabin;
+use apache_avro::types::Value;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::{AvroSchema, Schema};
+use campaign_connector::codec::*;
+use campaign_connector::model::*;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+// ---------------------------------------------------------------------------------------
+// Helpers
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn schemas_dir() -> PathBuf {
+    root().join("schemas")
+}
+
+fn writer_schemas_dir() -> PathBuf {
+    root().join("tests/fixtures/writer_schemas")
+}
+
+fn schema_text(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+fn schema_file(name: &str) -> Schema {
+    Schema::parse_str(&schema_text(&schemas_dir().join(name))).unwrap()
+}
+
+fn fixture_schema(name: &str) -> Schema {
+    Schema::parse_str(&schema_text(&writer_schemas_dir().join(name))).unwrap()
+}
+
+fn fingerprint(schema: &Schema) -> [u8; 8] {
+    schema.fingerprint::<Rabin>().bytes.try_into().unwrap()
+}
+
+/// The Avro datum of `value` written with `schema`, independently of the codec.
+fn datum(schema: &Schema, value: Value) -> Vec<u8> {
+    let writer = GenericDatumWriter::builder(schema).build().unwrap();
+    let mut bytes = Vec::new();
+    writer.write_value(&mut bytes, value).unwrap();
+    bytes
+}
+
+/// The Avro datum of a record written with `schema`, independently of the codec.
+fn record_datum<T: Serialize>(schema: &Schema, record: &T) -> Vec<u8> {
+    let value = apache_avro::to_value(record)
+        .unwrap()
+        .resolve(schema)
+        .unwrap();
+    datum(schema, value)
+}
+
+fn single_object(schema: &Schema, datum: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&fingerprint(schema));
+    bytes.extend_from_slice(datum);
+    bytes
+}
+
+fn confluent(id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0];
+    bytes.extend_from_slice(&id.to_be_bytes());
+    bytes.extend_from_slice(datum);
+    bytes
+}
+
+fn codec_for<T>(settings: &EncodingSettings) -> Codec<T>
+where
+    T: AvroSchema + Serialize + DeserializeOwned,
+{
+    Codec::new("test-topic", settings).unwrap()
+}
+
+fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn interaction() -> Interaction {
+    Interaction {
+        event_id: "e1".into(),
+        user_id: "u1".into(),
+        campaign_id: "cart-push".into(),
+        kind: InteractionKind::PushReceived,
+        qualifier: Some("btn-1".into()),
+        occurred_at: 1_764_000_000_123,
+        user_time_zone: Some("Europe/Berlin".into()),
+        properties: props(&[("source", "ios")]),
+    }
+}
+
+fn user_event() -> UserEvent {
+    UserEvent {
+        event_id: "e2".into(),
+        user_id: "u1".into(),
+        event_type: UserEventType::Purchase,
+        name: Some("sku-1".into()),
+        occurred_at: 1_764_000_100_000,
+        user_time_zone: None,
+        properties: props(&[]),
+    }
+}
+
+fn trigger_ref() -> TriggerRef {
+    TriggerRef {
+        campaign_id: "cart-push".into(),
+        kind: InteractionKind::PushReceived,
+        event_id: "e1".into(),
+        occurred_at: 1_764_000_000_123,
+    }
+}
+
+fn campaign() -> Campaign {
+    Campaign {
+        campaign_id: "cart-email".into(),
+        name: "Cart reminder".into(),
+        kind: CampaignKind::Campaign,
+        status: CampaignStatus::Active,
+        version: 3,
+        published_at: Some(1_700_000_000_000),
+        starts_at: None,
+        ends_at: Some(1_800_000_000_000),
+        follow_on: Some(FollowOnRule {
+            trigger: Trigger {
+                campaign_id: "cart-push".into(),
+                kinds: vec![InteractionKind::PushReceived],
+                qualifier: None,
+            },
+            delay: Delay::after_seconds(86_400),
+            time_zone: None,
+            exceptions: vec![ExceptionMatcher {
+                exception_type: ExceptionType::Purchase,
+                campaign_id: None,
+                interaction_kinds: vec![],
+                name: None,
+            }],
+            reeligibility: Reeligibility {
+                policy: ReeligibilityPolicy::Never,
+                seconds: None,
+            },
+            on_repeat_trigger: RepeatTrigger::KeepFirst,
+            overdue: Overdue {
+                policy: OverduePolicy::Send,
+                seconds: None,
+            },
+            message: Message {
+                channel: Channel::Email,
+                template_id: "tpl-1".into(),
+                payload: props(&[("discount", "10")]),
+            },
+        }),
+    }
+}
+
+fn send_command() -> SendCommand {
+    SendCommand {
+        command_id: "cmd-1".into(),
+        user_id: "u1".into(),
+        campaign_id: "cart-email".into(),
+        campaign_version: 3,
+        channel: Channel::Email,
+        template_id: "tpl-1".into(),
+        payload: props(&[("discount", "10")]),
+        trigger: trigger_ref(),
+        due_at: 1_764_086_400_123,
+        emitted_at: 1_764_086_400_500,
+    }
+}
+
+fn decision() -> Decision {
+    Decision {
+        user_id: "u1".into(),
+        follow_on_id: "cart-email".into(),
+        follow_on_version: Some(3),
+        outcome: DecisionOutcome::Ignored,
+        reason: DecisionReason::NotReeligible,
+        command_id: None,
+        trigger_event_id: Some("e1".into()),
+        cause_event_id: Some("e1".into()),
+        due_at: None,
+        decided_at: 1_764_000_000_123,
+        source: Some(InputCoordinates {
+            topic: "campaign-interactions".into(),
+            partition: 2,
+            offset: 41,
+        }),
+    }
+}
+
+fn task_state() -> TaskStateRecord {
+    TaskStateRecord {
+        user: Some(UserState {
+            user_id: "u1".into(),
+            pending: vec![PendingSendState {
+                follow_on_id: "cart-email".into(),
+                follow_on_version: 3,
+                trigger: trigger_ref(),
+                due_at: 1_764_086_400_123,
+            }],
+            receipts: vec![ReceiptState {
+                follow_on_id: "welcome".into(),
+                last_sent_at: 1_700_000_000_000,
+            }],
+        }),
+        rule: Some(RuleSnapshot {
+            campaign: campaign(),
+        }),
+        progress: Some(TaskProgress { stream_time: 7 }),
+    }
+}
+
+/// The newer producer's interaction (`interaction_v2.avsc`): kind `EMAIL_FORWARD`, which
+/// this build does not know, and the extra field `channel_hint`.
+fn newer_interaction_datum(writer: &Schema) -> Vec<u8> {
+    let Schema::Record(record) = writer else {
+        panic!("a record schema")
+    };
+    let kind = &record.fields[record.lookup["kind"]].schema;
+    let Schema::Enum(kind) = kind else {
+        panic!("kind is an enum")
+    };
+    let forward = kind
+        .symbols
+        .iter()
+        .position(|s| s == "EMAIL_FORWARD")
+        .unwrap();
+    datum(
+        writer,
+        Value::Record(vec![
+            ("event_id".into(), Value::String("e9".into())),
+            ("user_id".into(), Value::String("u1".into())),
+            ("campaign_id".into(), Value::String("c1".into())),
+            (
+                "kind".into(),
+                Value::Enum(forward as u32, "EMAIL_FORWARD".into()),
+            ),
+            ("qualifier".into(), Value::Union(0, Box::new(Value::Null))),
+            ("occurred_at".into(), Value::TimestampMillis(1_000)),
+            (
+                "user_time_zone".into(),
+                Value::Union(1, Box::new(Value::String("Asia/Tokyo".into()))),
+            ),
+            (
+                "properties".into(),
+                Value::Map(HashMap::from([("k".into(), Value::String("v".into()))])),
+            ),
+            (
+                "channel_hint".into(),
+                Value::Union(1, Box::new(Value::String("email".into()))),
+            ),
+        ]),
+    )
+}
+
+/// The older producer's user event (`user_event_v0.avsc`): no optional fields, and the
+/// type `REFUND` this build does not know.
+fn older_user_event_datum(writer: &Schema) -> Vec<u8> {
+    datum(
+        writer,
+        Value::Record(vec![
+            ("event_id".into(), Value::String("e3".into())),
+            ("user_id".into(), Value::String("u2".into())),
+            ("type".into(), Value::Enum(3, "REFUND".into())),
+            ("occurred_at".into(), Value::TimestampMillis(7)),
+        ]),
+    )
+}
+
+fn assert_newer_interaction(read: &Interaction) {
+    assert_eq!(
+        read.kind,
+        InteractionKind::Unknown,
+        "a new kind reads as UNKNOWN"
+    );
+    assert_eq!(read.event_id, "e9");
+    assert_eq!(read.occurred_at, 1_000);
+    assert_eq!(read.user_time_zone.as_deref(), Some("Asia/Tokyo"));
+    assert_eq!(read.properties, props(&[("k", "v")]));
+}
+
+fn assert_older_user_event(read: &UserEvent) {
+    assert_eq!(read.event_type, UserEventType::Unknown);
+    assert_eq!(read.event_id, "e3");
+    assert_eq!(read.occurred_at, 7);
+    assert_eq!(
+        read.name, None,
+        "default of a field the writer did not have"
+    );
+    assert_eq!(read.user_time_zone, None);
+    assert!(read.properties.is_empty());
+}
+
+fn err_text<T: std::fmt::Debug>(result: Result<T, DecodeError>) -> (String, DecodeError) {
+    let e = result.expect_err("decoding must fail");
+    (e.to_string(), e)
+}
+
+// ---------------------------------------------------------------------------------------
+// Configuration
+
+#[test]
+fn config_defaults_to_avro_and_validates_each_format() {
+    let parse = |text: &str| -> EncodingConfig { serde_yaml_ng::from_str(text).unwrap() };
+
+    let avro = parse("{}").validate().unwrap();
+    assert_eq!(avro.encoding, Encoding::AvroSingleObject);
+    assert_eq!(avro.registry_timeout, DEFAULT_REGISTRY_TIMEOUT);
+
+    let avro = parse("format: avro\nschema_dirs: [schemas, old-schemas]")
+        .validate()
+        .unwrap();
+    assert_eq!(
+        avro.schema_dirs,
+        vec![PathBuf::from("schemas"), PathBuf::from("old-schemas")]
+    );
+
+    let confluent =
+        parse("format: confluent\nregistry_url: http://registry:8081/\nregistry_timeout_ms: 250")
+            .validate()
+            .unwrap();
+    assert_eq!(
+        confluent.encoding,
+        Encoding::ConfluentAvro {
+            registry_url: "http://registry:8081".into()
+        }
+    );
+    assert_eq!(confluent.registry_timeout.as_millis(), 250);
+    assert_eq!(confluent.encoding.format(), Format::Confluent);
+
+    assert_eq!(
+        parse("format: json").validate().unwrap().encoding,
+        Encoding::Json
+    );
+}
+
+#[test]
+fn config_errors_say_what_is_wrong() {
+    let check = |text: &str, expected: &str| {
+        let config: EncodingConfig = serde_yaml_ng::from_str(text).unwrap();
+        let e = config.validate().unwrap_err();
+        assert!(
+            e.to_string().contains(expected),
+            "{text:?}: {e} should contain {expected:?}"
+        );
+    };
+    check("format: confluent", "format confluent needs registry_url");
+    check("format: confluent\nregistry_url: ''", "needs registry_url");
+    check(
+        "format: confluent\nregistry_url: registry:8081",
+        "is not an http:// or https:// URL",
+    );
+    check(
+        "format: avro\nregistry_url: http://r:8081",
+        "registry_url is only used with format confluent, not avro",
+    );
+    check(
+        "format: json\nschema_dirs: [schemas]",
+        "schema_dirs is only used with format avro",
+    );
+    check(
+        "format: confluent\nregistry_url: http://r\nregistry_timeout_ms: 0",
+        "greater than 0",
+    );
+    check(
+        "format: json\nregistry_timeout_ms: 10",
+        "registry_timeout_ms is only used with format confluent",
+    );
+
+    let unknown = serde_yaml_ng::from_str::<EncodingConfig>("format: protobuf").unwrap_err();
+    assert!(
+        unknown.to_string().contains("unknown variant `protobuf`"),
+        "{unknown}"
+    );
+    let typo =
+        serde_yaml_ng::from_str::<EncodingConfig>("format: avro\nschema_dir: [x]").unwrap_err();
+    assert!(
+        typo.to_string().contains("unknown field `schema_dir`"),
+        "{typo}"
+    );
+}
+
+#[test]
+fn codec_setup_names_the_bad_schema_directory_or_file() {
+    let missing = Codec::<Interaction>::new(
+        "t",
+        &EncodingSettings::avro().with_schema_dir(root().join("no-such-dir")),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        missing.to_string().starts_with("schema directory ")
+            && missing.to_string().contains("no-such-dir"),
+        "{missing}"
+    );
+
+    let dir = std::env::temp_dir().join(format!("codec-bad-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("broken.avsc"),
+        r#"{"type": "record", "name": "X"}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("notes.txt"), "not a schema, ignored").unwrap();
+    let broken = Codec::<Interaction>::new("t", &EncodingSettings::avro().with_schema_dir(&dir))
+        .err()
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(
+        broken.to_string().starts_with("schema file ")
+            && broken.to_string().contains("broken.avsc"),
+        "{broken}"
+    );
+}
+
+#[test]
+fn codecs_are_shareable_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Codec<Interaction>>();
+    shareable::<Codec<TaskStateRecord>>();
+    shareable::<DecodeError>();
+    shareable::<EncodeError>();
+}
+
+// ---------------------------------------------------------------------------------------
+// Avro single-object encoding
+
+#[test]
+fn single_object_bytes_are_header_fingerprint_and_the_schema_files_datum() {
+    let schema = schema_file("interaction.avsc");
+    let codec = codec_for::<Interaction>(&EncodingSettings::avro());
+    let bytes = codec.encode(&interaction()).unwrap();
+
+    assert_eq!(&bytes[..2], &[0xC3, 0x01]);
+    assert_eq!(
+        &bytes[2..10],
+        &fingerprint(&schema),
+        "CRC-64-AVRO, little-endian"
+    );
+    assert_eq!(
+        codec.schema_fingerprint(),
+        u64::from_le_bytes(fingerprint(&schema))
+    );
+    assert_eq!(
+        &bytes[10..],
+        &record_datum(&schema, &interaction())[..],
+        "the datum is what the schema file writes"
+    );
+    assert_eq!(
+        bytes,
+        single_object(&schema, &record_datum(&schema, &interaction()))
+    );
+}
+
+#[test]
+fn single_object_fixture_bytes_from_the_schema_files_decode() {
+    fn check<T>(file: &str, record: T)
+    where
+        T: AvroSchema + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let schema = schema_file(file);
+        let bytes = single_object(&schema, &record_datum(&schema, &record));
+        let codec = codec_for::<T>(&EncodingSettings::avro());
+        assert_eq!(codec.decode(&bytes).unwrap(), record, "{file}");
+        assert_eq!(codec.encode(&record).unwrap(), bytes, "{file}");
+    }
+    check("interaction.avsc", interaction());
+    check("user_event.avsc", user_event());
+    check("campaign.avsc", campaign());
+    check("send_command.avsc", send_command());
+    check("decision.avsc", decision());
+    check("task_state.avsc", task_state());
+}
+
+#[test]
+fn single_object_golden_bytes_stay_stable() {
+    // Written by this codec when the format was introduced; a change here means records
+    // already in topics would no longer be read the same way.
+    let hex = std::fs::read_to_string(root().join("tests/fixtures/interaction.single_object.hex"))
+        .unwrap();
+    let bytes: Vec<u8> = hex
+        .split_whitespace()
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    let codec = codec_for::<Interaction>(&EncodingSettings::avro());
+    assert_eq!(codec.decode(&bytes).unwrap(), interaction());
+    assert_eq!(codec.encode(&interaction()).unwrap(), bytes);
+}
+
+#[test]
+fn single_object_newer_writer_with_new_kind_and_field_decodes_as_unknown() {
+    let writer = fixture_schema("interaction_v2.avsc");
+    let bytes = single_object(&writer, &newer_interaction_datum(&writer));
+    let codec =
+        codec_for::<Interaction>(&EncodingSettings::avro().with_schema_dir(writer_schemas_dir()));
+    assert_newer_interaction(&codec.decode(&bytes).unwrap());
+}
+
+#[test]
+fn single_object_older_writer_without_optional_fields_gets_defaults() {
+    let writer = fixture_schema("user_event_v0.avsc");
+    let bytes = single_object(&writer, &older_user_event_datum(&writer));
+    let codec = codec_for::<UserEvent>(
+        &EncodingSettings::avro()
+            .with_schema_dir(schemas_dir())
+            .with_schema_dir(writer_schemas_dir()),
+    );
+    assert_older_user_event(&codec.decode(&bytes).unwrap());
+    // Records of this build's own schema still decode next to the old ones.
+    assert_eq!(
+        codec.decode(&codec.encode(&user_event()).unwrap()).unwrap(),
+        user_event()
+    );
+}
+
+#[test]
+fn single_object_unknown_fingerprint_is_named_in_hex() {
+    let writer = fixture_schema("interaction_v2.avsc");
+    let bytes = single_object(&writer, &newer_interaction_datum(&writer));
+    // Without the fixture directory the newer writer schema is not known.
+    let codec = codec_for::<Interaction>(&EncodingSettings::avro().with_schema_dir(schemas_dir()));
+    let (text, e) = err_text(codec.decode(&bytes));
+    let fp = u64::from_le_bytes(fingerprint(&writer));
+    assert_eq!(e, DecodeError::UnknownFingerprint(fp));
+    assert!(
+        text.starts_with(&format!("unknown writer schema fingerprint 0x{fp:016x}")),
+        "{text}"
+    );
+    assert!(!e.is_retriable());
+}
+
+#[test]
+fn single_object_record_of_another_type_is_a_resolution_error() {
+    let schema = schema_file("campaign.avsc");
+    let bytes = single_object(&schema, &record_datum(&schema, &campaign()));
+    let codec = codec_for::<Interaction>(&EncodingSettings::avro().with_schema_dir(schemas_dir()));
+    let (text, e) = err_text(codec.decode(&bytes));
+    assert!(matches!(e, DecodeError::Resolution { .. }), "{e:?}");
+    assert!(
+        text.starts_with("writer schema 0x")
+            && text.contains(
+                "(campaign_connector.Campaign) cannot be read as campaign_connector.Interaction"
+            ),
+        "{text}"
+    );
+}
+
+#[test]
+fn single_object_bad_bytes_produce_precise_errors() {
+    let codec = codec_for::<Interaction>(&EncodingSettings::avro());
+    let good = codec.encode(&interaction()).unwrap();
+
+    let (text, e) = err_text(codec.decode(&[]));
+    assert_eq!(e, DecodeError::Empty);
+    assert!(text.starts_with("empty value"), "{text}");
+
+    let (text, _) = err_text(codec.decode(&[0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6]));
+    assert_eq!(
+        text,
+        "not Avro single-object encoding: expected header C3 01, got 00 00"
+    );
+    let (text, _) = err_text(codec.decode(br#"{"event_id": "e1"}"#));
+    assert_eq!(
+        text,
+        "not Avro single-object encoding: expected header C3 01, got 7B 22"
+    );
+
+    let (text, _) = err_text(codec.decode(&good[..6]));
+    assert_eq!(
+        text,
+        "truncated Avro single-object value: 6 bytes, but its header alone is 10 bytes"
+    );
+
+    for cut in [11, good.len() / 2, good.len() - 1] {
+        let (text, e) = err_text(codec.decode(&good[..cut]));
+        assert!(matches!(e, DecodeError::Datum { .. }), "{e:?}");
+        assert!(
+            text.starts_with(&format!(
+                "invalid Avro datum for writer schema 0x{:016x} (campaign_connector.Interaction)",
+                codec.schema_fingerprint()
+            )),
+            "cut at {cut}: {text}"
+        );
+        assert!(!e.is_retriable());
+    }
+    let (text, _) = err_text(codec.decode(&good[..good.len() - 1]));
+    assert!(text.contains("truncated"), "{text}");
+
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(&[1, 2, 3]);
+    let (text, e) = err_text(codec.decode(&trailing));
+    assert!(
+        matches!(e, DecodeError::TrailingBytes { extra: 3, .. }),
+        "{e:?}"
+    );
+    assert!(
+        text.starts_with("3 bytes left after the Avro datum"),
+        "{text}"
+    );
+
+    // A string length pointing far past the end of the value.
+    let mut bad_length = good[..10].to_vec();
+    bad_length.extend_from_slice(&[0xFE, 0xFF, 0xFF, 0x0F]);
+    let (_, e) = err_text(codec.decode(&bad_length));
+    assert!(matches!(e, DecodeError::Datum { .. }), "{e:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Confluent wire format against a fake schema registry
+
+/// A tiny schema registry on 127.0.0.1: `GET /schemas/ids/N`,
+/// `POST /subjects/S/versions`. Every request is recorded.
+struct FakeRegistry {
+    url: String,
+    state: Arc<Mutex<RegistryState>>,
+}
+
+#[derive(Default)]
+struct RegistryState {
+    schemas: Vec<String>,
+    /// `(method, path)` of every request.
+    requests: Vec<(String, String)>,
+    /// Fail every request with this status.
+    fail_with: Option<u16>,
+}
+
+impl FakeRegistry {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(Mutex::new(RegistryState::default()));
+        let served = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                let state = served.clone();
+                std::thread::spawn(move || serve(stream, &state));
+            }
+        });
+        Self { url, state }
+    }
+
+    /// Puts a schema into the registry directly; returns its id (ids start at 1).
+    fn add(&self, schema: &str) -> u32 {
+        let mut state = self.state.lock().unwrap();
+        state.schemas.push(schema.to_string());
+        state.schemas.len() as u32
+    }
+
+    fn count(&self, method: &str, path_prefix: &str) -> usize {
+        let state = self.state.lock().unwrap();
+        state
+            .requests
+            .iter()
+            .filter(|(m, p)| m == method && p.starts_with(path_prefix))
+            .count()
+    }
+
+    fn fail_with(&self, status: Option<u16>) {
+        self.state.lock().unwrap().fail_with = status;
+    }
+
+    fn settings(&self) -> EncodingSettings {
+        EncodingSettings::confluent(self.url.clone())
+    }
+}
+
+fn serve(stream: TcpStream, state: &Mutex<RegistryState>) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+        return;
+    }
+    let mut parts = request_line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_string();
+    let path = parts.next().unwrap_or_default().to_string();
+    let mut content_length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut body = vec![0; content_length];
+    reader.read_exact(&mut body).unwrap();
+
+    let (status, answer) = {
+        let mut state = state.lock().unwrap();
+        state.requests.push((method.clone(), path.clone()));
+        answer(&mut state, &method, &path, &body)
+    };
+    let reason = match status {
+        200 => "OK",
+        404 => "Not Found",
+        409 => "Conflict",
+        _ => "Error",
+    };
+    let response = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+        answer.len()
+    );
+    let mut stream = stream;
+    let _ = stream.write_all(response.as_bytes());
+}
+
+fn answer(state: &mut RegistryState, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    if let Some(status) = state.fail_with {
+        return (
+            status,
+            r#"{"error_code": 50001, "message": "Error in the backend data store"}"#.into(),
+        );
+    }
+    let not_found = |what: &str| {
+        (
+            404,
+            serde_json::json!({"error_code": 40403, "message": format!("{what} not found")})
+                .to_string(),
+        )
+    };
+    match (method, path.split('/').collect::<Vec<_>>().as_slice()) {
+        ("GET", ["", "schemas", "ids", id]) => {
+            let id: usize = id.parse().unwrap();
+            match state.schemas.get(id.wrapping_sub(1)) {
+                Some(schema) => (200, serde_json::json!({ "schema": schema }).to_string()),
+                None => not_found(&format!("Schema {id}")),
+            }
+        }
+        ("POST", ["", "subjects", subject, "versions"]) => {
+            if subject.starts_with("incompatible") {
+                return (
+                    409,
+                    r#"{"error_code": 409, "message": "Schema being registered is incompatible with an earlier schema"}"#.into(),
+                );
+            }
+            let request: serde_json::Value = serde_json::from_slice(body).unwrap();
+            let schema = request["schema"].as_str().unwrap().to_string();
+            // Registries identify schemas by content: the same schema keeps its id.
+            let id = match state.schemas.iter().position(|s| *s == schema) {
+                Some(i) => i + 1,
+                None => {
+                    state.schemas.push(schema);
+                    state.schemas.len()
+                }
+            };
+            (200, serde_json::json!({ "id": id }).to_string())
+        }
+        _ => (
+            404,
+            r#"{"error_code": 404, "message": "HTTP 404 Not Found"}"#.into(),
+        ),
+    }
+}
+
+#[test]
+fn confluent_round_trip_registers_once_and_fetches_each_id_once() {
+    let registry = FakeRegistry::start();
+    registry.add(r#""string""#); // id 1 is somebody else's schema
+    let producer =
+        Codec::<Interaction>::new("campaign-interactions", &registry.settings()).unwrap();
+
+    let records: Vec<Interaction> = (0..3)
+        .map(|i| Interaction {
+            event_id: format!("e{i}"),
+            ..interaction()
+        })
+        .collect();
+    let encoded: Vec<Vec<u8>> = records
+        .iter()
+        .map(|r| producer.encode(r).unwrap())
+        .collect();
+    assert_eq!(
+        registry.count("POST", "/subjects/campaign-interactions-value/versions"),
+        1,
+        "registered once, under <topic>-value"
+    );
+    let schema = schema_file("interaction.avsc");
+    for (bytes, record) in encoded.iter().zip(&records) {
+        assert_eq!(bytes[0], 0, "magic byte");
+        assert_eq!(&bytes[1..5], &2u32.to_be_bytes(), "schema id, big-endian");
+        assert_eq!(&bytes[5..], &record_datum(&schema, record)[..]);
+    }
+
+    // The producer knows its own schema: reading its records back needs no fetch.
+    assert_eq!(producer.decode(&encoded[0]).unwrap(), records[0]);
+    assert_eq!(registry.count("GET", "/schemas/ids/"), 0);
+
+    // A fresh consumer fetches id 2 once, however many records carry it.
+    let consumer =
+        Codec::<Interaction>::new("campaign-interactions", &registry.settings()).unwrap();
+    for _ in 0..3 {
+        for (bytes, record) in encoded.iter().zip(&records) {
+            assert_eq!(&consumer.decode(bytes).unwrap(), record);
+        }
+    }
+    assert_eq!(registry.count("GET", "/schemas/ids/2"), 1);
+    assert_eq!(registry.count("GET", "/schemas/ids/"), 1);
+}
+
+#[test]
+fn confluent_fetches_an_id_once_under_concurrent_decodes() {
+    let registry = FakeRegistry::start();
+    let id = registry.add(&schema_text(&schemas_dir().join("interaction.avsc")));
+    let bytes = confluent(
+        id,
+        &record_datum(&schema_file("interaction.avsc"), &interaction()),
+    );
+    let codec = Arc::new(Codec::<Interaction>::new("t", &registry.settings()).unwrap());
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (codec, bytes) = (codec.clone(), bytes.clone());
+            std::thread::spawn(move || codec.decode(&bytes).unwrap())
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), interaction());
+    }
+    assert_eq!(registry.count("GET", "/schemas/ids/"), 1);
+}
+
+#[test]
+fn confluent_newer_writer_with_new_kind_and_field_decodes_as_unknown() {
+    let registry = FakeRegistry::start();
+    let text = schema_text(&writer_schemas_dir().join("interaction_v2.avsc"));
+    let id = registry.add(&text);
+    let writer = Schema::parse_str(&text).unwrap();
+    let bytes = confluent(id, &newer_interaction_datum(&writer));
+    let codec = Codec::<Interaction>::new("t", &registry.settings()).unwrap();
+    assert_newer_interaction(&codec.decode(&bytes).unwrap());
+}
+
+#[test]
+fn confluent_older_writer_without_optional_fields_gets_defaults() {
+    let registry = FakeRegistry::start();
+    let text = schema_text(&writer_schemas_dir().join("user_event_v0.avsc"));
+    let id = registry.add(&text);
+    let writer = Schema::parse_str(&text).unwrap();
+    let bytes = confluent(id, &older_user_event_datum(&writer));
+    let codec = Codec::<UserEvent>::new("t", &registry.settings()).unwrap();
+    assert_older_user_event(&codec.decode(&bytes).unwrap());
+}
+
+#[test]
+fn confluent_unknown_id_is_bad_input() {
+    let registry = FakeRegistry::start();
+    let codec = Codec::<Interaction>::new("t", &registry.settings()).unwrap();
+    let bytes = confluent(
+        7,
+        &record_datum(&schema_file("interaction.avsc"), &interaction()),
+    );
+    let (text, e) = err_text(codec.decode(&bytes));
+    assert_eq!(text, "schema registry: id 7 not found");
+    assert_eq!(e, DecodeError::UnknownSchemaId(7));
+    assert!(
+        !e.is_retriable(),
+        "dead-letter: no retry makes the id exist"
+    );
+}
+
+#[test]
+fn confluent_registry_schema_that_is_not_avro_is_bad_input() {
+    let registry = FakeRegistry::start();
+    let id = registry.add("{not a schema");
+    let codec = Codec::<Interaction>::new("t", &registry.settings()).unwrap();
+    let (text, e) = err_text(codec.decode(&confluent(id, &[2, 0])));
+    assert!(
+        text.starts_with("schema registry: id 1 is not a usable Avro schema: "),
+        "{text}"
+    );
+    assert!(!e.is_retriable());
+}
+
+#[test]
+fn confluent_bad_bytes_produce_precise_errors() {
+    let registry = FakeRegistry::start();
+    let codec = Codec::<Interaction>::new("t", &registry.settings()).unwrap();
+    let single_object = codec_for::<Interaction>(&EncodingSettings::avro())
+        .encode(&interaction())
+        .unwrap();
+    let (text, _) = err_text(codec.decode(&single_object));
+    assert_eq!(
+        text,
+        "not Confluent wire format: expected magic byte 00, got C3"
+    );
+    let (text, _) = err_text(codec.decode(&[0, 0, 0]));
+    assert_eq!(
+        text,
+        "truncated Confluent value: 3 bytes, but its header alone is 5 bytes"
+    );
+    let (_, e) = err_text(codec.decode(&[]));
+    assert_eq!(e, DecodeError::Empty);
+
+    let good = codec.encode(&interaction()).unwrap();
+    let (text, e) = err_text(codec.decode(&good[..good.len() - 2]));
+    assert!(
+        text.starts_with(
+            "invalid Avro datum for writer schema id 1 (campaign_connector.Interaction)"
+        ),
+        "{text}"
+    );
+    assert!(!e.is_retriable());
+    assert_eq!(
+        registry.count("GET", "/"),
+        0,
+        "header errors never reach the registry"
+    );
+}
+
+#[test]
+fn confluent_registry_unavailable_is_retriable() {
+    // A port nobody listens on.
+    let url = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let codec = Codec::<Interaction>::new("t", &EncodingSettings::confluent(url.clone())).unwrap();
+    let (text, e) = err_text(codec.decode(&confluent(3, &[0])));
+    assert!(e.is_retriable(), "{e:?}");
+    assert!(
+        text.starts_with("schema registry unavailable, retry later: ") && text.contains(&url),
+        "{text}"
+    );
+    let e = codec.encode(&interaction()).unwrap_err();
+    assert!(e.is_retriable(), "{e:?}");
+
+    // A registry that answers 5xx: retry too, and the failure is not cached.
+    let registry = FakeRegistry::start();
+    let id = registry.add(&schema_text(&schemas_dir().join("interaction.avsc")));
+    let bytes = confluent(
+        id,
+        &record_datum(&schema_file("interaction.avsc"), &interaction()),
+    );
+    let codec = Codec::<Interaction>::new("t", &registry.settings()).unwrap();
+    registry.fail_with(Some(500));
+    let (text, e) = err_text(codec.decode(&bytes));
+    assert!(e.is_retriable(), "{e:?}");
+    assert!(
+        text.contains("HTTP 500: Error in the backend data store (error code 50001)"),
+        "{text}"
+    );
+    let e = codec.encode(&interaction()).unwrap_err();
+    assert!(matches!(e, EncodeError::RegistryUnavailable(_)), "{e:?}");
+    registry.fail_with(None);
+    assert_eq!(codec.decode(&bytes).unwrap(), interaction());
+    assert!(codec.encode(&interaction()).is_ok());
+}
+
+#[test]
+fn confluent_refused_registration_is_not_retriable() {
+    let registry = FakeRegistry::start();
+    let codec = Codec::<SendCommand>::new("incompatible", &registry.settings()).unwrap();
+    let e = codec.encode(&send_command()).unwrap_err();
+    assert!(!e.is_retriable());
+    let text = e.to_string();
+    assert!(
+        text.starts_with(
+            "schema registry refused to register campaign_connector.SendCommand under subject incompatible-value"
+        ) && text.contains("HTTP 409"),
+        "{text}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// JSON
+
+#[test]
+fn json_writes_field_names_and_epoch_millis() {
+    let codec = codec_for::<SendCommand>(&EncodingSettings::json());
+    let bytes = codec.encode(&send_command()).unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(value["due_at"], 1_764_086_400_123i64);
+    assert_eq!(value["emitted_at"], 1_764_086_400_500i64);
+    assert_eq!(value["trigger"]["occurred_at"], 1_764_000_000_123i64);
+    assert_eq!(value["trigger"]["kind"], "PUSH_RECEIVED");
+    assert_eq!(value["channel"], "EMAIL");
+    assert_eq!(codec.decode(&bytes).unwrap(), send_command());
+
+    let codec = codec_for::<UserEvent>(&EncodingSettings::json());
+    let value: serde_json::Value =
+        serde_json::from_slice(&codec.encode(&user_event()).unwrap()).unwrap();
+    assert_eq!(
+        value["type"], "PURCHASE",
+        "the schema's field name, not the Rust one"
+    );
+}
+
+#[test]
+fn json_round_trips_every_record() {
+    fn check<T>(record: T)
+    where
+        T: AvroSchema + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let codec = codec_for::<T>(&EncodingSettings::json());
+        assert_eq!(
+            codec.decode(&codec.encode(&record).unwrap()).unwrap(),
+            record
+        );
+    }
+    check(interaction());
+    check(user_event());
+    check(campaign());
+    check(send_command());
+    check(decision());
+    check(task_state());
+}
+
+#[test]
+fn json_accepts_rfc3339_and_epoch_timestamps() {
+    let codec = codec_for::<Interaction>(&EncodingSettings::json());
+    let line = |occurred_at: &str| {
+        format!(
+            r#"{{"event_id": "e1", "user_id": "u1", "campaign_id": "cart-push", "kind": "PUSH_RECEIVED",
+                "qualifier": "btn-1", "occurred_at": {occurred_at}, "user_time_zone": "Europe/Berlin",
+                "properties": {{"source": "ios"}}}}"#
+        )
+    };
+    for occurred_at in [
+        "1764000000123",
+        r#""2025-11-24T16:00:00.123Z""#,
+        r#""2025-11-24T17:00:00.123+01:00""#,
+    ] {
+        assert_eq!(
+            codec.decode(line(occurred_at).as_bytes()).unwrap(),
+            interaction(),
+            "{occurred_at}"
+        );
+    }
+
+    // Every timestamp field, nested and optional ones included.
+    let codec = codec_for::<SendCommand>(&EncodingSettings::json());
+    let json = r#"{"command_id": "cmd-1", "user_id": "u1", "campaign_id": "cart-email",
+        "campaign_version": 3, "channel": "EMAIL", "template_id": "tpl-1",
+        "payload": {"discount": "10"},
+        "trigger": {"campaign_id": "cart-push", "kind": "PUSH_RECEIVED", "event_id": "e1",
+                    "occurred_at": "2025-11-24T16:00:00.123Z"},
+        "due_at": "2025-11-25T16:00:00.123Z", "emitted_at": 1764086400500}"#;
+    assert_eq!(codec.decode(json.as_bytes()).unwrap(), send_command());
+
+    let codec = codec_for::<Campaign>(&EncodingSettings::json());
+    let mut value = serde_json::to_value(campaign()).unwrap();
+    value["published_at"] = "2023-11-14T22:13:20Z".into();
+    value["ends_at"] = "2027-01-15T08:00:00Z".into();
+    value["starts_at"] = serde_json::Value::Null;
+    assert_eq!(
+        codec.decode(value.to_string().as_bytes()).unwrap(),
+        campaign()
+    );
+
+    let codec = codec_for::<Decision>(&EncodingSettings::json());
+    let mut value = serde_json::to_value(decision()).unwrap();
+    value["decided_at"] = "2025-11-24T16:00:00.123Z".into();
+    assert_eq!(
+        codec.decode(value.to_string().as_bytes()).unwrap(),
+        decision()
+    );
+}
+
+#[test]
+fn json_unknown_kind_and_type_decode_as_unknown() {
+    let codec = codec_for::<Interaction>(&EncodingSettings::json());
+    let read = codec
+        .decode(
+            br#"{"event_id": "e1", "user_id": "u1", "campaign_id": "c1", "kind": "EMAIL_FORWARD",
+                 "occurred_at": "2025-11-24T16:00:00Z", "channel_hint": "email"}"#,
+        )
+        .unwrap();
+    assert_eq!(read.kind, InteractionKind::Unknown);
+    assert_eq!(read.qualifier, None);
+    assert!(read.properties.is_empty());
+
+    let codec = codec_for::<UserEvent>(&EncodingSettings::json());
+    let read = codec
+        .decode(br#"{"event_id": "e3", "user_id": "u2", "type": "REFUND", "occurred_at": 7}"#)
+        .unwrap();
+    assert_eq!(read.event_type, UserEventType::Unknown);
+
+    // Inside arrays too: a follow-on triggered by a kind this build does not know.
+    let codec = codec_for::<Campaign>(&EncodingSettings::json());
+    let mut value = serde_json::to_value(campaign()).unwrap();
+    value["follow_on"]["trigger"]["kinds"] = serde_json::json!(["PUSH_RECEIVED", "PUSH_FORWARD"]);
+    let read = codec.decode(value.to_string().as_bytes()).unwrap();
+    assert_eq!(
+        read.follow_on.unwrap().trigger.kinds,
+        vec![InteractionKind::PushReceived, InteractionKind::Unknown]
+    );
+}
+
+#[test]
+fn json_bad_input_produces_precise_errors() {
+    let codec = codec_for::<Interaction>(&EncodingSettings::json());
+
+    let (text, e) = err_text(codec.decode(br#"{"event_id": "e1", "#));
+    assert!(matches!(e, DecodeError::InvalidJson(_)), "{e:?}");
+    assert!(text.starts_with("invalid JSON: "), "{text}");
+    let (text, _) = err_text(codec.decode(&[0xC3, 0x01, 0, 0]));
+    assert!(text.starts_with("invalid JSON: "), "{text}");
+    let (_, e) = err_text(codec.decode(b""));
+    assert_eq!(e, DecodeError::Empty);
+
+    let (text, e) = err_text(codec.decode(
+        br#"{"event_id": "e1", "campaign_id": "c1", "kind": "EMAIL_OPEN", "occurred_at": 1}"#,
+    ));
+    assert_eq!(text, "Interaction: missing field `user_id`");
+    assert!(!e.is_retriable());
+
+    let (text, _) = err_text(codec.decode(
+        br#"{"event_id": "e1", "user_id": "u1", "campaign_id": "c1", "kind": "EMAIL_OPEN",
+             "occurred_at": "yesterday"}"#,
+    ));
+    assert!(
+        text.starts_with(r#"Interaction.occurred_at: invalid timestamp "yesterday""#),
+        "{text}"
+    );
+
+    let (text, _) = err_text(codec.decode(
+        br#"{"event_id": "e1", "user_id": "u1", "campaign_id": "c1", "kind": 3, "occurred_at": 1}"#,
+    ));
+    assert!(
+        text.starts_with("Interaction: invalid type: integer `3`"),
+        "{text}"
+    );
+
+    let (text, _) = err_text(codec.decode(br#""e1""#));
+    assert_eq!(
+        text,
+        r#"Interaction: invalid type: string "e1", expected struct Interaction"#
+    );
+
+    let codec = codec_for::<SendCommand>(&EncodingSettings::json());
+    let mut value = serde_json::to_value(send_command()).unwrap();
+    value["trigger"]["occurred_at"] = "soon".into();
+    let (text, _) = err_text(codec.decode(value.to_string().as_bytes()));
+    assert!(
+        text.starts_with(r#"SendCommand.trigger.occurred_at: invalid timestamp "soon""#),
+        "{text}"
+    );
+}
+
+#[test]
+fn from_json_value_applies_the_json_rules() {
+    let value = serde_json::json!({"event_id": "e1", "user_id": "u1", "type": "SESSION_END",
+        "occurred_at": "1970-01-01T00:00:01Z"});
+    let read: UserEvent = from_json_value(value).unwrap();
+    assert_eq!(read.event_type, UserEventType::Unknown);
+    assert_eq!(read.occurred_at, 1_000);
+}
