@@ -145,7 +145,7 @@ impl Scenario {
         let steps = self
             .steps
             .iter()
-            .filter(|s| s.event().map_or(true, |e| e.user_id() == user))
+            .filter(|s| s.event().is_none_or(|e| e.user_id() == user))
             .cloned()
             .collect();
         Scenario {
@@ -1234,7 +1234,7 @@ proptest! {
                         && i.kind == send.trigger.kind
                         && i.occurred_at == send.trigger.occurred_at
                         && reference::is_triggered(rule, i)
-                        && f.published_at.map_or(true, |p| i.occurred_at >= p))
+                        && f.published_at.is_none_or(|p| i.occurred_at >= p))
             });
             prop_assert!(found, "send without a matching trigger: {:?}", send);
         }
@@ -1297,7 +1297,7 @@ proptest! {
         let outs = run_engine(&s);
         for (_, send) in sends(&outs) {
             let f = rule_of(&versions, &send.campaign_id, send.campaign_version);
-            prop_assert!(f.published_at.map_or(true, |p| send.trigger.occurred_at >= p), "{:?}", send);
+            prop_assert!(f.published_at.is_none_or(|p| send.trigger.occurred_at >= p), "{:?}", send);
         }
         for (_, d) in decisions(&outs) {
             if d.outcome == DecisionOutcome::Scheduled {
@@ -1306,7 +1306,7 @@ proptest! {
                     .find(|e| Some(e.event_id()) == d.trigger_event_id.as_deref())
                     .map(InputEvent::occurred_at)
                     .unwrap();
-                prop_assert!(f.published_at.map_or(true, |p| triggered_at >= p), "{:?}", d);
+                prop_assert!(f.published_at.is_none_or(|p| triggered_at >= p), "{:?}", d);
             }
         }
     }

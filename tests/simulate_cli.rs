@@ -86,7 +86,7 @@ fn a_bad_line_is_reported_with_its_number_the_rest_still_runs_and_the_exit_is_no
         "{err}"
     );
     assert!(
-        err.contains("events.jsonl:4: occurred_at: invalid timestamp"),
+        err.contains(r#"events.jsonl:4: UserEvent.occurred_at: invalid timestamp "yesterday""#),
         "{err}"
     );
     // The good line still ran: alice's follow-on was sent a day later.

@@ -231,30 +231,27 @@ impl Reader {
     pub fn drain(&mut self, for_at_least: Duration) {
         let started = Instant::now();
         while started.elapsed() < for_at_least {
-            match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    let headers = m
-                        .headers()
-                        .map(|h| {
-                            h.iter()
-                                .map(|x| {
-                                    (
-                                        x.key.to_string(),
-                                        String::from_utf8_lossy(x.value.unwrap_or_default())
-                                            .into_owned(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    self.records.push(Read {
-                        partition: m.partition(),
-                        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        payload: m.payload().map(<[u8]>::to_vec),
-                        headers,
-                    });
-                }
-                _ => {}
+            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(100)) {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_string(),
+                                    String::from_utf8_lossy(x.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                self.records.push(Read {
+                    partition: m.partition(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
             }
         }
     }
