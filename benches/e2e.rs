@@ -3,7 +3,7 @@
 //! committed input offsets reach the end of the backlog. Prints a table.
 //!
 //! Run with `scripts/bench-e2e.sh` (starts the broker, builds in release mode). Needs
-//! `KAFKA_BOOTSTRAP` and `CONNECTOR_BIN` (the release binary).
+//! `KAFKA_BOOTSTRAP` and `E2E_CONNECTOR_BIN` (the release binary).
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
@@ -50,7 +50,7 @@ struct Run {
 fn main() {
     let bootstrap =
         std::env::var("KAFKA_BOOTSTRAP").expect("KAFKA_BOOTSTRAP (run scripts/bench-e2e.sh)");
-    let bin = std::env::var("CONNECTOR_BIN").expect("CONNECTOR_BIN (run scripts/bench-e2e.sh)");
+    let bin = std::env::var("E2E_CONNECTOR_BIN").expect("E2E_CONNECTOR_BIN (run scripts/bench-e2e.sh)");
     let events: u64 = std::env::var("E2E_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())

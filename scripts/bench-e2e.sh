@@ -15,5 +15,5 @@ scripts/kafka/start.sh
 scripts/kafka/wait-ready.sh
 cargo build --release --locked --bin campaign-connector
 export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
-export CONNECTOR_BIN="$PWD/target/release/campaign-connector"
+export E2E_CONNECTOR_BIN="$PWD/target/release/campaign-connector"
 cargo bench --locked --bench e2e

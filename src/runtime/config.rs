@@ -22,6 +22,10 @@ use crate::validate::Limits;
 /// The prefix of every configuration environment variable.
 pub const ENV_PREFIX: &str = "CONNECTOR_";
 
+/// `CONNECTOR_*` variables that are not configuration keys: the config file path and the
+/// log format.
+pub const NOT_KEYS: [&str; 2] = ["CONFIG", "LOG_FORMAT"];
+
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("reading config file {path}: {source}")]
@@ -335,7 +339,7 @@ pub fn load(
         });
     }
     for (key, value) in env {
-        let Some(rest) = key.strip_prefix(ENV_PREFIX) else {
+        let Some(rest) = key.strip_prefix(ENV_PREFIX).filter(|k| !NOT_KEYS.contains(k)) else {
             continue;
         };
         let mut path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
@@ -430,6 +434,8 @@ mod tests {
                 ("CONNECTOR_KAFKA__SECURITY_PROTOCOL", "SASL_SSL"),
                 ("CONNECTOR_PARTITIONS", "12"),
                 ("OTHER_THING", "ignored"),
+                ("CONNECTOR_CONFIG", "/etc/connector.yaml"),
+                ("CONNECTOR_LOG_FORMAT", "json"),
             ]),
         )
         .unwrap();
