@@ -50,7 +50,8 @@ struct Run {
 fn main() {
     let bootstrap =
         std::env::var("KAFKA_BOOTSTRAP").expect("KAFKA_BOOTSTRAP (run scripts/bench-e2e.sh)");
-    let bin = std::env::var("E2E_CONNECTOR_BIN").expect("E2E_CONNECTOR_BIN (run scripts/bench-e2e.sh)");
+    let bin =
+        std::env::var("E2E_CONNECTOR_BIN").expect("E2E_CONNECTOR_BIN (run scripts/bench-e2e.sh)");
     let events: u64 = std::env::var("E2E_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -69,7 +69,18 @@ campaigns:
 
 #[test]
 fn every_spec_example_end_to_end() {
-    let w = World::new("examples", 3);
+    examples_end_to_end(World::new("examples", 3));
+}
+
+/// The same under the broker-side consumer group protocol (KIP-848).
+#[test]
+fn every_spec_example_end_to_end_with_the_consumer_group_protocol() {
+    let mut w = World::new("examples848", 3);
+    w.set("GROUP_PROTOCOL", "consumer");
+    examples_end_to_end(w);
+}
+
+fn examples_end_to_end(w: World) {
     w.create_topics();
     w.publish(CAMPAIGNS);
     let instance = w.start("i0");

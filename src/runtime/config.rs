@@ -339,7 +339,10 @@ pub fn load(
         });
     }
     for (key, value) in env {
-        let Some(rest) = key.strip_prefix(ENV_PREFIX).filter(|k| !NOT_KEYS.contains(k)) else {
+        let Some(rest) = key
+            .strip_prefix(ENV_PREFIX)
+            .filter(|k| !NOT_KEYS.contains(k))
+        else {
             continue;
         };
         let mut path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();

@@ -598,6 +598,20 @@ fn create_group_consumer(
         }
         GroupProtocol::Consumer => {
             c.set("group.protocol", "consumer");
+            // Under KIP-848 these are the broker's settings; librdkafka refuses them.
+            for key in [
+                "session.timeout.ms",
+                "heartbeat.interval.ms",
+                "partition.assignment.strategy",
+            ] {
+                if c.get(key).is_some() {
+                    warn!(
+                        key,
+                        "ignored with group_protocol consumer (set on the broker)"
+                    );
+                    c.remove(key);
+                }
+            }
         }
     }
     Ok(c.create_with_context(GroupContext { core })?)
