@@ -52,7 +52,6 @@ pub fn standalone_consumer(settings: &Settings, purpose: &str) -> Result<BaseCon
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest");
     Ok(c.create()?)
 }

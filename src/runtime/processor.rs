@@ -586,9 +586,7 @@ fn create_group_consumer(
         .set("enable.auto.offset.store", "false")
         // Only committed transactions are input; committed offsets are fetched stable.
         .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        // End-of-partition events tell a task it is caught up.
-        .set("enable.partition.eof", "true");
+        .set("auto.offset.reset", "earliest");
     if settings.static_membership {
         c.set("group.instance.id", &settings.instance_id);
     }
