@@ -54,7 +54,7 @@ pub enum Effect {
     /// The user's state changed: write [`Engine::user_changelog_record`] for this user to the
     /// changelog before the next commit (a tombstone when it is `None`). Exporting at commit
     /// time rather than per change writes a busy user once per transaction.
-    UserChanged { user_id: String },
+    UserChanged { user_id: CompactString },
 }
 
 /// Counters of inputs the engine ignored or repaired; exported as metrics by the runtime.
@@ -798,8 +798,9 @@ impl Engine {
 
     /// Reports that a user's state changed; the slot is freed if nothing is left in it.
     fn emit_user_state(&mut self, user: UserIdx, out: &mut Effects) {
+        // Inline for ids up to 24 bytes: no allocation per change.
         out.push(Effect::UserChanged {
-            user_id: self.users.user_id(user).to_string(),
+            user_id: CompactString::new(self.users.user_id(user)),
         });
         self.users.release_if_empty(user);
     }

@@ -8,7 +8,7 @@
 //!                                     │ only users with a 2nd pending send or a receipt
 //!                                     ▼
 //!                            extra: HashMap<u32, Extra { more: Vec<PendingSend>, receipts }>
-//!  timers: BinaryHeap<DueEntry (12 B: due, slot)>   lazily cleaned, checked against the slot
+//!  timers: one-minute buckets of BinaryHeap<DueEntry (12 B: due, slot)>, lazily cleaned
 //! ```
 //!
 //! The hash table stores only slot numbers (5 bytes a bucket) so that its load-factor slack
@@ -17,7 +17,7 @@
 //! slot's pending sends, and the heap is rebuilt when stale entries outnumber live ones.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::BuildHasher;
 
 use compact_str::CompactString;
@@ -267,20 +267,33 @@ impl DueEntry {
     }
 }
 
-/// Due times of pending sends, earliest first. Entries may be stale (the send was cancelled
-/// or already fired); the engine checks each popped entry against the user's pending sends.
+/// Width of a timer bucket.
+const BUCKET_MS: i64 = 60_000;
+
+/// Due times of pending sends, earliest first: a calendar of one-minute buckets, each a
+/// small binary heap. A pop works in the first bucket only — a heap that fits in cache —
+/// instead of sifting through one heap of millions of entries.
+///
+/// Entries may be stale (the send was cancelled or already fired); the engine checks each
+/// popped entry against the user's pending sends.
 #[derive(Debug, Default)]
 pub struct TimerQueue {
-    heap: BinaryHeap<Reverse<DueEntry>>,
+    buckets: BTreeMap<i64, BinaryHeap<Reverse<DueEntry>>>,
+    len: usize,
 }
 
 impl TimerQueue {
     pub fn push(&mut self, due: TimestampMs, user: UserIdx) {
-        self.heap.push(Reverse(DueEntry::new(due, user)));
+        self.buckets
+            .entry(due.div_euclid(BUCKET_MS))
+            .or_default()
+            .push(Reverse(DueEntry::new(due, user)));
+        self.len += 1;
     }
 
     pub fn peek_due(&self) -> Option<TimestampMs> {
-        self.heap.peek().map(|Reverse(e)| e.due())
+        let (_, first) = self.buckets.first_key_value()?;
+        first.peek().map(|Reverse(e)| e.due())
     }
 
     /// Pops every entry with the earliest due time if it is `<= until`.
@@ -290,30 +303,77 @@ impl TimerQueue {
         into: &mut Vec<UserIdx>,
     ) -> Option<TimestampMs> {
         let due = self.peek_due().filter(|&d| d <= until)?;
-        while let Some(Reverse(e)) = self.heap.peek() {
+        let mut first = self.buckets.first_entry().expect("peeked");
+        let heap = first.get_mut();
+        while let Some(Reverse(e)) = heap.peek() {
             if e.due() != due {
                 break;
             }
             into.push(e.user);
-            self.heap.pop();
+            heap.pop();
+            self.len -= 1;
+        }
+        if heap.is_empty() {
+            first.remove();
         }
         Some(due)
     }
 
     pub fn len(&self) -> usize {
-        self.heap.len()
+        self.len
     }
 
     /// Replaces the entries with exactly `live` (used when stale entries pile up).
     pub fn rebuild(&mut self, live: impl Iterator<Item = (TimestampMs, UserIdx)>) {
-        let entries: Vec<_> = live.map(|(d, u)| Reverse(DueEntry::new(d, u))).collect();
-        self.heap = BinaryHeap::from(entries);
+        self.buckets.clear();
+        self.len = 0;
+        for (due, user) in live {
+            self.push(due, user);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn timers_pop_in_due_order_across_buckets_with_ties_together() {
+        let mut q = TimerQueue::default();
+        let dues = [
+            5 * BUCKET_MS + 7,
+            -3,
+            42,
+            42,
+            BUCKET_MS - 1,
+            BUCKET_MS,
+            3 * BUCKET_MS,
+        ];
+        for (user, due) in dues.iter().enumerate() {
+            q.push(*due, user as UserIdx);
+        }
+        assert_eq!(q.len(), dues.len());
+        let mut popped = Vec::new();
+        let mut users = Vec::new();
+        while let Some(due) = q.pop_earliest(i64::MAX, &mut users) {
+            popped.push((due, std::mem::take(&mut users)));
+        }
+        assert_eq!(
+            popped,
+            [
+                (-3, vec![1]),
+                (42, vec![2, 3]),
+                (BUCKET_MS - 1, vec![4]),
+                (BUCKET_MS, vec![5]),
+                (3 * BUCKET_MS, vec![6]),
+                (5 * BUCKET_MS + 7, vec![0]),
+            ]
+        );
+        assert_eq!(q.len(), 0);
+        q.push(10, 1);
+        assert_eq!(q.pop_earliest(9, &mut users), None, "not due yet");
+        assert_eq!(q.peek_due(), Some(10));
+    }
 
     #[test]
     fn due_entries_order_like_due_then_slot() {

@@ -252,7 +252,7 @@ impl Core {
                 }
                 Effect::UserChanged { user_id } => {
                     if let Some(task) = self.tasks.get_mut(&partition) {
-                        task.dirty.insert(user_id);
+                        task.dirty.insert(user_id.into());
                     }
                 }
             }
