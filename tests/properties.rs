@@ -1583,7 +1583,12 @@ fn local_times_across_the_dst_gap_match_the_model() {
                     unreachable!()
                 };
                 out.clear();
-                engine.process_interaction(&i, None, i.occurred_at, &mut out);
+                engine.process(
+                    &InputEvent::Interaction(i.clone()),
+                    None,
+                    i.occurred_at,
+                    &mut out,
+                );
                 let due = out.iter().find_map(|e| match e {
                     Effect::Decision(d) if d.outcome == DecisionOutcome::Scheduled => d.due_at,
                     _ => None,

@@ -279,51 +279,44 @@ impl Engine {
         now: TimestampMs,
         out: &mut Effects,
     ) {
+        let t = event.occurred_at();
+        self.note_lateness(t);
+        self.advance_to(t, now, out);
         match event {
-            InputEvent::Interaction(i) => self.process_interaction(i, source, now, out),
-            InputEvent::UserEvent(e) => self.process_user_event(e, source, now, out),
+            InputEvent::Interaction(i) => self.on_interaction(i, source, now, out),
+            InputEvent::UserEvent(e) => self.on_user_event(e, source, out),
         }
     }
 
-    pub fn process_interaction(
+    fn on_interaction(
         &mut self,
         event: &Interaction,
         source: Option<&InputCoordinates>,
         now: TimestampMs,
         out: &mut Effects,
     ) {
-        let t = event.occurred_at;
-        self.note_lateness(t);
-        self.advance_to(t, now, out);
         if event.kind == InteractionKind::Unknown {
             self.counters.unknown_interaction_kinds += 1;
             return;
         }
         let mut changed = None;
-        let may_cancel = self
+        if self
             .catalog
-            .may_cancel_interaction(&event.campaign_id, event.kind);
-        if let Some(user) = may_cancel
-            .then(|| self.users.find(&event.user_id))
-            .flatten()
+            .may_cancel_interaction(&event.campaign_id, event.kind)
         {
-            if self.users.has_pending(user) {
-                let catalog = &self.catalog;
-                let cancelled = self.users.take_pending(user, |p| {
-                    p.triggered_at <= t
-                        && t < p.due_at
-                        && p.trigger_event_id != event.event_id
-                        && catalog.rule_for_pending(p.rule).is_some_and(|r| {
-                            r.exceptions
-                                .iter()
-                                .any(|e| e.matches_interaction(&event.campaign_id, event.kind))
-                        })
-                });
-                if !cancelled.is_empty() {
-                    self.record_cancellations(user, &cancelled, &event.event_id, t, source, out);
-                    changed = Some(user);
-                }
-            }
+            let matches = |r: &Rule| {
+                r.exceptions
+                    .iter()
+                    .any(|e| e.matches_interaction(&event.campaign_id, event.kind))
+            };
+            changed = self.cancel_matching(
+                &event.user_id,
+                &event.event_id,
+                event.occurred_at,
+                matches,
+                source,
+                out,
+            );
         }
         let triggered = self.catalog.rules_triggered_on(&event.campaign_id).len();
         for i in 0..triggered {
@@ -349,16 +342,12 @@ impl Engine {
         }
     }
 
-    pub fn process_user_event(
+    fn on_user_event(
         &mut self,
         event: &UserEvent,
         source: Option<&InputCoordinates>,
-        now: TimestampMs,
         out: &mut Effects,
     ) {
-        let t = event.occurred_at;
-        self.note_lateness(t);
-        self.advance_to(t, now, out);
         if event.event_type == UserEventType::Unknown {
             self.counters.unknown_user_event_types += 1;
             return;
@@ -366,24 +355,47 @@ impl Engine {
         if !self.catalog.may_cancel_user_event(event.event_type) {
             return;
         }
-        let Some(user) = self.users.find(&event.user_id) else {
-            return;
-        };
-        if !self.users.has_pending(user) {
-            return;
+        let matches = |r: &Rule| r.exceptions.iter().any(|e| e.matches_user_event(event));
+        if let Some(user) = self.cancel_matching(
+            &event.user_id,
+            &event.event_id,
+            event.occurred_at,
+            matches,
+            source,
+            out,
+        ) {
+            self.emit_user_state(user, out);
         }
+    }
+
+    /// Cancels the user's pending sends whose rule version lists the event `event_id` at `t`
+    /// as an exception (`matches`), inside `[triggered_at, due_at)` and not their own
+    /// trigger. Returns the user's slot when something was cancelled.
+    fn cancel_matching(
+        &mut self,
+        user_id: &str,
+        event_id: &str,
+        t: TimestampMs,
+        matches: impl Fn(&Rule) -> bool,
+        source: Option<&InputCoordinates>,
+        out: &mut Effects,
+    ) -> Option<UserIdx> {
+        let user = self
+            .users
+            .find(user_id)
+            .filter(|&u| self.users.has_pending(u))?;
         let catalog = &self.catalog;
         let cancelled = self.users.take_pending(user, |p| {
             p.triggered_at <= t
                 && t < p.due_at
-                && catalog
-                    .rule_for_pending(p.rule)
-                    .is_some_and(|r| r.exceptions.iter().any(|e| e.matches_user_event(event)))
+                && p.trigger_event_id != event_id
+                && catalog.rule_for_pending(p.rule).is_some_and(&matches)
         });
-        if !cancelled.is_empty() {
-            self.record_cancellations(user, &cancelled, &event.event_id, t, source, out);
-            self.emit_user_state(user, out);
+        if cancelled.is_empty() {
+            return None;
         }
+        self.record_cancellations(user, &cancelled, event_id, t, source, out);
+        Some(user)
     }
 
     fn record_cancellations(
