@@ -270,6 +270,8 @@ pub struct Catalog {
     user_event_exceptions: [bool; 3],
     /// Records older than the version already known, ignored.
     pub stale_records: u64,
+    /// The slot `rule_id` returned last.
+    last_rule_id: Option<RuleId>,
 }
 
 impl Catalog {
@@ -382,6 +384,19 @@ impl Catalog {
 
     /// The arena slot of `(follow_on, version)`, created empty if unknown.
     pub fn rule_id(&mut self, follow_on_id: &str, version: i64) -> RuleId {
+        // Restores ask for the same version over and over: skip the hashing then.
+        if let Some(id) = self.last_rule_id {
+            let slot = self.slot(id);
+            if slot.version == version && self.follow_on_name(slot.follow_on) == follow_on_id {
+                return id;
+            }
+        }
+        let id = self.rule_id_slow(follow_on_id, version);
+        self.last_rule_id = Some(id);
+        id
+    }
+
+    fn rule_id_slow(&mut self, follow_on_id: &str, version: i64) -> RuleId {
         let follow_on = self.intern_follow_on(follow_on_id);
         if let Some(&id) = self.rule_index.get(&(follow_on, version)) {
             return id;

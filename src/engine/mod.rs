@@ -924,6 +924,12 @@ impl Engine {
         records
     }
 
+    /// Makes room for about `users` more users before a restore of that many records, so
+    /// the tables grow once instead of rehashing as they fill.
+    pub fn reserve_users(&mut self, users: usize) {
+        self.users.reserve(users);
+    }
+
     /// Restores one changelog record. Records may come in any order; the catalog should be
     /// loaded first so that pending sends find their current rule when a snapshot is missing.
     /// Restoring a user replaces whatever the engine held for that user.

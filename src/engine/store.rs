@@ -83,6 +83,16 @@ impl UserTable {
         self.index.is_empty()
     }
 
+    /// Makes room for `additional` more users without rehashing (before a restore).
+    pub fn reserve(&mut self, additional: usize) {
+        let (slots, hasher) = (&self.slots, &self.hasher);
+        self.index.reserve(additional, |&j| {
+            hasher.hash_one(slots[j as usize].user_id.as_str())
+        });
+        self.slots
+            .reserve(additional.saturating_sub(self.free.len()));
+    }
+
     pub fn find(&self, user_id: &str) -> Option<UserIdx> {
         let hash = self.hasher.hash_one(user_id);
         self.index
