@@ -193,6 +193,12 @@ impl Engine {
         self.pending_count
     }
 
+    /// Timer entries due before `t` (an upper bound of the pending sends due by then:
+    /// entries of cancelled sends are dropped lazily).
+    pub fn timers_due_before(&self, t: TimestampMs) -> usize {
+        self.timers.entries_before(t)
+    }
+
     /// Number of users with state in the task.
     pub fn user_count(&self) -> usize {
         self.users.len()

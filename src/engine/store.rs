@@ -333,6 +333,14 @@ impl TimerQueue {
         self.len
     }
 
+    /// Entries in the buckets that end before `t`.
+    pub fn entries_before(&self, t: TimestampMs) -> usize {
+        self.buckets
+            .range(..t.div_euclid(BUCKET_MS))
+            .map(|(_, b)| b.len())
+            .sum()
+    }
+
     /// Replaces the entries with exactly `live` (used when stale entries pile up).
     pub fn rebuild(&mut self, live: impl Iterator<Item = (TimestampMs, UserIdx)>) {
         self.buckets.clear();

@@ -126,6 +126,11 @@ pub struct RawConfig {
     /// restarted instance gets its tasks back without a rebalance, within the session timeout.
     #[serde(deserialize_with = "native_or_text")]
     pub static_membership: bool,
+    /// Address of the HTTP server (`/metrics`, `/healthz`, `/readyz`, admin API); empty
+    /// turns it off. Loopback by default: listening beyond it needs `admin_token`.
+    pub http_listen: String,
+    /// Bearer token the admin API requires (always, when set).
+    pub admin_token: Option<String>,
     /// Partitions for topics created by `topics create`.
     #[serde(deserialize_with = "native_or_text")]
     pub partitions: i32,
@@ -157,6 +162,8 @@ impl Default for RawConfig {
             restore_log_interval: "5s".into(),
             group_protocol: GroupProtocol::Classic,
             static_membership: true,
+            http_listen: "127.0.0.1:9464".into(),
+            admin_token: None,
             partitions: 6,
             replication_factor: 1,
             topics: TopicsConfig::default(),
@@ -181,6 +188,8 @@ pub struct Settings {
     pub restore_log_interval: Duration,
     pub group_protocol: GroupProtocol,
     pub static_membership: bool,
+    pub http_listen: Option<String>,
+    pub admin_token: Option<String>,
     pub partitions: i32,
     pub replication_factor: i32,
     pub topics: TopicsConfig,
@@ -281,6 +290,20 @@ impl RawConfig {
                 return Err(invalid(key, "must not be empty".into()));
             }
         }
+        if !self.http_listen.trim().is_empty() {
+            let addr: std::net::SocketAddr = self.http_listen.parse().map_err(|e| {
+                invalid(
+                    "http_listen",
+                    format!("{:?}: {e} (expected IP:port)", self.http_listen),
+                )
+            })?;
+            if !addr.ip().is_loopback() && self.admin_token.as_deref().is_none_or(str::is_empty) {
+                return Err(invalid(
+                    "admin_token",
+                    format!("the admin API listens on {addr}, beyond loopback: set admin_token (CONNECTOR_ADMIN_TOKEN)"),
+                ));
+            }
+        }
         if self.partitions < 1 {
             return Err(invalid("partitions", "must be at least 1".into()));
         }
@@ -299,6 +322,8 @@ impl RawConfig {
             restore_log_interval: duration("restore_log_interval", &self.restore_log_interval)?,
             group_protocol: self.group_protocol,
             static_membership: self.static_membership,
+            http_listen: Some(self.http_listen).filter(|l| !l.trim().is_empty()),
+            admin_token: self.admin_token.filter(|t| !t.is_empty()),
             partitions: self.partitions,
             replication_factor: self.replication_factor,
             topics: self.topics,
@@ -463,6 +488,16 @@ mod tests {
         );
         let e = load(None, env(&[("CONNECTOR_MAX_DELAY", "800d")])).unwrap_err();
         assert!(e.to_string().contains("2-year cap"), "{e}");
+        let e = load(None, env(&[("CONNECTOR_HTTP_LISTEN", "0.0.0.0:9464")])).unwrap_err();
+        assert!(e.to_string().contains("set admin_token"), "{e}");
+        assert!(load(
+            None,
+            env(&[
+                ("CONNECTOR_HTTP_LISTEN", "0.0.0.0:9464"),
+                ("CONNECTOR_ADMIN_TOKEN", "s3cret")
+            ])
+        )
+        .is_ok());
         let e = load(None, env(&[("CONNECTOR_ENCODING__FORMAT", "confluent")])).unwrap_err();
         assert!(e.to_string().contains("registry_url"), "{e}");
     }

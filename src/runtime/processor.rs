@@ -30,12 +30,16 @@ use tracing::{debug, info, warn};
 
 use super::codecs::Codecs;
 use super::config::{GroupProtocol, ProcessingGuarantee, Settings};
+use super::http::{partition_for_key, AdminRequest, Health};
 use super::kafka::{base_config, check_co_partitioning, standalone_consumer, TopicError};
+use super::metrics::Metrics;
 use super::restore::{restore_partition, RestoreError};
 use super::task::{Arrived, BadInput, Task};
 use crate::engine::Effect;
 use crate::merge::Next;
-use crate::model::{Campaign, InputCoordinates, InputEvent, TimestampMs};
+use crate::model::{
+    Campaign, DecisionOutcome, DecisionReason, InputCoordinates, InputEvent, TimestampMs,
+};
 
 /// How long blocking producer and consumer calls may take before the instance gives up on
 /// the transaction and re-synchronises.
@@ -83,6 +87,11 @@ struct Core {
     needs_resync: bool,
     last_commit: Instant,
     shutdown: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    /// Decision counts already added to the metrics, by task.
+    decisions_reported: HashMap<i32, HashMap<(DecisionOutcome, DecisionReason), u64>>,
+    /// Partition count of the inputs (to find the task of a user).
+    partitions: usize,
 }
 
 struct GroupContext {
@@ -112,6 +121,7 @@ impl ConsumerContext for GroupContext {
         }
         for p in &partitions {
             core.tasks.remove(p);
+            core.decisions_reported.remove(p);
             core.to_restore.retain(|q| q != p);
         }
         info!(?partitions, "tasks revoked");
@@ -211,6 +221,9 @@ impl Core {
         for effect in effects.drain(..) {
             match effect {
                 Effect::Send(command) => {
+                    self.metrics.send_commands.inc();
+                    let late_ms = (command.emitted_at - command.due_at).max(0);
+                    self.metrics.fire_lateness.observe(late_ms as f64 / 1000.0);
                     let bytes = self
                         .codecs
                         .send_commands
@@ -272,6 +285,10 @@ impl Core {
         bad: &BadInput,
     ) -> KafkaResult<()> {
         warn!(topic, partition, offset, class = bad.class, error = %bad.message, "bad input to the dead-letter topic");
+        self.metrics
+            .dlq_records
+            .with_label_values(&[topic, bad.class])
+            .inc();
         let (p, o) = (partition.to_string(), offset.to_string());
         let headers = OwnedHeaders::new()
             .insert(Header {
@@ -364,6 +381,45 @@ impl Core {
         Ok(more)
     }
 
+    /// Pending timers, decisions, lag and overdue timers of every task, into the metrics.
+    fn report_task_metrics<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let now = now_ms();
+        let topics = [
+            self.settings.topics.interactions.clone(),
+            self.settings.topics.user_events.clone(),
+        ];
+        let mut overdue = 0usize;
+        for (p, task) in &self.tasks {
+            let label = p.to_string();
+            self.metrics
+                .pending_timers
+                .with_label_values(&[label.as_str()])
+                .set(task.engine.pending_count() as i64);
+            overdue += task.engine.timers_due_before(now - 60_000);
+            let reported = self.decisions_reported.entry(*p).or_default();
+            for (outcome, reason, n) in task.engine.counters().decision_counts() {
+                let seen = reported.entry((outcome, reason)).or_default();
+                if n > *seen {
+                    self.metrics
+                        .decisions
+                        .with_label_values(&[outcome.as_str(), reason.as_str()])
+                        .inc_by(n - *seen);
+                    *seen = n;
+                }
+            }
+            for (i, q) in task.inputs.iter().enumerate() {
+                let high = super::kafka::cached_high_watermark(consumer, &topics[i], *p);
+                if let (Some(high), Some(position)) = (high, q.position) {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topics[i].as_str(), label.as_str()])
+                        .set((high - position).max(0) + q.records.len() as i64);
+                }
+            }
+        }
+        self.metrics.overdue_timers.set(overdue as i64);
+    }
+
     /// Writes dirty state, commits offsets (last processed + 1) and the transaction.
     fn commit<C: ConsumerContext>(
         &mut self,
@@ -434,6 +490,10 @@ impl Core {
         }
         self.in_transaction = false;
         self.last_commit = Instant::now();
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        self.report_task_metrics(consumer);
         for task in self.tasks.values_mut() {
             for q in task.inputs.iter_mut() {
                 q.committed_offset = q.next_offset;
@@ -449,6 +509,23 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
     let partitions = check_co_partitioning(&settings)?;
     info!(partitions, "topics checked");
     let codecs = Codecs::new(&settings).map_err(RuntimeError::Codec)?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    health.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+    health.set_ready(false, "loading the catalog");
+    let admin = match &settings.http_listen {
+        Some(listen) => Some(
+            super::http::start(
+                listen,
+                settings.admin_token.clone(),
+                metrics.clone(),
+                health.clone(),
+            )
+            .map_err(RuntimeError::Fatal)?
+            .0,
+        ),
+        None => None,
+    };
 
     let mut catalog_reader = super::catalog_feed::CatalogFeed::start(&settings)?;
     let producer = create_producer(&settings)?;
@@ -465,6 +542,9 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
         needs_resync: false,
         last_commit: Instant::now(),
         shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+        decisions_reported: HashMap::new(),
+        partitions,
     })));
 
     // Every instance reads the whole catalog before it processes anything.
@@ -512,6 +592,12 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
         }
         let c = guard.as_mut().expect("set");
         c.producer.poll(Duration::ZERO);
+        health.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+        if let Some(admin) = &admin {
+            while let Ok(request) = admin.try_recv() {
+                answer_admin(c, &consumer, request);
+            }
+        }
         // Catalog updates reach every task.
         let updates = catalog_reader.poll_updates(&c.codecs)?;
         apply_catalog(c, updates)?;
@@ -519,6 +605,9 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
             resync(c, &consumer)?;
         }
         restore_pending(c, &consumer)?;
+        let ready = c.to_restore.is_empty();
+        health.set_ready(ready, if ready { "" } else { "restoring tasks" });
+        c.metrics.ready.set(ready as i64);
         refresh_ends(c, &consumer);
         backpressure(c, &consumer, &mut paused)?;
         if let Err(e) = c.process() {
@@ -582,6 +671,8 @@ fn create_group_consumer(
 ) -> Result<BaseConsumer<GroupContext>, RuntimeError> {
     let mut c = base_config(settings);
     c.set("group.id", &settings.application_id)
+        // The admin API names owners by client id.
+        .set("client.id", &settings.instance_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         // Only committed transactions are input; committed offsets are fetched stable.
@@ -623,6 +714,10 @@ fn route(
 ) -> Result<(), RuntimeError> {
     match result {
         Ok(m) => {
+            c.metrics
+                .events_consumed
+                .with_label_values(&[m.topic()])
+                .inc();
             let Some(&rank) = ranks.get(m.topic()) else {
                 return Ok(());
             };
@@ -766,6 +861,7 @@ fn restore_pending(
         let committed = consumer.committed_offsets(tpl, CALL_TIMEOUT)?;
         let topic = c.settings.topics.changelog.clone();
         let task = c.tasks.get_mut(&p).expect("assigned tasks exist");
+        c.metrics.restore_in_progress.set(c.to_restore.len() as i64);
         let restored = restore_partition(
             &c.restore_reader,
             &topic,
@@ -788,8 +884,15 @@ fn restore_pending(
                 q.position = Some(q.position.map_or(o, |known| known.max(o)));
             }
         }
+        c.metrics
+            .restore_duration
+            .with_label_values(&[p.to_string().as_str()])
+            .set(restored.elapsed.as_secs_f64());
+        c.metrics.restore_records.inc_by(restored.records);
+        c.decisions_reported.remove(&p);
         c.to_restore.remove(0);
     }
+    c.metrics.restore_in_progress.set(0);
     Ok(())
 }
 
@@ -797,6 +900,7 @@ fn restore_pending(
 /// from committed state: the changelog, and the inputs from their committed offsets.
 fn resync(c: &mut Core, consumer: &BaseConsumer<GroupContext>) -> Result<(), RuntimeError> {
     warn!("re-synchronising every task from committed state");
+    c.metrics.transaction_aborts.inc();
     if c.exactly_once() && c.in_transaction {
         if let Err(e) = c.producer.abort_transaction(CALL_TIMEOUT) {
             warn!(error = %e, "abort failed; re-creating the producer (fences the old one)");
@@ -882,4 +986,142 @@ fn backpressure(
         consumer.resume(&resume)?;
     }
     Ok(())
+}
+
+/// Answers an admin question from the tasks this instance owns.
+fn answer_admin(c: &mut Core, consumer: &BaseConsumer<GroupContext>, request: AdminRequest) {
+    use serde_json::json;
+    match request {
+        AdminRequest::Tasks { reply } => {
+            let tasks: Vec<_> = c
+                .tasks
+                .iter()
+                .map(|(p, t)| {
+                    json!({
+                        "task": p,
+                        "restored": !c.to_restore.contains(p),
+                        "users": t.engine.user_count(),
+                        "pending_timers": t.engine.pending_count(),
+                        "stream_time": t.engine.clock().map(crate::time::format_timestamp),
+                        "buffered_records": t.buffered(),
+                    })
+                })
+                .collect();
+            let _ = reply.send((
+                200,
+                json!({"instance": c.settings.instance_id, "tasks": tasks}),
+            ));
+        }
+        AdminRequest::User { user_id, reply } => {
+            let task = partition_for_key(user_id.as_bytes(), c.partitions);
+            let answer = match c.tasks.get(&task) {
+                Some(t) if !c.to_restore.contains(&task) => {
+                    let state = t.engine.export_user(&user_id);
+                    let pending: Vec<_> = state
+                        .iter()
+                        .flat_map(|s| s.pending.iter())
+                        .map(|p| {
+                            json!({
+                                "follow_on_id": p.follow_on_id,
+                                "follow_on_version": p.follow_on_version,
+                                "due_at": crate::time::format_timestamp(p.due_at),
+                                // The decision that led here: SCHEDULED by this trigger.
+                                "scheduled_by": {
+                                    "decision": "SCHEDULED",
+                                    "trigger_event_id": p.trigger.event_id,
+                                    "trigger_campaign_id": p.trigger.campaign_id,
+                                    "trigger_kind": p.trigger.kind.symbol(),
+                                    "triggered_at": crate::time::format_timestamp(p.trigger.occurred_at),
+                                },
+                            })
+                        })
+                        .collect();
+                    let receipts: Vec<_> = state
+                        .iter()
+                        .flat_map(|s| s.receipts.iter())
+                        .map(|r| {
+                            json!({
+                                "follow_on_id": r.follow_on_id,
+                                // The decision that led here: the last send (FIRED or SENT).
+                                "last_sent_at": crate::time::format_timestamp(r.last_sent_at),
+                            })
+                        })
+                        .collect();
+                    (
+                        200,
+                        json!({
+                            "user_id": user_id,
+                            "task": task,
+                            "instance": c.settings.instance_id,
+                            "pending": pending,
+                            "receipts": receipts,
+                        }),
+                    )
+                }
+                Some(_) => (
+                    503,
+                    json!({"user_id": user_id, "task": task, "error": "the task is being restored"}),
+                ),
+                None => (
+                    409,
+                    json!({
+                        "user_id": user_id,
+                        "task": task,
+                        "owned_here": false,
+                        "owner_instance": owner_of(c, consumer, task),
+                        "error": format!("task {task} is owned by another instance; ask it"),
+                    }),
+                ),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+}
+
+/// The instance (client id) that owns input partition `task`, from the group's description
+/// (classic protocol). `None` when it cannot be told.
+fn owner_of(c: &Core, consumer: &BaseConsumer<GroupContext>, task: i32) -> Option<String> {
+    let groups = consumer
+        .fetch_group_list(Some(&c.settings.application_id), Duration::from_secs(5))
+        .ok()?;
+    let group = groups
+        .groups()
+        .iter()
+        .find(|g| g.name() == c.settings.application_id)?;
+    for member in group.members() {
+        let assignment = member
+            .assignment()
+            .and_then(decode_assignment)
+            .unwrap_or_default();
+        if assignment.iter().any(|(topic, partitions)| {
+            *topic == c.settings.topics.interactions && partitions.contains(&task)
+        }) {
+            return Some(member.client_id().to_string());
+        }
+    }
+    None
+}
+
+/// The consumer protocol's assignment bytes: version (i16), then topics, each a string
+/// (i16 length) and an array of i32 partitions (i32 count).
+fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
+    let mut at = 2usize;
+    let mut take = |n: usize| {
+        let slice = bytes.get(at..at + n)?;
+        at += n;
+        Some(slice)
+    };
+    let topics = i32::from_be_bytes(take(4)?.try_into().ok()?);
+    let mut out = Vec::new();
+    for _ in 0..topics.max(0) {
+        let len = i16::from_be_bytes(take(2)?.try_into().ok()?) as usize;
+        let topic = String::from_utf8_lossy(take(len)?).into_owned();
+        let count = i32::from_be_bytes(take(4)?.try_into().ok()?);
+        let mut partitions = Vec::new();
+        for _ in 0..count.max(0) {
+            partitions.push(i32::from_be_bytes(take(4)?.try_into().ok()?));
+        }
+        out.push((topic, partitions));
+    }
+    Some(out)
 }

@@ -1,0 +1,278 @@
+//! The HTTP server: `/metrics`, `/healthz`, `/readyz`, and the admin API.
+//!
+//! ```text
+//!  HTTP thread ──AdminRequest──► instance loop (owner of the tasks) ──reply──► HTTP thread
+//! ```
+//!
+//! The admin API never reads task state from this thread: it asks the loop that owns the
+//! tasks and waits for the answer, so the hot path needs no locks. Admin routes need a
+//! bearer token whenever one is configured (and one must be configured when the server
+//! listens beyond loopback).
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tiny_http::{Header, Method, Request, Response, Server};
+use tracing::{info, warn};
+
+use super::metrics::Metrics;
+
+/// How long the loop may go without a heartbeat before `/healthz` fails.
+const STALL_MS: i64 = 60_000;
+
+/// What the loop tells the HTTP thread.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Wall clock of the loop's last iteration (epoch ms).
+    pub heartbeat_ms: AtomicI64,
+    pub ready: AtomicBool,
+    pub not_ready: Mutex<String>,
+}
+
+impl Health {
+    pub fn set_ready(&self, ready: bool, reason: &str) {
+        self.ready.store(ready, Ordering::Relaxed);
+        if let Ok(mut r) = self.not_ready.lock() {
+            if r.as_str() != reason {
+                *r = reason.to_string();
+            }
+        }
+    }
+}
+
+/// A question for the loop.
+pub enum AdminRequest {
+    /// A user's pending timers and receipts.
+    User {
+        user_id: String,
+        reply: Sender<(u16, Value)>,
+    },
+    /// The tasks of this instance.
+    Tasks { reply: Sender<(u16, Value)> },
+}
+
+/// Starts the server on `listen`. Returns the request receiver the loop drains.
+pub fn start(
+    listen: &str,
+    token: Option<String>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<(Receiver<AdminRequest>, JoinHandle<()>), String> {
+    let server = Server::http(listen).map_err(|e| format!("http_listen {listen}: {e}"))?;
+    info!(listen, "http server: /metrics /healthz /readyz /admin");
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::Builder::new()
+        .name("http".into())
+        .spawn(move || {
+            for request in server.incoming_requests() {
+                let (status, body, content_type) =
+                    route(&request, token.as_deref(), &metrics, &health, &tx);
+                let header = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
+                    .expect("valid header");
+                let response = Response::from_string(body)
+                    .with_status_code(status)
+                    .with_header(header);
+                if let Err(e) = request.respond(response) {
+                    warn!(error = %e, "http response failed");
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((rx, handle))
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn route(
+    request: &Request,
+    token: Option<&str>,
+    metrics: &Metrics,
+    health: &Health,
+    admin: &Sender<AdminRequest>,
+) -> (u16, String, &'static str) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    const JSON: &str = "application/json";
+    if request.method() != &Method::Get {
+        return (405, "only GET\n".into(), TEXT);
+    }
+    let path = request.url().split('?').next().unwrap_or("");
+    match path {
+        "/metrics" => (200, metrics.render(), "text/plain; version=0.0.4"),
+        "/healthz" => {
+            let age = now_ms() - health.heartbeat_ms.load(Ordering::Relaxed);
+            if age < STALL_MS {
+                (200, "ok\n".into(), TEXT)
+            } else {
+                (
+                    503,
+                    format!("the processing loop has not run for {age} ms\n"),
+                    TEXT,
+                )
+            }
+        }
+        "/readyz" => {
+            if health.ready.load(Ordering::Relaxed) {
+                (200, "ready\n".into(), TEXT)
+            } else {
+                let reason = health
+                    .not_ready
+                    .lock()
+                    .map(|r| r.clone())
+                    .unwrap_or_default();
+                (503, format!("not ready: {reason}\n"), TEXT)
+            }
+        }
+        p if p.starts_with("/admin/") => {
+            if let Some(expected) = token {
+                let given = request
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("Authorization"))
+                    .map(|h| h.value.as_str().to_string());
+                if given.as_deref() != Some(&format!("Bearer {expected}")) {
+                    return (
+                        401,
+                        json!({"error": "a bearer token is required"}).to_string(),
+                        JSON,
+                    );
+                }
+            }
+            let (reply, answer) = mpsc::channel();
+            let ask = match p.strip_prefix("/admin/users/") {
+                Some(user) if !user.is_empty() => AdminRequest::User {
+                    user_id: percent_decode(user),
+                    reply,
+                },
+                _ if p == "/admin/tasks" => AdminRequest::Tasks { reply },
+                _ => {
+                    return (
+                        404,
+                        json!({"error": format!("no such admin route {p}")}).to_string(),
+                        JSON,
+                    )
+                }
+            };
+            if admin.send(ask).is_err() {
+                return (
+                    503,
+                    json!({"error": "the instance is shutting down"}).to_string(),
+                    JSON,
+                );
+            }
+            match answer.recv_timeout(Duration::from_secs(10)) {
+                Ok((status, body)) => (status, body.to_string(), JSON),
+                Err(_) => (
+                    503,
+                    json!({"error": "the instance did not answer in time"}).to_string(),
+                    JSON,
+                ),
+            }
+        }
+        _ => (404, "not found\n".into(), TEXT),
+    }
+}
+
+/// Decodes `%XX` escapes of a path segment.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Kafka's default partitioner for a key: murmur2, made positive, modulo the partitions.
+pub fn partition_for_key(key: &[u8], partitions: usize) -> i32 {
+    ((murmur2(key) & 0x7fff_ffff) as usize % partitions.max(1)) as i32
+}
+
+/// Kafka's murmur2 (seed 0x9747b28c), as the Java client computes it.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let length = data.len();
+    let mut h: u32 = SEED ^ (length as u32);
+    let chunks = length / 4;
+    for i in 0..chunks {
+        let mut k = u32::from_le_bytes([
+            data[4 * i],
+            data[4 * i + 1],
+            data[4 * i + 2],
+            data[4 * i + 3],
+        ]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = &data[chunks * 4..];
+    match tail.len() {
+        3 => {
+            h ^= (tail[2] as u32) << 16;
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        2 => {
+            h ^= (tail[1] as u32) << 8;
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        1 => {
+            h ^= tail[0] as u32;
+            h = h.wrapping_mul(M);
+        }
+        _ => {}
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        // Values from the Java client's own tests of Utils.murmur2.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc"), 479470107);
+    }
+
+    #[test]
+    fn percent_escapes_decode() {
+        assert_eq!(percent_decode("user%2F1%20x"), "user/1 x");
+        assert_eq!(percent_decode("plain"), "plain");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+    }
+}
