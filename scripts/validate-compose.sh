@@ -51,9 +51,9 @@ mkdir -p "$BIN" "$WORK"
 # ---- tools ---------------------------------------------------------------------------
 t="$(now)"
 command -v python3 >/dev/null || apt_install python3 python3-venv
-python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 py_stamp="$(hash_of "$REQS" <(python3 -c 'import sys; print(sys.version)'))"
 if [ "$(cat "$VENV/.stamp" 2>/dev/null)" != "$py_stamp" ]; then
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
   say "[setup] Python tools: venv in ${VENV#"$ROOT"/} from $REQS (PyPI)"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
@@ -122,7 +122,7 @@ step "docker-compose.yml loads like \`docker compose config\` (compose-go $compo
 step "docker-compose.yml against compose-go $compose_go's schema/compose-spec.json (check-jsonschema)" \
   "$VENV/bin/check-jsonschema" --schemafile "$CG_SCHEMA" "$JSON"
 step "Dockerfile lint (hadolint, .hadolint.yaml)" \
-  "$VENV/bin/hadolint" --config .hadolint.yaml Dockerfile
+  "$VENV/bin/hadolint" --no-color --config .hadolint.yaml Dockerfile
 if [ -s "$RESOLVED" ]; then
   step "equivalence with scripts/kafka/, scripts/setup.sh, scripts/quickstart.sh; wiring; Dockerfile rules" \
     "$VENV/bin/python" scripts/tools/compose_checks.py "$ROOT" "$RESOLVED"
@@ -132,7 +132,8 @@ else
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then
-  say "validate-compose: ${#failed[@]} failed: ${failed[*]} ($(secs "$t_all"))"
+  say "validate-compose: ${#failed[@]} failed ($(secs "$t_all")):"
+  printf '  %s\n' "${failed[@]}"
   exit 1
 fi
 say "validate-compose: all passed ($(secs "$t_all"))"
