@@ -313,10 +313,16 @@ def check_wiring(c: Checks, root: Path, project: dict, internal_bootstrap: str, 
     c.check(connector.get("build", {}).get("dockerfile") == "Dockerfile", "connector builds ./Dockerfile")
 
     # Connector configuration: the mounted file plus CONNECTOR_* overrides.
-    for sname, s in (("topics", topics), ("connector", connector)):
+    users = {n: s for n, s in services.items() if s.get("image") == connector.get("image")}
+    c.check({"topics", "connector"} <= set(users), "topics and connector use the connector image")
+    for sname, s in sorted(users.items()):
         src = host_path_for(s, CONFIG_IN_CONTAINER)
         if not c.check(src is not None and src.is_file(), f"{sname}: {CONFIG_IN_CONTAINER} is a mounted file"):
             continue
+        if sname != "connector":
+            # The CMD passes --config; other commands find the file through CONNECTOR_CONFIG.
+            c.check((s.get("environment") or {}).get("CONNECTOR_CONFIG") == CONFIG_IN_CONTAINER,
+                    f"{sname}: CONNECTOR_CONFIG={CONFIG_IN_CONTAINER}")
         cfg = yaml.safe_load(src.read_text()) or {}
         env = s.get("environment") or {}
         bootstrap = env.get("CONNECTOR_BOOTSTRAP_SERVERS") or cfg.get("bootstrap_servers")

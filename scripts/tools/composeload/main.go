@@ -6,7 +6,7 @@
 // scripts/tools/compose_checks.py reads.
 //
 // Interpolation sees no environment (only the file's own ${VAR:-default}s), so the
-// result does not depend on the machine it runs on.
+// result does not depend on the machine it runs on. All profiles are enabled.
 //
 // Usage: composeload [-project-name NAME] [-schema-out FILE] COMPOSE_FILE > resolved.json
 package main
@@ -67,6 +67,8 @@ func run(file, name, schemaOut string) error {
 		cli.WithNormalization(true),
 		cli.WithConsistency(true),
 		cli.WithResolvedPaths(true),
+		// Every profile: services that `up` does not start are checked too.
+		cli.WithProfiles([]string{"*"}),
 	}
 	if name != "" {
 		fns = append(fns, cli.WithName(name))
