@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use thiserror::Error;
 
@@ -40,7 +40,7 @@ pub enum ConfigError {
 }
 
 /// Per-record processing guarantee.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessingGuarantee {
     /// Input offsets, send-commands, decisions and changelog updates commit in one Kafka
@@ -51,7 +51,7 @@ pub enum ProcessingGuarantee {
 }
 
 /// The consumer group protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupProtocol {
     /// The classic protocol with the cooperative-sticky assignor.
@@ -61,7 +61,7 @@ pub enum GroupProtocol {
 }
 
 /// Topic names.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TopicsConfig {
     /// Interactions input (keyed by user id).
@@ -95,7 +95,7 @@ impl Default for TopicsConfig {
 }
 
 /// The configuration file as written. Every field has a default.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawConfig {
     /// Kafka bootstrap servers.
