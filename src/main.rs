@@ -50,6 +50,9 @@ enum Command {
         #[command(flatten)]
         config: ConfigArg,
     },
+    /// Dead-letter topic tools.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
     /// Show the committed send-commands and decisions as a table (reads for a while).
     Outputs {
         /// How long to read, e.g. 3s.
@@ -72,6 +75,21 @@ impl ConfigArg {
     fn settings(&self) -> Result<Settings> {
         Ok(config::load(self.config.as_deref(), std::env::vars())?)
     }
+}
+
+#[derive(Subcommand)]
+enum DlqCommand {
+    /// Produce dead letters back to their source topics (after fixing what was wrong).
+    Replay {
+        /// Only records of this error class (the error.class header).
+        #[arg(long)]
+        class: Option<String>,
+        /// Count what would be replayed without producing anything.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
 }
 
 #[derive(Subcommand)]
@@ -222,6 +240,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::from(1)
             })
+        }
+        Command::Dlq(DlqCommand::Replay {
+            class,
+            dry_run,
+            config,
+        }) => {
+            let settings = config.settings()?;
+            let done = runtime::admin::replay_dlq(&settings, class.as_deref(), dry_run)?;
+            let verb = if dry_run { "would replay" } else { "replayed" };
+            println!("read {} dead letters, {verb} {}", done.read, done.replayed);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Outputs { read_for, config } => {
             let settings = config.settings()?;

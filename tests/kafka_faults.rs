@@ -239,6 +239,17 @@ campaigns:
         .iter()
         .find(|r| r.payload.as_deref() == Some(&b"\x00\x01garbage"[..]));
     assert!(garbage.is_some(), "the original bytes are kept");
+
+    // Replaying the undecodable ones sends them back to their topics; still bad, they
+    // return to the dead-letter topic.
+    let (ok, out, err) = w.cli(&["dlq", "replay", "--class", "undecodable", "--dry-run"]);
+    assert!(
+        ok && out.contains("read 3 dead letters, would replay 2"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = w.cli(&["dlq", "replay", "--class", "undecodable"]);
+    assert!(ok && out.contains("replayed 2"), "{out}{err}");
+    dlq.until_count(5, Duration::from_secs(30));
     assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
 }
 

@@ -159,3 +159,81 @@ pub fn read_outputs(
     out.sort_by_key(|(t, o)| (*t, matches!(o, Output::Decision(_))));
     Ok(out.into_iter().map(|(_, o)| o).collect())
 }
+
+/// What a dead-letter replay did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    pub read: usize,
+    pub replayed: usize,
+}
+
+/// Reads the dead-letter topic to its end and produces each record (of `class`, if given)
+/// back to its source topic with its original key, so it lands on its original partition.
+pub fn replay_dlq(
+    settings: &Settings,
+    class: Option<&str>,
+    dry_run: bool,
+) -> Result<Replayed, RuntimeError> {
+    use rdkafka::consumer::Consumer;
+    use rdkafka::message::{Headers, Message};
+    let consumer = super::kafka::standalone_consumer(settings, "dlq-replay")?;
+    let topic = settings.topics.dlq.as_str();
+    let partitions = super::kafka::partition_counts(&consumer, &[topic])?[topic]
+        .ok_or_else(|| RuntimeError::Fatal(format!("dead-letter topic {topic} does not exist")))?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut high = Vec::new();
+    for p in 0..partitions as i32 {
+        tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)?;
+        high.push(super::kafka::high_watermark(&consumer, topic, p)?);
+    }
+    consumer.assign(&tpl)?;
+    let producer: BaseProducer = base_config(settings)
+        .set("enable.idempotence", "true")
+        .set("partitioner", "murmur2_random")
+        .create()?;
+    let mut position = vec![0i64; partitions];
+    let mut done = Replayed::default();
+    let started = std::time::Instant::now();
+    while position.iter().zip(&high).any(|(p, h)| p < h) {
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(RuntimeError::Fatal(
+                "reading the dead-letter topic took over 5 minutes".into(),
+            ));
+        }
+        let Some(result) = consumer.poll(Duration::from_millis(200)) else {
+            super::kafka::advance_positions(&consumer, &mut position);
+            continue;
+        };
+        let m = result?;
+        position[m.partition() as usize] = m.offset() + 1;
+        done.read += 1;
+        let header = |name: &str| {
+            m.headers().and_then(|h| {
+                h.iter()
+                    .find(|x| x.key == name)
+                    .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+            })
+        };
+        if class.is_some_and(|c| header("error.class").as_deref() != Some(c)) {
+            continue;
+        }
+        let Some(source) = header("source.topic") else {
+            continue;
+        };
+        done.replayed += 1;
+        if dry_run {
+            continue;
+        }
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&source);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        if let Some(v) = m.payload() {
+            record = record.payload(v);
+        }
+        producer.send(record).map_err(|(e, _)| e)?;
+        producer.poll(Duration::ZERO);
+    }
+    producer.flush(Duration::from_secs(30))?;
+    Ok(done)
+}

@@ -18,7 +18,9 @@ use tracing::{info, warn};
 
 use super::codecs::Codecs;
 use super::config::Settings;
-use super::kafka::{high_watermark, partition_counts, standalone_consumer, TopicError};
+use super::kafka::{
+    advance_positions, high_watermark, partition_counts, standalone_consumer, TopicError,
+};
 use super::processor::RuntimeError;
 use super::task::BadInput;
 use crate::model::Campaign;
@@ -109,15 +111,7 @@ impl CatalogFeed {
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {
-                    // Transaction markers move the position without a message.
-                    if let Ok(tpl) = self.consumer.position() {
-                        for e in tpl.elements() {
-                            if let Offset::Offset(o) = e.offset() {
-                                let p = e.partition() as usize;
-                                position[p] = position[p].max(o);
-                            }
-                        }
-                    }
+                    advance_positions(&self.consumer, &mut position);
                 }
                 Some(Err(e)) => return Err(e.into()),
             }

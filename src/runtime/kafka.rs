@@ -143,6 +143,24 @@ pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
         .then_some(high)
 }
 
+/// Moves `position[p]` up to where the consumer is for each assigned partition. Transaction
+/// markers advance a `read_committed` reader without delivering a message, so reading "to
+/// the high watermark" must ask the client, not count messages.
+pub fn advance_positions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    position: &mut [i64],
+) {
+    if let Ok(tpl) = consumer.position() {
+        for e in tpl.elements() {
+            if let (rdkafka::Offset::Offset(o), Some(known)) =
+                (e.offset(), position.get_mut(e.partition() as usize))
+            {
+                *known = (*known).max(o);
+            }
+        }
+    }
+}
+
 /// Partition count of each topic (`None`: missing).
 pub fn partition_counts(
     consumer: &BaseConsumer<impl rdkafka::consumer::ConsumerContext>,
