@@ -21,4 +21,4 @@ scripts/kafka/start.sh
 scripts/kafka/wait-ready.sh
 
 export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
-cargo test --locked --all-targets "$@"
+cargo test --locked "$@"
