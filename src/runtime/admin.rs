@@ -205,7 +205,12 @@ pub fn replay_dlq(
             continue;
         };
         let m = result?;
-        position[m.partition() as usize] = m.offset() + 1;
+        let p = m.partition() as usize;
+        position[p] = m.offset() + 1;
+        // Only what was there when the replay began: what it sends back may return here.
+        if m.offset() >= high[p] {
+            continue;
+        }
         done.read += 1;
         let header = |name: &str| {
             m.headers().and_then(|h| {
