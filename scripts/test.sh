@@ -8,7 +8,7 @@
 #     certificate and SCRAM user generated for this run by scripts/kafka/sasl-ssl.sh.
 # Both are started before either is waited for.
 #
-# Usage: scripts/test.sh [extra cargo test args]
+# Usage: scripts/test.sh [extra cargo test args]   (e.g. --test kafka_security: that target only)
 # Env:   KAFKA_TEST_PORT (default 19092): the port of the test broker (+1: its controller).
 #        KAFKA_SASL_TEST_PORT (default 19492): PLAINTEXT port of the secured broker
 #        (+1: its controller, +2: its SASL_SSL listener).
@@ -57,4 +57,11 @@ export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 export KAFKA_SASL_PLAINTEXT_BOOTSTRAP="127.0.0.1:$SASL_PORT_BASE"
 export KAFKA_SASL_BOOTSTRAP KAFKA_SASL_CA KAFKA_SASL_USER KAFKA_SASL_PASSWORD
 unset KAFKA_SASL_FORMAT_ARGS
-cargo test --locked --all-targets "$@"
+# Every target unless the arguments select some (`scripts/test.sh --test kafka_security`).
+targets=(--all-targets)
+for arg in "$@"; do
+  case "$arg" in
+    --lib|--bins|--bin|--bin=*|--tests|--test|--test=*|--benches|--bench|--bench=*|--examples|--example|--example=*|--doc|--all-targets) targets=() ;;
+  esac
+done
+cargo test --locked ${targets[@]+"${targets[@]}"} "$@"
