@@ -32,9 +32,17 @@ sasl_broker() {
     KAFKA_SASL_PORT="$((SASL_PORT_BASE + 2))" KAFKA_DATA_DIR="$SASL_DATA_DIR" "$@"
 }
 
+# Waits for every pid given; fails if any of them failed.
+wait_all() {
+  local pid rc=0
+  for pid in "$@"; do wait "$pid" || rc=$?; done
+  return "$rc"
+}
 cleanup() {
-  scripts/kafka/stop.sh --clean >/dev/null 2>&1 || true
-  sasl_broker scripts/kafka/stop.sh --clean >/dev/null 2>&1 || true
+  local main secured
+  scripts/kafka/stop.sh --clean >/dev/null 2>&1 & main=$!
+  sasl_broker scripts/kafka/stop.sh --clean >/dev/null 2>&1 & secured=$!
+  wait_all "$main" "$secured" || true
   rm -rf "$SASL_TLS_DIR"
 }
 trap cleanup EXIT
@@ -47,11 +55,14 @@ sasl_broker scripts/kafka/sasl-ssl.sh "$SASL_TLS_DIR"
 # shellcheck source=/dev/null
 source "$SASL_TLS_DIR/sasl.env"
 
-scripts/kafka/start.sh
+# Both brokers start (format + launch) and come up side by side.
+scripts/kafka/start.sh & main=$!
 sasl_broker env KAFKA_EXTRA_CONFIG="$SASL_TLS_DIR/server-extra.properties" \
-  KAFKA_FORMAT_EXTRA_ARGS="$KAFKA_SASL_FORMAT_ARGS" scripts/kafka/start.sh
-scripts/kafka/wait-ready.sh
-sasl_broker scripts/kafka/wait-ready.sh
+  KAFKA_FORMAT_EXTRA_ARGS="$KAFKA_SASL_FORMAT_ARGS" scripts/kafka/start.sh & secured=$!
+wait_all "$main" "$secured"
+scripts/kafka/wait-ready.sh & main=$!
+sasl_broker scripts/kafka/wait-ready.sh & secured=$!
+wait_all "$main" "$secured"
 
 export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 export KAFKA_SASL_PLAINTEXT_BOOTSTRAP="127.0.0.1:$SASL_PORT_BASE"
@@ -61,6 +72,7 @@ unset KAFKA_SASL_FORMAT_ARGS
 targets=(--all-targets)
 for arg in "$@"; do
   case "$arg" in
+    --) break ;;
     --lib|--bins|--bin|--bin=*|--tests|--test|--test=*|--benches|--bench|--bench=*|--examples|--example|--example=*|--doc|--all-targets) targets=() ;;
   esac
 done
