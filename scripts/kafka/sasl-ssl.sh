@@ -30,6 +30,10 @@
 #                        else a fresh random one; letters and digits only)
 #   KAFKA_TLS_DAYS       certificate validity in days (default 30)
 #
+# Re-running on the same DIR keeps the password, the CA and the certificate (while valid
+# for another day), so a broker that is already running stays reachable; delete DIR for
+# fresh ones (scripts/test.sh does, on every run).
+#
 # Everything in DIR is a test secret: the CA key is unencrypted. Do not use it elsewhere.
 set -euo pipefail
 # shellcheck source=lib.sh
@@ -68,34 +72,41 @@ ossl() {
   fi
 }
 
-# --- CA ----------------------------------------------------------------------------------
-ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/ca.key"
-ossl req -x509 -new -key "$work/ca.key" -sha256 -days "$DAYS" -subj "/CN=campaign-connector test CA" \
-  -addext "basicConstraints=critical,CA:TRUE" \
-  -addext "keyUsage=critical,keyCertSign,cRLSign" \
-  -addext "subjectKeyIdentifier=hash" \
-  -out "$work/ca.pem"
+# An earlier run's CA and certificate are kept while they are valid for another day: a
+# running broker keeps the keystore it loaded at start. Delete DIR for fresh ones.
+if [[ -s "$DIR/ca.pem" && -s "$DIR/ca.key" && -s "$DIR/broker.pem" && -s "$DIR/broker-keystore.pem" ]] \
+   && openssl verify -CAfile "$DIR/ca.pem" "$DIR/broker.pem" >/dev/null 2>&1 \
+   && openssl x509 -in "$DIR/broker.pem" -noout -checkend 86400 >/dev/null 2>&1; then
+  kafka_log "keeping the CA and broker certificate in $DIR"
+  for f in ca.key ca.pem broker.key broker.pem broker-keystore.pem; do cp -p "$DIR/$f" "$work/$f"; done
+else
+  # --- CA --------------------------------------------------------------------------------
+  ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/ca.key"
+  ossl req -x509 -new -key "$work/ca.key" -sha256 -days "$DAYS" -subj "/CN=campaign-connector test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" \
+    -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -addext "subjectKeyIdentifier=hash" \
+    -out "$work/ca.pem"
 
-# --- broker certificate, signed by the CA ------------------------------------------------
-# RSA key: accepted by every TLS 1.2/1.3 cipher suite of the JDK and of librdkafka's OpenSSL.
-ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/broker.key"
-ossl req -new -key "$work/broker.key" -subj "/CN=localhost" -out "$work/broker.csr"
-cat >"$work/broker.ext" <<'EOF'
-basicConstraints=critical,CA:FALSE
-keyUsage=critical,digitalSignature,keyEncipherment
-extendedKeyUsage=serverAuth
-subjectAltName=IP:127.0.0.1,DNS:localhost
-subjectKeyIdentifier=hash
-authorityKeyIdentifier=keyid
-EOF
-ossl x509 -req -in "$work/broker.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
-  -set_serial "0x$(openssl rand -hex 8)" -sha256 -days "$DAYS" -extfile "$work/broker.ext" \
-  -out "$work/broker.pem"
-ossl verify -CAfile "$work/ca.pem" "$work/broker.pem"
+  # --- broker certificate, signed by the CA ----------------------------------------------
+  # RSA key: works with every TLS 1.2/1.3 cipher suite of the JDK and librdkafka's OpenSSL.
+  ossl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$work/broker.key"
+  ossl req -new -key "$work/broker.key" -subj "/CN=localhost" -out "$work/broker.csr"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" \
+    "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=serverAuth" \
+    "subjectAltName=IP:127.0.0.1,DNS:localhost" \
+    "subjectKeyIdentifier=hash" \
+    "authorityKeyIdentifier=keyid" >"$work/broker.ext"
+  ossl x509 -req -in "$work/broker.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" \
+    -set_serial "0x$(openssl rand -hex 8)" -sha256 -days "$DAYS" -extfile "$work/broker.ext" \
+    -out "$work/broker.pem"
+  ossl verify -CAfile "$work/ca.pem" "$work/broker.pem"
 
-# Kafka's PEM keystore: an unencrypted PKCS#8 key ("BEGIN PRIVATE KEY", what genpkey writes)
-# followed by the certificate chain, leaf first. No ssl.key.password then.
-cat "$work/broker.key" "$work/broker.pem" "$work/ca.pem" >"$work/broker-keystore.pem"
+  # Kafka's PEM keystore: an unencrypted PKCS#8 key ("BEGIN PRIVATE KEY", as genpkey
+  # writes it) followed by the certificate chain, leaf first. No ssl.key.password then.
+  cat "$work/broker.key" "$work/broker.pem" "$work/ca.pem" >"$work/broker-keystore.pem"
+fi
 
 # --- broker config (appended to server.properties by start.sh) ---------------------------
 # @KAFKA_PORT@ / @KAFKA_CONTROLLER_PORT@ are replaced by start.sh; the SASL_SSL port is
