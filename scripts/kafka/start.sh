@@ -17,6 +17,10 @@
 #                          `listeners=...` to add a SASL_SSL listener). The tokens
 #                          @KAFKA_PORT@, @KAFKA_CONTROLLER_PORT@, @KAFKA_DATA_DIR@ in it
 #                          are replaced by their values.
+#   KAFKA_FORMAT_EXTRA_ARGS  extra arguments of `kafka-storage format`, used only when the
+#                          storage is formatted (first start of a data dir); split on
+#                          whitespace, no globbing. E.g. SCRAM users:
+#                          --add-scram SCRAM-SHA-512=[name=connector,password=secret]
 #   KAFKA_HEAP_OPTS        JVM heap options   (default "-Xms256m -Xmx512m")
 #   KAFKA_JVM_OPTS         extra JVM options  (default G1 with short pauses)
 set -euo pipefail
@@ -112,10 +116,13 @@ if [[ ! -f "$KAFKA_LOG_DIRS/meta.properties" ]]; then
   while [[ -z "$cluster_id" || "$cluster_id" == -* ]]; do
     cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
   done
+  format_extra=()
+  read -r -a format_extra <<<"${KAFKA_FORMAT_EXTRA_ARGS:-}"
   kafka_log "formatting KRaft storage in $KAFKA_LOG_DIRS (cluster id $cluster_id)"
   if ! java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
         -Dlog4j2.configurationFile="$KAFKA_LOG4J_CONF" -cp "$CP" kafka.tools.StorageTool \
-        format -t "$cluster_id" -c "$KAFKA_SERVER_PROPS" >>"$KAFKA_LOG_FILE" 2>&1; then
+        format -t "$cluster_id" -c "$KAFKA_SERVER_PROPS" ${format_extra[@]+"${format_extra[@]}"} \
+        >>"$KAFKA_LOG_FILE" 2>&1; then
     tail -n 30 "$KAFKA_LOG_FILE" >&2
     kafka_die "formatting storage failed (see $KAFKA_LOG_FILE)"
   fi

@@ -51,12 +51,19 @@ pub struct World {
     pub dir: tempfile::TempDir,
     pub env: BTreeMap<String, String>,
     pub partitions: i32,
+    /// Extra librdkafka properties of the test's own clients (producer, readers), e.g.
+    /// security settings; empty for the plaintext test broker.
+    pub client: BTreeMap<String, String>,
 }
 
 impl World {
     pub fn new(name: &str, partitions: i32) -> Self {
+        Self::with_bootstrap(name, partitions, bootstrap())
+    }
+
+    /// A world on another broker (e.g. the secured one of `tests/kafka_security.rs`).
+    pub fn with_bootstrap(name: &str, partitions: i32, bootstrap: String) -> Self {
         let id = format!("{name}-{:x}", now_ms() ^ (std::process::id() as i64) << 20);
-        let bootstrap = bootstrap();
         let mut env = BTreeMap::new();
         let mut set = |k: &str, v: String| {
             env.insert(format!("CONNECTOR_{k}"), v);
@@ -87,6 +94,7 @@ impl World {
             dir: tempfile::tempdir().unwrap(),
             env,
             partitions,
+            client: BTreeMap::new(),
         }
     }
 
@@ -142,9 +150,18 @@ impl World {
         Instance { child, log }
     }
 
+    /// The base configuration of the test's own clients.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap);
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+        c
+    }
+
     pub fn producer(&self) -> BaseProducer {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        self.client_config()
             .set("partitioner", "murmur2_random")
             .create()
             .unwrap()
@@ -184,8 +201,8 @@ impl World {
 
     /// A `read_committed` reader of a whole topic.
     pub fn reader(&self, role: &str) -> Reader {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.bootstrap)
+        let consumer: BaseConsumer = self
+            .client_config()
             .set("group.id", format!("reader-{}-{role}", self.id))
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
