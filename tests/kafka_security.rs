@@ -213,7 +213,7 @@ fn a_wrong_password_fails_topics_create_with_an_authentication_error() {
         "topics create must fail with a wrong password (took {took:?}):\n{out}"
     );
     // Why it failed, as librdkafka reports it to a client with the same settings. (The
-    // connector's own message does not say so yet: see the ignored test below.)
+    // connector's own message is checked by the next test.)
     let reason = client_error(&w, RDKafkaErrorCode::Authentication);
     assert!(
         reason.contains("SASL authentication error") && reason.contains("invalid credentials"),
@@ -221,14 +221,9 @@ fn a_wrong_password_fails_topics_create_with_an_authentication_error() {
     );
 }
 
-/// What the connector should print: `topics create` naming the authentication failure.
-/// It does not yet: rdkafka 0.38's `AdminClient` never polls the client's main queue, where
-/// librdkafka puts the authentication error (and its log lines), so `topics create` ends
-/// with a bare `OperationTimedOut`. The consumer-based commands (`topics check`, `campaigns
-/// list`) print it only when the error event happens to be drained when the consumer
-/// closes. Needs the change to `src/runtime/kafka.rs` in docs/security.md ("Known gaps").
+/// What the connector prints: `topics create` names the authentication failure (the
+/// connection check drains librdkafka's error events before any admin request).
 #[test]
-#[ignore = "needs src/runtime/kafka.rs to surface librdkafka's authentication error (docs/security.md, Known gaps)"]
 fn topics_create_with_a_wrong_password_names_the_authentication_failure() {
     let s = secured();
     let mut w = sasl_world("sasl-badpw-msg", &format!("{}x", s.password), Some(&s.ca));

@@ -24,6 +24,7 @@ pub enum Published {
 
 /// Reads the live catalog to its end.
 pub fn live_catalog(settings: &Settings) -> Result<BTreeMap<String, Campaign>, RuntimeError> {
+    super::kafka::check_connection(settings)?;
     let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
     let mut feed = CatalogFeed::start(settings)?;
     let mut catalog = BTreeMap::new();

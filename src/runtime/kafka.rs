@@ -30,6 +30,8 @@ pub enum TopicError {
         second: String,
         second_count: usize,
     },
+    #[error("cannot connect to Kafka at {bootstrap}: {reason}")]
+    Connect { bootstrap: String, reason: String },
     #[error("creating topic {topic}: {message}")]
     Create { topic: String, message: String },
 }
@@ -54,6 +56,75 @@ pub fn standalone_consumer(settings: &Settings, purpose: &str) -> Result<BaseCon
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest");
     Ok(c.create()?)
+}
+
+/// Remembers the first error librdkafka reports that explains a failed connection.
+#[derive(Default)]
+pub struct ConnectionErrors {
+    first: std::sync::Mutex<Option<String>>,
+}
+
+impl rdkafka::ClientContext for ConnectionErrors {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        tracing::warn!(%error, reason, "kafka client error");
+        let explains = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SSL
+                    | RDKafkaErrorCode::AllBrokersDown
+                    | RDKafkaErrorCode::BrokerTransportFailure
+                    | RDKafkaErrorCode::Resolve
+            )
+        );
+        if let Ok(mut first) = self.first.lock() {
+            if explains && first.is_none() {
+                *first = Some(format!("{error} ({reason})"));
+            }
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ConnectionErrors {}
+
+/// Connects once and, when that fails, says why: authentication, TLS, unreachable brokers.
+/// (librdkafka reports those as events on the client's main queue, which plain requests do
+/// not read; polling drains them.)
+pub fn check_connection(settings: &Settings) -> Result<(), TopicError> {
+    let mut c = base_config(settings);
+    c.set(
+        "group.id",
+        format!("{}-connection-check", settings.application_id),
+    );
+    let consumer: BaseConsumer<ConnectionErrors> =
+        c.create_with_context(ConnectionErrors::default())?;
+    let failed = match consumer.fetch_metadata(None, METADATA_TIMEOUT) {
+        Ok(_) => return Ok(()),
+        Err(e) => e,
+    };
+    for _ in 0..30 {
+        let _ = consumer.poll(Duration::from_millis(100));
+        if consumer
+            .context()
+            .first
+            .lock()
+            .map(|f| f.is_some())
+            .unwrap_or(false)
+        {
+            break;
+        }
+    }
+    let reason = consumer
+        .context()
+        .first
+        .lock()
+        .ok()
+        .and_then(|f| f.clone())
+        .unwrap_or_else(|| failed.to_string());
+    Err(TopicError::Connect {
+        bootstrap: settings.bootstrap_servers.clone(),
+        reason,
+    })
 }
 
 /// The high watermark of a partition. Errors right after a topic was created or a leader
@@ -185,6 +256,7 @@ pub fn partition_counts(
 /// partition count. (Same count is what can be checked; producers must also use the same
 /// partitioner for the same key, e.g. the Java client's murmur2 default.)
 pub fn check_co_partitioning(settings: &Settings) -> Result<usize, TopicError> {
+    check_connection(settings)?;
     let consumer = standalone_consumer(settings, "metadata")?;
     let t = &settings.topics;
     let names = [
@@ -227,6 +299,7 @@ pub fn check_co_partitioning(settings: &Settings) -> Result<usize, TopicError> {
 /// Creates every topic the connector uses (existing ones are left alone): the inputs and
 /// the changelog with `partitions`, the catalog and changelog compacted.
 pub fn create_topics(settings: &Settings) -> Result<Vec<String>, TopicError> {
+    check_connection(settings)?;
     let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
     let t = &settings.topics;
     let p = settings.partitions;
