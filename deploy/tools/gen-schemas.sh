@@ -12,7 +12,6 @@
 # version below or the kinds the chart renders, and commit the result.
 set -euo pipefail
 cd "$(dirname "$0")"
-tools_dir=$PWD
 deploy_dir=$(cd .. && pwd)
 
 K8S_VERSION=1.35.4
