@@ -48,7 +48,7 @@ trap 'rm -rf "$out"' EXIT
 args=(-swagger "$swagger" -k8s-version "$K8S_VERSION" -out "$out")
 for k in "${KINDS[@]}"; do args+=(-kind "$k"); done
 for c in "${crds[@]}"; do args+=(-crd "$c"); done
-go run ./genschemas "${args[@]}" >/dev/null
+GOWORK=off go run ./genschemas "${args[@]}" >/dev/null
 
 rel() { echo "${1#"$(go env GOMODCACHE)"/}"; }
 {
