@@ -212,10 +212,21 @@ func (c *checker) dashboard(path string) {
 	c.ok(d.Title != "" && d.UID != "" && d.SchemaVersion > 0, "title %q, uid %q, schemaVersion %d set", d.Title, d.UID, d.SchemaVersion)
 
 	vars := map[string]bool{}
+	metricName := regexp.MustCompile(`\bconnector_[a-z_]+\b`)
 	for _, v := range d.Templating.List {
 		vars[v.Name] = true
+		if q, isString := v.Query.(string); isString && v.Type == "query" {
+			names := metricName.FindAllString(q, -1)
+			c.ok(len(names) > 0, "variable %s: queries a connector metric", v.Name)
+			for _, n := range names {
+				_, known := c.series(n)
+				c.ok(known, "variable %s: metric %s is in the contract", v.Name, n)
+			}
+		}
 	}
-	c.ok(vars["datasource"], "has a datasource variable")
+	for _, v := range []string{"datasource", "namespace", "job", "instance"} {
+		c.ok(vars[v], "has a %s variable", v)
+	}
 
 	ids := map[int]string{}
 	used := map[string]bool{}
