@@ -1,9 +1,9 @@
 module campaign-connector/deploy/tools
 
-go 1.26.7
+go 1.26.0
 
 require (
-	github.com/prometheus/prometheus v0.316.0
+	github.com/prometheus/prometheus v0.315.1
 	sigs.k8s.io/yaml v1.6.0
 )
 
