@@ -5,8 +5,8 @@
 #
 # Needs Go (1.26 or newer) and the Go module proxy, nothing else: helm and kubeconform are
 # built with `go install` at pinned versions into .cache/tools/ (git-ignored) on the first
-# run and reused after that (first run ~7 min on 2 cores, ~130 MB of module downloads, mostly
-# helm; later runs ~2 s). Kubernetes and CRD JSON schemas are vendored in deploy/schemas/
+# run and reused after that (first run with empty Go caches ~7.5 min on 2 cores, ~130 MB of
+# module downloads, mostly helm; fresh clone with warm Go caches ~20 s; later runs ~2 s). Kubernetes and CRD JSON schemas are vendored in deploy/schemas/
 # (deploy/tools/gen-schemas.sh regenerates them); no schema is downloaded.
 #
 # Checks, in order (any failure exits non-zero):
