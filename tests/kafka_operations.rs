@@ -80,6 +80,22 @@ campaigns:
         assert!(metrics.contains(needle), "missing {needle} in:\n{metrics}");
     }
     assert!(!metrics.contains("pat"), "no user id in any label");
+    // Every metric the dashboard and alerts rely on (deploy/metrics-contract.txt) is exported;
+    // the dead-letter counter has no series until a record is dead-lettered.
+    let contract = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/metrics-contract.txt"
+    ))
+    .unwrap();
+    for line in contract.lines().filter(|l| l.starts_with("connector_")) {
+        let name = line.split_whitespace().next().unwrap();
+        if name != "connector_dlq_records_total" {
+            assert!(
+                metrics.contains(&format!("\n{name}")),
+                "{name} of the contract is not exported:\n{metrics}"
+            );
+        }
+    }
 
     // The admin API needs the token.
     let (status, _) = http_get(&addr, "/admin/tasks", None).unwrap();

@@ -20,8 +20,8 @@ pub struct Metrics {
     pub fire_lateness: Histogram,
     /// Duration of the last restore, by task, seconds.
     pub restore_duration: prometheus::GaugeVec,
-    /// Changelog records restored.
-    pub restore_records: IntCounter,
+    /// Changelog records restored, by task.
+    pub restore_records: IntCounterVec,
     /// Tasks being restored right now.
     pub restore_in_progress: IntGauge,
     /// Records not yet consumed (high watermark − position), by topic and partition.
@@ -84,9 +84,12 @@ impl Metrics {
                 &["task"],
             )
             .expect("valid metric"),
-            restore_records: IntCounter::new(
-                "connector_restore_records_total",
-                "Changelog records restored",
+            restore_records: IntCounterVec::new(
+                Opts::new(
+                    "connector_restore_records_total",
+                    "Changelog records restored",
+                ),
+                &["task"],
             )
             .expect("valid metric"),
             restore_in_progress: IntGauge::new(

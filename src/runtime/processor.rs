@@ -888,7 +888,10 @@ fn restore_pending(
             .restore_duration
             .with_label_values(&[p.to_string().as_str()])
             .set(restored.elapsed.as_secs_f64());
-        c.metrics.restore_records.inc_by(restored.records);
+        c.metrics
+            .restore_records
+            .with_label_values(&[p.to_string().as_str()])
+            .inc_by(restored.records);
         c.decisions_reported.remove(&p);
         c.to_restore.remove(0);
     }
