@@ -259,16 +259,7 @@ impl Engine {
                 .take_pending(user, |p| catalog.slot(p.rule).follow_on == follow_on);
             self.pending_count -= dropped.len();
             for p in &dropped {
-                self.counters.decided(DecisionOutcome::Dropped, reason);
-                out.extend(self.about(user, p).decision(
-                    DecisionOutcome::Dropped,
-                    reason,
-                    now,
-                    None,
-                    None,
-                    Some(p.due_at),
-                    None,
-                ));
+                self.record_drop(user, p, reason, now, out);
             }
             self.emit_user_state(user, out);
         }
@@ -699,20 +690,30 @@ impl Engine {
             _ => None,
         };
         match drop_reason {
-            Some(reason) => {
-                self.counters.decided(DecisionOutcome::Dropped, reason);
-                out.extend(self.about(user, p).decision(
-                    DecisionOutcome::Dropped,
-                    reason,
-                    now,
-                    None,
-                    None,
-                    Some(p.due_at),
-                    None,
-                ));
-            }
+            Some(reason) => self.record_drop(user, p, reason, now, out),
             None => self.send(user, p, now, DecisionReason::Due, None, out),
         }
+    }
+
+    /// A pending send dropped without sending (time or a catalog change caused it).
+    fn record_drop(
+        &mut self,
+        user: UserIdx,
+        p: &PendingSend,
+        reason: DecisionReason,
+        now: TimestampMs,
+        out: &mut Effects,
+    ) {
+        self.counters.decided(DecisionOutcome::Dropped, reason);
+        out.extend(self.about(user, p).decision(
+            DecisionOutcome::Dropped,
+            reason,
+            now,
+            None,
+            None,
+            Some(p.due_at),
+            None,
+        ));
     }
 
     /// Emits the send-command of `p` and records the receipt.
