@@ -81,6 +81,7 @@ fn main() {
             ("CONNECTOR_APPLICATION_ID".into(), format!("cc-{id}")),
             ("CONNECTOR_PARTITIONS".into(), PARTITIONS.to_string()),
             ("CONNECTOR_TOPICS__DECISIONS".into(), String::new()),
+            ("CONNECTOR_HTTP_LISTEN".into(), String::new()),
         ];
         for (key, topic) in [
             ("INTERACTIONS", "interactions"),

@@ -142,6 +142,14 @@ impl World {
             .arg("run")
             .envs(&self.env)
             .env("CONNECTOR_INSTANCE_ID", instance)
+            // Each instance its own HTTP port, unless the test chose one.
+            .env(
+                "CONNECTOR_HTTP_LISTEN",
+                self.env
+                    .get("CONNECTOR_HTTP_LISTEN")
+                    .cloned()
+                    .unwrap_or_else(|| format!("127.0.0.1:{}", free_port())),
+            )
             .env("RUST_LOG", "info,campaign_connector=debug")
             .stdout(Stdio::null())
             .stderr(file)
