@@ -85,6 +85,9 @@ struct Core {
     in_transaction: bool,
     /// The transaction must be aborted and every task re-synchronised from committed state.
     needs_resync: bool,
+    /// The producer cannot be trusted to abort (fenced, fatal, or an outcome unknown after a
+    /// timeout): re-create it, which fences the old one, instead of retrying.
+    needs_new_producer: bool,
     last_commit: Instant,
     shutdown: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
@@ -117,7 +120,7 @@ impl ConsumerContext for GroupContext {
             core.needs_resync = true;
         } else if let Err(e) = core.commit(consumer) {
             warn!(error = %e, "commit before revocation failed; re-synchronising");
-            core.needs_resync = true;
+            core.failed(&e);
         }
         for p in &partitions {
             core.tasks.remove(p);
@@ -164,6 +167,20 @@ impl Core {
             let _ = task.engine.apply_campaign(c, now_ms(), &mut sink);
         }
         task
+    }
+
+    /// Classifies a failure: an abortable transaction error is aborted and rewound; fencing,
+    /// fatal and indefinite errors (timeouts: the outcome is unknown) also re-create the
+    /// producer. Nothing is retried blindly.
+    fn failed(&mut self, error: &RuntimeError) {
+        self.needs_resync = true;
+        let abortable = matches!(
+            error,
+            RuntimeError::Kafka(KafkaError::Transaction(e)) if e.txn_requires_abort() && !e.is_fatal() && !e.is_retriable()
+        );
+        if !abortable {
+            self.needs_new_producer = true;
+        }
     }
 
     fn exactly_once(&self) -> bool {
@@ -540,6 +557,7 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
         catalog: BTreeMap::new(),
         in_transaction: false,
         needs_resync: false,
+        needs_new_producer: false,
         last_commit: Instant::now(),
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
@@ -612,13 +630,13 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
         backpressure(c, &consumer, &mut paused)?;
         if let Err(e) = c.process() {
             warn!(error = %e, "processing failed; re-synchronising");
-            c.needs_resync = true;
+            c.failed(&e);
             continue;
         }
         if c.last_commit.elapsed() >= c.settings.commit_interval {
             if let Err(e) = c.commit(&consumer) {
                 warn!(error = %e, "commit failed; re-synchronising from committed state");
-                c.needs_resync = true;
+                c.failed(&e);
             }
         }
     }
@@ -904,12 +922,14 @@ fn restore_pending(
 fn resync(c: &mut Core, consumer: &BaseConsumer<GroupContext>) -> Result<(), RuntimeError> {
     warn!("re-synchronising every task from committed state");
     c.metrics.transaction_aborts.inc();
-    if c.exactly_once() && c.in_transaction {
-        if let Err(e) = c.producer.abort_transaction(CALL_TIMEOUT) {
-            warn!(error = %e, "abort failed; re-creating the producer (fences the old one)");
+    if c.exactly_once() && (c.in_transaction || c.needs_new_producer) {
+        let aborted = !c.needs_new_producer && c.producer.abort_transaction(CALL_TIMEOUT).is_ok();
+        if !aborted {
+            warn!("re-creating the producer (its transactional id fences the old one)");
             c.producer = create_producer(&c.settings)?;
         }
     }
+    c.needs_new_producer = false;
     c.in_transaction = false;
     let assignment = consumer.assignment()?;
     let committed = consumer.committed_offsets(assignment, CALL_TIMEOUT)?;
