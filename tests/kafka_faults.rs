@@ -11,27 +11,6 @@ use broker::*;
 use campaign_connector::model::InteractionKind::*;
 use campaign_connector::model::{DecisionOutcome, UserEventType};
 
-fn cart_campaigns(delay: &str) -> String {
-    format!(
-        r#"
-campaigns:
-  - campaign_id: abandoned-cart
-    name: Abandoned cart push
-    status: ACTIVE
-  - campaign_id: cart-email
-    name: Cart reminder email
-    status: ACTIVE
-    published_at: 2020-01-01T00:00:00Z
-    follow_on:
-      trigger: {{campaign_id: abandoned-cart, kinds: [PUSH_RECEIVED]}}
-      delay: {delay}
-      exceptions:
-        - purchase: {{}}
-      message: {{channel: EMAIL, template_id: cart-15-off}}
-"#
-    )
-}
-
 /// Command ids by trigger event id, failing on any duplicate.
 fn exactly_once(commands: &[campaign_connector::model::SendCommand]) -> BTreeMap<String, String> {
     let mut by_trigger = BTreeMap::new();
@@ -167,22 +146,7 @@ fn an_exception_in_the_backlog_cancels_even_when_its_timer_is_overdue() {
 fn poison_records_go_to_the_dead_letter_topic_once_and_processing_goes_on() {
     let w = World::new("poison", 2);
     w.create_topics();
-    w.publish(
-        r#"
-campaigns:
-  - campaign_id: free-shipping
-    name: Free shipping
-    status: ACTIVE
-  - campaign_id: promo-2
-    name: Promo step 2
-    status: ACTIVE
-    published_at: 2020-01-01T00:00:00Z
-    follow_on:
-      trigger: {campaign_id: free-shipping, kinds: [PUSH_DIRECT_OPEN]}
-      delay: immediate
-      message: {channel: PUSH, template_id: promo-2}
-"#,
-    );
+    w.publish(PROMO_CHAIN);
     let instance = w.start("i0");
     instance.wait_log("tasks assigned", Duration::from_secs(60));
     let t = now_ms();

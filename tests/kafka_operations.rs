@@ -16,33 +16,8 @@ fn health_readiness_metrics_and_the_admin_api() {
     w.set("HTTP_LISTEN", &addr);
     w.set("ADMIN_TOKEN", "s3cret");
     w.create_topics();
-    w.publish(
-        r#"
-campaigns:
-  - campaign_id: abandoned-cart
-    name: Abandoned cart push
-    status: ACTIVE
-  - campaign_id: cart-email
-    name: Cart reminder email
-    status: ACTIVE
-    published_at: 2020-01-01T00:00:00Z
-    follow_on:
-      trigger: {campaign_id: abandoned-cart, kinds: [PUSH_RECEIVED]}
-      delay: 1h
-      message: {channel: EMAIL, template_id: cart}
-  - campaign_id: free-shipping
-    name: Free shipping
-    status: ACTIVE
-  - campaign_id: promo-2
-    name: Promo step 2
-    status: ACTIVE
-    published_at: 2020-01-01T00:00:00Z
-    follow_on:
-      trigger: {campaign_id: free-shipping, kinds: [PUSH_DIRECT_OPEN]}
-      delay: immediate
-      message: {channel: PUSH, template_id: promo-2}
-"#,
-    );
+    w.publish(&cart_campaigns("1h"));
+    w.publish(PROMO_CHAIN);
     let instance = w.start("ops-0");
     wait_for("/healthz 200", Duration::from_secs(60), || {
         http_get(&addr, "/healthz", None).filter(|(s, _)| *s == 200)

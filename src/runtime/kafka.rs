@@ -194,10 +194,9 @@ fn wait_for_leaders(settings: &Settings, topics: &[&str]) -> Result<(), TopicErr
 /// stable offset). `None` while unknown.
 pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
     consumer: &BaseConsumer<C>,
-    topic: &str,
+    topic: &std::ffi::CStr,
     partition: i32,
 ) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
     let (mut low, mut high) = (-1i64, -1i64);
     // SAFETY: the client pointer is valid for the consumer's lifetime; the call only reads
     // librdkafka's cached partition state into the two out-parameters.

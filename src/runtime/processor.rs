@@ -95,6 +95,38 @@ struct Core {
     decisions_reported: HashMap<i32, HashMap<(DecisionOutcome, DecisionReason), u64>>,
     /// Partition count of the inputs (to find the task of a user).
     partitions: usize,
+    /// The input topics by rank, shared so the hot path does not copy their names.
+    input_topics: Arc<InputTopics>,
+}
+
+/// The input topics by rank (interactions, user events), also as C strings for librdkafka.
+struct InputTopics {
+    names: [String; 2],
+    c_names: [std::ffi::CString; 2],
+}
+
+impl std::ops::Index<usize> for InputTopics {
+    type Output = String;
+    fn index(&self, rank: usize) -> &String {
+        &self.names[rank]
+    }
+}
+
+impl InputTopics {
+    fn new(settings: &Settings) -> Result<Self, RuntimeError> {
+        let names = [
+            settings.topics.interactions.clone(),
+            settings.topics.user_events.clone(),
+        ];
+        let c = |n: &String| {
+            std::ffi::CString::new(n.as_str())
+                .map_err(|_| RuntimeError::Fatal(format!("topic name {n:?} contains a NUL byte")))
+        };
+        Ok(Self {
+            c_names: [c(&names[0])?, c(&names[1])?],
+            names,
+        })
+    }
 }
 
 struct GroupContext {
@@ -338,10 +370,7 @@ impl Core {
         let mut more = false;
         let mut effects = Vec::new();
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
-        let topics = [
-            self.settings.topics.interactions.clone(),
-            self.settings.topics.user_events.clone(),
-        ];
+        let topics = self.input_topics.clone();
         for p in partitions {
             if self.to_restore.contains(&p) {
                 continue;
@@ -401,10 +430,7 @@ impl Core {
     /// Pending timers, decisions, lag and overdue timers of every task, into the metrics.
     fn report_task_metrics<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
         let now = now_ms();
-        let topics = [
-            self.settings.topics.interactions.clone(),
-            self.settings.topics.user_events.clone(),
-        ];
+        let topics = self.input_topics.clone();
         let mut overdue = 0usize;
         for (p, task) in &self.tasks {
             let label = p.to_string();
@@ -425,7 +451,7 @@ impl Core {
                 }
             }
             for (i, q) in task.inputs.iter().enumerate() {
-                let high = super::kafka::cached_high_watermark(consumer, &topics[i], *p);
+                let high = super::kafka::cached_high_watermark(consumer, &topics.c_names[i], *p);
                 if let (Some(high), Some(position)) = (high, q.position) {
                     self.metrics
                         .consumer_lag
@@ -444,10 +470,7 @@ impl Core {
     ) -> Result<(), RuntimeError> {
         let mut offsets = TopicPartitionList::new();
         let mut writes: Vec<(i32, String, Option<Vec<u8>>)> = Vec::new();
-        let topics = [
-            self.settings.topics.interactions.clone(),
-            self.settings.topics.user_events.clone(),
-        ];
+        let topics = self.input_topics.clone();
         for (p, task) in self.tasks.iter_mut() {
             for user in std::mem::take(&mut task.dirty) {
                 let (key, value) = task.engine.user_changelog_record(&user);
@@ -563,6 +586,7 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
         metrics: metrics.clone(),
         decisions_reported: HashMap::new(),
         partitions,
+        input_topics: Arc::new(InputTopics::new(&settings)?),
     })));
 
     // Every instance reads the whole catalog before it processes anything.
@@ -868,12 +892,9 @@ fn restore_pending(
     while let Some(p) = c.to_restore.first().copied() {
         // Where the inputs resume: the committed offsets (fetched stable under
         // read_committed, so an open transaction's offsets are not taken for committed).
-        let topics = [
-            c.settings.topics.interactions.clone(),
-            c.settings.topics.user_events.clone(),
-        ];
+        let topics = c.input_topics.clone();
         let mut tpl = TopicPartitionList::new();
-        for t in &topics {
+        for t in &topics.names {
             tpl.add_partition(t, p);
         }
         let committed = consumer.committed_offsets(tpl, CALL_TIMEOUT)?;
@@ -896,7 +917,7 @@ fn restore_pending(
             ms = restored.elapsed.as_millis() as u64,
             "task restored"
         );
-        for (i, t) in topics.iter().enumerate() {
+        for (i, t) in topics.names.iter().enumerate() {
             if let Some(Offset::Offset(o)) = committed.find_partition(t, p).map(|e| e.offset()) {
                 let q = &mut task.inputs[i];
                 q.position = Some(q.position.map_or(o, |known| known.max(o)));
@@ -959,13 +980,10 @@ fn resync(c: &mut Core, consumer: &BaseConsumer<GroupContext>) -> Result<(), Run
 /// client last saw (for `read_committed`, the last stable
 /// offset). A task with every input at its end is caught up and fires by the wall clock.
 fn refresh_ends(c: &mut Core, consumer: &BaseConsumer<GroupContext>) {
-    let topics = [
-        c.settings.topics.interactions.clone(),
-        c.settings.topics.user_events.clone(),
-    ];
+    let topics = c.input_topics.clone();
     for (p, task) in c.tasks.iter_mut() {
         for (i, q) in task.inputs.iter_mut().enumerate() {
-            let high = super::kafka::cached_high_watermark(consumer, &topics[i], *p);
+            let high = super::kafka::cached_high_watermark(consumer, &topics.c_names[i], *p);
             q.at_end = q.records.is_empty()
                 && match (q.position, high) {
                     (Some(position), Some(high)) => position >= high,
@@ -983,10 +1001,7 @@ fn backpressure(
     consumer: &BaseConsumer<GroupContext>,
     paused: &mut Vec<(String, i32)>,
 ) -> Result<(), RuntimeError> {
-    let topics = [
-        c.settings.topics.interactions.clone(),
-        c.settings.topics.user_events.clone(),
-    ];
+    let topics = c.input_topics.clone();
     let mut pause = TopicPartitionList::new();
     let mut resume = TopicPartitionList::new();
     for (p, task) in &c.tasks {

@@ -457,3 +457,41 @@ pub fn http_get(addr: &str, path: &str, token: Option<&str>) -> Option<(u16, Str
         .unwrap_or_default();
     Some((status, body))
 }
+
+/// The abandoned-cart push and its follow-on email after `delay`, cancelled by a purchase.
+pub fn cart_campaigns(delay: &str) -> String {
+    format!(
+        r#"
+campaigns:
+  - campaign_id: abandoned-cart
+    name: Abandoned cart push
+    status: ACTIVE
+  - campaign_id: cart-email
+    name: Cart reminder email
+    status: ACTIVE
+    published_at: 2020-01-01T00:00:00Z
+    follow_on:
+      trigger: {{campaign_id: abandoned-cart, kinds: [PUSH_RECEIVED]}}
+      delay: {delay}
+      exceptions:
+        - purchase: {{}}
+      message: {{channel: EMAIL, template_id: cart-15-off}}
+"#
+    )
+}
+
+/// A promo chain: opening the free-shipping push sends step 2 at once.
+pub const PROMO_CHAIN: &str = r#"
+campaigns:
+  - campaign_id: free-shipping
+    name: Free shipping
+    status: ACTIVE
+  - campaign_id: promo-2
+    name: Promo step 2
+    status: ACTIVE
+    published_at: 2020-01-01T00:00:00Z
+    follow_on:
+      trigger: {campaign_id: free-shipping, kinds: [PUSH_DIRECT_OPEN]}
+      delay: immediate
+      message: {channel: PUSH, template_id: promo-2}
+"#;
