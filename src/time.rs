@@ -306,3 +306,35 @@ mod tests {
         );
     }
 }
+
+/// Temporary edge check (replaced by the range-checked version).
+pub fn check_event_time(
+    occurred_at: TimestampMs,
+    now: TimestampMs,
+    max_future_skew_ms: i64,
+) -> Result<(), EventTimeError> {
+    if !(0..=253_402_300_799_999).contains(&occurred_at) {
+        return Err(EventTimeError::OutOfRange(occurred_at));
+    }
+    if occurred_at > now.saturating_add(max_future_skew_ms) {
+        return Err(EventTimeError::Future(occurred_at));
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventTimeError {
+    #[error("{0} is outside the range")]
+    OutOfRange(TimestampMs),
+    #[error("{0} is too far ahead")]
+    Future(TimestampMs),
+}
+
+impl EventTimeError {
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::OutOfRange(_) => "timestamp_out_of_range",
+            Self::Future(_) => "future_timestamp",
+        }
+    }
+}

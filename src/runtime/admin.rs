@@ -11,7 +11,7 @@ use super::catalog_feed::CatalogFeed;
 use super::codecs::Codecs;
 use super::config::Settings;
 use super::kafka::base_config;
-use super::processor::RuntimeError;
+use super::error::RuntimeError;
 use crate::model::{Campaign, CampaignStatus};
 
 /// What publishing did with one campaign.
@@ -28,7 +28,7 @@ pub fn live_catalog(settings: &Settings) -> Result<BTreeMap<String, Campaign>, R
     let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
     let mut feed = CatalogFeed::start(settings)?;
     let mut catalog = BTreeMap::new();
-    feed.load_all(&codecs, &mut catalog, &AtomicBool::new(false))?;
+    feed.load_all(&codecs, &mut catalog, &AtomicBool::new(false), &|| {})?;
     Ok(catalog)
 }
 
@@ -58,7 +58,7 @@ pub fn publish(
                 continue;
             }
             Some(l) if l.version >= c.version => {
-                return Err(RuntimeError::Fatal(format!(
+                return Err(RuntimeError::Setup(format!(
                     "campaign {:?}: version {} is not higher than the live version {}; raise `version` to publish a change",
                     c.campaign_id, c.version, l.version
                 )))
@@ -76,7 +76,7 @@ pub fn publish(
         let bytes = codecs
             .campaigns
             .encode(c)
-            .map_err(|e| RuntimeError::Fatal(e.to_string()))?;
+            .map_err(|e| RuntimeError::Setup(e.to_string()))?;
         producer
             .send(
                 BaseRecord::to(&settings.topics.campaigns)
@@ -112,7 +112,7 @@ pub fn send_events(
                 (&settings.topics.user_events, codecs.user_events.encode(u))
             }
         };
-        let bytes = bytes.map_err(|e| RuntimeError::Fatal(e.to_string()))?;
+        let bytes = bytes.map_err(|e| RuntimeError::Setup(e.to_string()))?;
         producer
             .send(BaseRecord::to(topic).key(e.user_id()).payload(&bytes))
             .map_err(|(e, _)| e)?;
@@ -180,7 +180,7 @@ pub fn replay_dlq(
     let consumer = super::kafka::standalone_consumer(settings, "dlq-replay")?;
     let topic = settings.topics.dlq.as_str();
     let partitions = super::kafka::partition_counts(&consumer, &[topic])?[topic]
-        .ok_or_else(|| RuntimeError::Fatal(format!("dead-letter topic {topic} does not exist")))?;
+        .ok_or_else(|| RuntimeError::Setup(format!("dead-letter topic {topic} does not exist")))?;
     let mut tpl = rdkafka::TopicPartitionList::new();
     let mut high = Vec::new();
     for p in 0..partitions as i32 {
@@ -197,7 +197,7 @@ pub fn replay_dlq(
     let started = std::time::Instant::now();
     while position.iter().zip(&high).any(|(p, h)| p < h) {
         if started.elapsed() > Duration::from_secs(300) {
-            return Err(RuntimeError::Fatal(
+            return Err(RuntimeError::Setup(
                 "reading the dead-letter topic took over 5 minutes".into(),
             ));
         }

@@ -21,7 +21,7 @@ use super::config::Settings;
 use super::kafka::{
     advance_positions, high_watermark, partition_counts, standalone_consumer, TopicError,
 };
-use super::processor::RuntimeError;
+use super::error::RuntimeError;
 use super::task::BadInput;
 use crate::model::Campaign;
 use crate::validate::{validate_campaign, Limits};
@@ -38,6 +38,9 @@ pub enum CatalogUpdate {
         payload: Option<Vec<u8>>,
         error: BadInput,
     },
+    /// The record could not be decoded for a reason outside it (the schema registry did
+    /// not answer): read it again later.
+    Retry(String),
 }
 
 pub struct CatalogFeed {
@@ -77,23 +80,50 @@ impl CatalogFeed {
         codecs: &Codecs,
         catalog: &mut BTreeMap<String, Campaign>,
         shutdown: &AtomicBool,
+        heartbeat: &dyn Fn(),
     ) -> Result<(), RuntimeError> {
         let started = Instant::now();
         let mut high = Vec::with_capacity(self.partitions);
         for p in 0..self.partitions as i32 {
-            high.push(high_watermark(&self.consumer, &self.topic, p)?);
+            // A broker that is away is waited for (the loop's heartbeat goes on).
+            loop {
+                heartbeat();
+                if shutdown.load(Ordering::Relaxed) {
+                    return Err(RuntimeError::Setup(
+                        "shutdown while loading the catalog".into(),
+                    ));
+                }
+                match high_watermark(&self.consumer, &self.topic, p) {
+                    Ok(h) => break high.push(h),
+                    Err(e) => {
+                        warn!(topic = self.topic, partition = p, error = %e,
+                            "reading the catalog's high watermark; retrying");
+                        std::thread::sleep(Duration::from_millis(500));
+                    }
+                }
+            }
         }
         let mut position = vec![0i64; self.partitions];
         while position.iter().zip(&high).any(|(p, h)| p < h) {
+            heartbeat();
             if shutdown.load(Ordering::Relaxed) {
-                return Err(RuntimeError::Fatal(
+                return Err(RuntimeError::Setup(
                     "shutdown while loading the catalog".into(),
                 ));
             }
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
+                    let update = decode(&self.limits, codecs, &m);
+                    if let CatalogUpdate::Retry(e) = &update {
+                        warn!(topic = self.topic, offset = m.offset(), error = %e,
+                            "catalog record cannot be decoded now; retrying");
+                        self.rewind_to(m.partition(), m.offset());
+                        std::thread::sleep(Duration::from_millis(500));
+                        continue;
+                    }
                     position[m.partition() as usize] = m.offset() + 1;
-                    match decode(&self.limits, codecs, &m) {
+                    match update {
+                        CatalogUpdate::Retry(_) => unreachable!("handled above"),
                         CatalogUpdate::Upsert(c) => {
                             let newer = catalog
                                 .get(&c.campaign_id)
@@ -113,7 +143,9 @@ impl CatalogFeed {
                 Some(Err(KafkaError::PartitionEOF(_))) | None => {
                     advance_positions(&self.consumer, &mut position);
                 }
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e)) => {
+                    warn!(topic = self.topic, error = %e, "catalog reader error; retrying");
+                }
             }
         }
         info!(
@@ -124,17 +156,42 @@ impl CatalogFeed {
         Ok(())
     }
 
-    /// Whatever arrived since the last call, without blocking.
-    pub fn poll_updates(&mut self, codecs: &Codecs) -> Result<Vec<CatalogUpdate>, RuntimeError> {
+    /// Whatever arrived since the last call, without blocking. Reader errors are the
+    /// client's to retry; a record that cannot be decoded while the schema registry is
+    /// away is read again later.
+    pub fn poll_updates(&mut self, codecs: &Codecs) -> Vec<CatalogUpdate> {
         let mut updates = Vec::new();
         for _ in 0..1_000 {
             match self.consumer.poll(Duration::ZERO) {
-                Some(Ok(m)) => updates.push(decode(&self.limits, codecs, &m)),
+                Some(Ok(m)) => match decode(&self.limits, codecs, &m) {
+                    CatalogUpdate::Retry(e) => {
+                        warn!(topic = self.topic, offset = m.offset(), error = %e,
+                            "catalog record cannot be decoded now; retrying");
+                        self.rewind_to(m.partition(), m.offset());
+                        break;
+                    }
+                    update => updates.push(update),
+                },
                 Some(Err(KafkaError::PartitionEOF(_))) | None => break,
-                Some(Err(e)) => return Err(e.into()),
+                Some(Err(e)) => {
+                    warn!(topic = self.topic, error = %e, "catalog reader error; retrying");
+                    break;
+                }
             }
         }
-        Ok(updates)
+        updates
+    }
+
+    /// Reads `partition` again from `offset`.
+    fn rewind_to(&self, partition: i32, offset: i64) {
+        if let Err(e) = self.consumer.seek(
+            &self.topic,
+            partition,
+            Offset::Offset(offset),
+            Duration::from_secs(1),
+        ) {
+            warn!(topic = self.topic, partition, offset, error = %e, "seeking the catalog reader");
+        }
     }
 }
 
@@ -152,6 +209,7 @@ fn decode(limits: &Limits, codecs: &Codecs, m: &impl Message) -> CatalogUpdate {
         (None, Some(id)) => return CatalogUpdate::Delete(id),
         (None, None) => bad("empty_key", "a catalog tombstone without a key".into()),
         (Some(bytes), key) => match codecs.campaigns.decode(bytes) {
+            Err(e) if e.is_retriable() => CatalogUpdate::Retry(e.to_string()),
             Err(e) => bad("undecodable", e.to_string()),
             Ok(c) if key.as_deref() != Some(c.campaign_id.as_str()) => bad(
                 "key_mismatch",

@@ -54,9 +54,10 @@ pub enum ProcessingGuarantee {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum GroupProtocol {
-    /// The classic protocol with the cooperative-sticky assignor.
+    /// The classic protocol with the range assignor (keeps co-partitioned inputs together).
     Classic,
-    /// The broker-side protocol of KIP-848 (`group.protocol=consumer`).
+    /// The broker-side protocol of KIP-848 (`group.protocol=consumer`) with the broker's
+    /// range assignor.
     Consumer,
 }
 
@@ -120,7 +121,14 @@ pub struct RawConfig {
     pub transaction_timeout: String,
     /// How often a long restore logs its progress.
     pub restore_log_interval: String,
-    /// `classic` (cooperative-sticky, default) or `consumer` (KIP-848).
+    /// How far an input record's `occurred_at` may be ahead of the wall clock; a record
+    /// further ahead is dead-lettered (`future_timestamp`) and never moves stream time.
+    pub max_future_skew: String,
+    /// How long the same failure may repeat (at least 10 attempts, with backoff) before
+    /// the instance stops instead of retrying: a broker or registry outage shorter than
+    /// this is ridden out.
+    pub retry_budget: String,
+    /// `classic` (range assignor, default) or `consumer` (KIP-848, broker-side range).
     pub group_protocol: GroupProtocol,
     /// Static group membership with `instance_id` as `group.instance.id` (default true): a
     /// restarted instance gets its tasks back without a rebalance, within the session timeout.
@@ -160,6 +168,8 @@ impl Default for RawConfig {
             merge_max_wait: "500ms".into(),
             transaction_timeout: "10s".into(),
             restore_log_interval: "5s".into(),
+            max_future_skew: "1h".into(),
+            retry_budget: "10m".into(),
             group_protocol: GroupProtocol::Classic,
             static_membership: true,
             http_listen: "127.0.0.1:9464".into(),
@@ -186,6 +196,8 @@ pub struct Settings {
     pub merge_max_wait: Duration,
     pub transaction_timeout: Duration,
     pub restore_log_interval: Duration,
+    pub max_future_skew: Duration,
+    pub retry_budget: Duration,
     pub group_protocol: GroupProtocol,
     pub static_membership: bool,
     pub http_listen: Option<String>,
@@ -320,6 +332,8 @@ impl RawConfig {
             merge_max_wait: duration("merge_max_wait", &self.merge_max_wait)?,
             transaction_timeout: duration("transaction_timeout", &self.transaction_timeout)?,
             restore_log_interval: duration("restore_log_interval", &self.restore_log_interval)?,
+            max_future_skew: duration("max_future_skew", &self.max_future_skew)?,
+            retry_budget: duration("retry_budget", &self.retry_budget)?,
             group_protocol: self.group_protocol,
             static_membership: self.static_membership,
             http_listen: Some(self.http_listen).filter(|l| !l.trim().is_empty()),

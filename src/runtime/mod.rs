@@ -8,9 +8,16 @@
 //! - [`kafka`]: client settings, topic creation and the co-partitioning check.
 //! - [`codecs`]: the value codec of every topic.
 //! - [`catalog_feed`]: the campaign catalog as a global table.
+//! - [`rules`]: the runtime's rules without I/O — task ownership, restore progress, commit
+//!   cadence, poll timeout, backpressure, backoff and retry budget, readiness.
+//! - [`error`]: runtime errors and their disposition (retry, dead-letter, stop).
 //! - [`task`]: one task's queues, merge and engine.
-//! - [`restore`]: rebuilding a task from its changelog partition.
-//! - [`processor`]: the instance loop, rebalances, effects and transactions.
+//! - [`input`]: input records at the edge: decoded and checked, or bad input.
+//! - [`output`]: the one executor of effects, dead letters and commits (the transaction).
+//! - [`restore`]: rebuilding tasks from their changelog partitions in bounded steps.
+//! - [`rebalance`]: the group consumer, the assignment design and the rebalance callbacks.
+//! - [`admin_api`]: the admin API's answers, computed by the loop.
+//! - [`instance`]: the instance loop that ties them together.
 
 pub mod admin;
 pub mod catalog_feed;
@@ -19,8 +26,15 @@ pub mod config;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
-pub mod processor;
+pub mod admin_api;
+pub mod error;
+pub mod input;
+pub mod instance;
+pub mod output;
+pub mod rebalance;
 pub mod restore;
+pub mod rules;
 pub mod task;
 
-pub use processor::{run, RuntimeError};
+pub use error::RuntimeError;
+pub use instance::run;

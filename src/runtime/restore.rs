@@ -1,157 +1,266 @@
-//! Restoring a task from its changelog partition.
+//! Restoring tasks from their changelog partitions, in bounded steps the loop takes
+//! between everything else it does (heartbeats, health, metrics, admin API keep being
+//! served), several tasks at once through one reader.
 //!
-//! Invariant: a task is restored only on proof that the reader's position reached the high
-//! watermark captured when the restore started. The reader is `read_committed`, so an open
-//! transaction of a predecessor holds the position below the high watermark until that
-//! transaction is committed or aborted (by its producer, by fencing, or by the transaction
-//! timeout): we wait — logging progress — rather than take "no more data for now" for "done".
-//! A timeout is never success; only shutdown ends the wait early, as an error.
+//! Invariant ([`RestoreProgress`]): a task is restored only on proof that the reader's
+//! position reached the high watermark captured when its restore began. The reader is
+//! `read_committed`, so a predecessor's open transaction holds the position below that
+//! watermark until the transaction is committed or aborted (by its producer, by fencing,
+//! or by the transaction timeout); the restore waits rather than take "no more data for
+//! now" for "done". A broker that is away is waited for, never an error.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use thiserror::Error;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::codecs::Codecs;
-use super::kafka::high_watermark;
-use crate::engine::Engine;
-use crate::model::{TaskStateRecord, UserState};
+use super::error::RuntimeError;
+use super::metrics::Metrics;
+use super::rules::RestoreProgress;
+use super::task::Task;
+use crate::model::{TaskStateRecord, TimestampMs, UserState};
 
-#[derive(Debug, Error)]
-pub enum RestoreError {
-    #[error("restoring {topic}[{partition}]: kafka: {source}")]
-    Kafka {
-        topic: String,
-        partition: i32,
-        source: KafkaError,
-    },
-    #[error("restoring {topic}[{partition}] at offset {offset}: {message}")]
-    Record {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        message: String,
-    },
-    #[error(
-        "restoring {topic}[{partition}]: interrupted by shutdown at offset {position} of {high}"
-    )]
-    Interrupted {
-        topic: String,
-        partition: i32,
-        position: i64,
-        high: i64,
-    },
-}
+/// Bound of one high-watermark request; the loop tries again later when it fails.
+const WATERMARK_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// Pause between attempts to read a high watermark or to decode through an unavailable
+/// schema registry.
+const RETRY_MS: i64 = 1_000;
 
-/// What a restore read.
-#[derive(Debug, Clone, Copy, Default)]
+/// A task whose restore finished.
+#[derive(Debug, Clone, Copy)]
 pub struct Restored {
-    pub records: u64,
-    pub high_watermark: i64,
-    pub elapsed: Duration,
+    pub partition: i32,
+    pub progress: RestoreProgress,
 }
 
-/// Replays `topic[partition]` from the beginning into `engine`.
-pub fn restore_partition(
-    reader: &BaseConsumer,
-    topic: &str,
-    partition: i32,
-    codecs: &Codecs,
-    engine: &mut Engine,
-    log_interval: Duration,
-    shutdown: &AtomicBool,
-) -> Result<Restored, RestoreError> {
-    let kafka = |source| RestoreError::Kafka {
-        topic: topic.into(),
-        partition,
-        source,
-    };
-    let started = Instant::now();
-    let high = high_watermark(reader, topic, partition).map_err(kafka)?;
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, Offset::Beginning)
-        .map_err(kafka)?;
-    reader.assign(&tpl).map_err(kafka)?;
-    let mut records = 0u64;
-    let mut position = 0i64;
-    let mut last_log = Instant::now();
-    while position < high {
-        if shutdown.load(Ordering::Relaxed) {
-            return Err(RestoreError::Interrupted {
-                topic: topic.into(),
-                partition,
-                position,
-                high,
-            });
-        }
-        match reader.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                position = m.offset() + 1;
-                records += 1;
-                let record = decode(codecs, m.key(), m.payload()).map_err(|message| {
-                    RestoreError::Record {
-                        topic: topic.into(),
-                        partition,
-                        offset: m.offset(),
-                        message,
-                    }
-                })?;
-                if let Some(record) = record {
-                    engine.restore(&record).map_err(|e| RestoreError::Record {
-                        topic: topic.into(),
-                        partition,
-                        offset: m.offset(),
-                        message: e.to_string(),
-                    })?;
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(_))) | None => {
-                // Control records (transaction markers) advance the position without a
-                // message: ask the client where it is.
-                if let Ok(p) = reader.position() {
-                    if let Some(Offset::Offset(o)) =
-                        p.find_partition(topic, partition).map(|e| e.offset())
-                    {
-                        position = position.max(o);
-                    }
-                }
-            }
-            Some(Err(e)) => return Err(kafka(e)),
-        }
-        if last_log.elapsed() >= log_interval {
-            info!(topic, partition, position, high, records, "restoring");
-            last_log = Instant::now();
+pub struct Restorer {
+    reader: BaseConsumer,
+    topic: String,
+    restoring: BTreeMap<i32, RestoreProgress>,
+    /// No watermark request or read before this (after a failure).
+    hold_until: TimestampMs,
+    log_interval_ms: i64,
+    last_log: TimestampMs,
+}
+
+impl Restorer {
+    pub fn new(reader: BaseConsumer, topic: String, log_interval_ms: i64) -> Self {
+        Self {
+            reader,
+            topic,
+            restoring: BTreeMap::new(),
+            hold_until: 0,
+            log_interval_ms,
+            last_log: 0,
         }
     }
-    reader.unassign().map_err(kafka)?;
-    Ok(Restored {
-        records,
-        high_watermark: high,
-        elapsed: started.elapsed(),
-    })
+
+    pub fn progress(&self) -> &BTreeMap<i32, RestoreProgress> {
+        &self.restoring
+    }
+
+    pub fn is_restoring(&self, partition: i32) -> bool {
+        self.restoring.contains_key(&partition)
+    }
+
+    /// Starts replaying the changelog partition of a task from its beginning.
+    pub fn start(&mut self, partition: i32, now: TimestampMs) -> Result<(), RuntimeError> {
+        if self.restoring.contains_key(&partition) {
+            self.cancel(partition);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, Offset::Beginning)
+            .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
+        self.reader
+            .incremental_assign(&tpl)
+            .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
+        self.restoring
+            .insert(partition, RestoreProgress::new(now));
+        Ok(())
+    }
+
+    /// Stops restoring a task (revoked, or restarted from scratch).
+    pub fn cancel(&mut self, partition: i32) {
+        if self.restoring.remove(&partition).is_some() {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&self.topic, partition);
+            if let Err(e) = self.reader.incremental_unassign(&tpl) {
+                warn!(partition, error = %e, "unassigning a changelog partition");
+            }
+        }
+    }
+
+    pub fn cancel_all(&mut self) {
+        let partitions: Vec<i32> = self.restoring.keys().copied().collect();
+        for p in partitions {
+            self.cancel(p);
+        }
+    }
+
+    /// Reads up to `budget` changelog records into their tasks' engines without blocking,
+    /// and returns the tasks whose restore is complete.
+    pub fn step(
+        &mut self,
+        tasks: &mut BTreeMap<i32, Task>,
+        codecs: &Codecs,
+        metrics: &Metrics,
+        budget: usize,
+        now: TimestampMs,
+    ) -> Result<Vec<Restored>, RuntimeError> {
+        if self.restoring.is_empty() || now < self.hold_until {
+            return Ok(Vec::new());
+        }
+        self.read_targets(tasks, now);
+        for _ in 0..budget {
+            let m = match self.reader.poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(m)) => m,
+                Some(Err(KafkaError::PartitionEOF(_))) => continue,
+                Some(Err(e)) => {
+                    // Transport trouble: librdkafka reconnects by itself; keep waiting.
+                    warn!(topic = self.topic, error = %e, "changelog reader error; retrying");
+                    self.hold_until = now + RETRY_MS;
+                    break;
+                }
+            };
+            let (partition, offset) = (m.partition(), m.offset());
+            let (Some(progress), Some(task)) =
+                (self.restoring.get_mut(&partition), tasks.get_mut(&partition))
+            else {
+                continue;
+            };
+            let record = match decode(codecs, m.key(), m.payload()) {
+                Ok(r) => r,
+                Err((retriable, message)) if retriable => {
+                    warn!(topic = self.topic, partition, offset, error = %message,
+                        "changelog record cannot be decoded now; retrying");
+                    let _ = self.reader.seek(
+                        &self.topic,
+                        partition,
+                        Offset::Offset(offset),
+                        Duration::from_millis(100),
+                    );
+                    self.hold_until = now + RETRY_MS;
+                    break;
+                }
+                Err((_, message)) => {
+                    return Err(RuntimeError::Restore {
+                        topic: self.topic.clone(),
+                        partition,
+                        offset,
+                        message,
+                    })
+                }
+            };
+            if let Some(record) = record {
+                task.engine
+                    .restore(&record)
+                    .map_err(|e| RuntimeError::Restore {
+                        topic: self.topic.clone(),
+                        partition,
+                        offset,
+                        message: e.to_string(),
+                    })?;
+            }
+            progress.record(offset);
+            metrics
+                .restore_records
+                .with_label_values(&[partition.to_string().as_str()])
+                .inc();
+        }
+        // Control records (transaction markers) move the position without a message: ask
+        // the client where it is.
+        if let Ok(positions) = self.reader.position() {
+            for e in positions.elements_for_topic(&self.topic) {
+                if let (Some(progress), Offset::Offset(o)) =
+                    (self.restoring.get_mut(&e.partition()), e.offset())
+                {
+                    progress.position(o);
+                }
+            }
+        }
+        if now.saturating_sub(self.last_log) >= self.log_interval_ms {
+            self.last_log = now;
+            for (p, r) in &self.restoring {
+                info!(topic = self.topic, partition = p, position = r.position,
+                    high = r.target, records = r.records, "restoring");
+            }
+        }
+        let done: Vec<i32> = self
+            .restoring
+            .iter()
+            .filter(|(_, r)| r.done())
+            .map(|(p, _)| *p)
+            .collect();
+        let mut finished = Vec::with_capacity(done.len());
+        for partition in done {
+            let progress = self.restoring[&partition];
+            self.cancel(partition);
+            finished.push(Restored {
+                partition,
+                progress,
+            });
+        }
+        Ok(finished)
+    }
+
+    /// Captures the high watermark of partitions that have none yet, and sizes their
+    /// engines' tables for what is to come.
+    fn read_targets(&mut self, tasks: &mut BTreeMap<i32, Task>, now: TimestampMs) {
+        let missing: Vec<i32> = self
+            .restoring
+            .iter()
+            .filter(|(_, r)| r.target.is_none())
+            .map(|(p, _)| *p)
+            .collect();
+        for partition in missing {
+            match self
+                .reader
+                .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
+            {
+                Ok((low, high)) => {
+                    if let Some(r) = self.restoring.get_mut(&partition) {
+                        r.target = Some(high);
+                    }
+                    if let Some(task) = tasks.get_mut(&partition) {
+                        // At most one user per record; a compacted log has fewer.
+                        let records = (high - low).clamp(0, 50_000_000) as usize;
+                        task.engine.reserve_users(records);
+                    }
+                }
+                Err(e) => {
+                    warn!(topic = self.topic, partition, error = %e,
+                        "reading the changelog's high watermark; retrying");
+                    self.hold_until = now + RETRY_MS;
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// A changelog record into what the engine restores. A tombstone of a user key is that
-/// user's empty state; tombstones of other keys restore nothing.
+/// user's empty state; tombstones of other keys restore nothing. Errors say whether a
+/// retry may help (the schema registry did not answer).
 fn decode(
     codecs: &Codecs,
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
-) -> Result<Option<TaskStateRecord>, String> {
+) -> Result<Option<TaskStateRecord>, (bool, String)> {
     let key = key
         .map(|k| String::from_utf8_lossy(k).into_owned())
-        .ok_or("changelog record without a key")?;
+        .ok_or((false, "changelog record without a key".to_string()))?;
     match payload {
         Some(bytes) => codecs
             .changelog
             .decode(bytes)
             .map(Some)
-            .map_err(|e| e.to_string()),
+            .map_err(|e| (e.is_retriable(), e.to_string())),
         None => Ok(key.strip_prefix("u/").map(|user_id| TaskStateRecord {
             user: Some(UserState {
                 user_id: user_id.to_string(),

@@ -20,8 +20,19 @@ pub struct Arrived {
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
-    /// The decoded event, or why the record is bad input.
-    pub event: Result<InputEvent, BadInput>,
+    /// The decoded event, why the record is bad input, or that decoding must be retried.
+    pub event: Decoded,
+}
+
+/// What decoding an input record gave.
+#[derive(Debug)]
+pub enum Decoded {
+    Event(InputEvent),
+    /// The record itself is bad: it goes to the dead-letter topic.
+    Bad(BadInput),
+    /// The environment failed (the schema registry did not answer): the record is good as
+    /// far as anyone knows; decode it again later, and hold its task until then.
+    Retry(String),
 }
 
 /// Why a record is bad input (SPEC §4), with the class named in the DLQ headers.
@@ -36,8 +47,8 @@ impl Arrived {
     /// dead-letter topic at once keeps the partition moving.
     fn merge_time(&self) -> TimestampMs {
         match &self.event {
-            Ok(e) => e.occurred_at(),
-            Err(_) => TimestampMs::MIN,
+            Decoded::Event(e) => e.occurred_at(),
+            Decoded::Bad(_) | Decoded::Retry(_) => TimestampMs::MIN,
         }
     }
 }
@@ -108,5 +119,22 @@ impl Task {
 
     pub fn buffered(&self) -> usize {
         self.inputs.iter().map(|q| q.records.len()).sum()
+    }
+
+    /// The inputs whose next record waits for its decoding to be retried.
+    pub fn held_inputs(&self) -> impl Iterator<Item = usize> + '_ {
+        self.inputs
+            .iter()
+            .enumerate()
+            .filter(|(_, q)| matches!(q.records.front(), Some(r) if matches!(r.event, Decoded::Retry(_))))
+            .map(|(i, _)| i)
+    }
+
+    /// Forgets buffered input (after a rewind the consumer delivers it again from the
+    /// committed offsets).
+    pub fn clear_inputs(&mut self) {
+        for q in self.inputs.iter_mut() {
+            *q = InputQueue::default();
+        }
     }
 }

@@ -1,0 +1,368 @@
+//! Output: the one place effects are executed. Send-commands, decisions, changelog
+//! records, dead letters and input offsets all go through [`Output`], inside the open
+//! transaction (exactly-once) or before the offsets that cover them (at-least-once).
+//!
+//! ```text
+//!   engine effects ─┐
+//!   dead letters ───┼─► Output ─► transactional producer ─► send-commands, decisions,
+//!   changelog ──────┤                                       changelog[p], dlq
+//!   input offsets ──┘   commit: send_offsets_to_transaction + commit_transaction
+//! ```
+
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::TopicPartitionList;
+use tracing::warn;
+
+use super::codecs::Codecs;
+use super::config::{ProcessingGuarantee, Settings};
+use super::error::RuntimeError;
+use super::kafka::base_config;
+use super::metrics::Metrics;
+use super::task::{BadInput, Task};
+use crate::engine::Effect;
+use crate::model::TaskStateRecord;
+
+/// Bound of a transaction call (commit, offsets). Short enough that the loop keeps its
+/// heartbeat while the broker is away; a timed-out commit is repeated (librdkafka allows
+/// that for retriable errors), so a short bound loses nothing.
+pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound of an abort: when it does not finish in time the producer is re-created instead,
+/// which fences it and aborts the transaction on the broker.
+const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
+/// `init_transactions` of a new producer: it waits for the previous incarnation's
+/// transaction to be aborted.
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a dead letter came from.
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<&'a [u8]>,
+    pub payload: Option<&'a [u8]>,
+}
+
+pub struct Output {
+    producer: BaseProducer,
+    exactly_once: bool,
+    /// A transaction is open (exactly-once) / output is unflushed (at-least-once).
+    open: bool,
+    send_commands: String,
+    decisions: Option<String>,
+    changelog: String,
+    dlq: String,
+    buffer: Vec<u8>,
+}
+
+impl Output {
+    pub fn new(settings: &Settings) -> Result<Self, RuntimeError> {
+        Ok(Self {
+            producer: create_producer(settings)?,
+            exactly_once: settings.processing_guarantee == ProcessingGuarantee::ExactlyOnce,
+            open: false,
+            send_commands: settings.topics.send_commands.clone(),
+            decisions: settings.decisions_topic().map(str::to_string),
+            changelog: settings.topics.changelog.clone(),
+            dlq: settings.topics.dlq.clone(),
+            buffer: Vec::with_capacity(512),
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
+    /// Serves delivery reports and transaction events without blocking.
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    fn begin(&mut self) -> Result<(), RuntimeError> {
+        if !self.open {
+            if self.exactly_once {
+                self.producer
+                    .begin_transaction()
+                    .map_err(RuntimeError::kafka("beginning a transaction"))?;
+            }
+            self.open = true;
+        }
+        Ok(())
+    }
+
+    /// Produces one record of the open transaction; a full local queue is drained by
+    /// polling, never dropped.
+    fn produce(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), RuntimeError> {
+        self.begin()?;
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
+        if let Some(p) = partition {
+            record = record.partition(p);
+        }
+        if let Some(v) = payload {
+            record = record.payload(v);
+        }
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(RuntimeError::kafka("producing a record")(e)),
+            }
+        }
+    }
+
+    /// Executes one task's effects. State changes of users are noted on the task and
+    /// written at commit ([`Output::write_state`]), once per user per transaction.
+    pub fn execute(
+        &mut self,
+        codecs: &Codecs,
+        metrics: &Metrics,
+        task: &mut Task,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), RuntimeError> {
+        let partition = task.partition;
+        for effect in effects.drain(..) {
+            match effect {
+                Effect::Send(command) => {
+                    metrics.send_commands.inc();
+                    let late_ms = (command.emitted_at.saturating_sub(command.due_at)).max(0);
+                    metrics.fire_lateness.observe(late_ms as f64 / 1000.0);
+                    let mut buf = std::mem::take(&mut self.buffer);
+                    buf.clear();
+                    codecs
+                        .send_commands
+                        .encode_into(&command, &mut buf)
+                        .map_err(|source| RuntimeError::Encode {
+                            record: "send-command",
+                            topic: self.send_commands.clone(),
+                            source: Box::new(source),
+                        })?;
+                    let topic = std::mem::take(&mut self.send_commands);
+                    let r = self.produce(&topic, None, command.user_id.as_bytes(), Some(&buf), None);
+                    self.send_commands = topic;
+                    self.buffer = buf;
+                    r?;
+                }
+                Effect::Decision(decision) => {
+                    let Some(topic) = self.decisions.take() else {
+                        continue;
+                    };
+                    let mut buf = std::mem::take(&mut self.buffer);
+                    buf.clear();
+                    let r = codecs
+                        .decisions
+                        .encode_into(&decision, &mut buf)
+                        .map_err(|source| RuntimeError::Encode {
+                            record: "decision",
+                            topic: topic.clone(),
+                            source: Box::new(source),
+                        })
+                        .and_then(|()| {
+                            self.produce(&topic, None, decision.user_id.as_bytes(), Some(&buf), None)
+                        });
+                    self.decisions = Some(topic);
+                    self.buffer = buf;
+                    r?;
+                }
+                Effect::PutState(record) => {
+                    let bytes = codecs.changelog.encode(&record).map_err(|source| {
+                        RuntimeError::Encode {
+                            record: "state record",
+                            topic: self.changelog.clone(),
+                            source: Box::new(source),
+                        }
+                    })?;
+                    let topic = self.changelog.clone();
+                    self.produce(
+                        &topic,
+                        Some(partition),
+                        record.changelog_key().as_bytes(),
+                        Some(&bytes),
+                        None,
+                    )?;
+                }
+                Effect::UserChanged { user_id } => {
+                    task.dirty.insert(user_id.into());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the changelog entries of the task's changed users and its progress record.
+    pub fn write_state(&mut self, codecs: &Codecs, task: &mut Task) -> Result<(), RuntimeError> {
+        let encode = |record: &TaskStateRecord| {
+            codecs
+                .changelog
+                .encode(record)
+                .map_err(|source| RuntimeError::Encode {
+                    record: "state record",
+                    topic: self.changelog.clone(),
+                    source: Box::new(source),
+                })
+        };
+        let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
+        for user in std::mem::take(&mut task.dirty) {
+            let (key, value) = task.engine.user_changelog_record(&user);
+            let bytes = value.as_ref().map(encode).transpose()?;
+            writes.push((key, bytes));
+        }
+        if std::mem::take(&mut task.progress_dirty) {
+            if let Some(record) = task.engine.progress_record() {
+                writes.push((record.changelog_key(), Some(encode(&record)?)));
+            }
+        }
+        let topic = self.changelog.clone();
+        for (key, value) in writes {
+            self.produce(&topic, Some(task.partition), key.as_bytes(), value.as_deref(), None)?;
+        }
+        Ok(())
+    }
+
+    /// Sends a bad record to the dead-letter topic, with headers naming what was wrong and
+    /// where it came from.
+    pub fn dead_letter(
+        &mut self,
+        metrics: &Metrics,
+        source: &Source<'_>,
+        bad: &BadInput,
+    ) -> Result<(), RuntimeError> {
+        warn!(topic = source.topic, partition = source.partition, offset = source.offset,
+            class = bad.class, error = %bad.message, "bad input to the dead-letter topic");
+        metrics
+            .dlq_records
+            .with_label_values(&[source.topic, bad.class])
+            .inc();
+        let (p, o) = (source.partition.to_string(), source.offset.to_string());
+        let headers = [
+            ("error.class", bad.class),
+            ("error.message", bad.message.as_str()),
+            ("source.topic", source.topic),
+            ("source.partition", p.as_str()),
+            ("source.offset", o.as_str()),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+        let dlq = self.dlq.clone();
+        self.produce(
+            &dlq,
+            None,
+            source.key.unwrap_or_default(),
+            source.payload,
+            Some(headers),
+        )
+    }
+
+    /// Commits the open transaction with the input offsets (`last processed + 1`).
+    ///
+    /// Exactly-once: the offsets go in with the consumer group metadata read right before
+    /// the call — after a rebalance the generation changes, and the coordinator rejects
+    /// offsets of a member that no longer owns them, which is what fences a zombie.
+    /// At-least-once: output is flushed first, then the offsets that cover it.
+    pub fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: &TopicPartitionList,
+        offsets_sent: &mut bool,
+    ) -> Result<(), RuntimeError> {
+        if offsets.count() > 0 {
+            self.begin()?;
+        }
+        if !self.open {
+            return Ok(());
+        }
+        if self.exactly_once {
+            if offsets.count() > 0 && !*offsets_sent {
+                let metadata = consumer
+                    .group_metadata()
+                    .ok_or_else(|| RuntimeError::Setup("no consumer group metadata".into()))?;
+                self.producer
+                    .send_offsets_to_transaction(offsets, &metadata, TXN_CALL_TIMEOUT)
+                    .map_err(RuntimeError::kafka("sending offsets to the transaction"))?;
+                *offsets_sent = true;
+            }
+            self.producer
+                .commit_transaction(TXN_CALL_TIMEOUT)
+                .map_err(RuntimeError::kafka("committing the transaction"))?;
+        } else {
+            self.producer
+                .flush(TXN_CALL_TIMEOUT)
+                .map_err(RuntimeError::kafka("flushing output"))?;
+            if offsets.count() > 0 {
+                consumer
+                    .commit(offsets, rdkafka::consumer::CommitMode::Sync)
+                    .map_err(RuntimeError::kafka("committing offsets"))?;
+            }
+        }
+        self.open = false;
+        Ok(())
+    }
+
+    /// Drops the open transaction's output: aborts it, or — when the producer cannot be
+    /// trusted to (fenced, fatal, an abort that does not finish) — re-creates the producer,
+    /// whose `init_transactions` fences the old one and aborts its transaction.
+    pub fn abort(&mut self, settings: &Settings, new_producer: bool) -> Result<(), RuntimeError> {
+        if self.exactly_once {
+            let aborted = !new_producer
+                && (!self.open || self.producer.abort_transaction(ABORT_TIMEOUT).is_ok());
+            if !aborted {
+                warn!("re-creating the producer (its transactional id fences the old one)");
+                self.producer = create_producer(settings)?;
+            }
+        } else if new_producer {
+            self.producer = create_producer(settings)?;
+        } else {
+            // Unflushed at-least-once output may still be delivered: harmless, the inputs
+            // are re-processed and produce the same command ids.
+            let _ = self.producer.flush(ABORT_TIMEOUT);
+        }
+        self.open = false;
+        Ok(())
+    }
+}
+
+fn create_producer(settings: &Settings) -> Result<BaseProducer, RuntimeError> {
+    let mut c = base_config(settings);
+    // Java-compatible partitioning of send-commands by user id.
+    c.set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5");
+    let exactly_once = settings.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+    if exactly_once {
+        c.set("transactional.id", settings.transactional_id()).set(
+            "transaction.timeout.ms",
+            settings.transaction_timeout.as_millis().to_string(),
+        );
+    }
+    let producer: BaseProducer = c
+        .create()
+        .map_err(RuntimeError::kafka("creating the producer"))?;
+    if exactly_once {
+        // Fences any earlier incarnation of this instance and aborts its open transaction.
+        producer
+            .init_transactions(INIT_TIMEOUT)
+            .map_err(RuntimeError::kafka("initialising transactions"))?;
+    }
+    Ok(producer)
+}

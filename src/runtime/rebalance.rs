@@ -1,0 +1,191 @@
+//! The group consumer and its rebalance callbacks.
+//!
+//! **Assignment design.** A task is partition `p` of every input topic; the instance must
+//! own all of them or none. The classic protocol runs with the **range** assignor: for
+//! topics with equal partition counts it hands partition `p` of every topic to the same
+//! member (members and partitions are both sorted, each topic is split the same way), so
+//! co-partitioned inputs stay together under any membership. It is eager — every
+//! rebalance revokes everything first — so a revocation commits and *suspends* its tasks,
+//! and a task handed back by the same rebalance resumes without a restore (nobody else can
+//! have owned it in between: every member revoked before the new assignment was made).
+//! Cooperative-sticky would move fewer partitions but splits topics freely, and a task
+//! split across two members has two writers of its changelog. `group_protocol: consumer`
+//! (KIP-848) asks the broker for its `range` assignor, which co-partitions as well.
+//! Whatever the assignor does, [`Ownership`](super::rules::Ownership) only makes tasks of
+//! complete partition sets; half a task stays paused and unprocessed.
+//!
+//! librdkafka runs these callbacks inside `poll()`, on the loop's own thread. A revocation
+//! therefore commits the open transaction itself before the partitions go — the loop that
+//! would otherwise drain is the very thread blocked in `poll()`. A *lost* assignment (the
+//! group moved on without us: session timeout, a long stall) commits nothing: somebody
+//! else may own the tasks already, our open transaction is aborted and its output never
+//! becomes visible (the coordinator also rejects our offsets: the generation is stale).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::{ClientContext, TopicPartitionList};
+use tracing::{info, warn};
+
+use super::config::{GroupProtocol, Settings};
+use super::error::{Recovery, RuntimeError};
+use super::instance::Core;
+use super::kafka::base_config;
+
+pub struct GroupContext {
+    core: Arc<Mutex<Option<Core>>>,
+}
+
+impl ClientContext for GroupContext {}
+
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// (rank, partition) of every input partition in the list.
+fn input_partitions(core: &Core, tpl: &TopicPartitionList) -> Vec<(usize, i32)> {
+    tpl.elements()
+        .iter()
+        .filter_map(|e| core.topics.rank(e.topic()).map(|r| (r, e.partition())))
+        .collect()
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else {
+            return;
+        };
+        let mut guard = lock(&self.core);
+        let Some(core) = guard.as_mut() else { return };
+        let revoked = input_partitions(core, tpl);
+        let tasks: Vec<i32> = {
+            let mut t: Vec<i32> = revoked.iter().map(|&(_, p)| p).collect();
+            t.sort_unstable();
+            t.dedup();
+            t
+        };
+        let clean = if consumer.assignment_lost() {
+            warn!(?tasks, "assignment lost: the open transaction is aborted");
+            false
+        } else if core.rewind.is_some() {
+            false
+        } else {
+            match core.commit(consumer) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!(error = %e, "commit before revocation failed; the tasks' uncommitted work is dropped");
+                    false
+                }
+            }
+        };
+        if !clean {
+            // Drop the open transaction now: the next owner must not wait for it.
+            if let Err(e) = core.output.abort(&core.settings, false) {
+                core.failed(e, false);
+            }
+            core.rewind = None;
+            core.commit_pending = false;
+            core.suspended.clear();
+        }
+        for p in &tasks {
+            core.restorer.cancel(*p);
+            core.positions_unknown.remove(p);
+            if let Some(task) = core.tasks.remove(p) {
+                // A task that was restored and committed keeps its state while the
+                // rebalance runs; one still restoring, or with uncommitted work, does not.
+                if clean && task.dirty.is_empty() {
+                    core.suspended.insert(*p, task);
+                }
+            }
+        }
+        for key in &revoked {
+            core.paused.remove(key);
+        }
+        core.ownership.revoke(revoked);
+        if !clean {
+            // Whatever else this instance still owns is rewound to committed state.
+            if !core.tasks.is_empty() {
+                core.rewind = Some(Recovery::Abort);
+            }
+        }
+        info!(?tasks, "tasks revoked");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut guard = lock(&self.core);
+        let Some(core) = guard.as_mut() else { return };
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let assigned = input_partitions(core, tpl);
+                core.ownership.assign(assigned);
+                core.joined = true;
+            }
+            // Revoked tasks were handled before the partitions went.
+            Rebalance::Revoke(_) => return,
+            Rebalance::Error(e) => {
+                warn!(error = %e, "rebalance error");
+                return;
+            }
+        }
+        if let Err(e) = core.reconcile_tasks() {
+            core.failed(e, false);
+        }
+    }
+}
+
+pub fn create_group_consumer(
+    settings: &Settings,
+    core: Arc<Mutex<Option<Core>>>,
+) -> Result<BaseConsumer<GroupContext>, RuntimeError> {
+    let mut c = base_config(settings);
+    c.set("group.id", &settings.application_id)
+        // The admin API names owners by client id.
+        .set("client.id", &settings.instance_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Only committed transactions are input; committed offsets are fetched stable.
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest");
+    // librdkafka waits this long before fetching again for a partition whose local
+    // queue was non-empty; its 1 s default makes a busy task consume in bursts.
+    if c.get("fetch.queue.backoff.ms").is_none() {
+        c.set("fetch.queue.backoff.ms", "10");
+    }
+    if settings.static_membership {
+        c.set("group.instance.id", &settings.instance_id);
+    }
+    match settings.group_protocol {
+        GroupProtocol::Classic => {
+            // Range keeps co-partitioned topics together (see the module doc); it is not
+            // a tuning knob, so a pass-through value is overridden, loudly.
+            if c.get("partition.assignment.strategy")
+                .is_some_and(|s| s != "range")
+            {
+                warn!("kafka.partition.assignment.strategy ignored: tasks need the range assignor");
+            }
+            c.set("partition.assignment.strategy", "range");
+        }
+        GroupProtocol::Consumer => {
+            c.set("group.protocol", "consumer");
+            if c.get("group.remote.assignor").is_none() {
+                c.set("group.remote.assignor", "range");
+            }
+            // Under KIP-848 these are the broker's settings; librdkafka refuses them.
+            for key in [
+                "session.timeout.ms",
+                "heartbeat.interval.ms",
+                "partition.assignment.strategy",
+            ] {
+                if c.get(key).is_some() {
+                    warn!(
+                        key,
+                        "ignored with group_protocol consumer (set on the broker)"
+                    );
+                    c.remove(key);
+                }
+            }
+        }
+    }
+    c.create_with_context(GroupContext { core })
+        .map_err(RuntimeError::kafka("creating the group consumer"))
+}
