@@ -36,7 +36,7 @@ use crate::model::{
     SendCommand, TaskProgress, TaskStateRecord, TimestampMs, TriggerRef, UserEvent, UserEventType,
     UserState,
 };
-use crate::time;
+use crate::time::{self, EventTimeError};
 use crate::validate::Limits;
 
 /// What the caller must do. Executed in one place (the simulator, or the Kafka task).
@@ -269,20 +269,27 @@ impl Engine {
 
     /// Processes one input record. `source` names where it came from (for decisions); `now`
     /// is the wall clock.
+    ///
+    /// An event whose `occurred_at` lies outside the range the rules compute with
+    /// ([`time::check_event_range`]) is rejected: nothing is emitted, and neither the clock
+    /// nor any state changes. The caller treats it as bad input. (The edge should have
+    /// caught it; this keeps a missed check from moving stream time to the end of time.)
     pub fn process(
         &mut self,
         event: &InputEvent,
         source: Option<&InputCoordinates>,
         now: TimestampMs,
         out: &mut Effects,
-    ) {
+    ) -> Result<(), EventTimeError> {
         let t = event.occurred_at();
+        time::check_event_range(t)?;
         self.note_lateness(t);
         self.advance_to(t, now, out);
         match event {
             InputEvent::Interaction(i) => self.on_interaction(i, source, now, out),
             InputEvent::UserEvent(e) => self.on_user_event(e, source, out),
         }
+        Ok(())
     }
 
     fn on_interaction(
@@ -465,6 +472,17 @@ impl Engine {
             return ignore(DecisionReason::OutsideWindow, None);
         }
         let (due_at, zone_unknown) = due_time(rule, event);
+        // A due time that cannot be represented lies beyond any end: "due after the end".
+        // Unreachable for an event inside the range `process` checks.
+        let Some(due_at) = due_at else {
+            return (
+                Err(Ignore {
+                    reason: DecisionReason::DueAfterEnd,
+                    due_at: None,
+                }),
+                zone_unknown,
+            );
+        };
         let ignore = |reason| {
             (
                 Err(Ignore {
@@ -480,8 +498,11 @@ impl Engine {
         // 4. Re-eligibility, measured from the last send's due time.
         let user = self.users.find(&event.user_id);
         if let Some(last) = user.and_then(|u| self.users.receipt(u, follow_on)) {
-            // `None` is NEVER: a receipt means not eligible.
-            let eligible_from = rule.reeligible_after_ms.map(|after| last + after);
+            // `None` is NEVER: a receipt means not eligible. A restored receipt may carry any
+            // time; saturating keeps "eligible from the end of time" from wrapping around.
+            let eligible_from = rule
+                .reeligible_after_ms
+                .map(|after| last.saturating_add(after));
             if eligible_from.is_none_or(|from| t < from) {
                 return ignore(DecisionReason::NotReeligible);
             }
@@ -683,7 +704,7 @@ impl Engine {
             }
             (_, Some(r))
                 if r.drop_if_late_by_ms
-                    .is_some_and(|bound| now - p.due_at > bound) =>
+                    .is_some_and(|bound| now.saturating_sub(p.due_at) > bound) =>
             {
                 Some(DecisionReason::Overdue)
             }
@@ -1075,8 +1096,9 @@ impl DecisionFor<'_> {
 }
 
 /// The due time of a trigger under a rule, with local times in the event's zone, else the
-/// rule's, else UTC; and whether the event named a zone that does not exist.
-fn due_time(rule: &Rule, event: &Interaction) -> (TimestampMs, bool) {
+/// rule's, else UTC; and whether the event named a zone that does not exist. `None` when
+/// the due time is not representable (never for an event inside the event-time range).
+fn due_time(rule: &Rule, event: &Interaction) -> (Option<TimestampMs>, bool) {
     let t = event.occurred_at;
     let zone = || {
         let named = event.user_time_zone.as_deref();
@@ -1085,8 +1107,8 @@ fn due_time(rule: &Rule, event: &Interaction) -> (TimestampMs, bool) {
         (parsed.or(rule.zone).unwrap_or(chrono_tz::UTC), unknown)
     };
     match rule.delay {
-        CompiledDelay::Immediate => (t, false),
-        CompiledDelay::After { ms } => (t + ms, false),
+        CompiledDelay::Immediate => (Some(t), false),
+        CompiledDelay::After { ms } => (t.checked_add(ms), false),
         CompiledDelay::NextWeekday { weekday, at } => {
             let (z, unknown) = zone();
             (time::next_weekday_at(z, t, weekday, at), unknown)

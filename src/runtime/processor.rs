@@ -388,9 +388,27 @@ impl Core {
                                     partition: p,
                                     offset: arrived.offset,
                                 };
-                                task.engine.process(event, Some(&source), now, &mut effects);
-                                task.progress_dirty = true;
-                                self.execute(p, &mut effects)?;
+                                match task.engine.process(event, Some(&source), now, &mut effects) {
+                                    Ok(()) => {
+                                        task.progress_dirty = true;
+                                        self.execute(p, &mut effects)?;
+                                    }
+                                    // Refused untouched (time out of range): bad input.
+                                    Err(e) => {
+                                        let bad = BadInput {
+                                            class: e.class(),
+                                            message: e.to_string(),
+                                        };
+                                        self.dead_letter(
+                                            &topics[i],
+                                            p,
+                                            arrived.offset,
+                                            arrived.key.as_deref(),
+                                            arrived.payload.as_deref(),
+                                            &bad,
+                                        )?;
+                                    }
+                                }
                             }
                             Err(bad) => {
                                 self.dead_letter(
