@@ -2,6 +2,11 @@
 //!
 //! Nothing here reads a clock. Local times follow SPEC §3: a local time inside a DST gap
 //! moves forward by the gap, an ambiguous one (DST overlap) takes the earlier instant.
+//!
+//! Event times are checked here too: [`MIN_EVENT_TIME`]..=[`MAX_EVENT_TIME`] is the range
+//! the rules compute with ([`check_event_range`]), and [`check_event_time`] adds the edge's
+//! bound on how far ahead of the wall clock a record may be. Every computation that can
+//! leave chrono's or `i64`'s range returns `None` instead of panicking.
 
 use chrono::{
     DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset,
@@ -37,6 +42,7 @@ pub const MIN_EVENT_TIME: TimestampMs = 0;
 /// overflows, every local-time conversion succeeds, and every time the connector writes
 /// formats as RFC 3339. The range is about what can be computed, not about plausibility:
 /// the Kafka runtime also rejects records dated too far ahead of its wall clock.
+// 9000-01-01T00:00:00Z in epoch milliseconds, less one (a test pins the text form).
 pub const MAX_EVENT_TIME: TimestampMs = 221_845_392_000_000 - 1;
 
 /// Dead-letter class of an `occurred_at` outside [`MIN_EVENT_TIME`]..=[`MAX_EVENT_TIME`].

@@ -16,6 +16,10 @@
 //! with `due_at <= t` fires; within a record, exceptions are applied before triggers. Timers
 //! due at the same instant fire in `(user_id, follow_on_id)` order, so a restored engine
 //! decides exactly like the one it was exported from.
+//!
+//! Time arithmetic never panics or wraps: `process` refuses an event outside the event-time
+//! range ([`crate::time::check_event_range`]) before touching anything, and times read back
+//! from state (any `i64`) are only compared or combined with saturating arithmetic.
 
 mod store;
 
@@ -625,7 +629,7 @@ impl Engine {
 
     /// Moves the clock to `time` (if later) and fires every timer due by then. Called with a
     /// record's event time before processing it, and by the runtime with the wall clock when
-    /// the task is caught up. `now` is the wall clock.
+    /// the task is caught up. `now` is the wall clock. Any `i64` is safe for both.
     pub fn advance_to(&mut self, time: TimestampMs, now: TimestampMs, out: &mut Effects) {
         if self.clock.is_none_or(|c| c < time) {
             self.clock = Some(time);
