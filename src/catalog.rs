@@ -200,7 +200,10 @@ impl Rule {
             restart: rule.on_repeat_trigger == RepeatTrigger::Restart,
             drop_if_late_by_ms: match rule.overdue.policy {
                 OverduePolicy::Send => None,
-                OverduePolicy::DropIfLateBy => rule.overdue.seconds.map(|s| s * SECOND_MS),
+                // Validation bounds it below only: a bound past i64 milliseconds is "never".
+                OverduePolicy::DropIfLateBy => {
+                    rule.overdue.seconds.map(|s| s.saturating_mul(SECOND_MS))
+                }
             },
         }
     }

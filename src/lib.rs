@@ -5,7 +5,8 @@
 //!
 //! - [`model`]: the wire records of SPEC §2/§4 (interactions, user events, campaigns,
 //!   send-commands, decisions, changelog state), mirrored by `schemas/*.avsc`.
-//! - [`time`]: durations, timestamps, local times in IANA zones (DST rules); no clock reads.
+//! - [`time`]: durations, timestamps, local times in IANA zones (DST rules), the event-time
+//!   range the rules compute with and its edge check; no clock reads.
 //! - [`validate`]: campaign validation with field paths, shared by the catalog and the files.
 //! - [`codec`]: per-topic value encodings (Avro single-object, Confluent wire format with a
 //!   schema registry, JSON): bytes ⇄ records, schema evolution, errors classed retry/dead-letter.
@@ -17,12 +18,14 @@
 //! - [`campaigns_file`]: campaigns-as-code: the YAML format, loading and its error messages.
 //! - [`runtime`]: the Kafka consumer-group service around the engine: tasks, restore,
 //!   rebalances, exactly-once transactions, dead letters.
+//! - [`events_file`]: the JSONL events file of `simulate` and `send`, bad lines by number.
 //! - [`simulate`]: the offline simulator behind `campaign-connector simulate`.
 
 pub mod campaigns_file;
 pub mod catalog;
 pub mod codec;
 pub mod engine;
+pub mod events_file;
 pub mod merge;
 pub mod model;
 pub mod runtime;

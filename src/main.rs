@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use campaign_connector::campaigns_file::load_campaigns_file;
+use campaign_connector::events_file::parse_events;
 use campaign_connector::runtime::{self, admin::Published, config, config::Settings};
 use campaign_connector::simulate::{render_jsonl, render_table, simulate, summary};
-use campaign_connector::time::{parse_duration, parse_timestamp};
+use campaign_connector::time::{check_event_range, parse_duration, parse_rfc3339};
 use campaign_connector::validate::Limits;
 use clap::{Parser, Subcommand, ValueEnum};
 use signal_hook::consts::{SIGINT, SIGTERM};
@@ -114,8 +115,9 @@ struct SimulateArgs {
     /// Events, one JSON object per line: {"interaction": {...}} or {"user_event": {...}}.
     #[arg(long)]
     events: PathBuf,
-    /// Advance time to here at the end (RFC 3339 or epoch ms). Default: the last event plus
-    /// the longest delay.
+    /// Advance time to here at the end, as RFC 3339 (2026-11-28T09:00:00Z; a bare number is
+    /// refused, it could mean seconds or milliseconds). Default: the last event plus the
+    /// longest delay.
     #[arg(long)]
     until: Option<String>,
     #[arg(long, value_enum, default_value_t = Format::Table)]
@@ -205,32 +207,41 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config,
         } => {
             let settings = config.settings()?;
-            let text = std::fs::read_to_string(&events)
+            let bytes = std::fs::read(&events)
                 .with_context(|| format!("reading events file {}", events.display()))?;
-            let (mut parsed, errors) = campaign_connector::simulate::parse_events(&text);
-            for e in &errors {
-                eprintln!("{}:{}: {}", events.display(), e.line, e.message);
-            }
+            let (mut parsed, mut errors) = parse_events(&bytes);
             if now {
+                // The first event the connector would accept sets the shift; times out of
+                // range stay out of range (or are refused when they cannot be shifted).
                 let first = parsed
                     .iter()
                     .map(|(_, e)| e.occurred_at())
+                    .filter(|&t| check_event_range(t).is_ok())
                     .min()
                     .unwrap_or(0);
                 let shift = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)?
                     .as_millis() as i64
                     - first;
-                for (_, e) in parsed.iter_mut() {
-                    match e {
-                        campaign_connector::model::InputEvent::Interaction(i) => {
-                            i.occurred_at += shift
-                        }
-                        campaign_connector::model::InputEvent::UserEvent(u) => {
-                            u.occurred_at += shift
-                        }
+                parsed.retain_mut(|(line, e)| {
+                    let t = match e {
+                        campaign_connector::model::InputEvent::Interaction(i) => &mut i.occurred_at,
+                        campaign_connector::model::InputEvent::UserEvent(u) => &mut u.occurred_at,
+                    };
+                    let shifted = t.checked_add(shift);
+                    if shifted.is_none() {
+                        errors.push(campaign_connector::events_file::LineError {
+                            line: *line,
+                            message: format!("occurred_at {t} cannot be shifted by {shift} ms"),
+                        });
                     }
-                }
+                    *t = shifted.unwrap_or(*t);
+                    shifted.is_some()
+                });
+                errors.sort_by_key(|e| e.line);
+            }
+            for e in &errors {
+                eprintln!("{}:{}: {}", events.display(), e.line, e.message);
             }
             let list: Vec<_> = parsed.into_iter().map(|(_, e)| e).collect();
             let n = runtime::admin::send_events(&settings, &list)?;
@@ -323,16 +334,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Simulate(args) => {
             let limits = limits(&args.max_delay)?;
             let campaigns = load_campaigns_file(&args.campaigns, &limits)?;
-            let text = std::fs::read_to_string(&args.events)
+            let bytes = std::fs::read(&args.events)
                 .with_context(|| format!("reading events file {}", args.events.display()))?;
             let until = args
                 .until
                 .as_deref()
-                .map(parse_timestamp)
+                .map(parse_rfc3339)
                 .transpose()
                 .context("--until")?;
             let name = args.events.display().to_string();
-            let report = simulate(&campaigns, &text, &name, until, limits)
+            let report = simulate(&campaigns, &bytes, &name, until, limits)
                 .map_err(|e| anyhow::anyhow!("{}: {e}", args.campaigns.display()))?;
             print!(
                 "{}",

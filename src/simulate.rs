@@ -8,27 +8,26 @@
 //! ```
 //!
 //! Each line is `{"interaction": {...}}` or `{"user_event": {...}}` with the Avro records'
-//! field names; timestamps are RFC 3339 strings or epoch milliseconds. Events are processed
-//! in event-time order, ties in file order. Time moves like a connector that is caught up:
-//! a timer fires exactly at its due time (`now` = due time), and at the end time advances to
-//! `until` (default: the last event plus the longest delay in the catalog).
+//! field names (see [`crate::events_file`]); timestamps are RFC 3339 strings or epoch
+//! milliseconds. Events are processed in event-time order, ties in file order. Time moves
+//! like a connector that is caught up: a timer fires exactly at its due time (`now` = due
+//! time), and at the end time advances to `until` (default: the last event plus the longest
+//! delay in the catalog).
+//!
+//! An event dated outside the range the rules compute with ([`time::check_event_range`])
+//! is a bad line, as the connector would dead-letter it. There is no wall clock here, so
+//! the connector's other time check, "not too far ahead of now", does not apply.
 
 use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::codec;
 use crate::engine::{Effect, Engine};
-use crate::model::{Campaign, Decision, InputCoordinates, InputEvent, SendCommand, TimestampMs};
-use crate::time::format_timestamp;
+use crate::events_file::parse_events;
+pub use crate::events_file::LineError;
+use crate::model::{Campaign, Decision, InputCoordinates, SendCommand, TimestampMs};
+use crate::time::{self, format_timestamp};
 use crate::validate::Limits;
-
-/// A line of the events file that could not be used.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineError {
-    pub line: usize,
-    pub message: String,
-}
 
 /// One output of the simulation, in the order the engine produced them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,68 +64,11 @@ impl Report {
     }
 }
 
-/// Parses the events file. Returns the events with their line numbers, and the bad lines.
-pub fn parse_events(text: &str) -> (Vec<(usize, InputEvent)>, Vec<LineError>) {
-    let mut events = Vec::new();
-    let mut errors = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let number = i + 1;
-        let trimmed = line.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
-            continue;
-        }
-        match parse_event_line(trimmed) {
-            Ok(event) => events.push((number, event)),
-            Err(message) => errors.push(LineError {
-                line: number,
-                message,
-            }),
-        }
-    }
-    (events, errors)
-}
-
-/// One JSONL line into an input event (SPEC §4: missing fields and empty user ids are bad input).
-pub fn parse_event_line(line: &str) -> Result<InputEvent, String> {
-    let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
-    let Value::Object(outer) = value else {
-        return Err(
-            "expected an object {\"interaction\": {...}} or {\"user_event\": {...}}".into(),
-        );
-    };
-    if outer.len() != 1 {
-        return Err("expected exactly one key, \"interaction\" or \"user_event\"".into());
-    }
-    let (key, record) = outer.into_iter().next().expect("one key");
-    // The JSON encoding's rules: RFC 3339 or epoch-millis timestamps, and a kind or type this
-    // version does not know decodes as UNKNOWN, like Avro's enum default.
-    let event = match key.as_str() {
-        "interaction" => {
-            InputEvent::Interaction(codec::from_json_value(record).map_err(|e| e.to_string())?)
-        }
-        "user_event" => {
-            InputEvent::UserEvent(codec::from_json_value(record).map_err(|e| e.to_string())?)
-        }
-        other => {
-            return Err(format!(
-                "unknown record type {other:?}: expected \"interaction\" or \"user_event\""
-            ))
-        }
-    };
-    if event.user_id().is_empty() {
-        return Err(format!("{key}: empty user_id"));
-    }
-    if event.event_id().is_empty() {
-        return Err(format!("{key}: empty event_id"));
-    }
-    Ok(event)
-}
-
-/// Runs the campaigns over the events. `source_name` names the events file in decisions'
-/// input coordinates (partition 0, offset = line number).
+/// Runs the campaigns over the events file (its bytes). `source_name` names the events
+/// file in decisions' input coordinates (partition 0, offset = line number).
 pub fn simulate(
     campaigns: &[Campaign],
-    events_text: &str,
+    events_file: &[u8],
     source_name: &str,
     until: Option<TimestampMs>,
     limits: Limits,
@@ -138,7 +80,18 @@ pub fn simulate(
             .apply_campaign(c, 0, &mut effects)
             .map_err(|e| e.to_string())?;
     }
-    let (mut events, line_errors) = parse_events(events_text);
+    let (parsed, mut line_errors) = parse_events(events_file);
+    let mut events = Vec::with_capacity(parsed.len());
+    for (line, event) in parsed {
+        match time::check_event_range(event.occurred_at()) {
+            Ok(()) => events.push((line, event)),
+            Err(e) => line_errors.push(LineError {
+                line,
+                message: e.to_string(),
+            }),
+        }
+    }
+    line_errors.sort_by_key(|e| e.line);
     // Event-time order; the sort is stable, so ties keep file order.
     events.sort_by_key(|(_, e)| e.occurred_at());
     let mut report = Report {
@@ -155,10 +108,16 @@ pub fn simulate(
             partition: 0,
             offset: *line as i64,
         };
-        engine.process(event, Some(&source), t, &mut out);
+        // Checked above, so never refused; should it be, it is a bad line like any other.
+        if let Err(e) = engine.process(event, Some(&source), t, &mut out) {
+            report.line_errors.push(LineError {
+                line: *line,
+                message: e.to_string(),
+            });
+        }
     }
     let last = events.last().map(|(_, e)| e.occurred_at());
-    let end = until.or_else(|| last.map(|t| t + engine.catalog().longest_delay_ms()));
+    let end = until.or_else(|| last.map(|t| t.saturating_add(engine.catalog().longest_delay_ms())));
     if let Some(end) = end {
         fire_until(&mut engine, end, &mut out);
         engine.advance_to(end, end, &mut out);
@@ -253,15 +212,22 @@ pub fn render_table(report: &Report) -> String {
             ],
         });
     }
+    for cell in rows.iter_mut().flatten() {
+        shorten(cell);
+    }
     let widths: Vec<usize> = (0..6)
         .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
         .collect();
     let mut s = String::new();
     for (n, r) in rows.iter().enumerate() {
+        // Padded by hand: `format!` widths stop at u16::MAX.
         let line: Vec<String> = r
             .iter()
             .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .map(|(cell, w)| {
+                let pad = w.saturating_sub(cell.chars().count());
+                format!("{cell}{}", " ".repeat(pad))
+            })
             .collect();
         let _ = writeln!(s, "{}", line.join("  ").trim_end());
         if n == 0 {
@@ -270,6 +236,21 @@ pub fn render_table(report: &Report) -> String {
         }
     }
     s
+}
+
+/// The widest a table cell gets, in characters: enough for a decision's detail with
+/// UUID ids; longer values (a pasted payload as a user id) end in `…`. `--format jsonl`
+/// shows every value whole.
+pub const MAX_CELL_CHARS: usize = 160;
+
+/// Cuts a cell to [`MAX_CELL_CHARS`], the last character an ellipsis.
+fn shorten(cell: &mut String) {
+    if let Some((cut, _)) = cell.char_indices().nth(MAX_CELL_CHARS - 1) {
+        if cell[cut..].chars().nth(1).is_some() {
+            cell.truncate(cut);
+            cell.push('…');
+        }
+    }
 }
 
 fn decision_detail(d: &Decision) -> String {

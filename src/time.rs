@@ -2,10 +2,15 @@
 //!
 //! Nothing here reads a clock. Local times follow SPEC §3: a local time inside a DST gap
 //! moves forward by the gap, an ambiguous one (DST overlap) takes the earlier instant.
+//!
+//! Event times are checked here too: [`MIN_EVENT_TIME`]..=[`MAX_EVENT_TIME`] is the range
+//! the rules compute with ([`check_event_range`]), and [`check_event_time`] adds the edge's
+//! bound on how far ahead of the wall clock a record may be. Every computation that can
+//! leave chrono's or `i64`'s range returns `None` instead of panicking.
 
 use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset,
-    TimeZone,
+    DateTime, Datelike, FixedOffset, LocalResult, NaiveDate, NaiveDateTime, NaiveTime, Offset,
+    TimeDelta, TimeZone,
 };
 use chrono_tz::Tz;
 use thiserror::Error;
@@ -19,6 +24,122 @@ pub const TWO_YEARS_SECONDS: i64 = 730 * DAY_SECONDS;
 /// The longest re-eligibility period.
 pub const MAX_REELIGIBILITY_SECONDS: i64 = 720 * DAY_SECONDS;
 
+/// The earliest event time the engine computes with: 1970-01-01T00:00:00Z, the Unix epoch.
+///
+/// An `occurred_at` before the epoch is, in practice, an unset or sign-flipped field (`-1`,
+/// `0 - x`); no campaign interaction happened before 1970.
+pub const MIN_EVENT_TIME: TimestampMs = 0;
+
+/// The latest event time the engine computes with: 8999-12-31T23:59:59.999Z, just before the
+/// year 9000.
+///
+/// Every instant the engine derives from an event time stays within a little more than two
+/// years of it: the 2-year hard cap on delays, plus up to a day for a local time of day in
+/// any IANA zone, and 720 days of re-eligibility counted from a send. From the year 9000,
+/// that leaves about a thousand years of margin below 9999-12-31T23:59:59.999Z, the last
+/// instant RFC 3339 can write (and far below chrono's limit, about year 262,000, and
+/// `i64` milliseconds, about 292 million years). So, for an event in range, no arithmetic
+/// overflows, every local-time conversion succeeds, and every time the connector writes
+/// formats as RFC 3339. The range is about what can be computed, not about plausibility:
+/// the Kafka runtime also rejects records dated too far ahead of its wall clock.
+// 9000-01-01T00:00:00Z in epoch milliseconds, less one (a test pins the text form).
+pub const MAX_EVENT_TIME: TimestampMs = 221_845_392_000_000 - 1;
+
+/// Dead-letter class of an `occurred_at` outside [`MIN_EVENT_TIME`]..=[`MAX_EVENT_TIME`].
+pub const CLASS_TIMESTAMP_OUT_OF_RANGE: &str = "timestamp_out_of_range";
+/// Dead-letter class of an `occurred_at` too far ahead of the wall clock.
+pub const CLASS_FUTURE_TIMESTAMP: &str = "future_timestamp";
+
+/// Why an event's `occurred_at` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum EventTimeError {
+    #[error(
+        "occurred_at {} is before the earliest event time {} ({MIN_EVENT_TIME})",
+        describe(*occurred_at),
+        format_timestamp(MIN_EVENT_TIME)
+    )]
+    BeforeRange { occurred_at: TimestampMs },
+    #[error(
+        "occurred_at {} is after the latest event time {} ({MAX_EVENT_TIME})",
+        describe(*occurred_at),
+        format_timestamp(MAX_EVENT_TIME)
+    )]
+    AfterRange { occurred_at: TimestampMs },
+    #[error(
+        "occurred_at {} is {} ms ahead of the wall clock {}, more than the allowed skew of \
+         {max_future_skew_ms} ms",
+        describe(*occurred_at),
+        occurred_at.saturating_sub(*now),
+        describe(*now)
+    )]
+    InFuture {
+        occurred_at: TimestampMs,
+        now: TimestampMs,
+        max_future_skew_ms: i64,
+    },
+}
+
+impl EventTimeError {
+    /// The dead-letter class (the `error.class` header).
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::BeforeRange { .. } | Self::AfterRange { .. } => CLASS_TIMESTAMP_OUT_OF_RANGE,
+            Self::InFuture { .. } => CLASS_FUTURE_TIMESTAMP,
+        }
+    }
+
+    /// The rejected `occurred_at`.
+    pub fn occurred_at(&self) -> TimestampMs {
+        match self {
+            Self::BeforeRange { occurred_at }
+            | Self::AfterRange { occurred_at }
+            | Self::InFuture { occurred_at, .. } => *occurred_at,
+        }
+    }
+}
+
+/// A timestamp as epoch milliseconds, with its RFC 3339 form when it has one.
+fn describe(ms: TimestampMs) -> String {
+    match rfc3339(ms) {
+        Some(text) => format!("{ms} ({text})"),
+        None => ms.to_string(),
+    }
+}
+
+/// Checks that the engine can compute with an event time (see [`MIN_EVENT_TIME`] and
+/// [`MAX_EVENT_TIME`]). The engine applies this check itself; it needs no wall clock, so
+/// the simulator uses it too.
+pub fn check_event_range(occurred_at: TimestampMs) -> Result<(), EventTimeError> {
+    if occurred_at < MIN_EVENT_TIME {
+        Err(EventTimeError::BeforeRange { occurred_at })
+    } else if occurred_at > MAX_EVENT_TIME {
+        Err(EventTimeError::AfterRange { occurred_at })
+    } else {
+        Ok(())
+    }
+}
+
+/// The edge check of an input record's event time: inside the range the engine computes
+/// with, and at most `max_future_skew_ms` ahead of the wall clock `now` (a negative skew
+/// counts as zero). A record dated far ahead would otherwise move the task's stream time
+/// there and fire every pending timer at once.
+pub fn check_event_time(
+    occurred_at: TimestampMs,
+    now: TimestampMs,
+    max_future_skew_ms: i64,
+) -> Result<(), EventTimeError> {
+    check_event_range(occurred_at)?;
+    let max_future_skew_ms = max_future_skew_ms.max(0);
+    if occurred_at.saturating_sub(now) > max_future_skew_ms {
+        return Err(EventTimeError::InFuture {
+            occurred_at,
+            now,
+            max_future_skew_ms,
+        });
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TimeError {
     #[error(
@@ -29,6 +150,11 @@ pub enum TimeError {
         "invalid timestamp {0:?}: expected RFC 3339 (2026-11-28T09:00:00Z) or epoch milliseconds"
     )]
     Timestamp(String),
+    #[error(
+        "invalid time {0:?}: expected RFC 3339 such as 2026-11-28T09:00:00Z (a bare number \
+         is refused: it could mean seconds or milliseconds)"
+    )]
+    Rfc3339(String),
     #[error("invalid local time {0:?}: expected HH:MM or HH:MM:SS")]
     LocalTime(String),
     #[error("unknown time zone {0:?}: expected an IANA name such as Europe/Berlin")]
@@ -124,13 +250,29 @@ pub fn parse_timestamp(text: &str) -> Result<TimestampMs, TimeError> {
         .map_err(|_| TimeError::Timestamp(text.to_string()))
 }
 
-/// RFC 3339 in UTC with milliseconds when they are not zero.
+/// Parses RFC 3339 only (offsets allowed): for times typed on the command line, where a
+/// bare number would be ambiguous.
+pub fn parse_rfc3339(text: &str) -> Result<TimestampMs, TimeError> {
+    DateTime::parse_from_rfc3339(text.trim())
+        .map(|d| d.timestamp_millis())
+        .map_err(|_| TimeError::Rfc3339(text.to_string()))
+}
+
+/// RFC 3339 in UTC with milliseconds when they are not zero; epoch milliseconds for an
+/// instant RFC 3339 cannot write (outside the years 0000–9999), which
+/// [`parse_timestamp`] reads back the same.
 pub fn format_timestamp(ms: TimestampMs) -> String {
-    match DateTime::from_timestamp_millis(ms) {
-        Some(d) if ms % 1000 == 0 => d.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        Some(d) => d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        None => ms.to_string(),
-    }
+    rfc3339(ms).unwrap_or_else(|| ms.to_string())
+}
+
+/// RFC 3339 in UTC, or `None` outside the years 0000–9999.
+fn rfc3339(ms: TimestampMs) -> Option<String> {
+    let d = DateTime::from_timestamp_millis(ms).filter(|d| (0..=9999).contains(&d.year()))?;
+    Some(if ms % 1000 == 0 {
+        d.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    } else {
+        d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    })
 }
 
 /// Parses `HH:MM` or `HH:MM:SS`.
@@ -159,66 +301,71 @@ fn chrono_weekday(w: Weekday) -> chrono::Weekday {
 
 /// The instant of a local date and time in `zone`: a time in a DST gap moves forward by
 /// the gap (it is read with the offset in force before the gap), an ambiguous time takes
-/// the earlier instant.
-pub fn local_to_utc(zone: Tz, local: NaiveDateTime) -> TimestampMs {
+/// the earlier instant. `None` when the instant is not representable.
+pub fn local_to_utc(zone: Tz, local: NaiveDateTime) -> Option<TimestampMs> {
     match zone.from_local_datetime(&local) {
-        LocalResult::Single(t) => t.timestamp_millis(),
+        LocalResult::Single(t) => Some(t.timestamp_millis()),
         LocalResult::Ambiguous(earlier, later) => {
-            earlier.timestamp_millis().min(later.timestamp_millis())
+            Some(earlier.timestamp_millis().min(later.timestamp_millis()))
         }
         LocalResult::None => {
             // The offset in force just before the gap: a day earlier is safely before it.
-            let before = local - Duration::days(1);
+            let before = local.checked_sub_signed(TimeDelta::days(1))?;
             let offset = match zone.from_local_datetime(&before) {
                 LocalResult::Single(t) => t.offset().fix(),
                 LocalResult::Ambiguous(t, _) => t.offset().fix(),
-                LocalResult::None => chrono::FixedOffset::east_opt(0).expect("zero offset"),
+                LocalResult::None => FixedOffset::east_opt(0)?,
             };
-            (local - Duration::seconds(offset.local_minus_utc() as i64))
-                .and_utc()
-                .timestamp_millis()
+            let utc =
+                local.checked_sub_signed(TimeDelta::seconds(offset.local_minus_utc().into()))?;
+            Some(utc.and_utc().timestamp_millis())
         }
     }
 }
 
-fn local_date(zone: Tz, at: TimestampMs) -> NaiveDate {
+/// The local date of an instant in `zone`; `None` when chrono cannot represent it.
+fn local_date(zone: Tz, at: TimestampMs) -> Option<NaiveDate> {
     zone.timestamp_millis_opt(at)
         .single()
         .map(|d| d.date_naive())
-        .unwrap_or_else(|| {
-            DateTime::from_timestamp_millis(at)
-                .expect("in range")
-                .date_naive()
-        })
+}
+
+/// `local_date + days` at `at` local time, as an instant; `None` when not representable.
+fn local_date_plus(zone: Tz, date: NaiveDate, days: i64, at: NaiveTime) -> Option<TimestampMs> {
+    let date = date.checked_add_signed(TimeDelta::try_days(days)?)?;
+    local_to_utc(zone, date.and_time(at))
 }
 
 /// `NEXT_WEEKDAY`: the next date with `weekday` strictly after the trigger's local date
-/// (so the same weekday means 7 days later), at `at` local time.
+/// (so the same weekday means 7 days later), at `at` local time. `None` when the due time
+/// is not representable (never for a trigger inside the event-time range).
 pub fn next_weekday_at(
     zone: Tz,
     triggered_at: TimestampMs,
     weekday: Weekday,
     at: NaiveTime,
-) -> TimestampMs {
-    let date = local_date(zone, triggered_at);
-    let from = date.weekday().num_days_from_monday() as i64;
-    let to = chrono_weekday(weekday).num_days_from_monday() as i64;
+) -> Option<TimestampMs> {
+    let date = local_date(zone, triggered_at)?;
+    let from = i64::from(date.weekday().num_days_from_monday());
+    let to = i64::from(chrono_weekday(weekday).num_days_from_monday());
     let mut ahead = (to - from).rem_euclid(7);
     if ahead == 0 {
         ahead = 7;
     }
-    local_to_utc(zone, (date + Duration::days(ahead)).and_time(at))
+    local_date_plus(zone, date, ahead, at)
 }
 
 /// `CALENDAR_DAYS`: `days` (≥ 1) local dates after the trigger's local date, at `at`.
+/// `None` when the due time is not representable (never for a trigger inside the
+/// event-time range and a validated number of days).
 pub fn calendar_days_at(
     zone: Tz,
     triggered_at: TimestampMs,
     days: i32,
     at: NaiveTime,
-) -> TimestampMs {
-    let date = local_date(zone, triggered_at);
-    local_to_utc(zone, (date + Duration::days(days as i64)).and_time(at))
+) -> Option<TimestampMs> {
+    let date = local_date(zone, triggered_at)?;
+    local_date_plus(zone, date, days.into(), at)
 }
 
 #[cfg(test)]
@@ -267,10 +414,10 @@ mod tests {
         let nine = parse_local_time("09:00").unwrap();
         // Saturday 2026-11-28 23:30 UTC is Sunday 00:30 in Berlin: next Monday is the 30th.
         let due = next_weekday_at(berlin, ts("2026-11-28T23:30:00Z"), Weekday::Monday, nine);
-        assert_eq!(due, ts("2026-11-30T08:00:00Z"));
+        assert_eq!(due, Some(ts("2026-11-30T08:00:00Z")));
         // Same weekday means a week later.
         let due = next_weekday_at(berlin, ts("2026-11-30T07:00:00Z"), Weekday::Monday, nine);
-        assert_eq!(due, ts("2026-12-07T08:00:00Z"));
+        assert_eq!(due, Some(ts("2026-12-07T08:00:00Z")));
     }
 
     #[test]
@@ -284,7 +431,7 @@ mod tests {
                 .and_hms_opt(2, 30, 0)
                 .unwrap(),
         );
-        assert_eq!(gap, ts("2026-03-29T01:30:00Z"));
+        assert_eq!(gap, Some(ts("2026-03-29T01:30:00Z")));
         // 2026-10-25 02:30 happens twice: the earlier is 02:30 CEST = 00:30 UTC.
         let overlap = local_to_utc(
             berlin,
@@ -293,48 +440,170 @@ mod tests {
                 .and_hms_opt(2, 30, 0)
                 .unwrap(),
         );
-        assert_eq!(overlap, ts("2026-10-25T00:30:00Z"));
+        assert_eq!(overlap, Some(ts("2026-10-25T00:30:00Z")));
         // Calendar days across the spring change keep the local wall time.
         let ten = parse_local_time("10:00").unwrap();
         assert_eq!(
             calendar_days_at(berlin, ts("2026-03-28T12:00:00Z"), 2, ten),
-            ts("2026-03-30T08:00:00Z")
+            Some(ts("2026-03-30T08:00:00Z"))
         );
         assert_eq!(
             calendar_days_at(berlin, ts("2026-03-27T12:00:00Z"), 1, ten),
-            ts("2026-03-28T09:00:00Z")
+            Some(ts("2026-03-28T09:00:00Z"))
         );
     }
-}
 
-/// Temporary edge check (replaced by the range-checked version).
-pub fn check_event_time(
-    occurred_at: TimestampMs,
-    now: TimestampMs,
-    max_future_skew_ms: i64,
-) -> Result<(), EventTimeError> {
-    if !(0..=253_402_300_799_999).contains(&occurred_at) {
-        return Err(EventTimeError::OutOfRange(occurred_at));
+    #[test]
+    fn the_event_time_range_is_the_years_1970_to_8999() {
+        assert_eq!(format_timestamp(MIN_EVENT_TIME), "1970-01-01T00:00:00Z");
+        assert_eq!(format_timestamp(MAX_EVENT_TIME), "8999-12-31T23:59:59.999Z");
+        assert_eq!(check_event_range(MIN_EVENT_TIME), Ok(()));
+        assert_eq!(check_event_range(MAX_EVENT_TIME), Ok(()));
+        for t in [i64::MIN, -1] {
+            assert_eq!(
+                check_event_range(t),
+                Err(EventTimeError::BeforeRange { occurred_at: t })
+            );
+        }
+        for t in [MAX_EVENT_TIME + 1, 8_210_298_412_800_000, i64::MAX] {
+            assert_eq!(
+                check_event_range(t),
+                Err(EventTimeError::AfterRange { occurred_at: t })
+            );
+        }
     }
-    if occurred_at > now.saturating_add(max_future_skew_ms) {
-        return Err(EventTimeError::Future(occurred_at));
+
+    #[test]
+    fn out_of_range_errors_name_the_value_and_the_bound() {
+        let e = check_event_range(8_210_298_412_800_000).unwrap_err();
+        assert_eq!(e.class(), "timestamp_out_of_range");
+        assert_eq!(
+            e.to_string(),
+            "occurred_at 8210298412800000 is after the latest event time \
+             8999-12-31T23:59:59.999Z (221845391999999)"
+        );
+        let e = check_event_range(-1).unwrap_err();
+        assert_eq!(e.class(), "timestamp_out_of_range");
+        assert_eq!(
+            e.to_string(),
+            "occurred_at -1 (1969-12-31T23:59:59.999Z) is before the earliest event time \
+             1970-01-01T00:00:00Z (0)"
+        );
     }
-    Ok(())
-}
 
-#[derive(Debug, thiserror::Error)]
-pub enum EventTimeError {
-    #[error("{0} is outside the range")]
-    OutOfRange(TimestampMs),
-    #[error("{0} is too far ahead")]
-    Future(TimestampMs),
-}
+    #[test]
+    fn a_record_dated_2099_is_too_far_ahead_of_a_wall_clock_in_2026() {
+        let now = ts("2026-11-28T09:00:00Z");
+        let day = DAY_SECONDS * SECOND_MS;
+        let e = check_event_time(ts("2099-01-01T00:00:00Z"), now, day).unwrap_err();
+        assert_eq!(e.class(), "future_timestamp");
+        assert_eq!(e.occurred_at(), ts("2099-01-01T00:00:00Z"));
+        assert_eq!(
+            e.to_string(),
+            "occurred_at 4070908800000 (2099-01-01T00:00:00Z) is 2275052400000 ms ahead of the \
+             wall clock 1795856400000 (2026-11-28T09:00:00Z), more than the allowed skew of \
+             86400000 ms"
+        );
+        // Up to the skew ahead is fine, and so is any past time in range.
+        assert_eq!(check_event_time(now + day, now, day), Ok(()));
+        assert!(check_event_time(now + day + 1, now, day).is_err());
+        assert_eq!(check_event_time(MIN_EVENT_TIME, now, day), Ok(()));
+        // The range comes first, whatever the clock says.
+        assert_eq!(
+            check_event_time(i64::MAX, i64::MAX, i64::MAX).map_err(|e| e.class()),
+            Err("timestamp_out_of_range")
+        );
+        // A negative skew counts as zero; extreme clocks do not overflow.
+        assert!(check_event_time(now + 1, now, -5).is_err());
+        assert_eq!(check_event_time(now, now, -5), Ok(()));
+        assert_eq!(check_event_time(MAX_EVENT_TIME, i64::MAX, 0), Ok(()));
+        assert_eq!(check_event_time(MAX_EVENT_TIME, i64::MIN, i64::MAX), Ok(()));
+        assert!(check_event_time(MAX_EVENT_TIME, i64::MIN, 0).is_err());
+    }
 
-impl EventTimeError {
-    pub fn class(&self) -> &'static str {
-        match self {
-            Self::OutOfRange(_) => "timestamp_out_of_range",
-            Self::Future(_) => "future_timestamp",
+    #[test]
+    fn timestamps_rfc3339_cannot_write_are_formatted_as_numbers_that_parse_back() {
+        for ms in [i64::MIN, -62_167_219_200_001, 253_402_300_800_000, i64::MAX] {
+            assert_eq!(format_timestamp(ms), ms.to_string());
+            assert_eq!(parse_timestamp(&format_timestamp(ms)), Ok(ms));
+        }
+        assert_eq!(
+            format_timestamp(-62_167_219_200_000),
+            "0000-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            format_timestamp(253_402_300_799_999),
+            "9999-12-31T23:59:59.999Z"
+        );
+    }
+
+    #[test]
+    fn command_line_times_are_rfc3339_only() {
+        assert_eq!(
+            parse_rfc3339("2026-11-28T10:00:00+01:00"),
+            Ok(ts("2026-11-28T09:00:00Z"))
+        );
+        for bad in ["1795856400", "1795856400000", "tomorrow", ""] {
+            let e = parse_rfc3339(bad).unwrap_err();
+            assert!(e.to_string().contains(&format!("{bad:?}")), "{e}");
+            assert!(e.to_string().contains("a bare number is refused"), "{e}");
+        }
+    }
+
+    #[test]
+    fn local_times_are_none_when_not_representable_and_never_panic() {
+        let nine = parse_local_time("09:00").unwrap();
+        let zone = parse_zone("Pacific/Kiritimati").unwrap();
+        // The instant that once panicked: close to the last date chrono can represent.
+        for t in [8_210_298_412_800_000, i64::MAX, i64::MIN] {
+            assert_eq!(next_weekday_at(zone, t, Weekday::Monday, nine), None);
+            assert_eq!(calendar_days_at(zone, t, 1, nine), None);
+        }
+        let t = ts("2026-11-28T09:00:00Z");
+        assert_eq!(calendar_days_at(zone, t, i32::MAX, nine), None);
+        assert_eq!(calendar_days_at(zone, t, i32::MIN, nine), None);
+    }
+
+    /// The claim behind [`MAX_EVENT_TIME`]: in every zone, at both ends of the range, the
+    /// longest local-time delays compute, and land after the trigger within the hard cap
+    /// plus a day for the time of day.
+    #[test]
+    fn every_zone_computes_local_times_at_both_ends_of_the_range() {
+        let times = [
+            parse_local_time("00:00").unwrap(),
+            parse_local_time("23:59:59").unwrap(),
+        ];
+        let day = DAY_SECONDS * SECOND_MS;
+        let longest = TWO_YEARS_SECONDS * SECOND_MS + day;
+        let weekdays = [
+            Weekday::Monday,
+            Weekday::Tuesday,
+            Weekday::Wednesday,
+            Weekday::Thursday,
+            Weekday::Friday,
+            Weekday::Saturday,
+            Weekday::Sunday,
+        ];
+        for zone in chrono_tz::TZ_VARIANTS {
+            for t in [MIN_EVENT_TIME, MAX_EVENT_TIME - day, MAX_EVENT_TIME] {
+                for at in times {
+                    for days in [1, 730] {
+                        let due = calendar_days_at(zone, t, days, at);
+                        assert!(
+                            due.is_some_and(|d| d > t && d - t <= longest),
+                            "{zone} {t} {days}d {at}: {due:?}"
+                        );
+                    }
+                    for w in weekdays {
+                        let due = next_weekday_at(zone, t, w, at);
+                        assert!(
+                            due.is_some_and(|d| d > t && d - t <= 8 * day),
+                            "{zone} {t} {w:?} {at}: {due:?}"
+                        );
+                        assert!(due.is_some_and(|d| format_timestamp(d).ends_with('Z')));
+                    }
+                }
+            }
         }
     }
 }

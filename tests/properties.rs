@@ -944,7 +944,7 @@ impl Machine for Engine {
         Engine::advance_to(self, time, now, out)
     }
     fn process(&mut self, event: &InputEvent, now: TimestampMs, out: &mut Vec<Effect>) {
-        Engine::process(self, event, None, now, out)
+        Engine::process(self, event, None, now, out).expect("generated times are in range")
     }
     fn change(&mut self, change: &Change, now: TimestampMs, out: &mut Vec<Effect>) {
         match change {
@@ -1583,12 +1583,14 @@ fn local_times_across_the_dst_gap_match_the_model() {
                     unreachable!()
                 };
                 out.clear();
-                engine.process(
-                    &InputEvent::Interaction(i.clone()),
-                    None,
-                    i.occurred_at,
-                    &mut out,
-                );
+                engine
+                    .process(
+                        &InputEvent::Interaction(i.clone()),
+                        None,
+                        i.occurred_at,
+                        &mut out,
+                    )
+                    .expect("in range");
                 let due = out.iter().find_map(|e| match e {
                     Effect::Decision(d) if d.outcome == DecisionOutcome::Scheduled => d.due_at,
                     _ => None,

@@ -49,7 +49,10 @@ fn a_restore_is_done_only_when_the_position_reaches_the_captured_high_watermark(
     let mut r = RestoreProgress::new(1_000);
     assert!(!r.done(), "no high watermark yet: never done");
     r.position(0);
-    assert!(!r.done(), "an empty read before the watermark is known is not proof");
+    assert!(
+        !r.done(),
+        "an empty read before the watermark is known is not proof"
+    );
 
     r.target = Some(5);
     for offset in 0..3 {
@@ -93,7 +96,10 @@ fn an_input_is_at_its_end_only_with_nothing_buffered_and_the_position_at_the_wat
     assert!(input_at_end(0, Some(10), Some(10)));
     assert!(input_at_end(0, Some(11), Some(10)));
     assert!(!input_at_end(1, Some(10), Some(10)), "buffered records");
-    assert!(!input_at_end(0, Some(9), Some(10)), "records still to fetch");
+    assert!(
+        !input_at_end(0, Some(9), Some(10)),
+        "records still to fetch"
+    );
     assert!(!input_at_end(0, Some(10), None), "watermark unknown");
     assert!(!input_at_end(0, None, Some(10)), "position unknown");
     assert!(input_at_end(0, None, Some(0)), "an empty partition");
@@ -104,7 +110,11 @@ fn backpressure_pauses_above_the_bound_and_resumes_below_half_of_it() {
     let b = Backpressure { max_buffered: 100 };
     assert_eq!(b.decide(101, false), Flow::Pause);
     assert_eq!(b.decide(100, false), Flow::Keep);
-    assert_eq!(b.decide(60, true), Flow::Keep, "no flapping between half and full");
+    assert_eq!(
+        b.decide(60, true),
+        Flow::Keep,
+        "no flapping between half and full"
+    );
     assert_eq!(b.decide(49, true), Flow::Resume);
     assert_eq!(b.decide(0, false), Flow::Keep);
 }
@@ -156,7 +166,11 @@ fn the_loop_blocks_until_its_next_duty_instead_of_spinning() {
     };
     assert_eq!(poll_timeout_ms(&waiting, now, 100), 100);
     assert_eq!(poll_timeout_ms(&waiting, now + 460, 100), 40);
-    assert_eq!(poll_timeout_ms(&waiting, now + 600, 100), 0, "deadline passed");
+    assert_eq!(
+        poll_timeout_ms(&waiting, now + 600, 100),
+        0,
+        "deadline passed"
+    );
     // The earliest duty wins.
     let w = Wakeup {
         merge_deadline: Some(now + 80),
@@ -170,7 +184,10 @@ fn the_loop_blocks_until_its_next_duty_instead_of_spinning() {
         restoring: true,
         ..idle()
     };
-    assert!(poll_timeout_ms(&restoring, now, 100) <= 10, "restores are stepped often");
+    assert!(
+        poll_timeout_ms(&restoring, now, 100) <= 10,
+        "restores are stepped often"
+    );
 }
 
 // ------------------------------------------------------------------------------ failures
@@ -265,10 +282,12 @@ fn errors_say_what_the_caller_does() {
     let unavailable = RuntimeError::Encode {
         record: "send-command",
         topic: "send-commands".into(),
-        source: Box::new(EncodeError::RegistryUnavailable(RegistryError::Unreachable {
-            url: "http://127.0.0.1:1".into(),
-            message: "connection refused".into(),
-        })),
+        source: Box::new(EncodeError::RegistryUnavailable(
+            RegistryError::Unreachable {
+                url: "http://127.0.0.1:1".into(),
+                message: "connection refused".into(),
+            },
+        )),
     };
     assert_eq!(unavailable.disposition(), Disposition::Retry);
     let misfit = RuntimeError::Encode {
@@ -299,7 +318,10 @@ fn errors_say_what_the_caller_does() {
 #[test]
 fn ready_means_joined_assigned_and_restored() {
     let none = BTreeMap::new();
-    assert!(matches!(readiness(false, true, 0, &none), Readiness::NotReady(_)));
+    assert!(matches!(
+        readiness(false, true, 0, &none),
+        Readiness::NotReady(_)
+    ));
     assert_eq!(
         readiness(true, false, 0, &none),
         Readiness::NotReady("joining the consumer group".into())
@@ -312,10 +334,16 @@ fn ready_means_joined_assigned_and_restored() {
     match readiness(true, true, 0, &restoring) {
         Readiness::NotReady(why) => {
             assert!(why.contains("restoring 1 task"), "{why}");
-            assert!(why.contains("250 changelog records read, 750 to go"), "{why}");
+            assert!(
+                why.contains("250 changelog records read, 750 to go"),
+                "{why}"
+            );
         }
         Readiness::Ready => panic!("ready while restoring"),
     }
-    assert!(matches!(readiness(true, true, 2, &none), Readiness::NotReady(_)));
+    assert!(matches!(
+        readiness(true, true, 2, &none),
+        Readiness::NotReady(_)
+    ));
     assert_eq!(readiness(true, true, 0, &none), Readiness::Ready);
 }

@@ -147,3 +147,123 @@ campaigns:
     );
     assert!(err.contains("exceptions require a delay"), "{err}");
 }
+
+/// Writes `bytes` as an events file in a fresh directory (kept alive by the guard).
+fn events_file(bytes: &[u8]) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    std::fs::write(&path, bytes).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    (dir, path)
+}
+
+/// alice's abandoned-cart push, which is sent a day later.
+const ALICE: &str = r#"{"interaction": {"event_id": "e1", "user_id": "alice", "campaign_id": "abandoned-cart", "kind": "PUSH_RECEIVED", "occurred_at": "2026-11-02T10:00:00Z"}}"#;
+
+fn simulate_cart(events: &str, extra: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "--campaigns",
+        "examples/abandoned-cart.yaml",
+        "--events",
+        events,
+    ];
+    args.extend_from_slice(extra);
+    simulate(&args)
+}
+
+#[test]
+fn a_timestamp_outside_the_event_time_range_is_a_bad_line_and_the_rest_still_runs() {
+    let far = r#"{"interaction": {"event_id": "e2", "user_id": "bob", "campaign_id": "abandoned-cart", "kind": "PUSH_RECEIVED", "occurred_at": 8210298412800000}}"#;
+    let early = r#"{"user_event": {"event_id": "e3", "user_id": "bob", "type": "PURCHASE", "occurred_at": -1}}"#;
+    let (_dir, path) = events_file(format!("{ALICE}\n{far}\n{early}\n").as_bytes());
+    let (code, out, err) = simulate_cart(&path, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "events.jsonl:2: occurred_at 8210298412800000 is after the latest event time \
+             8999-12-31T23:59:59.999Z"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "events.jsonl:3: occurred_at -1 (1969-12-31T23:59:59.999Z) is before the earliest \
+             event time 1970-01-01T00:00:00Z"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("1 events, 1 send-commands"), "{err}");
+    assert!(out.contains("SEND") && out.contains("alice"), "{out}");
+    assert!(!out.contains("bob"), "{out}");
+}
+
+#[test]
+fn a_table_cell_longer_than_any_format_width_is_cut_with_an_ellipsis() {
+    let long_user = "u".repeat(70_000);
+    let line = ALICE.replace("alice", &long_user);
+    let (_dir, path) = events_file(line.as_bytes());
+    let (code, out, err) = simulate_cart(&path, &[]);
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.contains("SCHEDULED"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let shown = format!("{}…", "u".repeat(159));
+    assert!(row.contains(&shown), "{row}");
+    assert!(
+        !row.contains(&"u".repeat(160)),
+        "the cell is cut at 160 characters"
+    );
+    assert!(out.lines().all(|l| l.chars().count() < 1_000), "{out}");
+    // JSONL shows the value whole.
+    let (code, out, _) = simulate_cart(&path, &["--format", "jsonl"]);
+    assert_eq!(code, 0);
+    assert!(out.contains(&long_user));
+}
+
+#[test]
+fn a_line_that_is_not_utf8_is_a_bad_line_and_the_rest_still_runs() {
+    let mut bytes = ALICE.replace("alice", "caf\u{e9}").into_bytes();
+    bytes.push(b'\n');
+    bytes.extend_from_slice(b"{\"interaction\": {\"user_id\": \"bob\xFF\"}}\n");
+    bytes.extend_from_slice(ALICE.as_bytes());
+    bytes.push(b'\n');
+    let (_dir, path) = events_file(&bytes);
+    let (code, out, err) = simulate_cart(&path, &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("events.jsonl:2: not UTF-8: byte 0xFF at byte offset 32 of the line"),
+        "{err}"
+    );
+    assert!(err.contains("2 events, 2 send-commands"), "{err}");
+    assert!(out.contains("café") && out.contains("alice"), "{out}");
+}
+
+#[test]
+fn a_byte_order_mark_at_the_start_of_the_file_is_skipped() {
+    let mut bytes = b"\xEF\xBB\xBF".to_vec();
+    bytes.extend_from_slice(ALICE.as_bytes());
+    let (_dir, path) = events_file(&bytes);
+    let (code, out, err) = simulate_cart(&path, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("1 events, 1 send-commands"), "{err}");
+    assert!(out.contains("alice"), "{out}");
+}
+
+#[test]
+fn until_as_a_bare_number_is_refused_rather_than_guessed() {
+    let (_dir, path) = events_file(ALICE.as_bytes());
+    // 2026-11-04 in seconds: read as milliseconds it would be January 1970.
+    let (code, out, err) = simulate_cart(&path, &["--until", "1793750400"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("--until"), "{err}");
+    assert!(
+        err.contains(r#"invalid time "1793750400": expected RFC 3339"#),
+        "{err}"
+    );
+    assert!(err.contains("a bare number is refused"), "{err}");
+    let (code, out, err) = simulate_cart(&path, &["--until", "2026-11-04T00:00:00+00:00"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("SEND"), "{out}");
+}

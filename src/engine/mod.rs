@@ -16,6 +16,10 @@
 //! with `due_at <= t` fires; within a record, exceptions are applied before triggers. Timers
 //! due at the same instant fire in `(user_id, follow_on_id)` order, so a restored engine
 //! decides exactly like the one it was exported from.
+//!
+//! Time arithmetic never panics or wraps: `process` refuses an event outside the event-time
+//! range ([`crate::time::check_event_range`]) before touching anything, and times read back
+//! from state (any `i64`) are only compared or combined with saturating arithmetic.
 
 mod store;
 
@@ -36,7 +40,7 @@ use crate::model::{
     SendCommand, TaskProgress, TaskStateRecord, TimestampMs, TriggerRef, UserEvent, UserEventType,
     UserState,
 };
-use crate::time;
+use crate::time::{self, EventTimeError};
 use crate::validate::Limits;
 
 /// What the caller must do. Executed in one place (the simulator, or the Kafka task).
@@ -269,20 +273,27 @@ impl Engine {
 
     /// Processes one input record. `source` names where it came from (for decisions); `now`
     /// is the wall clock.
+    ///
+    /// An event whose `occurred_at` lies outside the range the rules compute with
+    /// ([`time::check_event_range`]) is rejected: nothing is emitted, and neither the clock
+    /// nor any state changes. The caller treats it as bad input. (The edge should have
+    /// caught it; this keeps a missed check from moving stream time to the end of time.)
     pub fn process(
         &mut self,
         event: &InputEvent,
         source: Option<&InputCoordinates>,
         now: TimestampMs,
         out: &mut Effects,
-    ) {
+    ) -> Result<(), EventTimeError> {
         let t = event.occurred_at();
+        time::check_event_range(t)?;
         self.note_lateness(t);
         self.advance_to(t, now, out);
         match event {
             InputEvent::Interaction(i) => self.on_interaction(i, source, now, out),
             InputEvent::UserEvent(e) => self.on_user_event(e, source, out),
         }
+        Ok(())
     }
 
     fn on_interaction(
@@ -465,6 +476,17 @@ impl Engine {
             return ignore(DecisionReason::OutsideWindow, None);
         }
         let (due_at, zone_unknown) = due_time(rule, event);
+        // A due time that cannot be represented lies beyond any end: "due after the end".
+        // Unreachable for an event inside the range `process` checks.
+        let Some(due_at) = due_at else {
+            return (
+                Err(Ignore {
+                    reason: DecisionReason::DueAfterEnd,
+                    due_at: None,
+                }),
+                zone_unknown,
+            );
+        };
         let ignore = |reason| {
             (
                 Err(Ignore {
@@ -480,8 +502,11 @@ impl Engine {
         // 4. Re-eligibility, measured from the last send's due time.
         let user = self.users.find(&event.user_id);
         if let Some(last) = user.and_then(|u| self.users.receipt(u, follow_on)) {
-            // `None` is NEVER: a receipt means not eligible.
-            let eligible_from = rule.reeligible_after_ms.map(|after| last + after);
+            // `None` is NEVER: a receipt means not eligible. A restored receipt may carry any
+            // time; saturating keeps "eligible from the end of time" from wrapping around.
+            let eligible_from = rule
+                .reeligible_after_ms
+                .map(|after| last.saturating_add(after));
             if eligible_from.is_none_or(|from| t < from) {
                 return ignore(DecisionReason::NotReeligible);
             }
@@ -604,7 +629,7 @@ impl Engine {
 
     /// Moves the clock to `time` (if later) and fires every timer due by then. Called with a
     /// record's event time before processing it, and by the runtime with the wall clock when
-    /// the task is caught up. `now` is the wall clock.
+    /// the task is caught up. `now` is the wall clock. Any `i64` is safe for both.
     pub fn advance_to(&mut self, time: TimestampMs, now: TimestampMs, out: &mut Effects) {
         if self.clock.is_none_or(|c| c < time) {
             self.clock = Some(time);
@@ -683,7 +708,7 @@ impl Engine {
             }
             (_, Some(r))
                 if r.drop_if_late_by_ms
-                    .is_some_and(|bound| now - p.due_at > bound) =>
+                    .is_some_and(|bound| now.saturating_sub(p.due_at) > bound) =>
             {
                 Some(DecisionReason::Overdue)
             }
@@ -1075,8 +1100,9 @@ impl DecisionFor<'_> {
 }
 
 /// The due time of a trigger under a rule, with local times in the event's zone, else the
-/// rule's, else UTC; and whether the event named a zone that does not exist.
-fn due_time(rule: &Rule, event: &Interaction) -> (TimestampMs, bool) {
+/// rule's, else UTC; and whether the event named a zone that does not exist. `None` when
+/// the due time is not representable (never for an event inside the event-time range).
+fn due_time(rule: &Rule, event: &Interaction) -> (Option<TimestampMs>, bool) {
     let t = event.occurred_at;
     let zone = || {
         let named = event.user_time_zone.as_deref();
@@ -1085,8 +1111,8 @@ fn due_time(rule: &Rule, event: &Interaction) -> (TimestampMs, bool) {
         (parsed.or(rule.zone).unwrap_or(chrono_tz::UTC), unknown)
     };
     match rule.delay {
-        CompiledDelay::Immediate => (t, false),
-        CompiledDelay::After { ms } => (t + ms, false),
+        CompiledDelay::Immediate => (Some(t), false),
+        CompiledDelay::After { ms } => (t.checked_add(ms), false),
         CompiledDelay::NextWeekday { weekday, at } => {
             let (z, unknown) = zone();
             (time::next_weekday_at(z, t, weekday, at), unknown)

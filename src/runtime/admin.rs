@@ -10,8 +10,8 @@ use tracing::info;
 use super::catalog_feed::CatalogFeed;
 use super::codecs::Codecs;
 use super::config::Settings;
-use super::kafka::base_config;
 use super::error::RuntimeError;
+use super::kafka::base_config;
 use crate::model::{Campaign, CampaignStatus};
 
 /// What publishing did with one campaign.

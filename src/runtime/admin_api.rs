@@ -44,10 +44,7 @@ pub fn answer<C: ConsumerContext>(
                     })
                 })
                 .collect();
-            let _ = reply.send((
-                200,
-                json!({"instance": view.instance_id, "tasks": tasks}),
-            ));
+            let _ = reply.send((200, json!({"instance": view.instance_id, "tasks": tasks})));
         }
         AdminRequest::User { user_id, reply } => {
             let task = partition_for_key(user_id.as_bytes(), view.partitions);

@@ -18,10 +18,10 @@ use tracing::{info, warn};
 
 use super::codecs::Codecs;
 use super::config::Settings;
+use super::error::RuntimeError;
 use super::kafka::{
     advance_positions, high_watermark, partition_counts, standalone_consumer, TopicError,
 };
-use super::error::RuntimeError;
 use super::task::BadInput;
 use crate::model::Campaign;
 use crate::validate::{validate_campaign, Limits};

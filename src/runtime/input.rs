@@ -119,7 +119,10 @@ pub fn decode_input(
     if let Err(e) =
         crate::time::check_event_time(event.occurred_at(), edge.now, edge.max_future_skew_ms)
     {
-        return bad(e.class(), format!("occurred_at of event {:?}: {e}", event.event_id()));
+        return bad(
+            e.class(),
+            format!("occurred_at of event {:?}: {e}", event.event_id()),
+        );
     }
     Decoded::Event(event)
 }

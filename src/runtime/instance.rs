@@ -42,7 +42,7 @@ use super::rules::{
     input_at_end, poll_timeout_ms, readiness, Backoff, Backpressure, CommitCadence, Disposition,
     Flow, Ownership, Readiness, RetryBudget, Wakeup,
 };
-use super::task::{Decoded, Task};
+use super::task::{BadInput, Decoded, Task};
 use crate::merge::Next;
 use crate::model::{Campaign, DecisionOutcome, DecisionReason, InputCoordinates, TimestampMs};
 
@@ -192,11 +192,7 @@ impl Core {
             for (i, q) in task.inputs.iter().enumerate() {
                 if let Some(next) = q.next_offset.filter(|n| Some(*n) != q.committed_offset) {
                     offsets
-                        .add_partition_offset(
-                            &self.topics[i],
-                            task.partition,
-                            Offset::Offset(next),
-                        )
+                        .add_partition_offset(&self.topics[i], task.partition, Offset::Offset(next))
                         .map_err(RuntimeError::kafka("listing offsets"))?;
                 }
             }
@@ -290,7 +286,10 @@ impl Core {
     /// Learns where the inputs of newly active tasks resume: their committed offsets
     /// (fetched *stable* under `read_committed`, so an open transaction's offsets are not
     /// taken for committed).
-    fn learn_positions(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), RuntimeError> {
+    fn learn_positions(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+    ) -> Result<(), RuntimeError> {
         if self.positions_unknown.is_empty() {
             return Ok(());
         }
@@ -350,7 +349,10 @@ impl Core {
                 if task.held_inputs().next().is_some() {
                     self.retry_at = now + self.backoff.next_delay_ms();
                     wake.retry_at = Some(self.retry_at);
-                    warn!(task = p, "the schema registry does not answer; holding the task");
+                    warn!(
+                        task = p,
+                        "the schema registry does not answer; holding the task"
+                    );
                     continue;
                 }
                 self.backoff.reset();
@@ -377,10 +379,33 @@ impl Core {
                                     partition: p,
                                     offset: arrived.offset,
                                 };
-                                task.engine.process(event, Some(&source), now, &mut effects);
-                                task.progress_dirty = true;
-                                self.output
-                                    .execute(&self.codecs, &self.metrics, task, &mut effects)?;
+                                match task.engine.process(event, Some(&source), now, &mut effects) {
+                                    Ok(()) => {
+                                        task.progress_dirty = true;
+                                        self.output.execute(
+                                            &self.codecs,
+                                            &self.metrics,
+                                            task,
+                                            &mut effects,
+                                        )?;
+                                    }
+                                    // The edge checks the same range; this is the engine's
+                                    // own refusal, untouched state, treated alike.
+                                    Err(e) => {
+                                        let bad = BadInput {
+                                            class: e.class(),
+                                            message: e.to_string(),
+                                        };
+                                        let source = Source {
+                                            topic: &topics[i],
+                                            partition: p,
+                                            offset: arrived.offset,
+                                            key: arrived.key.as_deref(),
+                                            payload: arrived.payload.as_deref(),
+                                        };
+                                        self.output.dead_letter(&self.metrics, &source, &bad)?;
+                                    }
+                                }
                             }
                             Decoded::Bad(bad) => {
                                 let source = Source {
@@ -618,7 +643,10 @@ impl Core {
                 task.clear_inputs();
                 self.tasks.insert(p, task);
                 self.positions_unknown.insert(p);
-                info!(task = p, "task resumed without a restore (committed, not moved)");
+                info!(
+                    task = p,
+                    "task resumed without a restore (committed, not moved)"
+                );
             } else {
                 let task = self.new_task(p);
                 self.tasks.insert(p, task);
@@ -879,7 +907,11 @@ fn step(
     if c.cadence.due(now_ms()) {
         c.commit(consumer)?;
     }
-    if c.output.is_open() || c.tasks.values().any(|t| t.progress_dirty || !t.dirty.is_empty()) {
+    if c.output.is_open()
+        || c.tasks
+            .values()
+            .any(|t| t.progress_dirty || !t.dirty.is_empty())
+    {
         wake.commit_at = Some(c.cadence.next_at());
     }
     Ok(())

@@ -20,16 +20,16 @@
 //! - [`instance`]: the instance loop that ties them together.
 
 pub mod admin;
+pub mod admin_api;
 pub mod catalog_feed;
 pub mod codecs;
 pub mod config;
-pub mod http;
-pub mod kafka;
-pub mod metrics;
-pub mod admin_api;
 pub mod error;
+pub mod http;
 pub mod input;
 pub mod instance;
+pub mod kafka;
+pub mod metrics;
 pub mod output;
 pub mod rebalance;
 pub mod restore;

@@ -154,7 +154,8 @@ impl Output {
                             source: Box::new(source),
                         })?;
                     let topic = std::mem::take(&mut self.send_commands);
-                    let r = self.produce(&topic, None, command.user_id.as_bytes(), Some(&buf), None);
+                    let r =
+                        self.produce(&topic, None, command.user_id.as_bytes(), Some(&buf), None);
                     self.send_commands = topic;
                     self.buffer = buf;
                     r?;
@@ -174,7 +175,13 @@ impl Output {
                             source: Box::new(source),
                         })
                         .and_then(|()| {
-                            self.produce(&topic, None, decision.user_id.as_bytes(), Some(&buf), None)
+                            self.produce(
+                                &topic,
+                                None,
+                                decision.user_id.as_bytes(),
+                                Some(&buf),
+                                None,
+                            )
                         });
                     self.decisions = Some(topic);
                     self.buffer = buf;
@@ -230,7 +237,13 @@ impl Output {
         }
         let topic = self.changelog.clone();
         for (key, value) in writes {
-            self.produce(&topic, Some(task.partition), key.as_bytes(), value.as_deref(), None)?;
+            self.produce(
+                &topic,
+                Some(task.partition),
+                key.as_bytes(),
+                value.as_deref(),
+                None,
+            )?;
         }
         Ok(())
     }

@@ -79,8 +79,7 @@ impl Restorer {
         self.reader
             .incremental_assign(&tpl)
             .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
-        self.restoring
-            .insert(partition, RestoreProgress::new(now));
+        self.restoring.insert(partition, RestoreProgress::new(now));
         Ok(())
     }
 
@@ -129,9 +128,10 @@ impl Restorer {
                 }
             };
             let (partition, offset) = (m.partition(), m.offset());
-            let (Some(progress), Some(task)) =
-                (self.restoring.get_mut(&partition), tasks.get_mut(&partition))
-            else {
+            let (Some(progress), Some(task)) = (
+                self.restoring.get_mut(&partition),
+                tasks.get_mut(&partition),
+            ) else {
                 continue;
             };
             let record = match decode(codecs, m.key(), m.payload()) {
@@ -187,8 +187,14 @@ impl Restorer {
         if now.saturating_sub(self.last_log) >= self.log_interval_ms {
             self.last_log = now;
             for (p, r) in &self.restoring {
-                info!(topic = self.topic, partition = p, position = r.position,
-                    high = r.target, records = r.records, "restoring");
+                info!(
+                    topic = self.topic,
+                    partition = p,
+                    position = r.position,
+                    high = r.target,
+                    records = r.records,
+                    "restoring"
+                );
             }
         }
         let done: Vec<i32> = self

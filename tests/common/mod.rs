@@ -442,7 +442,9 @@ impl World {
             InputEvent::UserEvent(_) => self.offsets[1] += 1,
         }
         let mut out = Vec::new();
-        self.engine.process(&event, Some(&source), now, &mut out);
+        self.engine
+            .process(&event, Some(&source), now, &mut out)
+            .expect("test events are in the event-time range");
         materialize(&self.engine, out)
     }
 
