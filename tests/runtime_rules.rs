@@ -329,7 +329,9 @@ fn ready_means_joined_assigned_and_restored() {
     let mut restoring = BTreeMap::new();
     let mut r = RestoreProgress::new(0);
     r.target = Some(1_000);
-    r.record(249);
+    for offset in 0..250 {
+        r.record(offset);
+    }
     restoring.insert(3, r);
     match readiness(true, true, 0, &restoring) {
         Readiness::NotReady(why) => {

@@ -235,7 +235,76 @@ impl World {
     pub fn send_commands(&self) -> Reader {
         self.reader("send-commands")
     }
+
+    /// The group's own description (classic protocol): each member's client id (the
+    /// instance id) and its assigned partitions by topic. `None` while the group is not
+    /// stable.
+    pub fn group_assignments(&self) -> Option<Vec<Member>> {
+        let consumer: BaseConsumer = self.client_config().create().unwrap();
+        let group_id = self.env["CONNECTOR_APPLICATION_ID"].clone();
+        let groups = consumer
+            .fetch_group_list(Some(&group_id), Duration::from_secs(10))
+            .ok()?;
+        let group = groups.groups().iter().find(|g| g.name() == group_id)?;
+        if group.state() != "Stable" {
+            return None;
+        }
+        let mut members = Vec::new();
+        for m in group.members() {
+            let decoded = campaign_connector::runtime::admin_api::decode_assignment(
+                m.assignment().unwrap_or_default(),
+            )?;
+            let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+            for (topic, mut partitions) in decoded {
+                partitions.sort_unstable();
+                by_topic.entry(topic).or_default().extend(partitions);
+            }
+            members.push((m.client_id().to_string(), by_topic));
+        }
+        members.sort();
+        Some(members)
+    }
+
+    /// Waits until the group is stable with `members` members holding every input
+    /// partition, and returns its description.
+    pub fn stable_group(
+        &self,
+        members: usize,
+        deadline: Duration,
+    ) -> Vec<Member> {
+        let inputs = [self.topic("interactions"), self.topic("user-events")];
+        wait_for(
+            &format!("a stable group of {members} holding every input partition"),
+            deadline,
+            || {
+                let group = self.group_assignments()?;
+                let held: usize = group
+                    .iter()
+                    .flat_map(|(_, a)| inputs.iter().filter_map(|t| a.get(t)))
+                    .map(Vec::len)
+                    .sum();
+                (group.len() == members && held == 2 * self.partitions as usize).then_some(group)
+            },
+        )
+    }
 }
+
+/// Panics unless every member holds the same partitions of both inputs: no task split.
+pub fn assert_tasks_whole(w: &World, group: &[Member], when: &str) {
+    let (i, u) = (w.topic("interactions"), w.topic("user-events"));
+    for (member, assignment) in group {
+        let interactions = assignment.get(&i).cloned().unwrap_or_default();
+        let user_events = assignment.get(&u).cloned().unwrap_or_default();
+        assert_eq!(
+            interactions, user_events,
+            "{when}: member {member} holds interactions {interactions:?} but user-events {user_events:?}"
+        );
+    }
+}
+
+/// A group member as the group describes it: its client id (the instance id) and its
+/// assigned partitions by topic.
+pub type Member = (String, BTreeMap<String, Vec<i32>>);
 
 /// A record read back.
 #[derive(Debug, Clone)]
@@ -278,6 +347,47 @@ impl Reader {
                     headers,
                 });
             }
+        }
+    }
+
+    /// Reads until the position of every partition reached its high watermark as it is
+    /// now: everything committed before the call has been read, and nothing more can be
+    /// in the topic unless something writes after it. Call it once the writers stopped
+    /// (an open transaction keeps a `read_committed` position below the high watermark).
+    pub fn read_to_end(&mut self, deadline: Duration) -> &[Read] {
+        let assignment = self.consumer.assignment().unwrap();
+        let mut high = BTreeMap::new();
+        for e in assignment.elements() {
+            let (_, h) = self
+                .consumer
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+                .unwrap();
+            high.insert(e.partition(), h);
+        }
+        let started = Instant::now();
+        loop {
+            let position = self.consumer.position().unwrap();
+            let behind: Vec<(i32, i64, i64)> = high
+                .iter()
+                .filter_map(|(p, h)| {
+                    let at = match position.elements().iter().find(|e| e.partition() == *p) {
+                        Some(e) => match e.offset() {
+                            Offset::Offset(o) => o,
+                            _ => 0,
+                        },
+                        None => 0,
+                    };
+                    (at < *h).then_some((*p, at, *h))
+                })
+                .collect();
+            if behind.is_empty() {
+                return &self.records;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "not at the end after {deadline:?}: (partition, position, high) {behind:?}"
+            );
+            self.drain(Duration::from_millis(200));
         }
     }
 
@@ -329,6 +439,11 @@ impl Instance {
         wait_for(&format!("log line {needle:?}"), deadline, || {
             self.log_text().contains(needle).then_some(())
         });
+    }
+
+    /// Whether the process is still running.
+    pub fn child_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// SIGKILL: no chance to commit or leave the group.
