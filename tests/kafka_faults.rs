@@ -50,6 +50,12 @@ fn a_pending_timer_survives_sigkill_and_fires_exactly_once_after_restart() {
                 .then_some(())
         },
     );
+    // Pending, not fired: nothing committed on the output before the kill.
+    let mut before = w.send_commands();
+    assert!(
+        before.read_to_end(Duration::from_secs(30)).is_empty(),
+        "the timer fired before the kill"
+    );
     first.kill();
 
     let second = w.start("i0");
@@ -67,15 +73,23 @@ fn a_pending_timer_survives_sigkill_and_fires_exactly_once_after_restart() {
         sent[0].emitted_at >= sent[0].due_at,
         "fired at or after its due time"
     );
-    second.wait_log("task restored", Duration::from_secs(5));
+    // It came back from the changelog: the restart restored it as pending.
+    let log = second.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("task restored") && l.contains("pending=1")),
+        "no task restored with the pending timer:\n{log}"
+    );
     assert_eq!(second.stop(Duration::from_secs(30)), Some(0));
+    let mut all = w.send_commands();
+    assert_eq!(all.read_to_end(Duration::from_secs(30)).len(), 1);
 }
 
 #[test]
 fn two_instances_and_a_rebalance_while_timers_are_pending_send_every_command_once() {
     let w = World::new("rebalance", 6);
     w.create_topics();
-    w.publish(&cart_campaigns("8s"));
+    w.publish(&cart_campaigns("20s"));
     let first = w.start("i0");
     first.wait_log("tasks assigned", Duration::from_secs(60));
     let t = now_ms();
@@ -103,13 +117,28 @@ fn two_instances_and_a_rebalance_while_timers_are_pending_send_every_command_onc
     second.wait_log("task restored", Duration::from_secs(60));
     // Then the first leaves cleanly: its remaining tasks move too.
     assert_eq!(first.stop(Duration::from_secs(30)), Some(0));
+    second.wait_log("task restored", Duration::from_secs(60));
+    // The timers were still pending when their tasks moved.
+    assert!(
+        w.send_commands()
+            .read_to_end(Duration::from_secs(30))
+            .is_empty(),
+        "timers fired before their tasks moved; the test proves nothing"
+    );
+    let log = second.log_text();
+    assert!(
+        log.lines().any(|l| l.contains("task restored")
+            && !l.contains("pending=0")
+            && l.contains("pending=")),
+        "no moved task restored pending timers:\n{log}"
+    );
 
     let mut commands = w.send_commands();
     commands.until_count(40, Duration::from_secs(90));
-    commands.drain(Duration::from_secs(3));
+    assert_eq!(second.stop(Duration::from_secs(30)), Some(0));
+    commands.read_to_end(Duration::from_secs(30));
     let sent = exactly_once(&commands.commands());
     assert_eq!(sent.len(), 40);
-    assert_eq!(second.stop(Duration::from_secs(30)), Some(0));
 }
 
 #[test]
@@ -183,7 +212,7 @@ fn poison_records_go_to_the_dead_letter_topic_once_and_processing_goes_on() {
 
     let mut dlq = w.reader("dlq");
     dlq.until_count(3, Duration::from_secs(30));
-    dlq.drain(Duration::from_secs(3));
+    dlq.read_to_end(Duration::from_secs(30));
     assert_eq!(dlq.records.len(), 3, "each poison record exactly once");
     let mut classes: Vec<String> = dlq
         .records
@@ -240,5 +269,115 @@ fn inputs_that_are_not_co_partitioned_fail_fast_with_a_clear_message() {
     assert!(
         err.contains("not co-partitioned") && err.contains("3 partitions") && err.contains("2"),
         "message names the topics and counts: {err}"
+    );
+}
+
+/// A next-weekday follow-on beside the cart reminder.
+const WEEKLY_AND_CART: &str = r#"
+campaigns:
+  - campaign_id: abandoned-cart
+    name: Abandoned cart push
+    status: ACTIVE
+  - campaign_id: cart-email
+    name: Cart reminder email
+    status: ACTIVE
+    published_at: 2020-01-01T00:00:00Z
+    follow_on:
+      trigger: {campaign_id: abandoned-cart, kinds: [PUSH_RECEIVED]}
+      delay: 12s
+      message: {channel: EMAIL, template_id: cart-15-off}
+  - campaign_id: newsletter
+    name: Newsletter
+    status: ACTIVE
+  - campaign_id: monday-digest
+    name: Monday digest
+    status: ACTIVE
+    published_at: 2020-01-01T00:00:00Z
+    follow_on:
+      trigger: {campaign_id: newsletter, kinds: [EMAIL_RECEIVED]}
+      delay: {next_weekday: MONDAY, at: "09:00"}
+      message: {channel: EMAIL, template_id: digest}
+"#;
+
+#[test]
+fn out_of_range_and_far_future_event_times_are_dead_lettered_and_move_no_time() {
+    let w = World::new("eventtime", 2);
+    w.create_topics();
+    w.publish(WEEKLY_AND_CART);
+    let mut instance = w.start("i0");
+    instance.wait_log("task restored", Duration::from_secs(60));
+    let t = now_ms();
+    // ada's timer is pending (due in 12 s) when the bad records arrive.
+    w.send_events(&[interaction("a1", "ada", "abandoned-cart", PushReceived, t)]);
+    let mut decisions = w.reader("decisions");
+    wait_for("ada's committed schedule", Duration::from_secs(30), || {
+        decisions.drain(Duration::from_millis(200));
+        (!decisions.decisions().is_empty()).then_some(())
+    });
+    // Year 262,000-ish on a next-weekday follow-on: once a panic, now bad input. Then a
+    // record dated 2099 for ada herself: it must not move her task's stream time.
+    w.send_events(&[
+        interaction(
+            "bad1",
+            "mallory",
+            "newsletter",
+            EmailReceived,
+            8_210_298_412_800_000,
+        ),
+        interaction(
+            "bad2",
+            "ada",
+            "abandoned-cart",
+            PushReceived,
+            4_078_224_000_000,
+        ),
+        interaction("ok1", "olga", "abandoned-cart", PushReceived, t),
+    ]);
+    let mut dlq = w.reader("dlq");
+    dlq.until_count(2, Duration::from_secs(30));
+    // Nothing fired early: ada's send is not out although a 2099 record was read.
+    let mut early = w.send_commands();
+    assert!(
+        early.read_to_end(Duration::from_secs(30)).is_empty(),
+        "a bad record moved stream time"
+    );
+    let mut commands = w.send_commands();
+    commands.until_count(2, Duration::from_secs(60));
+    assert!(instance.child_running(), "the connector exited");
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+    commands.read_to_end(Duration::from_secs(30));
+    let sent = commands.commands();
+    let mut users: Vec<&str> = sent.iter().map(|c| c.user_id.as_str()).collect();
+    users.sort();
+    assert_eq!(users, ["ada", "olga"]);
+    for c in &sent {
+        assert!(
+            c.emitted_at >= c.due_at,
+            "{} fired before its due time",
+            c.user_id
+        );
+        assert_eq!(
+            c.trigger.event_id,
+            if c.user_id == "ada" { "a1" } else { "ok1" }
+        );
+    }
+    dlq.read_to_end(Duration::from_secs(30));
+    let mut classes: Vec<(String, String)> = dlq
+        .records
+        .iter()
+        .map(|r| {
+            (
+                r.key.clone().unwrap_or_default(),
+                r.headers["error.class"].clone(),
+            )
+        })
+        .collect();
+    classes.sort();
+    assert_eq!(
+        classes,
+        [
+            ("ada".to_string(), "future_timestamp".to_string()),
+            ("mallory".to_string(), "timestamp_out_of_range".to_string())
+        ]
     );
 }

@@ -302,12 +302,22 @@ impl Core {
         let committed = consumer
             .committed_offsets(tpl, OFFSETS_TIMEOUT)
             .map_err(RuntimeError::kafka("fetching committed offsets"))?;
+        let mut highs = BTreeMap::new();
+        for p in &self.positions_unknown {
+            for (i, t) in self.topics.names.iter().enumerate() {
+                let (_, high) = consumer
+                    .fetch_watermarks(t, *p, OFFSETS_TIMEOUT)
+                    .map_err(RuntimeError::kafka("fetching high watermarks"))?;
+                highs.insert((i, *p), high);
+            }
+        }
         for p in std::mem::take(&mut self.positions_unknown) {
             let Some(task) = self.tasks.get_mut(&p) else {
                 continue;
             };
             for (i, t) in self.topics.names.iter().enumerate() {
                 let q = &mut task.inputs[i];
+                q.fresh_high = highs.get(&(i, p)).copied();
                 match committed.find_partition(t, p).map(|e| e.offset()) {
                     Some(Offset::Offset(o)) => {
                         q.position = Some(q.position.map_or(o, |known| known.max(o)));
@@ -462,7 +472,9 @@ impl Core {
     fn refresh_ends(&mut self, consumer: &BaseConsumer<GroupContext>) {
         for (p, task) in self.tasks.iter_mut() {
             for (i, q) in task.inputs.iter_mut().enumerate() {
-                let high = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
+                let cached = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
+                // Not at the end before the broker said where the end is.
+                let high = q.fresh_high.map(|fresh| cached.map_or(fresh, |c| c.max(fresh)));
                 q.at_end = input_at_end(q.records.len(), q.position, high);
             }
         }

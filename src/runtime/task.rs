@@ -66,6 +66,10 @@ pub struct InputQueue {
     /// Next offset the consumer will deliver: last received + 1, or the committed offset
     /// the task started from (`None`: unknown yet).
     pub position: Option<i64>,
+    /// The high watermark asked of the broker when the task became active. librdkafka's
+    /// cached watermark of a partition this instance owned before can be stale until the
+    /// first fetch answers; the partition is at its end only once it is past this one too.
+    pub fresh_high: Option<i64>,
 }
 
 /// One task.

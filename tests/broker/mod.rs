@@ -267,11 +267,7 @@ impl World {
 
     /// Waits until the group is stable with `members` members holding every input
     /// partition, and returns its description.
-    pub fn stable_group(
-        &self,
-        members: usize,
-        deadline: Duration,
-    ) -> Vec<Member> {
+    pub fn stable_group(&self, members: usize, deadline: Duration) -> Vec<Member> {
         let inputs = [self.topic("interactions"), self.topic("user-events")];
         wait_for(
             &format!("a stable group of {members} holding every input partition"),
