@@ -55,6 +55,11 @@ pub fn standalone_consumer(settings: &Settings, purpose: &str) -> Result<BaseCon
         .set("enable.auto.offset.store", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest");
+    // librdkafka's 1 s default delays the next fetch of a partition whose queue is not
+    // empty: a restore would read in bursts a second apart.
+    if c.get("fetch.queue.backoff.ms").is_none() {
+        c.set("fetch.queue.backoff.ms", "10");
+    }
     Ok(c.create()?)
 }
 
