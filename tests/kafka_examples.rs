@@ -115,10 +115,34 @@ fn examples_end_to_end(w: World) {
         interaction("h1", "gus", "holdout-a", ControlGroupEnrolled, t),
     ]);
 
+    // The decision log explains the cancellations; once they are committed, the cancelled
+    // sends can no longer fire.
+    let mut decisions = w.reader("decisions");
+    let expected_cancellations = [("ann", "n3"), ("cal", "p1"), ("dan", "c4")];
+    wait_for(
+        "the three committed cancellations",
+        Duration::from_secs(60),
+        || {
+            decisions.drain(Duration::from_millis(200));
+            let cancelled: Vec<(String, String)> = decisions
+                .decisions()
+                .into_iter()
+                .filter(|d| {
+                    d.outcome == DecisionOutcome::Cancelled && d.reason == DecisionReason::Exception
+                })
+                .map(|d| (d.user_id, d.cause_event_id.unwrap_or_default()))
+                .collect();
+            expected_cancellations
+                .iter()
+                .all(|(u, e)| cancelled.contains(&(u.to_string(), e.to_string())))
+                .then_some(())
+        },
+    );
     let mut commands = w.send_commands();
     commands.until_count(5, Duration::from_secs(60));
-    // Nothing more arrives: the cancelled ones stay cancelled.
-    commands.drain(Duration::from_secs(4));
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+    // Nothing more arrives: read to the end offsets with every writer stopped.
+    commands.read_to_end(Duration::from_secs(30));
     let mut got: Vec<(String, String, String)> = commands
         .commands()
         .into_iter()
@@ -136,27 +160,12 @@ fn examples_end_to_end(w: World) {
         ]
     );
     // Keyed by user id.
-    for r in &commands.records {
-        assert!(r.key.is_some());
-    }
-
-    // The decision log explains the cancellations.
-    let mut decisions = w.reader("decisions");
-    decisions.until_count(1, Duration::from_secs(10));
-    decisions.drain(Duration::from_secs(1));
-    let cancelled: Vec<(String, String)> = decisions
-        .decisions()
-        .into_iter()
-        .filter(|d| {
-            d.outcome == DecisionOutcome::Cancelled && d.reason == DecisionReason::Exception
-        })
-        .map(|d| (d.user_id, d.cause_event_id.unwrap_or_default()))
-        .collect();
-    for expected in [("ann", "n3"), ("cal", "p1"), ("dan", "c4")] {
-        assert!(
-            cancelled.contains(&(expected.0.to_string(), expected.1.to_string())),
-            "missing cancellation {expected:?} in {cancelled:?}"
+    for (r, c) in commands.records.iter().zip(commands.commands()) {
+        assert_eq!(
+            r.key.as_deref(),
+            Some(c.user_id.as_str()),
+            "key of {}",
+            c.command_id
         );
     }
-    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
 }

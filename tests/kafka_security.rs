@@ -250,6 +250,12 @@ fn an_untrusted_broker_certificate_fails_the_tls_handshake() {
         !ok,
         "topics create must fail against an untrusted certificate (took {took:?}):\n{out}"
     );
+    // The connector's own message names the TLS failure...
+    assert!(
+        out.contains("certificate verify failed"),
+        "the error names the untrusted certificate (took {took:?}):\n{out}"
+    );
+    // ... as librdkafka reports it to a client with the same settings.
     let reason = client_error(&w, RDKafkaErrorCode::SSL);
     assert!(reason.contains("certificate verify failed"), "{reason}");
 }

@@ -474,7 +474,9 @@ impl Core {
             for (i, q) in task.inputs.iter_mut().enumerate() {
                 let cached = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
                 // Not at the end before the broker said where the end is.
-                let high = q.fresh_high.map(|fresh| cached.map_or(fresh, |c| c.max(fresh)));
+                let high = q
+                    .fresh_high
+                    .map(|fresh| cached.map_or(fresh, |c| c.max(fresh)));
                 q.at_end = input_at_end(q.records.len(), q.position, high);
             }
         }
