@@ -110,7 +110,11 @@ fn route(
         "/healthz" => {
             let age = now_ms() - health.heartbeat_ms.load(Ordering::Relaxed);
             if age < STALL_MS {
-                (200, "ok\n".into(), TEXT)
+                (
+                    200,
+                    format!("ok: the processing loop ran {age} ms ago\n"),
+                    TEXT,
+                )
             } else {
                 (
                     503,

@@ -111,11 +111,18 @@ impl ConsumerContext for GroupContext {
         info!(?tasks, "tasks revoked");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let mut guard = lock(&self.core);
         let Some(core) = guard.as_mut() else { return };
         match rebalance {
             Rebalance::Assign(tpl) => {
+                // librdkafka keeps an application pause on a partition across assignments:
+                // one paused while it was half a task, or while its task restored, would
+                // stay paused for good. Start every assignment resumed; the loop pauses what
+                // it must again.
+                if let Err(e) = consumer.resume(tpl) {
+                    warn!(error = %e, "resuming newly assigned partitions");
+                }
                 let assigned = input_partitions(core, tpl);
                 core.ownership.assign(assigned);
                 core.joined = true;

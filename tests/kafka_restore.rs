@@ -1,0 +1,138 @@
+//! A long restore never blocks the instance: while a fresh process restores many pending
+//! timers from the changelog, `/healthz` answers 200 with a loop that ran moments ago,
+//! `/readyz` answers 503 with the restore's progress, and only once every timer is back
+//! does it turn 200. The restore time is printed.
+//!
+//! `RESTORE_TIMERS` sets the number of timers (default 100,000; `scripts/restore-check.sh`
+//! runs it in release mode with 2,000,000).
+
+mod broker;
+
+use std::time::{Duration, Instant};
+
+use broker::*;
+use campaign_connector::codec::{Codec, EncodingSettings};
+use campaign_connector::model::{InputEvent, Interaction, InteractionKind::*};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseRecord, Producer};
+
+fn timers() -> usize {
+    std::env::var("RESTORE_TIMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// Produces one trigger per user, fast (the local queue is drained when full).
+fn produce_triggers(w: &World, users: usize, t: i64) {
+    let producer = w.producer();
+    let codec: Codec<Interaction> =
+        Codec::new(w.topic("interactions"), &EncodingSettings::avro()).unwrap();
+    let topic = w.topic("interactions");
+    for i in 0..users {
+        let user = format!("user-{i:08}");
+        let InputEvent::Interaction(event) =
+            interaction(&format!("t-{i}"), &user, "abandoned-cart", PushReceived, t)
+        else {
+            unreachable!()
+        };
+        let bytes = codec.encode(&event).unwrap();
+        let mut record = BaseRecord::to(&topic).key(&user).payload(&bytes);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    producer.poll(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("producing: {e}"),
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).unwrap();
+}
+
+/// The loop's age in a `/healthz` body ("ok: the processing loop ran 12 ms ago").
+fn loop_age_ms(body: &str) -> i64 {
+    body.split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no loop age in {body:?}"))
+}
+
+#[test]
+fn a_long_restore_keeps_health_live_and_readiness_honest() {
+    let n = timers();
+    let mut w = World::new("restore", 2);
+    w.create_topics();
+    w.publish(&cart_campaigns("7d"));
+    // Ingest: the connector schedules one timer per user and writes them to the changelog.
+    let first = w.start("i0");
+    first.wait_log("task restored", Duration::from_secs(60));
+    let started = Instant::now();
+    produce_triggers(&w, n, now_ms());
+    let mut decisions = w.reader("decisions");
+    decisions.until_count(n, Duration::from_secs(600));
+    println!("ingest of {n} triggers: {:?}", started.elapsed());
+    assert_eq!(first.stop(Duration::from_secs(120)), Some(0));
+    drop(decisions);
+
+    // A fresh process restores them all.
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    w.set("HTTP_LISTEN", &addr);
+    let second = w.start("i0");
+    let started = Instant::now();
+    let mut restoring_seen = None;
+    let mut worst_age = 0;
+    let mut health_checks = 0;
+    let ready_after = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not ready after 10 minutes"
+        );
+        if let Some((status, body)) = http_get(&addr, "/healthz", None) {
+            assert_eq!(status, 200, "/healthz failed during the restore: {body}");
+            worst_age = worst_age.max(loop_age_ms(&body));
+            health_checks += 1;
+        }
+        match http_get(&addr, "/readyz", None) {
+            Some((200, _)) => break started.elapsed(),
+            Some((503, body)) if body.contains("restoring") => {
+                restoring_seen.get_or_insert(body);
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let log = second.log_text();
+    let restored: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("task restored"))
+        .collect();
+    println!("restore of {n} timers: ready after {ready_after:?}; {restored:#?}");
+    println!(
+        "/healthz checks during the restore: {health_checks}, oldest loop heartbeat {worst_age} ms"
+    );
+    let progress = restoring_seen.expect("/readyz never reported the restore's progress");
+    assert!(progress.contains("changelog records read"), "{progress}");
+    assert!(
+        health_checks > 0,
+        "the HTTP server did not answer during the restore"
+    );
+    assert!(
+        worst_age < 2_000,
+        "the loop stalled for {worst_age} ms during the restore"
+    );
+    // Every timer came back before ready.
+    let (status, tasks) = http_get(&addr, "/admin/tasks", None).unwrap();
+    assert_eq!(status, 200, "{tasks}");
+    let tasks: serde_json::Value = serde_json::from_str(&tasks).unwrap();
+    let pending: u64 = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["pending_timers"].as_u64().unwrap())
+        .sum();
+    assert_eq!(pending as usize, n);
+    assert_eq!(second.stop(Duration::from_secs(120)), Some(0));
+}
