@@ -9,20 +9,19 @@ use std::time::Duration;
 
 use broker::*;
 use campaign_connector::model::InteractionKind::*;
-use campaign_connector::model::{DecisionOutcome, InputEvent, UserEventType};
+use campaign_connector::model::{DecisionOutcome, UserEventType};
 
-/// Triggers for `users` (delay from the campaign), with a purchase inside the window for
-/// every even-numbered one: the odd ones are expected to get exactly one command.
-fn story(
-    prefix: &str,
-    users: std::ops::Range<usize>,
-    t: i64,
-) -> (Vec<InputEvent>, BTreeSet<String>) {
-    let mut events = Vec::new();
+/// Triggers for `users` (delay from the campaign), and a purchase inside the window for
+/// every even-numbered one, produced after the triggers as they happen (a record that is
+/// not in the broker yet cannot be waited for): the odd users are expected to get exactly
+/// one command.
+fn story(w: &World, prefix: &str, users: std::ops::Range<usize>, t: i64) -> BTreeSet<String> {
+    let mut triggers = Vec::new();
+    let mut purchases = Vec::new();
     let mut expected = BTreeSet::new();
     for i in users {
         let user = format!("{prefix}-{i:03}");
-        events.push(interaction(
+        triggers.push(interaction(
             &format!("{user}-t"),
             &user,
             "abandoned-cart",
@@ -30,7 +29,7 @@ fn story(
             t,
         ));
         if i % 2 == 0 {
-            events.push(user_event(
+            purchases.push(user_event(
                 &format!("{user}-buy"),
                 &user,
                 UserEventType::Purchase,
@@ -41,7 +40,9 @@ fn story(
             expected.insert(user);
         }
     }
-    (events, expected)
+    w.send_events(&triggers);
+    w.send_events(&purchases);
+    expected
 }
 
 /// Fails with every decision about the users that differ, when the committed commands are
@@ -126,9 +127,7 @@ fn three_instances_under_membership_churn_never_split_a_task() {
     let mut expected = BTreeSet::new();
     let mut scheduled = 0;
     for round in 0..4 {
-        let (events, more) = story(&format!("r{round}"), 0..30, now_ms());
-        w.send_events(&events);
-        expected.extend(more);
+        expected.extend(story(&w, &format!("r{round}"), 0..30, now_ms()));
         scheduled += 30;
         // The timers are pending (committed) when their owner is killed.
         wait_scheduled(&w, scheduled);
@@ -160,8 +159,7 @@ fn two_instances_one_restarted_late_send_exactly_the_expected_commands() {
     let group = w.stable_group(2, Duration::from_secs(90));
     assert_tasks_whole(&w, &group, "after two instances joined");
 
-    let (events, expected) = story("late", 0..80, now_ms());
-    w.send_events(&events);
+    let expected = story(&w, "late", 0..80, now_ms());
     wait_scheduled(&w, 80);
     second.kill();
     // Restarted 9 s later: its timers came due meanwhile, on whichever side owned them.
