@@ -9,6 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine;
 use campaign_connector::codec::{EncodingSettings, RegistryAuth, RegistryTls, Secret};
@@ -192,6 +193,13 @@ impl FakeRegistry {
                         while tls.conn.is_handshaking() {
                             if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
                                 failures.lock().unwrap().push(e.to_string());
+                                // rustls has sent its alert. Close the way web servers do
+                                // (a lingering close): read what the client still sends
+                                // before closing, so that the kernel does not reset the
+                                // connection and the client gets to read the alert.
+                                let _ = tls.sock.set_read_timeout(Some(Duration::from_secs(2)));
+                                let mut sink = [0u8; 4096];
+                                while matches!(tls.sock.read(&mut sink), Ok(n) if n > 0) {}
                                 return;
                             }
                         }
