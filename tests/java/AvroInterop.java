@@ -24,8 +24,10 @@
 //                                        single-object values, idempotent producer, flushed
 //   consume BOOTSTRAP STORE_FILE... -- TOPIC=READER_SCHEMA_FILE...
 //                                        reads every listed topic from the beginning to its end
-//                                        (read_committed, so up to the last stable offset);
-//                                        stdout: TOPIC TAB KEY TAB AVRO_JSON (or TOMBSTONE)
+//                                        (read_committed, so up to the last stable offset), each
+//                                        record with every reader schema listed for its topic;
+//                                        stdout: TOPIC TAB READER_SCHEMA_FILE TAB KEY TAB
+//                                        AVRO_JSON (or TOMBSTONE, or ERROR TAB message)
 //
 // Registry requests carry `Authorization: Basic …` when REGISTRY_USER_INFO (user:password)
 // is set in the environment, as Confluent's `basic.auth.user.info` does.
@@ -297,13 +299,17 @@ public final class AvroInterop {
         }
         String bootstrap = args[0];
         SchemaStore.Cache store = store(java.util.Arrays.copyOfRange(args, 1, split));
-        Map<String, BinaryMessageDecoder<GenericRecord>> decoders = new LinkedHashMap<>();
-        Map<String, Schema> readers = new HashMap<>();
+        // Per topic, every reader schema to read its records with (a topic may be listed
+        // more than once, to read it as an older and a newer consumer would).
+        Map<String, List<String>> readers = new LinkedHashMap<>();
+        Map<String, BinaryMessageDecoder<GenericRecord>> decoders = new HashMap<>();
         for (String spec : java.util.Arrays.copyOfRange(args, split + 1, args.length)) {
             String[] parts = spec.split("=", 2);
-            Schema reader = schema(parts[1]);
-            readers.put(parts[0], reader);
-            decoders.put(parts[0], new BinaryMessageDecoder<>(GenericData.get(), reader, store));
+            if (parts.length != 2) {
+                usage("expected TOPIC=READER_SCHEMA_FILE, got " + spec);
+            }
+            readers.computeIfAbsent(parts[0], t -> new ArrayList<>()).add(parts[1]);
+            decoders.put(parts[1], new BinaryMessageDecoder<>(GenericData.get(), schema(parts[1]), store));
         }
         Properties props = new Properties();
         props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
@@ -313,7 +319,7 @@ public final class AvroInterop {
         props.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
         try (KafkaConsumer<String, byte[]> consumer = new KafkaConsumer<>(props)) {
             List<TopicPartition> partitions = new ArrayList<>();
-            for (String topic : decoders.keySet()) {
+            for (String topic : readers.keySet()) {
                 for (PartitionInfo p : consumer.partitionsFor(topic, Duration.ofSeconds(30))) {
                     partitions.add(new TopicPartition(topic, p.partition()));
                 }
@@ -329,18 +335,20 @@ public final class AvroInterop {
                     throw new IOException("did not reach the end offsets " + end + " within 60 s");
                 }
                 for (ConsumerRecord<String, byte[]> r : consumer.poll(Duration.ofMillis(200))) {
-                    String line;
-                    if (r.value() == null) {
-                        line = "TOMBSTONE";
-                    } else {
-                        try {
-                            GenericRecord record = decoders.get(r.topic()).decode(r.value());
-                            line = toJson(readers.get(r.topic()), record);
-                        } catch (Exception e) {
-                            line = "ERROR\t" + oneLine(e);
+                    for (String readerFile : readers.get(r.topic())) {
+                        String line;
+                        if (r.value() == null) {
+                            line = "TOMBSTONE";
+                        } else {
+                            try {
+                                GenericRecord record = decoders.get(readerFile).decode(r.value());
+                                line = toJson(schema(readerFile), record);
+                            } catch (Exception e) {
+                                line = "ERROR\t" + oneLine(e);
+                            }
                         }
+                        OUT.println(r.topic() + "\t" + readerFile + "\t" + r.key() + "\t" + line);
                     }
-                    OUT.println(r.topic() + "\t" + r.key() + "\t" + line);
                 }
             }
         }
