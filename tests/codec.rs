@@ -1183,3 +1183,41 @@ fn from_json_value_applies_the_json_rules() {
     assert_eq!(read.event_type, UserEventType::Unknown);
     assert_eq!(read.occurred_at, 1_000);
 }
+
+#[test]
+fn the_fingerprint_table_of_the_docs_is_this_builds() {
+    let doc = std::fs::read_to_string(root().join("docs/encodings.md")).unwrap();
+    let rows: BTreeMap<String, (String, String)> = doc
+        .lines()
+        .filter(|l| l.starts_with("| `campaign_connector."))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let code = |c: &str| c.split('`').nth(1).unwrap_or_default().to_string();
+            (code(cells[1]), (code(cells[2]), code(cells[3])))
+        })
+        .collect();
+    let own = [
+        SchemaIdentity::of::<Interaction>().unwrap(),
+        SchemaIdentity::of::<UserEvent>().unwrap(),
+        SchemaIdentity::of::<Campaign>().unwrap(),
+        SchemaIdentity::of::<SendCommand>().unwrap(),
+        SchemaIdentity::of::<Decision>().unwrap(),
+        SchemaIdentity::of::<TaskStateRecord>().unwrap(),
+    ];
+    assert_eq!(rows.len(), own.len(), "{rows:?}");
+    for schema in own {
+        let (fingerprint, header) = &rows[&schema.name];
+        assert_eq!(
+            *fingerprint,
+            (schema.fingerprint as i64).to_string(),
+            "{}",
+            schema.name
+        );
+        let bytes: Vec<String> = schema
+            .single_object_header()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        assert_eq!(*header, bytes.join(" "), "{}", schema.name);
+    }
+}

@@ -520,7 +520,11 @@ fn confluent_wire_format_with_a_jvm_client_and_a_registry_that_requires_credenti
         .iter()
         .all(|r| r.authorization.as_deref() == Some("Basic anZtLWFuZC1jb25uZWN0b3I6cHctMTIz")));
     assert_eq!(registry.count("POST", "/subjects/ix-value/versions"), 2);
-    assert_eq!(registry.count("GET", "/schemas/ids/"), 3, "each id fetched once");
+    assert_eq!(
+        registry.count("GET", "/schemas/ids/"),
+        3,
+        "each id fetched once"
+    );
     assert_eq!(registry.count("POST", "/subjects/sc-value/versions"), 1);
 }
 

@@ -16,10 +16,19 @@
 //! record is then a header check, a map lookup and the datum itself; when the writer schema
 //! is the reader schema (the common case) the datum is deserialized straight into `T`.
 //!
-//! Errors say what the caller should do: a [`DecodeError`] that is not
-//! [retriable](DecodeError::is_retriable) means the bytes are bad (dead-letter the record and
-//! go on); a retriable one means the schema registry could not answer (retry later, the
-//! record may be fine). See `docs/encodings.md`.
+//! Single-object headers carry the Avro specification's fingerprint, computed by
+//! [`canonical`] exactly as other Avro implementations (the Java library) compute it; the
+//! fingerprints earlier versions of the connector wrote are still read (deprecated).
+//!
+//! Errors say what the caller should do, by [`ErrorClass`]: `BadInput` means the bytes are
+//! bad (dead-letter the record and go on); `Retry` means the schema registry could not
+//! answer (retry later, the record may be fine); `Stop` means the configuration is wrong
+//! (the registry refused the credentials, the TLS handshake or our schema). See
+//! `docs/encodings.md`.
+//!
+//! Files: `config` (the configuration and its validation), `error`, `canonical` (Parsing
+//! Canonical Form, CRC-64-AVRO), `avro` (framing, reader/writer schema pairs), `registry`
+//! (the registry client: authentication, TLS), `json`.
 
 mod avro;
 pub mod canonical;
