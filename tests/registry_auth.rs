@@ -3,10 +3,12 @@
 //! CA made for the test, and mutual TLS with a client certificate. Wrong credentials and
 //! failed handshakes name themselves and are configuration errors (stop), not retriable.
 
+mod broker;
 mod registry;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use apache_avro::AvroSchema;
 use campaign_connector::codec::*;
@@ -378,5 +380,113 @@ fn unreadable_certificate_and_key_files_stop_startup_with_key_and_path() {
     assert!(
         e.contains("the key is encrypted, which is not supported"),
         "{e}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The connector binary with an authenticated registry, on the broker
+
+/// A test world whose every topic uses the `confluent` encoding with `registry`, basic
+/// authentication with `password` and mutual TLS, all from `CONNECTOR_ENCODING__…`.
+fn confluent_world(
+    name: &str,
+    registry: &FakeRegistry,
+    pki: &TestPki,
+    password: &str,
+) -> broker::World {
+    let mut w = broker::World::new(name, 2);
+    let path = |p: &Path| p.display().to_string();
+    for (key, value) in [
+        ("ENCODING__FORMAT", "confluent".to_string()),
+        ("ENCODING__REGISTRY_URL", registry.url.clone()),
+        ("ENCODING__REGISTRY_USERNAME", "connector".into()),
+        ("ENCODING__REGISTRY_PASSWORD", password.into()),
+        ("ENCODING__REGISTRY_CA_LOCATION", path(&pki.ca)),
+        (
+            "ENCODING__REGISTRY_CERTIFICATE_LOCATION",
+            path(&pki.client_cert),
+        ),
+        ("ENCODING__REGISTRY_KEY_LOCATION", path(&pki.client_key)),
+    ] {
+        w.set(key, &value);
+    }
+    w
+}
+
+#[test]
+fn the_connector_and_its_commands_work_with_a_registry_that_requires_credentials_and_mutual_tls() {
+    let pki = TestPki::new();
+    let registry = FakeRegistry::start_with(basic(), Some((&pki, true)));
+    let w = confluent_world("registry-auth", &registry, &pki, "s3cret-pw");
+    w.create_topics();
+    w.publish(broker::PROMO_CHAIN);
+    let instance = w.start("i0");
+    instance.wait_log("catalog loaded", Duration::from_secs(60));
+
+    let events = broker::write_file(
+        w.dir.path(),
+        "events.jsonl",
+        r#"{"interaction": {"event_id": "f1", "user_id": "fay", "campaign_id": "free-shipping", "kind": "PUSH_DIRECT_OPEN", "occurred_at": "2026-01-01T00:00:00Z"}}"#,
+    );
+    let (ok, out, err) = w.cli(&["send", "--now", events.to_str().unwrap()]);
+    assert!(ok, "send failed: {out}{err}");
+
+    let mut commands = w.send_commands();
+    let read = commands.until_count(1, Duration::from_secs(60)).to_vec();
+    let settings = registry
+        .settings_basic("connector", "s3cret-pw")
+        .with_registry_tls(pki.client_tls(Some((&pki.client_cert, &pki.client_key))));
+    let codec = Codec::<SendCommand>::new(w.topic("send-commands"), &settings).unwrap();
+    let bytes = read[0].payload.as_deref().unwrap();
+    assert_eq!(bytes[0], 0, "the Confluent wire format");
+    let command = codec.decode(bytes).unwrap();
+    assert_eq!(
+        (command.user_id.as_str(), command.campaign_id.as_str()),
+        ("fay", "promo-2")
+    );
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+
+    // Every request carried the credentials over mutual TLS, and every topic registered
+    // its schema under <topic>-value.
+    assert!(registry.handshake_failures.lock().unwrap().is_empty());
+    assert!(registry
+        .requests()
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some("Basic Y29ubmVjdG9yOnMzY3JldC1wdw==")));
+    for role in [
+        "campaigns",
+        "interactions",
+        "send-commands",
+        "decisions",
+        "changelog",
+    ] {
+        let subject = format!("/subjects/{}-value/versions", w.topic(role));
+        assert!(
+            registry.count("POST", &subject) >= 1,
+            "{subject} was registered"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_registry_password_stops_the_command_with_a_message_that_names_it() {
+    let pki = TestPki::new();
+    let registry = FakeRegistry::start_with(basic(), Some((&pki, true)));
+    let w = confluent_world("registry-auth-wrong", &registry, &pki, "not-the-pw");
+    w.create_topics();
+    let file = broker::write_file(w.dir.path(), "campaigns.yaml", broker::PROMO_CHAIN);
+    let (ok, out, err) = w.cli(&["campaigns", "publish", file.to_str().unwrap()]);
+    assert!(!ok, "publish must fail: {out}{err}");
+    assert!(
+        err.contains(&format!(
+            "schema registry at {} refused the credentials (HTTP 401) on POST /subjects/{}-value/versions",
+            registry.url,
+            w.topic("campaigns")
+        )) && err.contains(r#"sent basic authentication as user "connector""#),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-pw") && !out.contains("not-the-pw"),
+        "{out}{err}"
     );
 }
