@@ -116,7 +116,7 @@ pub fn full_name(schema: &Schema) -> Option<String> {
 pub struct WriterSchema {
     /// Reads a datum with the writer schema (an empty header: framing is checked before).
     datum: GenericSingleObjectReader,
-    /// Same Parsing Canonical Form as the reader: deserialize directly, no resolution.
+    /// The reader's schema itself: deserialize directly, no resolution.
     same_as_reader: bool,
     /// How messages name it: `0x… (campaign_connector.Interaction)` or `id 7 (…)`.
     label: String,
@@ -160,6 +160,11 @@ impl WriterSchema {
             Found::RegistryId(id) => format!("id {id} ({name})"),
         };
         let legacy = matches!(found, Found::LegacyFingerprint(_));
+        // The fast path needs the very same schema, logical types included (the canonical
+        // form ignores them, but apache-avro deserializes by them); apache-avro's own form
+        // keeps them.
+        let same_as_reader = fingerprint == Some(reader.fingerprint)
+            && legacy_fingerprint(&schema) == reader.legacy_fingerprint;
         let datum = GenericSingleObjectReader::builder()
             .schema(schema)
             .header(NoHeader.build_header())
@@ -167,7 +172,7 @@ impl WriterSchema {
             .map_err(|e| error_message(&e))?;
         Ok(Self {
             datum,
-            same_as_reader: fingerprint == Some(reader.fingerprint),
+            same_as_reader,
             label,
             legacy,
         })
