@@ -6,7 +6,9 @@
 #   - a secured broker for tests/kafka_security.rs: PLAINTEXT on KAFKA_SASL_TEST_PORT (admin,
 #     readiness) plus a SASL_SSL listener (TLS + SCRAM-SHA-512) two ports up, with a CA,
 #     certificate and SCRAM user generated for this run by scripts/kafka/sasl-ssl.sh.
-# Both are started before either is waited for.
+# Both are started before either is waited for. The script also fetches the Apache Avro Java
+# library and the Kafka Java client (Maven Central) for the Java interoperability tests
+# (tests/java_interop.rs), which fail without them.
 #
 # Usage: scripts/test.sh [extra cargo test args]   (e.g. --test kafka_security: that target only)
 # Env:   KAFKA_TEST_PORT (default 19092): the port of the test broker (+1: its controller).
@@ -48,6 +50,7 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 scripts/kafka/fetch.sh
+scripts/java/fetch.sh >/dev/null
 
 # Fresh CA, certificate and SCRAM password for every run; the SCRAM user is created when
 # the (fresh) storage is formatted.

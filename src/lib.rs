@@ -8,8 +8,9 @@
 //! - [`time`]: durations, timestamps, local times in IANA zones (DST rules), the event-time
 //!   range the rules compute with and its edge check; no clock reads.
 //! - [`validate`]: campaign validation with field paths, shared by the catalog and the files.
-//! - [`codec`]: per-topic value encodings (Avro single-object, Confluent wire format with a
-//!   schema registry, JSON): bytes ⇄ records, schema evolution, errors classed retry/dead-letter.
+//! - [`codec`]: per-topic value encodings (Avro single-object with the specification's
+//!   fingerprints, Confluent wire format with an authenticated schema registry, JSON):
+//!   bytes ⇄ records, schema evolution, errors classed dead-letter/retry/stop.
 //! - [`catalog`]: the campaigns a task knows, compiled follow-on rules and their versions.
 //! - [`engine`]: the per-task state machine — triggers, exceptions, timers, firing — that
 //!   takes inputs and `now` and returns [`engine::Effect`]s; no I/O, no clock, no tasks.

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use campaign_connector::campaigns_file::load_campaigns_file;
+use campaign_connector::codec::SchemaIdentity;
 use campaign_connector::events_file::parse_events;
 use campaign_connector::runtime::{self, admin::Published, config, config::Settings};
 use campaign_connector::simulate::{render_jsonl, render_table, simulate, summary};
@@ -54,6 +55,15 @@ enum Command {
     /// Dead-letter topic tools.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Print each Avro schema's name, fingerprint (CRC-64-AVRO of the Parsing Canonical
+    /// Form, as Java prints it and in hex), single-object header and canonical form: this
+    /// build's schemas, or the given .avsc files.
+    Schemas {
+        /// Schema files to describe instead of this build's schemas.
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Show the committed send-commands and decisions as a table (reads for a while).
     Outputs {
         /// How long to read, e.g. 3s.
@@ -163,6 +173,71 @@ fn limits(max_delay: &str) -> Result<Limits> {
     Limits::with_max_delay(seconds).map_err(|e| anyhow::anyhow!("--max-delay: {e}"))
 }
 
+/// This build's schemas, each with the file in `schemas/` it equals.
+fn builtin_schemas() -> Result<Vec<(String, SchemaIdentity)>> {
+    use campaign_connector::model::*;
+    let source = |file: &str| format!("this build's schema (schemas/{file})");
+    Ok(vec![
+        (
+            source("interaction.avsc"),
+            SchemaIdentity::of::<Interaction>()?,
+        ),
+        (
+            source("user_event.avsc"),
+            SchemaIdentity::of::<UserEvent>()?,
+        ),
+        (source("campaign.avsc"), SchemaIdentity::of::<Campaign>()?),
+        (
+            source("send_command.avsc"),
+            SchemaIdentity::of::<SendCommand>()?,
+        ),
+        (source("decision.avsc"), SchemaIdentity::of::<Decision>()?),
+        (
+            source("task_state.avsc"),
+            SchemaIdentity::of::<TaskStateRecord>()?,
+        ),
+    ])
+}
+
+fn hex_bytes(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn render_schema(source: &str, s: &SchemaIdentity) -> String {
+    let mut text = format!(
+        "{}\n  source          {source}\n  fingerprint     {} (0x{:016x})\n  header          {}\n",
+        s.name,
+        s.fingerprint as i64,
+        s.fingerprint,
+        hex_bytes(&s.single_object_header()),
+    );
+    if s.legacy_fingerprint != s.fingerprint {
+        text.push_str(&format!(
+            "  legacy          {} (0x{:016x}), read but no longer written\n",
+            s.legacy_fingerprint as i64, s.legacy_fingerprint
+        ));
+    }
+    text.push_str(&format!("  canonical form  {}\n\n", s.canonical_form));
+    text
+}
+
+fn schema_json(source: &str, s: &SchemaIdentity) -> serde_json::Value {
+    serde_json::json!({
+        "name": s.name,
+        "source": source,
+        "fingerprint": s.fingerprint as i64,
+        "fingerprint_hex": format!("{:016x}", s.fingerprint),
+        "single_object_header": hex_bytes(&s.single_object_header()),
+        "legacy_fingerprint": s.legacy_fingerprint as i64,
+        "legacy_fingerprint_hex": format!("{:016x}", s.legacy_fingerprint),
+        "canonical_form": s.canonical_form,
+    })
+}
+
 fn main() -> ExitCode {
     init_tracing();
     match run(Cli::parse()) {
@@ -263,6 +338,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let done = runtime::admin::replay_dlq(&settings, class.as_deref(), dry_run)?;
             let verb = if dry_run { "would replay" } else { "replayed" };
             println!("read {} dead letters, {verb} {}", done.read, done.replayed);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schemas { files, format } => {
+            let schemas = if files.is_empty() {
+                builtin_schemas()?
+            } else {
+                files
+                    .iter()
+                    .map(|f| Ok((f.display().to_string(), SchemaIdentity::of_file(f)?)))
+                    .collect::<Result<_>>()?
+            };
+            for (source, schema) in &schemas {
+                match format {
+                    Format::Table => print!("{}", render_schema(source, schema)),
+                    Format::Jsonl => println!("{}", schema_json(source, schema)),
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Outputs { read_for, config } => {

@@ -1,18 +1,19 @@
 //! The value encodings of SPEC §6 against bytes made from the schema files in `schemas/`,
 //! evolved writer schemas in `tests/fixtures/writer_schemas/`, and a fake schema registry.
 
-use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+mod registry;
 
-use apache_avro::rabin::Rabin;
+use std::collections::{BTreeMap, HashMap};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use apache_avro::types::Value;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{AvroSchema, Schema};
 use campaign_connector::codec::*;
 use campaign_connector::model::*;
+use registry::FakeRegistry;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -43,8 +44,59 @@ fn fixture_schema(name: &str) -> Schema {
     Schema::parse_str(&schema_text(&writer_schemas_dir().join(name))).unwrap()
 }
 
-fn fingerprint(schema: &Schema) -> [u8; 8] {
-    schema.fingerprint::<Rabin>().bytes.try_into().unwrap()
+/// The fingerprints of the schema files as the Java library computes them (Apache Avro
+/// 1.12.1, `SchemaNormalization.parsingFingerprint64`, printed by
+/// `tests/java/AvroInterop.java fingerprints`); `tests/java_interop.rs` compares the
+/// connector with the Java library itself.
+const JAVA_FINGERPRINTS: [(&str, i64); 8] = [
+    ("schemas/interaction.avsc", 4549145532987997388),
+    ("schemas/user_event.avsc", -3483402422219281623),
+    ("schemas/campaign.avsc", -1792033766350249236),
+    ("schemas/send_command.avsc", 4311927111472793438),
+    ("schemas/decision.avsc", 8371373099044245309),
+    ("schemas/task_state.avsc", 8041091228935747992),
+    (
+        "tests/fixtures/writer_schemas/interaction_v2.avsc",
+        3621888637557358703,
+    ),
+    (
+        "tests/fixtures/writer_schemas/user_event_v0.avsc",
+        2156809879412710539,
+    ),
+];
+
+/// The fingerprints that earlier versions of the connector wrote into single-object
+/// headers (apache-avro 0.22's form, which keeps logical types), as read from their records
+/// (`tests/fixtures/interaction.single_object.hex` carries the first). Records with these
+/// headers are in topics and must keep decoding.
+const LEGACY_FINGERPRINTS: [(&str, i64); 8] = [
+    ("schemas/interaction.avsc", -7405638181771140547),
+    ("schemas/user_event.avsc", -969176825702567721),
+    ("schemas/campaign.avsc", 1022710618303233087),
+    ("schemas/send_command.avsc", -6796112760334513819),
+    ("schemas/decision.avsc", -2326648409614330049),
+    ("schemas/task_state.avsc", -5092946886917005126),
+    (
+        "tests/fixtures/writer_schemas/interaction_v2.avsc",
+        2864675739188946413,
+    ),
+    (
+        "tests/fixtures/writer_schemas/user_event_v0.avsc",
+        -7898729229164729905,
+    ),
+];
+
+fn pinned(table: &[(&str, i64)], file: &str) -> u64 {
+    table
+        .iter()
+        .find(|(f, _)| *f == file)
+        .unwrap_or_else(|| panic!("no pinned fingerprint for {file}"))
+        .1 as u64
+}
+
+/// The fingerprint of a schema file (`schemas/…` or `tests/fixtures/writer_schemas/…`).
+fn fingerprint(file: &str) -> [u8; 8] {
+    pinned(&JAVA_FINGERPRINTS, file).to_le_bytes()
 }
 
 /// The Avro datum of `value` written with `schema`, independently of the codec.
@@ -64,9 +116,10 @@ fn record_datum<T: Serialize>(schema: &Schema, record: &T) -> Vec<u8> {
     datum(schema, value)
 }
 
-fn single_object(schema: &Schema, datum: &[u8]) -> Vec<u8> {
+/// A single-object value of the schema file `file` (see [`fingerprint`]).
+fn single_object(file: &str, datum: &[u8]) -> Vec<u8> {
     let mut bytes = vec![0xC3, 0x01];
-    bytes.extend_from_slice(&fingerprint(schema));
+    bytes.extend_from_slice(&fingerprint(file));
     bytes.extend_from_slice(datum);
     bytes
 }
@@ -449,12 +502,12 @@ fn single_object_bytes_are_header_fingerprint_and_the_schema_files_datum() {
     assert_eq!(&bytes[..2], &[0xC3, 0x01]);
     assert_eq!(
         &bytes[2..10],
-        &fingerprint(&schema),
-        "CRC-64-AVRO, little-endian"
+        &fingerprint("schemas/interaction.avsc"),
+        "the Java library's CRC-64-AVRO, little-endian"
     );
     assert_eq!(
         codec.schema_fingerprint(),
-        u64::from_le_bytes(fingerprint(&schema))
+        u64::from_le_bytes(fingerprint("schemas/interaction.avsc"))
     );
     assert_eq!(
         &bytes[10..],
@@ -463,8 +516,50 @@ fn single_object_bytes_are_header_fingerprint_and_the_schema_files_datum() {
     );
     assert_eq!(
         bytes,
-        single_object(&schema, &record_datum(&schema, &interaction()))
+        single_object(
+            "schemas/interaction.avsc",
+            &record_datum(&schema, &interaction())
+        )
     );
+}
+
+#[test]
+fn single_object_fingerprints_are_the_java_librarys_for_every_schema_file() {
+    for (file, java) in JAVA_FINGERPRINTS {
+        let identity = SchemaIdentity::of_file(&root().join(file)).unwrap();
+        assert_eq!(identity.fingerprint as i64, java, "{file}");
+        assert_eq!(
+            identity.single_object_header()[2..],
+            (java as u64).to_le_bytes()
+        );
+        assert_eq!(
+            identity.legacy_fingerprint,
+            pinned(&LEGACY_FINGERPRINTS, file),
+            "legacy fingerprint of {file}"
+        );
+    }
+    // This build's own schemas, as the codecs write them.
+    fn own<T: AvroSchema + Serialize + DeserializeOwned>(file: &str) {
+        let codec = codec_for::<T>(&EncodingSettings::avro());
+        assert_eq!(
+            codec.schema_fingerprint(),
+            pinned(&JAVA_FINGERPRINTS, file),
+            "{file}"
+        );
+        let identity = SchemaIdentity::of::<T>().unwrap();
+        assert_eq!(identity.fingerprint, codec.schema_fingerprint());
+        assert_eq!(
+            identity.legacy_fingerprint,
+            pinned(&LEGACY_FINGERPRINTS, file),
+            "{file}"
+        );
+    }
+    own::<Interaction>("schemas/interaction.avsc");
+    own::<UserEvent>("schemas/user_event.avsc");
+    own::<Campaign>("schemas/campaign.avsc");
+    own::<SendCommand>("schemas/send_command.avsc");
+    own::<Decision>("schemas/decision.avsc");
+    own::<TaskStateRecord>("schemas/task_state.avsc");
 }
 
 #[test]
@@ -474,10 +569,11 @@ fn single_object_fixture_bytes_from_the_schema_files_decode() {
         T: AvroSchema + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
     {
         let schema = schema_file(file);
-        let bytes = single_object(&schema, &record_datum(&schema, &record));
+        let bytes = single_object(&format!("schemas/{file}"), &record_datum(&schema, &record));
         let codec = codec_for::<T>(&EncodingSettings::avro());
         assert_eq!(codec.decode(&bytes).unwrap(), record, "{file}");
         assert_eq!(codec.encode(&record).unwrap(), bytes, "{file}");
+        assert_eq!(codec.legacy_decodes(), 0);
     }
     check("interaction.avsc", interaction());
     check("user_event.avsc", user_event());
@@ -487,34 +583,101 @@ fn single_object_fixture_bytes_from_the_schema_files_decode() {
     check("task_state.avsc", task_state());
 }
 
-#[test]
-fn single_object_golden_bytes_stay_stable() {
-    // Written by this codec when the format was introduced; a change here means records
-    // already in topics would no longer be read the same way.
-    let hex = std::fs::read_to_string(root().join("tests/fixtures/interaction.single_object.hex"))
-        .unwrap();
-    let bytes: Vec<u8> = hex
-        .split_whitespace()
+fn hex_fixture(name: &str) -> Vec<u8> {
+    let hex = std::fs::read_to_string(root().join("tests/fixtures").join(name)).unwrap();
+    hex.split_whitespace()
         .map(|b| u8::from_str_radix(b, 16).unwrap())
-        .collect();
+        .collect()
+}
+
+#[test]
+fn single_object_bytes_are_the_java_encoders() {
+    // Written by Apache Avro 1.12.1's BinaryMessageEncoder from schemas/interaction.avsc
+    // (`tests/java/AvroInterop.java encode`); tests/java_interop.rs repeats this live.
+    let bytes = hex_fixture("interaction.single_object.java.hex");
     let codec = codec_for::<Interaction>(&EncodingSettings::avro());
-    assert_eq!(codec.decode(&bytes).unwrap(), interaction());
     assert_eq!(codec.encode(&interaction()).unwrap(), bytes);
+    assert_eq!(codec.decode(&bytes).unwrap(), interaction());
+}
+
+#[test]
+fn single_object_records_of_earlier_versions_still_decode_by_their_legacy_fingerprint() {
+    // Written by this codec before it computed the specification's fingerprint; records
+    // like it are in topics (compacted ones keep them indefinitely).
+    let old = hex_fixture("interaction.single_object.hex");
+    assert_eq!(
+        old[2..10],
+        pinned(&LEGACY_FINGERPRINTS, "schemas/interaction.avsc").to_le_bytes()
+    );
+    let codec = codec_for::<Interaction>(&EncodingSettings::avro());
+    assert_eq!(codec.decode(&old).unwrap(), interaction());
+    assert_eq!(codec.legacy_decodes(), 1, "counted");
+    let new = codec.encode(&interaction()).unwrap();
+    assert_ne!(new[2..10], old[2..10], "never written any more");
+    assert_eq!(new[10..], old[10..], "the same datum");
+
+    // Every record type, under the legacy fingerprint of this build's schema.
+    fn legacy<T>(file: &str, record: T)
+    where
+        T: AvroSchema + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let mut bytes = vec![0xC3, 0x01];
+        bytes.extend_from_slice(&pinned(&LEGACY_FINGERPRINTS, file).to_le_bytes());
+        bytes.extend_from_slice(&record_datum(&T::get_schema(), &record));
+        let codec = codec_for::<T>(&EncodingSettings::avro());
+        assert_eq!(codec.decode(&bytes).unwrap(), record, "{file}");
+        assert_eq!(codec.legacy_decodes(), 1, "{file}");
+    }
+    legacy("schemas/user_event.avsc", user_event());
+    legacy("schemas/campaign.avsc", campaign());
+    legacy("schemas/send_command.avsc", send_command());
+    legacy("schemas/decision.avsc", decision());
+    legacy("schemas/task_state.avsc", task_state());
+
+    // A writer schema from schema_dirs under its legacy fingerprint: resolved like the
+    // same schema under its specification fingerprint.
+    let file = "tests/fixtures/writer_schemas/interaction_v2.avsc";
+    let writer = fixture_schema("interaction_v2.avsc");
+    let mut bytes = vec![0xC3, 0x01];
+    bytes.extend_from_slice(&pinned(&LEGACY_FINGERPRINTS, file).to_le_bytes());
+    bytes.extend_from_slice(&newer_interaction_datum(&writer));
+    let codec =
+        codec_for::<Interaction>(&EncodingSettings::avro().with_schema_dir(writer_schemas_dir()));
+    assert_newer_interaction(&codec.decode(&bytes).unwrap());
+
+    // A datum error names the legacy fingerprint and the schema it stands for.
+    let (text, _) =
+        err_text(codec_for::<Interaction>(&EncodingSettings::avro()).decode(&old[..20]));
+    assert!(
+        text.starts_with(&format!(
+            "invalid Avro datum for writer schema 0x{:016x} (campaign_connector.Interaction, the legacy fingerprint of 0x{:016x})",
+            pinned(&LEGACY_FINGERPRINTS, "schemas/interaction.avsc"),
+            pinned(&JAVA_FINGERPRINTS, "schemas/interaction.avsc"),
+        )),
+        "{text}"
+    );
 }
 
 #[test]
 fn single_object_newer_writer_with_new_kind_and_field_decodes_as_unknown() {
     let writer = fixture_schema("interaction_v2.avsc");
-    let bytes = single_object(&writer, &newer_interaction_datum(&writer));
+    let bytes = single_object(
+        "tests/fixtures/writer_schemas/interaction_v2.avsc",
+        &newer_interaction_datum(&writer),
+    );
     let codec =
         codec_for::<Interaction>(&EncodingSettings::avro().with_schema_dir(writer_schemas_dir()));
     assert_newer_interaction(&codec.decode(&bytes).unwrap());
+    assert_eq!(codec.legacy_decodes(), 0);
 }
 
 #[test]
 fn single_object_older_writer_without_optional_fields_gets_defaults() {
     let writer = fixture_schema("user_event_v0.avsc");
-    let bytes = single_object(&writer, &older_user_event_datum(&writer));
+    let bytes = single_object(
+        "tests/fixtures/writer_schemas/user_event_v0.avsc",
+        &older_user_event_datum(&writer),
+    );
     let codec = codec_for::<UserEvent>(
         &EncodingSettings::avro()
             .with_schema_dir(schemas_dir())
@@ -530,24 +693,29 @@ fn single_object_older_writer_without_optional_fields_gets_defaults() {
 
 #[test]
 fn single_object_unknown_fingerprint_is_named_in_hex() {
+    let file = "tests/fixtures/writer_schemas/interaction_v2.avsc";
     let writer = fixture_schema("interaction_v2.avsc");
-    let bytes = single_object(&writer, &newer_interaction_datum(&writer));
+    let bytes = single_object(file, &newer_interaction_datum(&writer));
     // Without the fixture directory the newer writer schema is not known.
     let codec = codec_for::<Interaction>(&EncodingSettings::avro().with_schema_dir(schemas_dir()));
     let (text, e) = err_text(codec.decode(&bytes));
-    let fp = u64::from_le_bytes(fingerprint(&writer));
+    let fp = u64::from_le_bytes(fingerprint(file));
     assert_eq!(e, DecodeError::UnknownFingerprint(fp));
     assert!(
-        text.starts_with(&format!("unknown writer schema fingerprint 0x{fp:016x}")),
+        text.starts_with(&format!(
+            "unknown writer schema fingerprint 0x{fp:016x} ({} as a signed 64-bit number, as Java prints it)",
+            fp as i64
+        )),
         "{text}"
     );
+    assert_eq!(e.class(), ErrorClass::BadInput);
     assert!(!e.is_retriable());
 }
 
 #[test]
 fn single_object_record_of_another_type_is_a_resolution_error() {
     let schema = schema_file("campaign.avsc");
-    let bytes = single_object(&schema, &record_datum(&schema, &campaign()));
+    let bytes = single_object("schemas/campaign.avsc", &record_datum(&schema, &campaign()));
     let codec = codec_for::<Interaction>(&EncodingSettings::avro().with_schema_dir(schemas_dir()));
     let (text, e) = err_text(codec.decode(&bytes));
     assert!(matches!(e, DecodeError::Resolution { .. }), "{e:?}");
@@ -622,157 +790,6 @@ fn single_object_bad_bytes_produce_precise_errors() {
 
 // ---------------------------------------------------------------------------------------
 // Confluent wire format against a fake schema registry
-
-/// A tiny schema registry on 127.0.0.1: `GET /schemas/ids/N`,
-/// `POST /subjects/S/versions`. Every request is recorded.
-struct FakeRegistry {
-    url: String,
-    state: Arc<Mutex<RegistryState>>,
-}
-
-#[derive(Default)]
-struct RegistryState {
-    schemas: Vec<String>,
-    /// `(method, path)` of every request.
-    requests: Vec<(String, String)>,
-    /// Fail every request with this status.
-    fail_with: Option<u16>,
-}
-
-impl FakeRegistry {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(Mutex::new(RegistryState::default()));
-        let served = state.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
-                let state = served.clone();
-                std::thread::spawn(move || serve(stream, &state));
-            }
-        });
-        Self { url, state }
-    }
-
-    /// Puts a schema into the registry directly; returns its id (ids start at 1).
-    fn add(&self, schema: &str) -> u32 {
-        let mut state = self.state.lock().unwrap();
-        state.schemas.push(schema.to_string());
-        state.schemas.len() as u32
-    }
-
-    fn count(&self, method: &str, path_prefix: &str) -> usize {
-        let state = self.state.lock().unwrap();
-        state
-            .requests
-            .iter()
-            .filter(|(m, p)| m == method && p.starts_with(path_prefix))
-            .count()
-    }
-
-    fn fail_with(&self, status: Option<u16>) {
-        self.state.lock().unwrap().fail_with = status;
-    }
-
-    fn settings(&self) -> EncodingSettings {
-        EncodingSettings::confluent(self.url.clone())
-    }
-}
-
-fn serve(stream: TcpStream, state: &Mutex<RegistryState>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut request_line = String::new();
-    if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
-        return;
-    }
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or_default().to_string();
-    let path = parts.next().unwrap_or_default().to_string();
-    let mut content_length = 0;
-    loop {
-        let mut line = String::new();
-        reader.read_line(&mut line).unwrap();
-        let line = line.trim_end();
-        if line.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                content_length = value.trim().parse().unwrap();
-            }
-        }
-    }
-    let mut body = vec![0; content_length];
-    reader.read_exact(&mut body).unwrap();
-
-    let (status, answer) = {
-        let mut state = state.lock().unwrap();
-        state.requests.push((method.clone(), path.clone()));
-        answer(&mut state, &method, &path, &body)
-    };
-    let reason = match status {
-        200 => "OK",
-        404 => "Not Found",
-        409 => "Conflict",
-        _ => "Error",
-    };
-    let response = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: application/vnd.schemaregistry.v1+json\r\n\
-         Content-Length: {}\r\nConnection: close\r\n\r\n{answer}",
-        answer.len()
-    );
-    let mut stream = stream;
-    let _ = stream.write_all(response.as_bytes());
-}
-
-fn answer(state: &mut RegistryState, method: &str, path: &str, body: &[u8]) -> (u16, String) {
-    if let Some(status) = state.fail_with {
-        return (
-            status,
-            r#"{"error_code": 50001, "message": "Error in the backend data store"}"#.into(),
-        );
-    }
-    let not_found = |what: &str| {
-        (
-            404,
-            serde_json::json!({"error_code": 40403, "message": format!("{what} not found")})
-                .to_string(),
-        )
-    };
-    match (method, path.split('/').collect::<Vec<_>>().as_slice()) {
-        ("GET", ["", "schemas", "ids", id]) => {
-            let id: usize = id.parse().unwrap();
-            match state.schemas.get(id.wrapping_sub(1)) {
-                Some(schema) => (200, serde_json::json!({ "schema": schema }).to_string()),
-                None => not_found(&format!("Schema {id}")),
-            }
-        }
-        ("POST", ["", "subjects", subject, "versions"]) => {
-            if subject.starts_with("incompatible") {
-                return (
-                    409,
-                    r#"{"error_code": 409, "message": "Schema being registered is incompatible with an earlier schema"}"#.into(),
-                );
-            }
-            let request: serde_json::Value = serde_json::from_slice(body).unwrap();
-            let schema = request["schema"].as_str().unwrap().to_string();
-            // Registries identify schemas by content: the same schema keeps its id.
-            let id = match state.schemas.iter().position(|s| *s == schema) {
-                Some(i) => i + 1,
-                None => {
-                    state.schemas.push(schema);
-                    state.schemas.len()
-                }
-            };
-            (200, serde_json::json!({ "id": id }).to_string())
-        }
-        _ => (
-            404,
-            r#"{"error_code": 404, "message": "HTTP 404 Not Found"}"#.into(),
-        ),
-    }
-}
 
 #[test]
 fn confluent_round_trip_registers_once_and_fetches_each_id_once() {
@@ -1165,4 +1182,42 @@ fn from_json_value_applies_the_json_rules() {
     let read: UserEvent = from_json_value(value).unwrap();
     assert_eq!(read.event_type, UserEventType::Unknown);
     assert_eq!(read.occurred_at, 1_000);
+}
+
+#[test]
+fn the_fingerprint_table_of_the_docs_is_this_builds() {
+    let doc = std::fs::read_to_string(root().join("docs/encodings.md")).unwrap();
+    let rows: BTreeMap<String, (String, String)> = doc
+        .lines()
+        .filter(|l| l.starts_with("| `campaign_connector."))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            let code = |c: &str| c.split('`').nth(1).unwrap_or_default().to_string();
+            (code(cells[1]), (code(cells[2]), code(cells[3])))
+        })
+        .collect();
+    let own = [
+        SchemaIdentity::of::<Interaction>().unwrap(),
+        SchemaIdentity::of::<UserEvent>().unwrap(),
+        SchemaIdentity::of::<Campaign>().unwrap(),
+        SchemaIdentity::of::<SendCommand>().unwrap(),
+        SchemaIdentity::of::<Decision>().unwrap(),
+        SchemaIdentity::of::<TaskStateRecord>().unwrap(),
+    ];
+    assert_eq!(rows.len(), own.len(), "{rows:?}");
+    for schema in own {
+        let (fingerprint, header) = &rows[&schema.name];
+        assert_eq!(
+            *fingerprint,
+            (schema.fingerprint as i64).to_string(),
+            "{}",
+            schema.name
+        );
+        let bytes: Vec<String> = schema
+            .single_object_header()
+            .iter()
+            .map(|b| format!("{b:02X}"))
+            .collect();
+        assert_eq!(*header, bytes.join(" "), "{}", schema.name);
+    }
 }

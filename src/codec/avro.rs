@@ -10,29 +10,17 @@
 use std::path::{Path, PathBuf};
 
 use apache_avro::headers::HeaderBuilder;
-use apache_avro::rabin::Rabin;
 use apache_avro::reader::single_object::GenericSingleObjectReader;
 use apache_avro::schema::{Names, ResolvedSchema};
 use apache_avro::writer::single_object::SpecificSingleObjectWriter;
 use apache_avro::{from_value, AvroSchema, Schema};
 use serde::de::DeserializeOwned;
 
+use super::canonical::{legacy_fingerprint, Fingerprinted};
 use super::{
     DecodeError, SetupError, CONFLUENT_HEADER_LEN, CONFLUENT_MAGIC, SINGLE_OBJECT_HEADER_LEN,
     SINGLE_OBJECT_MARKER,
 };
-
-/// The CRC-64-AVRO (Rabin) fingerprint of the schema's Parsing Canonical Form, as the
-/// number whose little-endian bytes the single-object header carries.
-pub fn fingerprint(schema: &Schema) -> u64 {
-    let bytes = schema.fingerprint::<Rabin>().bytes;
-    u64::from_le_bytes(
-        bytes
-            .as_slice()
-            .try_into()
-            .expect("CRC-64-AVRO fingerprints are 8 bytes"),
-    )
-}
 
 /// An apache-avro error with its causes, on one line.
 pub fn error_message(error: &apache_avro::Error) -> String {
@@ -54,7 +42,14 @@ pub struct ReaderSchema {
     schema: Schema,
     /// Every named type the schema defines, for `Schema::Ref`s.
     names: Names,
+    /// CRC-64-AVRO of the Parsing Canonical Form (the specification's, as every other
+    /// Avro implementation computes it): what single-object headers carry.
     pub fingerprint: u64,
+    /// The fingerprint that earlier versions of the connector wrote (apache-avro's form,
+    /// which keeps logical types); read, never written.
+    pub legacy_fingerprint: u64,
+    /// The Parsing Canonical Form.
+    pub canonical_form: String,
     /// Full name, e.g. `campaign_connector.Interaction`.
     pub name: String,
     /// The schema as JSON (with defaults and docs), as registered in a schema registry.
@@ -70,7 +65,11 @@ impl ReaderSchema {
             message,
         };
         let json = serde_json::to_string(&schema).map_err(|e| error(e.to_string()))?;
-        let fingerprint = fingerprint(&schema);
+        let canonical = serde_json::from_str(&json)
+            .map_err(|e| e.to_string())
+            .and_then(|json| Fingerprinted::of_json(&json))
+            .map_err(error)?;
+        let legacy_fingerprint = legacy_fingerprint(&schema);
         let names = ResolvedSchema::new(&schema)
             .map_err(|e| error(error_message(&e)))?
             .get_names()
@@ -80,7 +79,9 @@ impl ReaderSchema {
         Ok(Self {
             schema,
             names,
-            fingerprint,
+            fingerprint: canonical.fingerprint,
+            legacy_fingerprint,
+            canonical_form: canonical.canonical_form,
             name,
             json,
         })
@@ -107,7 +108,7 @@ impl ReaderSchema {
     }
 }
 
-fn full_name(schema: &Schema) -> Option<String> {
+pub fn full_name(schema: &Schema) -> Option<String> {
     schema.name().map(|n| n.fullname(None))
 }
 
@@ -115,10 +116,12 @@ fn full_name(schema: &Schema) -> Option<String> {
 pub struct WriterSchema {
     /// Reads a datum with the writer schema (an empty header: framing is checked before).
     datum: GenericSingleObjectReader,
-    /// Same Parsing Canonical Form as the reader: deserialize directly, no resolution.
+    /// The reader's schema itself: deserialize directly, no resolution.
     same_as_reader: bool,
     /// How messages name it: `0x… (campaign_connector.Interaction)` or `id 7 (…)`.
     label: String,
+    /// Found by the fingerprint earlier versions of the connector wrote.
+    pub legacy: bool,
 }
 
 struct NoHeader;
@@ -129,19 +132,39 @@ impl HeaderBuilder for NoHeader {
     }
 }
 
+/// How a writer schema was found, for its messages.
+pub enum Found {
+    /// By the fingerprint of the specification.
+    Fingerprint,
+    /// By the fingerprint earlier versions of the connector wrote.
+    LegacyFingerprint(u64),
+    /// By its schema registry id.
+    RegistryId(u32),
+}
+
 impl WriterSchema {
-    /// Prepares `schema`; `registry_id` names it in messages when it came from a registry.
+    /// Prepares `schema`, whose (specification) fingerprint is `fingerprint` when known.
     pub fn new(
         schema: Schema,
+        fingerprint: Option<u64>,
         reader: &ReaderSchema,
-        registry_id: Option<u32>,
+        found: Found,
     ) -> Result<Self, String> {
-        let fingerprint = fingerprint(&schema);
         let name = full_name(&schema).unwrap_or_else(|| "an unnamed schema".to_string());
-        let label = match registry_id {
-            Some(id) => format!("id {id} ({name})"),
-            None => format!("0x{fingerprint:016x} ({name})"),
+        let fp = fingerprint.unwrap_or_default();
+        let label = match found {
+            Found::Fingerprint => format!("0x{fp:016x} ({name})"),
+            Found::LegacyFingerprint(legacy) => {
+                format!("0x{legacy:016x} ({name}, the legacy fingerprint of 0x{fp:016x})")
+            }
+            Found::RegistryId(id) => format!("id {id} ({name})"),
         };
+        let legacy = matches!(found, Found::LegacyFingerprint(_));
+        // The fast path needs the very same schema, logical types included (the canonical
+        // form ignores them, but apache-avro deserializes by them); apache-avro's own form
+        // keeps them.
+        let same_as_reader = fingerprint == Some(reader.fingerprint)
+            && legacy_fingerprint(&schema) == reader.legacy_fingerprint;
         let datum = GenericSingleObjectReader::builder()
             .schema(schema)
             .header(NoHeader.build_header())
@@ -149,8 +172,9 @@ impl WriterSchema {
             .map_err(|e| error_message(&e))?;
         Ok(Self {
             datum,
-            same_as_reader: fingerprint == reader.fingerprint,
+            same_as_reader,
             label,
+            legacy,
         })
     }
 
@@ -272,18 +296,36 @@ fn hex(bytes: &[u8]) -> String {
         .join(" ")
 }
 
+/// A schema file: its path, the schema, and its canonical form and fingerprint (taken from
+/// the file's own text, which apache-avro's parsed form may not render back exactly).
+pub struct SchemaFile {
+    pub path: PathBuf,
+    pub schema: Schema,
+    pub canonical: Fingerprinted,
+}
+
+/// Reads and parses one schema file.
+pub fn load_schema_file(path: &Path) -> Result<SchemaFile, SetupError> {
+    let file_error = |message: String| SetupError::SchemaFile {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(e.to_string()))?;
+    let schema = Schema::parse_str(&text).map_err(|e| file_error(error_message(&e)))?;
+    let canonical = Fingerprinted::of_text(&text).map_err(file_error)?;
+    Ok(SchemaFile {
+        path: path.to_path_buf(),
+        schema,
+        canonical,
+    })
+}
+
 /// Every `*.avsc` file directly in each directory (sorted by name), parsed.
-pub fn load_schema_dirs(dirs: &[PathBuf]) -> Result<Vec<(PathBuf, Schema)>, SetupError> {
+pub fn load_schema_dirs(dirs: &[PathBuf]) -> Result<Vec<SchemaFile>, SetupError> {
     let mut schemas = Vec::new();
     for dir in dirs {
         for path in avsc_files(dir)? {
-            let file_error = |message: String| SetupError::SchemaFile {
-                path: path.clone(),
-                message,
-            };
-            let text = std::fs::read_to_string(&path).map_err(|e| file_error(e.to_string()))?;
-            let schema = Schema::parse_str(&text).map_err(|e| file_error(error_message(&e)))?;
-            schemas.push((path, schema));
+            schemas.push(load_schema_file(&path)?);
         }
     }
     Ok(schemas)

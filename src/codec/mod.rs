@@ -16,29 +16,45 @@
 //! record is then a header check, a map lookup and the datum itself; when the writer schema
 //! is the reader schema (the common case) the datum is deserialized straight into `T`.
 //!
-//! Errors say what the caller should do: a [`DecodeError`] that is not
-//! [retriable](DecodeError::is_retriable) means the bytes are bad (dead-letter the record and
-//! go on); a retriable one means the schema registry could not answer (retry later, the
-//! record may be fine). See `docs/encodings.md`.
+//! Single-object headers carry the Avro specification's fingerprint, computed by
+//! [`canonical`] exactly as other Avro implementations (the Java library) compute it; the
+//! fingerprints earlier versions of the connector wrote are still read (deprecated).
+//!
+//! Errors say what the caller should do, by [`ErrorClass`]: `BadInput` means the bytes are
+//! bad (dead-letter the record and go on); `Retry` means the schema registry could not
+//! answer (retry later, the record may be fine); `Stop` means the configuration is wrong
+//! (the registry refused the credentials, the TLS handshake or our schema). See
+//! `docs/encodings.md`.
+//!
+//! Files: `config` (the configuration and its validation), `error`, `canonical` (Parsing
+//! Canonical Form, CRC-64-AVRO), `avro` (framing, reader/writer schema pairs), `registry`
+//! (the registry client: authentication, TLS), `json`.
 
 mod avro;
+pub mod canonical;
+mod config;
+mod error;
 mod json;
 mod registry;
 
 use std::any::TypeId;
 use std::collections::HashMap;
-use std::fmt;
 use std::marker::PhantomData;
-use std::path::PathBuf;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
-use std::time::Duration;
 
 use apache_avro::writer::single_object::SpecificSingleObjectWriter;
 use apache_avro::{AvroSchema, Schema};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use self::avro::{ReaderSchema, WriterSchema};
+use self::avro::{Found, ReaderSchema, WriterSchema};
+pub use self::config::{
+    ConfigError, Encoding, EncodingConfig, EncodingSettings, Format, RegistryAuth, RegistryTls,
+    Secret, DEFAULT_REGISTRY_TIMEOUT,
+};
+pub use self::error::{DecodeError, EncodeError, ErrorClass, SetupError};
 pub use self::registry::RegistryError;
 use self::registry::{Lookup, RegistryClient};
 
@@ -50,287 +66,56 @@ pub const SINGLE_OBJECT_HEADER_LEN: usize = 10;
 pub const CONFLUENT_MAGIC: u8 = 0;
 /// Length of the Confluent header: magic byte plus 4-byte big-endian schema id.
 pub const CONFLUENT_HEADER_LEN: usize = 5;
-/// Registry timeout when the configuration names none.
-pub const DEFAULT_REGISTRY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The `format` names of a topic's encoding in the configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// Avro single-object encoding (no registry; writer schemas by fingerprint). The default.
-    #[default]
-    Avro,
-    /// Avro in the Confluent wire format, writer schemas in a schema registry.
-    Confluent,
-    /// JSON with the Avro records' field names.
-    Json,
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Avro => "avro",
-            Self::Confluent => "confluent",
-            Self::Json => "json",
-        })
-    }
-}
-
-/// A topic's value encoding, validated.
+/// A schema as single-object encoding identifies it: what `campaign-connector schemas`
+/// prints.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Encoding {
-    /// `C3 01`, the writer schema's CRC-64-AVRO fingerprint (8 bytes, little-endian), the datum.
-    AvroSingleObject,
-    /// Magic byte `0`, the writer schema's registry id (4 bytes, big-endian), the datum.
-    ConfluentAvro {
-        /// Base URL of the schema registry, without a trailing `/`.
-        registry_url: String,
-    },
-    /// A JSON object with the records' field names; timestamps as epoch milliseconds.
-    Json,
+pub struct SchemaIdentity {
+    /// Full name, e.g. `campaign_connector.Interaction`.
+    pub name: String,
+    /// CRC-64-AVRO of the Parsing Canonical Form: what this build writes and what other
+    /// Avro implementations compute. Java prints it as a signed `long` (`as i64`).
+    pub fingerprint: u64,
+    /// The fingerprint earlier versions of the connector wrote, still read.
+    pub legacy_fingerprint: u64,
+    /// The Parsing Canonical Form.
+    pub canonical_form: String,
 }
 
-impl Encoding {
-    pub fn format(&self) -> Format {
-        match self {
-            Self::AvroSingleObject => Format::Avro,
-            Self::ConfluentAvro { .. } => Format::Confluent,
-            Self::Json => Format::Json,
-        }
-    }
-}
-
-/// One topic's encoding as written in the configuration, e.g.
-///
-/// ```yaml
-/// format: confluent
-/// registry_url: http://schema-registry:8081
-/// ```
-///
-/// Parse it, then [`validate`](Self::validate) it once into [`EncodingSettings`].
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct EncodingConfig {
-    /// `avro` (single-object encoding, the default), `confluent` or `json`.
-    #[serde(default)]
-    pub format: Format,
-    /// Base URL of the schema registry (`http://host:8081`); required with `confluent`, and
-    /// only allowed there.
-    #[serde(default)]
-    pub registry_url: Option<String>,
-    /// Directories whose `*.avsc` files are the writer schemas that `avro` values may have
-    /// been written with (older and newer versions of the record), besides this build's own
-    /// schema. Only allowed with `avro`.
-    #[serde(default)]
-    pub schema_dirs: Vec<PathBuf>,
-    /// Timeout of one schema registry request in milliseconds (default 5000). Only allowed
-    /// with `confluent`.
-    #[serde(default)]
-    pub registry_timeout_ms: Option<u64>,
-}
-
-/// A configuration that does not describe a usable encoding.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ConfigError {
-    #[error("format confluent needs registry_url, the schema registry's base URL (e.g. http://schema-registry:8081)")]
-    MissingRegistryUrl,
-    #[error("registry_url {0:?} is not an http:// or https:// URL")]
-    InvalidRegistryUrl(String),
-    #[error("registry_url is only used with format confluent, not {0}")]
-    RegistryUrlNotUsed(Format),
-    #[error("registry_timeout_ms is only used with format confluent, not {0}")]
-    RegistryTimeoutNotUsed(Format),
-    #[error("registry_timeout_ms must be greater than 0")]
-    ZeroRegistryTimeout,
-    #[error("schema_dirs is only used with format avro (confluent writer schemas come from the registry; json has none), not {0}")]
-    SchemaDirsNotUsed(Format),
-}
-
-impl EncodingConfig {
-    /// Checks the combination of fields and turns it into settings.
-    pub fn validate(&self) -> Result<EncodingSettings, ConfigError> {
-        let format = self.format;
-        if format != Format::Confluent {
-            if self.registry_url.is_some() {
-                return Err(ConfigError::RegistryUrlNotUsed(format));
-            }
-            if self.registry_timeout_ms.is_some() {
-                return Err(ConfigError::RegistryTimeoutNotUsed(format));
-            }
-        }
-        if format != Format::Avro && !self.schema_dirs.is_empty() {
-            return Err(ConfigError::SchemaDirsNotUsed(format));
-        }
-        let encoding = match format {
-            Format::Avro => Encoding::AvroSingleObject,
-            Format::Json => Encoding::Json,
-            Format::Confluent => {
-                let url = self
-                    .registry_url
-                    .as_deref()
-                    .map(str::trim)
-                    .filter(|u| !u.is_empty())
-                    .ok_or(ConfigError::MissingRegistryUrl)?;
-                let valid = ["http://", "https://"]
-                    .iter()
-                    .any(|scheme| url.len() > scheme.len() && url.starts_with(scheme));
-                if !valid || url.contains(char::is_whitespace) {
-                    return Err(ConfigError::InvalidRegistryUrl(url.to_string()));
-                }
-                Encoding::ConfluentAvro {
-                    registry_url: url.trim_end_matches('/').to_string(),
-                }
-            }
-        };
-        let registry_timeout = match self.registry_timeout_ms {
-            Some(0) => return Err(ConfigError::ZeroRegistryTimeout),
-            Some(ms) => Duration::from_millis(ms),
-            None => DEFAULT_REGISTRY_TIMEOUT,
-        };
-        Ok(EncodingSettings {
-            encoding,
-            schema_dirs: self.schema_dirs.clone(),
-            registry_timeout,
-        })
-    }
-}
-
-/// A topic's encoding, ready to build [`Codec`]s with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EncodingSettings {
-    pub encoding: Encoding,
-    /// Directories of extra writer schemas (`*.avsc`) for single-object encoding.
-    pub schema_dirs: Vec<PathBuf>,
-    /// Timeout of one schema registry request.
-    pub registry_timeout: Duration,
-}
-
-impl EncodingSettings {
-    /// Avro single-object encoding with only this build's schema as writer schema.
-    pub fn avro() -> Self {
-        Self::new(Encoding::AvroSingleObject)
-    }
-
-    /// JSON.
-    pub fn json() -> Self {
-        Self::new(Encoding::Json)
-    }
-
-    /// The Confluent wire format with the registry at `registry_url`.
-    pub fn confluent(registry_url: impl Into<String>) -> Self {
-        let registry_url: String = registry_url.into();
-        Self::new(Encoding::ConfluentAvro {
-            registry_url: registry_url.trim_end_matches('/').to_string(),
+impl SchemaIdentity {
+    /// The identity of `T`'s own schema.
+    pub fn of<T: AvroSchema>() -> Result<Self, SetupError> {
+        let reader = ReaderSchema::of::<T>()?;
+        Ok(Self {
+            name: reader.name,
+            fingerprint: reader.fingerprint,
+            legacy_fingerprint: reader.legacy_fingerprint,
+            canonical_form: reader.canonical_form,
         })
     }
 
-    /// Adds a directory of writer schemas (single-object encoding).
-    pub fn with_schema_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.schema_dirs.push(dir.into());
-        self
+    /// The identity of the schema in an `.avsc` file.
+    pub fn of_file(path: &Path) -> Result<Self, SetupError> {
+        let file = avro::load_schema_file(path)?;
+        Ok(Self {
+            name: avro::full_name(&file.schema).unwrap_or_else(|| "(unnamed)".to_string()),
+            fingerprint: file.canonical.fingerprint,
+            legacy_fingerprint: canonical::legacy_fingerprint(&file.schema),
+            canonical_form: file.canonical.canonical_form,
+        })
     }
 
-    fn new(encoding: Encoding) -> Self {
-        Self {
-            encoding,
-            schema_dirs: Vec::new(),
-            registry_timeout: DEFAULT_REGISTRY_TIMEOUT,
-        }
-    }
-}
-
-/// A codec could not be built (at startup: stop with this message).
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    #[error("schema directory {path}: {message}")]
-    SchemaDir { path: PathBuf, message: String },
-    #[error("schema file {path}: {message}")]
-    SchemaFile { path: PathBuf, message: String },
-    #[error("the Avro schema of {record} is not usable: {message}")]
-    ReaderSchema { record: String, message: String },
-}
-
-/// A value could not be decoded.
-///
-/// Not [retriable](Self::is_retriable): the bytes are bad — dead-letter the record and go on.
-/// Retriable: the schema registry did not answer — retry later; the record may be fine.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    #[error("empty value: nothing to decode (null values are tombstones and have no encoding)")]
-    Empty,
-    #[error("truncated {frame}: {got} bytes, but its header alone is {needed} bytes")]
-    TruncatedHeader {
-        frame: &'static str,
-        needed: usize,
-        got: usize,
-    },
-    #[error("not Avro single-object encoding: expected header C3 01, got {got}")]
-    NotSingleObject {
-        /// The first bytes, as hex.
-        got: String,
-    },
-    #[error("not Confluent wire format: expected magic byte 00, got {got:02X}")]
-    NotConfluent { got: u8 },
-    #[error("unknown writer schema fingerprint 0x{0:016x}: not this build's schema nor any .avsc file in schema_dirs")]
-    UnknownFingerprint(u64),
-    #[error("schema registry: id {0} not found")]
-    UnknownSchemaId(u32),
-    #[error("schema registry: id {id} is not a usable Avro schema: {message}")]
-    UnusableRegistrySchema { id: u32, message: String },
-    #[error("invalid Avro datum for writer schema {writer}: {message}")]
-    Datum { writer: String, message: String },
-    #[error("{extra} bytes left after the Avro datum of writer schema {writer}: the value is not one record of that schema")]
-    TrailingBytes { writer: String, extra: usize },
-    #[error("writer schema {writer} cannot be read as {reader}: {message}")]
-    Resolution {
-        writer: String,
-        reader: String,
-        message: String,
-    },
-    #[error("invalid JSON: {0}")]
-    InvalidJson(String),
-    #[error("{path}: {message}")]
-    JsonField { path: String, message: String },
-    #[error("{record}: {message}")]
-    Record { record: String, message: String },
-    #[error("schema registry unavailable, retry later: {0}")]
-    RegistryUnavailable(RegistryError),
-}
-
-impl DecodeError {
-    /// `true`: the environment failed (the registry), retry the same record later.
-    /// `false`: the record is bad; dead-letter it.
-    pub fn is_retriable(&self) -> bool {
-        matches!(self, Self::RegistryUnavailable(_))
+    /// The single-object header of values written with this schema.
+    pub fn single_object_header(&self) -> [u8; SINGLE_OBJECT_HEADER_LEN] {
+        single_object_header(self.fingerprint)
     }
 }
 
-/// A record could not be encoded.
-///
-/// Retriable: the schema registry did not answer; retry later. Not retriable: the record
-/// does not fit its own schema, or the registry refused the schema — a bug or a
-/// configuration problem; stop.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum EncodeError {
-    #[error("{record} does not fit its Avro schema: {message}")]
-    Avro { record: String, message: String },
-    #[error("{record} cannot be written as JSON: {message}")]
-    Json { record: String, message: String },
-    #[error("schema registry refused to register {record} under subject {subject}: {source}")]
-    RegistrationRefused {
-        record: String,
-        subject: String,
-        source: RegistryError,
-    },
-    #[error("schema registry unavailable, retry later: {0}")]
-    RegistryUnavailable(RegistryError),
-}
-
-impl EncodeError {
-    /// `true`: retry later. `false`: the record or the configuration is wrong; stop.
-    pub fn is_retriable(&self) -> bool {
-        matches!(self, Self::RegistryUnavailable(_))
-    }
+fn single_object_header(fingerprint: u64) -> [u8; SINGLE_OBJECT_HEADER_LEN] {
+    let mut header = [0; SINGLE_OBJECT_HEADER_LEN];
+    header[..2].copy_from_slice(&SINGLE_OBJECT_MARKER);
+    header[2..].copy_from_slice(&fingerprint.to_le_bytes());
+    header
 }
 
 /// Encodes and decodes the values of one topic whose records are `T`.
@@ -343,6 +128,8 @@ pub struct Codec<T: AvroSchema> {
     framing: Framing,
     /// The Avro datum writer of `T` (Avro framings only).
     datum_writer: Option<SpecificSingleObjectWriter<T>>,
+    /// Values decoded through a legacy fingerprint (see [`Codec::legacy_decodes`]).
+    legacy_decodes: AtomicU64,
     _record: PhantomData<fn() -> T>,
 }
 
@@ -384,31 +171,12 @@ where
             _ => Some(avro::datum_writer::<T>(&reader)?),
         };
         let framing = match &settings.encoding {
-            Encoding::AvroSingleObject => {
-                let mut writers = HashMap::new();
-                let own = WriterSchema::new(reader.schema().clone(), &reader, None)
-                    .map_err(|message| reader.setup_error(message))?;
-                writers.insert(reader.fingerprint, Arc::new(own));
-                for (path, schema) in avro::load_schema_dirs(&settings.schema_dirs)? {
-                    let fingerprint = avro::fingerprint(&schema);
-                    if writers.contains_key(&fingerprint) {
-                        continue;
-                    }
-                    let writer = WriterSchema::new(schema, &reader, None).map_err(|message| {
-                        SetupError::SchemaFile {
-                            path: path.clone(),
-                            message,
-                        }
-                    })?;
-                    writers.insert(fingerprint, Arc::new(writer));
-                }
-                let mut header = [0; SINGLE_OBJECT_HEADER_LEN];
-                header[..2].copy_from_slice(&SINGLE_OBJECT_MARKER);
-                header[2..].copy_from_slice(&reader.fingerprint.to_le_bytes());
-                Framing::SingleObject { writers, header }
-            }
+            Encoding::AvroSingleObject => Framing::SingleObject {
+                writers: single_object_writers(&reader, settings)?,
+                header: single_object_header(reader.fingerprint),
+            },
             Encoding::ConfluentAvro { registry_url } => Framing::Confluent(Confluent {
-                registry: RegistryClient::new(registry_url, settings.registry_timeout),
+                registry: RegistryClient::new(registry_url, settings)?,
                 subject: format!("{topic}-value"),
                 writers: RwLock::new(HashMap::new()),
                 fetching: Mutex::new(()),
@@ -423,6 +191,7 @@ where
             reader,
             framing,
             datum_writer,
+            legacy_decodes: AtomicU64::new(0),
             _record: PhantomData,
         })
     }
@@ -437,9 +206,17 @@ where
         &self.encoding
     }
 
-    /// The CRC-64-AVRO fingerprint of `T`'s schema (the single-object header's).
+    /// The CRC-64-AVRO fingerprint of `T`'s schema's Parsing Canonical Form (the
+    /// single-object header's, as the Avro specification and the Java library compute it).
     pub fn schema_fingerprint(&self) -> u64 {
         self.reader.fingerprint
+    }
+
+    /// How many values this codec decoded that carried a legacy fingerprint (one that
+    /// earlier versions of the connector wrote). Reading those is deprecated; once this
+    /// stays 0 over a topic's whole content, no legacy record is left in it.
+    pub fn legacy_decodes(&self) -> u64 {
+        self.legacy_decodes.load(Ordering::Relaxed)
     }
 
     /// Decodes one value.
@@ -450,6 +227,9 @@ where
                 let writer = writers
                     .get(&fingerprint)
                     .ok_or(DecodeError::UnknownFingerprint(fingerprint))?;
+                if writer.legacy {
+                    self.legacy_decodes.fetch_add(1, Ordering::Relaxed);
+                }
                 writer.decode(&self.reader, &bytes[SINGLE_OBJECT_HEADER_LEN..])
             }
             Framing::Confluent(confluent) => {
@@ -514,6 +294,65 @@ where
     }
 }
 
+/// Every writer schema a single-object value of `reader`'s type may have been written with,
+/// by fingerprint: this build's schema and every schema file in the schema directories,
+/// each under the specification's fingerprint and, where it differs, under the legacy
+/// fingerprint that earlier versions of the connector wrote (deprecated, read only; see
+/// `docs/encodings.md`). A specification fingerprint always wins over a legacy one.
+fn single_object_writers(
+    reader: &Arc<ReaderSchema>,
+    settings: &EncodingSettings,
+) -> Result<HashMap<u64, Arc<WriterSchema>>, SetupError> {
+    let mut writers = HashMap::new();
+    let own = WriterSchema::new(
+        reader.schema().clone(),
+        Some(reader.fingerprint),
+        reader,
+        Found::Fingerprint,
+    )
+    .map_err(|message| reader.setup_error(message))?;
+    writers.insert(reader.fingerprint, Arc::new(own));
+    let mut legacy = vec![(
+        reader.legacy_fingerprint,
+        reader.fingerprint,
+        reader.schema().clone(),
+        None,
+    )];
+    for file in avro::load_schema_dirs(&settings.schema_dirs)? {
+        let fingerprint = file.canonical.fingerprint;
+        legacy.push((
+            canonical::legacy_fingerprint(&file.schema),
+            fingerprint,
+            file.schema.clone(),
+            Some(file.path.clone()),
+        ));
+        if writers.contains_key(&fingerprint) {
+            continue;
+        }
+        let writer = WriterSchema::new(file.schema, Some(fingerprint), reader, Found::Fingerprint)
+            .map_err(|message| SetupError::SchemaFile {
+                path: file.path,
+                message,
+            })?;
+        writers.insert(fingerprint, Arc::new(writer));
+    }
+    for (legacy_fingerprint, fingerprint, schema, path) in legacy {
+        if writers.contains_key(&legacy_fingerprint) {
+            continue;
+        }
+        let found = Found::LegacyFingerprint(legacy_fingerprint);
+        let writer =
+            WriterSchema::new(schema, Some(fingerprint), reader, found).map_err(|message| {
+                match path {
+                    Some(path) => SetupError::SchemaFile { path, message },
+                    None => reader.setup_error(message),
+                }
+            })?;
+        writers.insert(legacy_fingerprint, Arc::new(writer));
+    }
+    Ok(writers)
+}
+
 impl Confluent {
     /// The writer schema with registry id `id`, fetched on first sight and kept.
     fn writer(&self, id: u32, reader: &ReaderSchema) -> Result<Arc<WriterSchema>, DecodeError> {
@@ -530,10 +369,15 @@ impl Confluent {
             Ok(Lookup::Found(text)) => text,
             Ok(Lookup::NotFound) => return Err(DecodeError::UnknownSchemaId(id)),
             Ok(Lookup::Unusable(why)) => return Err(unusable(why)),
-            Err(e) => return Err(DecodeError::RegistryUnavailable(e)),
+            Err(e) => return Err(DecodeError::from_registry(e)),
         };
         let schema = Schema::parse_str(&text).map_err(|e| unusable(avro::error_message(&e)))?;
-        let writer = Arc::new(WriterSchema::new(schema, reader, Some(id)).map_err(unusable)?);
+        let fingerprint = canonical::Fingerprinted::of_text(&text)
+            .ok()
+            .map(|c| c.fingerprint);
+        let writer = WriterSchema::new(schema, fingerprint, reader, Found::RegistryId(id))
+            .map_err(unusable)?;
+        let writer = Arc::new(writer);
         self.writers
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -572,12 +416,20 @@ impl Confluent {
                         subject: self.subject.clone(),
                         source: e,
                     }
+                } else if e.is_configuration() {
+                    EncodeError::RegistryRefused(e)
                 } else {
                     EncodeError::RegistryUnavailable(e)
                 }
             })?;
         // Our own records need no fetch to be read back.
-        if let Ok(writer) = WriterSchema::new(reader.schema().clone(), reader, Some(id)) {
+        let own = WriterSchema::new(
+            reader.schema().clone(),
+            Some(reader.fingerprint),
+            reader,
+            Found::RegistryId(id),
+        );
+        if let Ok(writer) = own {
             self.writers
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)

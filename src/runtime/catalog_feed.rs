@@ -17,6 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::codecs::Codecs;
+use crate::codec::ErrorClass;
 use super::config::Settings;
 use super::error::RuntimeError;
 use super::kafka::{
@@ -209,7 +210,9 @@ fn decode(limits: &Limits, codecs: &Codecs, m: &impl Message) -> CatalogUpdate {
         (None, Some(id)) => return CatalogUpdate::Delete(id),
         (None, None) => bad("empty_key", "a catalog tombstone without a key".into()),
         (Some(bytes), key) => match codecs.campaigns.decode(bytes) {
-            Err(e) if e.is_retriable() => CatalogUpdate::Retry(e.to_string()),
+            // Refused credentials are no fault of the record either: reading it again
+            // fails loudly and keeps failing, which the operator sees in the log.
+            Err(e) if e.class() != ErrorClass::BadInput => CatalogUpdate::Retry(e.to_string()),
             Err(e) => bad("undecodable", e.to_string()),
             Ok(c) if key.as_deref() != Some(c.campaign_id.as_str()) => bad(
                 "key_mismatch",

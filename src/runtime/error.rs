@@ -6,7 +6,7 @@ use thiserror::Error;
 
 use super::kafka::TopicError;
 use super::rules::Disposition;
-use crate::codec::EncodeError;
+use crate::codec::{EncodeError, ErrorClass};
 
 #[derive(Debug, Error)]
 pub enum RuntimeError {
@@ -60,7 +60,9 @@ impl RuntimeError {
     pub fn disposition(&self) -> Disposition {
         match self {
             Self::Kafka { source, .. } => kafka_disposition(source),
-            Self::Encode { source, .. } if source.is_retriable() => Disposition::Retry,
+            Self::Encode { source, .. } if source.class() == ErrorClass::Retry => {
+                Disposition::Retry
+            }
             // An output record that does not fit its own schema, or a schema the registry
             // refuses: a bug or a configuration problem that the next attempt repeats.
             Self::Encode { .. } => Disposition::Stop,

@@ -9,6 +9,7 @@ use std::ffi::CString;
 use rdkafka::message::{BorrowedMessage, Message};
 
 use super::codecs::Codecs;
+use crate::codec::ErrorClass;
 use super::error::RuntimeError;
 use super::task::{Arrived, BadInput, Decoded};
 use crate::model::{InputEvent, TimestampMs};
@@ -96,8 +97,13 @@ pub fn decode_input(
     };
     let event = match decoded {
         Ok(event) => event,
-        Err(e) if e.is_retriable() => return Decoded::Retry(e.to_string()),
-        Err(e) => return bad("undecodable", e.to_string()),
+        Err(e) => {
+            return match e.class() {
+                ErrorClass::BadInput => bad("undecodable", e.to_string()),
+                ErrorClass::Retry => Decoded::Retry(e.to_string()),
+                ErrorClass::Stop => Decoded::Stop(e.to_string()),
+            }
+        }
     };
     if event.user_id().is_empty() {
         return bad("empty_user_id", "user_id is empty".into());

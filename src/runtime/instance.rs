@@ -428,6 +428,12 @@ impl Core {
                                 self.output.dead_letter(&self.metrics, &source, bad)?;
                             }
                             Decoded::Retry(_) => unreachable!("checked above"),
+                            Decoded::Stop(message) => {
+                                return Err(RuntimeError::Setup(format!(
+                                    "decoding {}[{p}] at offset {}: {message}",
+                                    topics[i], arrived.offset
+                                )));
+                            }
                         }
                     }
                     Next::Wait { until } => {

@@ -33,6 +33,9 @@ pub enum Decoded {
     /// The environment failed (the schema registry did not answer): the record is good as
     /// far as anyone knows; decode it again later, and hold its task until then.
     Retry(String),
+    /// Decoding failed for a reason no retry and no dead letter fixes (the schema registry
+    /// refused the connector's credentials): the instance stops.
+    Stop(String),
 }
 
 /// Why a record is bad input (SPEC §4), with the class named in the DLQ headers.
@@ -48,7 +51,7 @@ impl Arrived {
     fn merge_time(&self) -> TimestampMs {
         match &self.event {
             Decoded::Event(e) => e.occurred_at(),
-            Decoded::Bad(_) | Decoded::Retry(_) => TimestampMs::MIN,
+            Decoded::Bad(_) | Decoded::Retry(_) | Decoded::Stop(_) => TimestampMs::MIN,
         }
     }
 }
