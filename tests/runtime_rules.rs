@@ -106,6 +106,21 @@ fn an_input_is_at_its_end_only_with_nothing_buffered_and_the_position_at_the_wat
 }
 
 #[test]
+fn an_empty_input_is_passed_by_only_once_the_broker_confirmed_it_after_the_other_inputs_records() {
+    // Records of the other input arrived (numbers up to 7); the last confirmation covered 5.
+    assert!(needs_confirmation(true, Some(7), 5));
+    assert!(!needs_confirmation(true, Some(5), 5), "already confirmed");
+    assert!(
+        !needs_confirmation(true, None, 0),
+        "nothing to pass it by for"
+    );
+    assert!(
+        !needs_confirmation(false, Some(7), 0),
+        "not at its end: the merge waits anyway"
+    );
+}
+
+#[test]
 fn backpressure_pauses_above_the_bound_and_resumes_below_half_of_it() {
     let b = Backpressure { max_buffered: 100 };
     assert_eq!(b.decide(101, false), Flow::Pause);

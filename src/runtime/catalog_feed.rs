@@ -17,13 +17,13 @@ use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::codecs::Codecs;
-use crate::codec::ErrorClass;
 use super::config::Settings;
 use super::error::RuntimeError;
 use super::kafka::{
     advance_positions, high_watermark, partition_counts, standalone_consumer, TopicError,
 };
 use super::task::BadInput;
+use crate::codec::ErrorClass;
 use crate::model::Campaign;
 use crate::validate::{validate_campaign, Limits};
 

@@ -9,9 +9,9 @@ use std::ffi::CString;
 use rdkafka::message::{BorrowedMessage, Message};
 
 use super::codecs::Codecs;
-use crate::codec::ErrorClass;
 use super::error::RuntimeError;
 use super::task::{Arrived, BadInput, Decoded};
+use crate::codec::ErrorClass;
 use crate::model::{InputEvent, TimestampMs};
 
 /// The input topics by rank (interactions, user events), also as C strings for librdkafka.
@@ -58,6 +58,7 @@ pub struct EdgeChecks {
 pub fn arrive(codecs: &Codecs, rank: usize, m: &BorrowedMessage<'_>, edge: EdgeChecks) -> Arrived {
     Arrived {
         offset: m.offset(),
+        seq: 0,
         key: m.key().map(<[u8]>::to_vec),
         payload: m.payload().map(<[u8]>::to_vec),
         event: decode_input(codecs, rank, m.key(), m.payload(), edge),

@@ -39,8 +39,8 @@ use super::output::{Output, Source};
 use super::rebalance::{create_group_consumer, lock, GroupContext};
 use super::restore::Restorer;
 use super::rules::{
-    input_at_end, poll_timeout_ms, readiness, Backoff, Backpressure, CommitCadence, Disposition,
-    Flow, Ownership, Readiness, RetryBudget, Wakeup,
+    input_at_end, needs_confirmation, poll_timeout_ms, readiness, Backoff, Backpressure,
+    CommitCadence, Disposition, Flow, Ownership, Readiness, RetryBudget, Wakeup,
 };
 use super::task::{BadInput, Decoded, Task};
 use crate::merge::Next;
@@ -318,6 +318,7 @@ impl Core {
             for (i, t) in self.topics.names.iter().enumerate() {
                 let q = &mut task.inputs[i];
                 q.fresh_high = highs.get(&(i, p)).copied();
+                debug!(task = p, input = t.as_str(), committed = ?committed.find_partition(t, p).map(|e| e.offset()), fresh_high = ?q.fresh_high, "input positions learned");
                 match committed.find_partition(t, p).map(|e| e.offset()) {
                     Some(Offset::Offset(o)) => {
                         q.position = Some(q.position.map_or(o, |known| known.max(o)));
@@ -446,6 +447,7 @@ impl Core {
                             // Nothing left to read: timers fire by the wall clock.
                             match task.engine.next_due() {
                                 Some(d) if d <= now => {
+                                    debug!(task = p, inputs = ?task.inputs.iter().map(|q| (q.position, q.fresh_high, q.at_end)).collect::<Vec<_>>(), "caught up: timers fire by the wall clock");
                                     task.engine.advance_to(now, now, &mut effects);
                                     task.progress_dirty = true;
                                     self.output.execute(
@@ -475,17 +477,39 @@ impl Core {
 
     /// Marks which inputs are at their end, from positions and the high watermarks the
     /// client last saw.
-    fn refresh_ends(&mut self, consumer: &BaseConsumer<GroupContext>) {
+    ///
+    /// The client's cached watermark of an empty input can lag behind records of the other
+    /// input that arrived in the same fetch: librdkafka updates each partition's watermark
+    /// as it parses that partition's part of a response, while the loop may already be
+    /// looking at the other partition's records. Taking those records because the empty
+    /// input "is at its end" would put them ahead of earlier records still being parsed.
+    /// So an empty input counts as at its end for the merge only once the broker confirmed
+    /// it after the other input's newest record arrived.
+    fn refresh_ends(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), RuntimeError> {
         for (p, task) in self.tasks.iter_mut() {
-            for (i, q) in task.inputs.iter_mut().enumerate() {
+            for i in 0..task.inputs.len() {
                 let cached = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
+                let newest_other = task.newest_other(i);
+                let last_seq = task.last_seq;
+                let q = &mut task.inputs[i];
                 // Not at the end before the broker said where the end is.
                 let high = q
                     .fresh_high
                     .map(|fresh| cached.map_or(fresh, |c| c.max(fresh)));
                 q.at_end = input_at_end(q.records.len(), q.position, high);
+                if needs_confirmation(q.at_end, newest_other, q.verified_seq) {
+                    let (_, high) = consumer
+                        .fetch_watermarks(&self.topics[i], *p, OFFSETS_TIMEOUT)
+                        .map_err(RuntimeError::kafka("fetching high watermarks"))?;
+                    q.fresh_high = Some(q.fresh_high.map_or(high, |f| f.max(high)));
+                    q.at_end = input_at_end(q.records.len(), q.position, Some(high));
+                    if q.at_end {
+                        q.verified_seq = last_seq;
+                    }
+                }
             }
         }
+        Ok(())
     }
 
     /// Pauses inputs with too much buffered and inputs of half-owned tasks; resumes the
@@ -921,7 +945,7 @@ fn step(
     }
     wake.restoring = !c.restorer.progress().is_empty();
     c.learn_positions(consumer)?;
-    c.refresh_ends(consumer);
+    c.refresh_ends(consumer)?;
     c.flow_control(consumer)?;
     c.process(now, wake)?;
     if c.cadence.due(now_ms()) {
@@ -953,11 +977,7 @@ fn route(c: &mut Core, result: Result<BorrowedMessage<'_>, KafkaError>) {
             // pause took effect waits in its queues.
             let edge = c.edge(now_ms());
             if let Some(task) = c.tasks.get_mut(&partition) {
-                let arrived = arrive(&c.codecs, rank, &m, edge);
-                let q = &mut task.inputs[rank];
-                q.at_end = false;
-                q.position = Some(arrived.offset + 1);
-                q.records.push_back(arrived);
+                task.push(rank, arrive(&c.codecs, rank, &m, edge));
             }
         }
         // Which input reached its end is worked out from positions (`refresh_ends`).

@@ -131,6 +131,19 @@ pub fn input_at_end(buffered: usize, position: Option<i64>, high: Option<i64>) -
         }
 }
 
+/// Whether an empty input that looks at its end must be confirmed by the broker before the
+/// merge may pass it by: the client's cached watermark is only as fresh as the last fetch
+/// response parsed for that partition, and records of the other input (arrival number
+/// `newest_other`) may have come from a response whose part for this partition is still
+/// being parsed. `verified_seq`: the newest arrival the last confirmation covered.
+pub fn needs_confirmation(
+    looks_at_end: bool,
+    newest_other: Option<u64>,
+    verified_seq: u64,
+) -> bool {
+    looks_at_end && newest_other.is_some_and(|seq| seq > verified_seq)
+}
+
 /// Pause/resume by buffered records: pause above `max`, resume once drained below half of
 /// it (hysteresis, so a partition does not flap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,6 +18,8 @@ use crate::validate::Limits;
 #[derive(Debug)]
 pub struct Arrived {
     pub offset: i64,
+    /// Arrival order within the task (from 1).
+    pub seq: u64,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     /// The decoded event, why the record is bad input, or that decoding must be retried.
@@ -73,6 +75,9 @@ pub struct InputQueue {
     /// cached watermark of a partition this instance owned before can be stale until the
     /// first fetch answers; the partition is at its end only once it is past this one too.
     pub fresh_high: Option<i64>,
+    /// The broker confirmed this input at its end after every record up to this arrival
+    /// number (of any input of the task) had arrived.
+    pub verified_seq: u64,
 }
 
 /// One task.
@@ -86,6 +91,8 @@ pub struct Task {
     pub dirty: BTreeSet<String>,
     /// Whether the progress record changed since the last commit.
     pub progress_dirty: bool,
+    /// Arrival number of the last record buffered.
+    pub last_seq: u64,
 }
 
 impl Task {
@@ -99,6 +106,7 @@ impl Task {
             merge: Merge::new(merge_max_wait_ms),
             dirty: BTreeSet::new(),
             progress_dirty: false,
+            last_seq: 0,
         }
     }
 
@@ -135,6 +143,26 @@ impl Task {
             .enumerate()
             .filter(|(_, q)| matches!(q.records.front(), Some(r) if matches!(r.event, Decoded::Retry(_))))
             .map(|(i, _)| i)
+    }
+
+    /// Buffers an arrived record on input `i`.
+    pub fn push(&mut self, i: usize, mut arrived: Arrived) {
+        self.last_seq += 1;
+        arrived.seq = self.last_seq;
+        let q = &mut self.inputs[i];
+        q.at_end = false;
+        q.position = Some(arrived.offset + 1);
+        q.records.push_back(arrived);
+    }
+
+    /// The newest arrival buffered on an input other than `i`, if any.
+    pub fn newest_other(&self, i: usize) -> Option<u64> {
+        self.inputs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .filter_map(|(_, q)| q.records.back().map(|r| r.seq))
+            .max()
     }
 
     /// Forgets buffered input (after a rewind the consumer delivers it again from the

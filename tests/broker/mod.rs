@@ -150,7 +150,11 @@ impl World {
                     .cloned()
                     .unwrap_or_else(|| format!("127.0.0.1:{}", free_port())),
             )
-            .env("RUST_LOG", "info,campaign_connector=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("TEST_CONNECTOR_LOG")
+                    .unwrap_or_else(|_| "info,campaign_connector=debug".into()),
+            )
             .stdout(Stdio::null())
             .stderr(file)
             .spawn()
@@ -282,6 +286,19 @@ impl World {
                 (group.len() == members && held == 2 * self.partitions as usize).then_some(group)
             },
         )
+    }
+}
+
+impl Drop for World {
+    /// A failed test keeps its directory (instance logs, configs) for a look afterwards.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+            eprintln!(
+                "--- the test's files (instance logs) are kept in {}",
+                dir.keep().display()
+            );
+        }
     }
 }
 

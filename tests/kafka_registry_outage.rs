@@ -1,0 +1,154 @@
+//! The schema registry as the runtime sees it, on the real broker: an outage holds the
+//! affected records — nothing is dead-lettered — and processing resumes when the registry
+//! returns; a schema the registry refuses stops the process once, saying why.
+
+mod broker;
+mod registry;
+
+use std::time::{Duration, Instant};
+
+use broker::*;
+use campaign_connector::codec::Codec;
+use campaign_connector::model::InteractionKind::*;
+use campaign_connector::model::{InputEvent, Interaction, SendCommand};
+use registry::FakeRegistry;
+
+fn confluent_world(name: &str, registry: &FakeRegistry) -> World {
+    let mut w = World::new(name, 2);
+    w.set("ENCODING__FORMAT", "confluent");
+    w.set("ENCODING__REGISTRY_URL", &registry.url);
+    w.set("ENCODING__REGISTRY_TIMEOUT_MS", "500");
+    w
+}
+
+fn push_open(id: &str, user: &str) -> Interaction {
+    let InputEvent::Interaction(i) =
+        interaction(id, user, "free-shipping", PushDirectOpen, now_ms())
+    else {
+        unreachable!()
+    };
+    i
+}
+
+#[test]
+fn a_registry_outage_holds_records_and_processing_resumes_when_it_returns() {
+    let registry = FakeRegistry::start();
+    let w = confluent_world("registry-outage", &registry);
+    w.create_topics();
+    w.publish(PROMO_CHAIN);
+    let mut instance = w.start("i0");
+    instance.wait_log("task restored", Duration::from_secs(60));
+    let interactions =
+        Codec::<Interaction>::new(w.topic("interactions"), &registry.settings()).unwrap();
+    let commands_codec =
+        Codec::<SendCommand>::new(w.topic("send-commands"), &registry.settings()).unwrap();
+    let users_sent = |reader: &broker::Reader| -> Vec<String> {
+        let mut users: Vec<String> = reader
+            .records
+            .iter()
+            .map(|r| {
+                commands_codec
+                    .decode(r.payload.as_deref().unwrap())
+                    .unwrap()
+                    .user_id
+            })
+            .collect();
+        users.sort();
+        users
+    };
+
+    // The registry answers: olga's record is read, her command goes out.
+    w.send_raw(
+        "interactions",
+        "olga",
+        &interactions.encode(&push_open("o1", "olga")).unwrap(),
+    );
+    let mut commands = w.send_commands();
+    commands.until_count(1, Duration::from_secs(60));
+
+    // The registry goes away; pat's record names a writer schema id the connector has not
+    // seen yet, so it cannot be decoded without the registry.
+    let schema = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/interaction.avsc"
+    ))
+    .unwrap();
+    let new_id = registry.add(&schema);
+    let mut bytes = interactions.encode(&push_open("p1", "pat")).unwrap();
+    bytes[1..5].copy_from_slice(&new_id.to_be_bytes());
+    registry.fail_with(Some(503));
+    let outage = Instant::now();
+    w.send_raw("interactions", "pat", &bytes);
+    instance.wait_log(
+        "the schema registry does not answer",
+        Duration::from_secs(60),
+    );
+    // Held, not dead-lettered, not lost, and the process is still there.
+    let mut dlq = w.reader("dlq");
+    assert!(
+        dlq.read_to_end(Duration::from_secs(30)).is_empty(),
+        "dead-lettered during the outage"
+    );
+    commands.read_to_end(Duration::from_secs(30));
+    assert_eq!(users_sent(&commands), ["olga"]);
+    assert!(
+        instance.child_running(),
+        "the connector exited during the outage"
+    );
+
+    registry.fail_with(None);
+    commands.until_count(2, Duration::from_secs(60));
+    println!(
+        "processing resumed {:?} after the outage began",
+        outage.elapsed()
+    );
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+    commands.read_to_end(Duration::from_secs(30));
+    assert_eq!(users_sent(&commands), ["olga", "pat"]);
+    assert!(
+        dlq.read_to_end(Duration::from_secs(30)).is_empty(),
+        "nothing dead-lettered"
+    );
+}
+
+#[test]
+fn an_output_schema_the_registry_refuses_stops_the_process_once_with_the_cause() {
+    let registry = FakeRegistry::start();
+    let mut w = World::new("registry-refuses", 2);
+    // Only send-commands use the registry, which refuses their schema (409).
+    w.set("ENCODINGS__SEND_COMMANDS__FORMAT", "confluent");
+    w.set("ENCODINGS__SEND_COMMANDS__REGISTRY_URL", &registry.url);
+    w.create_topics();
+    w.publish(PROMO_CHAIN);
+    registry.fail_with(Some(409));
+    let mut instance = w.start("i0");
+    instance.wait_log("task restored", Duration::from_secs(60));
+    w.send_events(&[interaction(
+        "o1",
+        "olga",
+        "free-shipping",
+        PushDirectOpen,
+        now_ms(),
+    )]);
+    let code = wait_for("the connector to stop", Duration::from_secs(60), || {
+        instance.child.try_wait().unwrap().map(|s| s.code())
+    });
+    assert_ne!(code, Some(0), "a refused schema is an error exit");
+    let log = instance.log_text();
+    let send_commands = w.topic("send-commands");
+    assert!(
+        log.contains("refused") && log.contains(&send_commands),
+        "the exit message names the refusal and the topic:\n{log}"
+    );
+    assert_eq!(
+        log.matches("stopping: retrying cannot fix this").count(),
+        1,
+        "stopped once, not in a loop:\n{log}"
+    );
+    assert!(
+        w.send_commands()
+            .read_to_end(Duration::from_secs(30))
+            .is_empty(),
+        "nothing was committed"
+    );
+}
