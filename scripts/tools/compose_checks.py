@@ -60,7 +60,7 @@ TOPOLOGY_KEYS = {
     "log.dirs",
 }
 # scripts/setup.sh packages that are not build dependencies of the binary.
-SETUP_NOT_FOR_BUILD = {"openjdk-17-jre-headless", "maven"}
+SETUP_NOT_FOR_BUILD = {"openjdk-17-jre-headless", "openjdk-17-jdk-headless", "maven"}
 CONFIG_IN_CONTAINER = "/etc/connector/connector.yaml"
 
 

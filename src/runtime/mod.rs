@@ -17,20 +17,25 @@
 //! - [`restore`]: rebuilding tasks from their changelog partitions in bounded steps.
 //! - [`rebalance`]: the group consumer, the assignment design and the rebalance callbacks.
 //! - [`admin_api`]: the admin API's answers, computed by the loop.
-//! - [`instance`]: the instance loop that ties them together.
+//! - [`instance`]: the instance loop that ties them together, with its parts: `lifecycle`
+//!   (tasks after an assignment, activation), `processing` (merge, engine, inputs' ends,
+//!   pause/resume, catalog updates) and `commit` (commits, failures, rewinds).
 
 pub mod admin;
 pub mod admin_api;
 pub mod catalog_feed;
 pub mod codecs;
+mod commit;
 pub mod config;
 pub mod error;
 pub mod http;
 pub mod input;
 pub mod instance;
 pub mod kafka;
+mod lifecycle;
 pub mod metrics;
 pub mod output;
+mod processing;
 pub mod rebalance;
 pub mod restore;
 pub mod rules;

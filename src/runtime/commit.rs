@@ -1,0 +1,149 @@
+//! The instance's side of the transaction: committing (changelog of changed users, input
+//! offsets, commit), acting on failures by their disposition, and rewinding every task to
+//! committed state when the open transaction has to be dropped.
+
+use std::time::Instant;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, error, info, warn};
+
+use super::error::{recovery, Recovery, RuntimeError};
+use super::instance::{now_ms, Core, OFFSETS_TIMEOUT};
+use super::rebalance::GroupContext;
+use super::rules::Disposition;
+
+impl Core {
+    /// Acts on a failure by its disposition.
+    pub fn failed(&mut self, e: RuntimeError, during_commit: bool) {
+        let now = now_ms();
+        if e.disposition() == Disposition::Stop {
+            error!(error = %e, "stopping: retrying cannot fix this");
+            self.fatal.get_or_insert(e);
+            return;
+        }
+        if !self.budget.failed(&e.signature(), now) {
+            let seconds = self.budget_span_s();
+            error!(error = %e, "stopping: the same failure keeps repeating");
+            self.fatal.get_or_insert(RuntimeError::Exhausted {
+                attempts: self.budget.streak(),
+                seconds,
+                last: e.to_string(),
+            });
+            return;
+        }
+        let delay = self.backoff.next_delay_ms();
+        self.retry_at = now + delay;
+        match recovery(&e) {
+            Recovery::RepeatCall if during_commit => {
+                warn!(error = %e, retry_in_ms = delay, "commit failed; repeating it");
+                self.commit_pending = true;
+            }
+            r => {
+                warn!(error = %e, retry_in_ms = delay, "rewinding every task to committed state");
+                self.commit_pending = false;
+                self.rewind = Some(match (self.rewind, r) {
+                    (Some(Recovery::NewProducer), _) | (_, Recovery::NewProducer) => {
+                        Recovery::NewProducer
+                    }
+                    _ => Recovery::Abort,
+                });
+            }
+        }
+    }
+
+    pub(super) fn budget_span_s(&self) -> i64 {
+        self.settings.retry_budget.as_secs() as i64
+    }
+
+    /// Work went through: the failure streak ends.
+    pub(super) fn succeeded(&mut self) {
+        if self.budget.streak() > 0 {
+            info!("recovered");
+        }
+        self.budget.succeeded();
+        self.backoff.reset();
+    }
+
+    /// Writes changed state, commits the input offsets and the transaction.
+    pub fn commit(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), RuntimeError> {
+        let started = Instant::now();
+        let mut offsets = TopicPartitionList::new();
+        for task in self.tasks.values_mut() {
+            self.output.write_state(&self.codecs, task)?;
+            for (i, q) in task.inputs.iter().enumerate() {
+                if let Some(next) = q.next_offset.filter(|n| Some(*n) != q.committed_offset) {
+                    offsets
+                        .add_partition_offset(&self.topics[i], task.partition, Offset::Offset(next))
+                        .map_err(RuntimeError::kafka("listing offsets"))?;
+                }
+            }
+        }
+        let had_work = self.output.is_open() || offsets.count() > 0;
+        self.output
+            .commit(consumer, &offsets, &mut self.offsets_sent)?;
+        self.offsets_sent = false;
+        self.commit_pending = false;
+        self.cadence.committed(now_ms());
+        for task in self.tasks.values_mut() {
+            for q in task.inputs.iter_mut() {
+                q.committed_offset = q.next_offset;
+            }
+        }
+        if had_work {
+            self.metrics
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
+            debug!(took_ms = started.elapsed().as_millis() as u64, "committed");
+        }
+        self.succeeded();
+        Ok(())
+    }
+
+    /// Drops the open transaction and rewinds every task to committed state: the inputs
+    /// are sought back to their committed offsets and the tasks restored from the changelog.
+    pub(super) fn rewind(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        how: Recovery,
+    ) -> Result<(), RuntimeError> {
+        warn!("rewinding every task to committed state");
+        self.metrics.transaction_aborts.inc();
+        self.output
+            .abort(&self.settings, how == Recovery::NewProducer)?;
+        self.offsets_sent = false;
+        self.commit_pending = false;
+        let assignment = consumer
+            .assignment()
+            .map_err(RuntimeError::kafka("reading the assignment"))?;
+        if assignment.count() > 0 {
+            let committed = consumer
+                .committed_offsets(assignment, OFFSETS_TIMEOUT)
+                .map_err(RuntimeError::kafka("fetching committed offsets"))?;
+            let mut seek = TopicPartitionList::new();
+            for e in committed.elements() {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => Offset::Offset(o),
+                    _ => Offset::Beginning,
+                };
+                seek.add_partition_offset(e.topic(), e.partition(), offset)
+                    .map_err(RuntimeError::kafka("seeking to committed offsets"))?;
+            }
+            consumer
+                .seek_partitions(seek, OFFSETS_TIMEOUT)
+                .map_err(RuntimeError::kafka("seeking to committed offsets"))?;
+        }
+        self.suspended.clear();
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        self.restorer.cancel_all();
+        let now = now_ms();
+        for p in partitions {
+            let task = self.new_task(p);
+            self.tasks.insert(p, task);
+            self.restorer.start(p, now)?;
+            self.decisions_reported.remove(&p);
+        }
+        self.rewind = None;
+        Ok(())
+    }
+}

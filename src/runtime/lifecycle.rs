@@ -1,0 +1,128 @@
+//! Task lifecycle: tasks made of complete partition sets after an assignment (created and
+//! restored, or resumed from suspension), activated after their restore, and their input
+//! positions learned from the committed offsets.
+
+use std::collections::BTreeMap;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use super::error::RuntimeError;
+use super::instance::{now_ms, Core, OFFSETS_TIMEOUT};
+use super::rebalance::GroupContext;
+use crate::model::Campaign;
+
+impl Core {
+    /// Creates, resumes or drops tasks after the assignment changed.
+    pub fn reconcile_tasks(&mut self) -> Result<(), RuntimeError> {
+        let complete = self.ownership.complete_tasks();
+        let now = now_ms();
+        let gone: Vec<i32> = self
+            .tasks
+            .keys()
+            .copied()
+            .filter(|p| !complete.contains(p))
+            .collect();
+        for p in gone {
+            self.restorer.cancel(p);
+            self.tasks.remove(&p);
+            self.positions_unknown.remove(&p);
+            self.decisions_reported.remove(&p);
+        }
+        for p in complete {
+            if self.tasks.contains_key(&p) {
+                continue;
+            }
+            if let Some(mut task) = self.suspended.remove(&p) {
+                task.clear_inputs();
+                self.tasks.insert(p, task);
+                self.positions_unknown.insert(p);
+                info!(
+                    task = p,
+                    "task resumed without a restore (committed, not moved)"
+                );
+            } else {
+                let task = self.new_task(p);
+                self.tasks.insert(p, task);
+                self.restorer.start(p, now)?;
+            }
+        }
+        self.suspended.clear();
+        let incomplete = self.ownership.incomplete();
+        if !incomplete.is_empty() {
+            warn!(partitions = ?incomplete, "input partitions assigned without the rest of their task: held paused, not processed");
+        }
+        info!(tasks = ?self.tasks.keys().collect::<Vec<_>>(), "tasks assigned");
+        Ok(())
+    }
+
+    /// A task that finished restoring (or came back from suspension) becomes active: the
+    /// current catalog is applied again (a campaign stopped meanwhile drops its timers) and
+    /// its input positions are learned from the committed offsets.
+    pub(super) fn activate(&mut self, partition: i32) -> Result<(), RuntimeError> {
+        let now = now_ms();
+        let mut effects = Vec::new();
+        let catalog: Vec<Campaign> = self.catalog.values().cloned().collect();
+        if let Some(task) = self.tasks.get_mut(&partition) {
+            for c in &catalog {
+                let _ = task.engine.apply_campaign(c, now, &mut effects);
+            }
+            self.output
+                .execute(&self.codecs, &self.metrics, task, &mut effects)?;
+        }
+        self.positions_unknown.insert(partition);
+        Ok(())
+    }
+
+    /// Learns where the inputs of newly active tasks resume: their committed offsets
+    /// (fetched *stable* under `read_committed`, so an open transaction's offsets are not
+    /// taken for committed).
+    pub(super) fn learn_positions(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+    ) -> Result<(), RuntimeError> {
+        if self.positions_unknown.is_empty() {
+            return Ok(());
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &self.positions_unknown {
+            for t in &self.topics.names {
+                tpl.add_partition(t, *p);
+            }
+        }
+        let committed = consumer
+            .committed_offsets(tpl, OFFSETS_TIMEOUT)
+            .map_err(RuntimeError::kafka("fetching committed offsets"))?;
+        let mut highs = BTreeMap::new();
+        for p in &self.positions_unknown {
+            for (i, t) in self.topics.names.iter().enumerate() {
+                let (_, high) = consumer
+                    .fetch_watermarks(t, *p, OFFSETS_TIMEOUT)
+                    .map_err(RuntimeError::kafka("fetching high watermarks"))?;
+                highs.insert((i, *p), high);
+            }
+        }
+        for p in std::mem::take(&mut self.positions_unknown) {
+            let Some(task) = self.tasks.get_mut(&p) else {
+                continue;
+            };
+            for (i, t) in self.topics.names.iter().enumerate() {
+                let q = &mut task.inputs[i];
+                q.fresh_high = highs.get(&(i, p)).copied();
+                debug!(task = p, input = t.as_str(), committed = ?committed.find_partition(t, p).map(|e| e.offset()), fresh_high = ?q.fresh_high, "input positions learned");
+                match committed.find_partition(t, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => {
+                        q.position = Some(q.position.map_or(o, |known| known.max(o)));
+                        q.committed_offset.get_or_insert(o);
+                    }
+                    // Nothing committed yet: reading starts at the beginning.
+                    _ => {
+                        q.position.get_or_insert(0);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

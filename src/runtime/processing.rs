@@ -1,0 +1,363 @@
+//! Processing: the merge and the engine run over each active task's buffered records,
+//! inputs are judged at their end or not, paused and resumed, catalog updates reach every
+//! task, and task metrics are reported.
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::TopicPartitionList;
+use tracing::{debug, warn};
+
+use super::catalog_feed::CatalogUpdate;
+use super::error::RuntimeError;
+use super::input::redecode;
+use super::instance::{now_ms, Core, BATCH, MAX_BUFFERED, OFFSETS_TIMEOUT};
+use super::kafka::cached_high_watermark;
+use super::output::Source;
+use super::rebalance::GroupContext;
+use super::rules::{input_at_end, needs_confirmation, Backpressure, Flow, Wakeup};
+use super::task::{BadInput, Decoded};
+use crate::merge::Next;
+use crate::model::{InputCoordinates, TimestampMs};
+
+impl Core {
+    /// Processes buffered records of every active task.
+    pub(super) fn process(
+        &mut self,
+        now: TimestampMs,
+        wake: &mut Wakeup,
+    ) -> Result<(), RuntimeError> {
+        let mut effects = Vec::new();
+        let partitions: Vec<i32> = self.tasks.keys().copied().collect();
+        let topics = self.topics.clone();
+        let edge = self.edge(now);
+        for p in partitions {
+            if self.restorer.is_restoring(p) {
+                continue;
+            }
+            let task = self.tasks.get_mut(&p).expect("listed");
+            // A record whose decoding waits for the registry holds its whole task: taking
+            // the other input's records first could change the outcome.
+            let held: Vec<usize> = task.held_inputs().collect();
+            if !held.is_empty() {
+                if now < self.retry_at {
+                    wake.retry_at = Some(self.retry_at);
+                    continue;
+                }
+                for i in held {
+                    let head = task.inputs[i].records.front_mut().expect("held");
+                    redecode(&self.codecs, i, head, edge);
+                }
+                if task.held_inputs().next().is_some() {
+                    self.retry_at = now + self.backoff.next_delay_ms();
+                    wake.retry_at = Some(self.retry_at);
+                    warn!(
+                        task = p,
+                        "the schema registry does not answer; holding the task"
+                    );
+                    continue;
+                }
+                self.backoff.reset();
+            }
+            let mut taken = 0;
+            while taken < BATCH {
+                taken += 1;
+                let task = self.tasks.get_mut(&p).expect("listed");
+                match task.next(now) {
+                    Next::Take(i) => {
+                        if matches!(
+                            task.inputs[i].records.front().map(|r| &r.event),
+                            Some(Decoded::Retry(_))
+                        ) {
+                            taken = usize::MAX;
+                            continue;
+                        }
+                        let arrived = task.inputs[i].records.pop_front().expect("head exists");
+                        task.inputs[i].next_offset = Some(arrived.offset + 1);
+                        match &arrived.event {
+                            Decoded::Event(event) => {
+                                let source = InputCoordinates {
+                                    topic: topics[i].clone(),
+                                    partition: p,
+                                    offset: arrived.offset,
+                                };
+                                match task.engine.process(event, Some(&source), now, &mut effects) {
+                                    Ok(()) => {
+                                        task.progress_dirty = true;
+                                        self.output.execute(
+                                            &self.codecs,
+                                            &self.metrics,
+                                            task,
+                                            &mut effects,
+                                        )?;
+                                    }
+                                    // The edge checks the same range; this is the engine's
+                                    // own refusal, untouched state, treated alike.
+                                    Err(e) => {
+                                        let bad = BadInput {
+                                            class: e.class(),
+                                            message: e.to_string(),
+                                        };
+                                        let source = Source {
+                                            topic: &topics[i],
+                                            partition: p,
+                                            offset: arrived.offset,
+                                            key: arrived.key.as_deref(),
+                                            payload: arrived.payload.as_deref(),
+                                        };
+                                        self.output.dead_letter(&self.metrics, &source, &bad)?;
+                                    }
+                                }
+                            }
+                            Decoded::Bad(bad) => {
+                                let source = Source {
+                                    topic: &topics[i],
+                                    partition: p,
+                                    offset: arrived.offset,
+                                    key: arrived.key.as_deref(),
+                                    payload: arrived.payload.as_deref(),
+                                };
+                                self.output.dead_letter(&self.metrics, &source, bad)?;
+                            }
+                            Decoded::Retry(_) => unreachable!("checked above"),
+                            Decoded::Stop(message) => {
+                                return Err(RuntimeError::Setup(format!(
+                                    "decoding {}[{p}] at offset {}: {message}",
+                                    topics[i], arrived.offset
+                                )));
+                            }
+                        }
+                    }
+                    Next::Wait { until } => {
+                        wake.merge_deadline =
+                            Some(wake.merge_deadline.map_or(until, |d| d.min(until)));
+                        taken = usize::MAX;
+                    }
+                    Next::Idle => {
+                        if task.caught_up() {
+                            // Nothing left to read: timers fire by the wall clock.
+                            match task.engine.next_due() {
+                                Some(d) if d <= now => {
+                                    debug!(task = p, inputs = ?task.inputs.iter().map(|q| (q.position, q.fresh_high, q.at_end)).collect::<Vec<_>>(), "caught up: timers fire by the wall clock");
+                                    task.engine.advance_to(now, now, &mut effects);
+                                    task.progress_dirty = true;
+                                    self.output.execute(
+                                        &self.codecs,
+                                        &self.metrics,
+                                        task,
+                                        &mut effects,
+                                    )?;
+                                }
+                                Some(d) => {
+                                    wake.next_due = Some(wake.next_due.map_or(d, |n| n.min(d)));
+                                }
+                                None => {}
+                            }
+                        }
+                        taken = usize::MAX;
+                    }
+                }
+            }
+            if taken == BATCH {
+                // The batch ended with records left: come back without waiting.
+                wake.runnable = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks which inputs are at their end, from positions and the high watermarks the
+    /// client last saw.
+    ///
+    /// The client's cached watermark of an empty input can lag behind records of the other
+    /// input that arrived in the same fetch: librdkafka updates each partition's watermark
+    /// as it parses that partition's part of a response, while the loop may already be
+    /// looking at the other partition's records. Taking those records because the empty
+    /// input "is at its end" would put them ahead of earlier records still being parsed.
+    /// So an empty input counts as at its end for the merge only once the broker confirmed
+    /// it after the other input's newest record arrived.
+    pub(super) fn refresh_ends(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+    ) -> Result<(), RuntimeError> {
+        for (p, task) in self.tasks.iter_mut() {
+            for i in 0..task.inputs.len() {
+                let cached = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
+                let newest_other = task.newest_other(i);
+                let last_seq = task.last_seq;
+                let q = &mut task.inputs[i];
+                // Not at the end before the broker said where the end is.
+                let high = q
+                    .fresh_high
+                    .map(|fresh| cached.map_or(fresh, |c| c.max(fresh)));
+                q.at_end = input_at_end(q.records.len(), q.position, high);
+                if needs_confirmation(q.at_end, newest_other, q.verified_seq) {
+                    let (_, high) = consumer
+                        .fetch_watermarks(&self.topics[i], *p, OFFSETS_TIMEOUT)
+                        .map_err(RuntimeError::kafka("fetching high watermarks"))?;
+                    q.fresh_high = Some(q.fresh_high.map_or(high, |f| f.max(high)));
+                    q.at_end = input_at_end(q.records.len(), q.position, Some(high));
+                    if q.at_end {
+                        q.verified_seq = last_seq;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pauses inputs with too much buffered and inputs of half-owned tasks; resumes the
+    /// others.
+    pub(super) fn flow_control(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+    ) -> Result<(), RuntimeError> {
+        let rules = Backpressure {
+            max_buffered: MAX_BUFFERED,
+        };
+        let incomplete = self.ownership.incomplete();
+        let mut pause = TopicPartitionList::new();
+        let mut resume = TopicPartitionList::new();
+        let mut wanted: Vec<((usize, i32), bool)> = Vec::new();
+        for (p, task) in &self.tasks {
+            for (i, q) in task.inputs.iter().enumerate() {
+                let key = (i, *p);
+                let paused = self.paused.contains(&key);
+                if self.restorer.is_restoring(*p) {
+                    // Nothing is processed before the restore is done.
+                    if !paused {
+                        wanted.push((key, true));
+                    }
+                    continue;
+                }
+                match rules.decide(q.records.len(), paused) {
+                    Flow::Pause => wanted.push((key, true)),
+                    Flow::Resume => wanted.push((key, false)),
+                    Flow::Keep => {}
+                }
+            }
+        }
+        for key in incomplete {
+            if !self.paused.contains(&key) {
+                wanted.push((key, true));
+            }
+        }
+        for ((i, p), pause_it) in wanted {
+            if pause_it && self.paused.insert((i, p)) {
+                pause.add_partition(&self.topics[i], p);
+            } else if !pause_it && self.paused.remove(&(i, p)) {
+                resume.add_partition(&self.topics[i], p);
+            }
+        }
+        if pause.count() > 0 {
+            consumer
+                .pause(&pause)
+                .map_err(RuntimeError::kafka("pausing inputs"))?;
+        }
+        if resume.count() > 0 {
+            consumer
+                .resume(&resume)
+                .map_err(RuntimeError::kafka("resuming inputs"))?;
+        }
+        Ok(())
+    }
+
+    /// Pending timers, decisions and lag of every task, into the metrics.
+    pub(super) fn report_task_metrics(&mut self, consumer: &BaseConsumer<GroupContext>) {
+        let now = now_ms();
+        let mut overdue = 0usize;
+        for (p, task) in &self.tasks {
+            let label = p.to_string();
+            self.metrics
+                .pending_timers
+                .with_label_values(&[label.as_str()])
+                .set(task.engine.pending_count() as i64);
+            overdue += task.engine.timers_due_before(now - 60_000);
+            let reported = self.decisions_reported.entry(*p).or_default();
+            for (outcome, reason, n) in task.engine.counters().decision_counts() {
+                let seen = reported.entry((outcome, reason)).or_default();
+                if n > *seen {
+                    self.metrics
+                        .decisions
+                        .with_label_values(&[outcome.as_str(), reason.as_str()])
+                        .inc_by(n - *seen);
+                    *seen = n;
+                }
+            }
+            for (i, q) in task.inputs.iter().enumerate() {
+                let high = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
+                if let (Some(high), Some(position)) = (high, q.position) {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[self.topics[i].as_str(), label.as_str()])
+                        .set((high - position).max(0) + q.records.len() as i64);
+                }
+            }
+        }
+        self.metrics.overdue_timers.set(overdue as i64);
+    }
+
+    /// Applies catalog updates to the stored catalog and every active task (a task being
+    /// restored gets the whole catalog again when it becomes active).
+    pub(super) fn apply_catalog(
+        &mut self,
+        updates: Vec<CatalogUpdate>,
+    ) -> Result<(), RuntimeError> {
+        let now = now_ms();
+        let mut effects = Vec::new();
+        for update in updates {
+            match update {
+                CatalogUpdate::Upsert(campaign) => {
+                    for task in self.tasks.values_mut() {
+                        if self.restorer.is_restoring(task.partition) {
+                            continue;
+                        }
+                        if let Err(e) = task.engine.apply_campaign(&campaign, now, &mut effects) {
+                            warn!(error = %e, "catalog record rejected");
+                        }
+                        self.output
+                            .execute(&self.codecs, &self.metrics, task, &mut effects)?;
+                    }
+                    self.catalog.insert(campaign.campaign_id.clone(), *campaign);
+                }
+                CatalogUpdate::Delete(id) => {
+                    for task in self.tasks.values_mut() {
+                        if self.restorer.is_restoring(task.partition) {
+                            continue;
+                        }
+                        task.engine.remove_campaign(&id, now, &mut effects);
+                        self.output
+                            .execute(&self.codecs, &self.metrics, task, &mut effects)?;
+                    }
+                    self.catalog.remove(&id);
+                }
+                // Never returned by the feed: it reads such records again itself.
+                CatalogUpdate::Retry(_) => {}
+                CatalogUpdate::Bad {
+                    partition,
+                    offset,
+                    key,
+                    payload,
+                    error,
+                } => {
+                    // Every instance reads the whole catalog; the owner of the task with the
+                    // catalog partition's number dead-letters a bad record, so it is
+                    // dead-lettered once.
+                    let task = partition.rem_euclid(self.partitions.max(1) as i32);
+                    if self.tasks.contains_key(&task) {
+                        let source = Source {
+                            topic: &self.settings.topics.campaigns,
+                            partition,
+                            offset,
+                            key: key.as_deref(),
+                            payload: payload.as_deref(),
+                        };
+                        self.output.dead_letter(&self.metrics, &source, &error)?;
+                    } else {
+                        warn!(partition, offset, class = error.class, error = %error.message,
+                            "bad catalog record (dead-lettered by the owner of task {task})");
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
