@@ -304,6 +304,7 @@ var configKeys = map[string]bool{
 	"bootstrap_servers": true, "application_id": true, "processing_guarantee": true,
 	"commit_interval": true, "max_delay": true, "merge_max_wait": true,
 	"transaction_timeout": true, "restore_log_interval": true, "group_protocol": true,
+	"max_future_skew": true, "retry_budget": true,
 	"static_membership": true, "partitions": true, "replication_factor": true,
 	"topics": true, "encoding": true, "encodings": true, "kafka": true,
 }
