@@ -65,6 +65,9 @@ fn a_registry_outage_holds_records_and_processing_resumes_when_it_returns() {
     );
     let mut commands = w.send_commands();
     commands.until_count(1, Duration::from_secs(60));
+    // (Reading it also teaches this test's own decoder the command schema's id, so that
+    // the test can read commands while the registry is away.)
+    assert_eq!(users_sent(&commands), ["olga"]);
 
     // The registry goes away; pat's record names a writer schema id the connector has not
     // seen yet, so it cannot be decoded without the registry.

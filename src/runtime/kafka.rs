@@ -60,6 +60,12 @@ pub fn standalone_consumer(settings: &Settings, purpose: &str) -> Result<BaseCon
     if c.get("fetch.queue.backoff.ms").is_none() {
         c.set("fetch.queue.backoff.ms", "10");
     }
+    // A changelog partition added while a long-poll fetch for others is in flight joins
+    // the next fetch only: with the default 500 ms wait every restore took half a second
+    // before its first record. The restore reader holds partitions only while restoring.
+    if purpose == "restore" && c.get("fetch.wait.max.ms").is_none() {
+        c.set("fetch.wait.max.ms", "20");
+    }
     Ok(c.create()?)
 }
 
