@@ -11,7 +11,7 @@ use campaign_connector::campaigns_file::load_campaigns_file;
 use campaign_connector::codec::SchemaIdentity;
 use campaign_connector::events_file::parse_events;
 use campaign_connector::runtime::{self, admin::Published, config, config::Settings};
-use campaign_connector::simulate::{render_jsonl, render_table, simulate, summary};
+use campaign_connector::simulate::render_table;
 use campaign_connector::time::{check_event_range, parse_duration, parse_rfc3339};
 use campaign_connector::validate::Limits;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -135,6 +135,10 @@ struct SimulateArgs {
     /// The longest delay a campaign may have (e.g. 30d; at most 2 years).
     #[arg(long, env = "CONNECTOR_MAX_DELAY", default_value = "30d")]
     max_delay: String,
+    /// How many events may be out of event-time order in the file: events are put in
+    /// order within this many; an event out of order by more is a bad line.
+    #[arg(long, default_value_t = campaign_connector::simulate::DEFAULT_REORDER_WINDOW)]
+    reorder_window: usize,
 }
 
 #[derive(Subcommand)]
@@ -425,37 +429,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate(args) => {
-            let limits = limits(&args.max_delay)?;
-            let campaigns = load_campaigns_file(&args.campaigns, &limits)?;
-            let bytes = std::fs::read(&args.events)
-                .with_context(|| format!("reading events file {}", args.events.display()))?;
-            let until = args
-                .until
-                .as_deref()
-                .map(parse_rfc3339)
-                .transpose()
-                .context("--until")?;
-            let name = args.events.display().to_string();
-            let report = simulate(&campaigns, &bytes, &name, until, limits)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", args.campaigns.display()))?;
-            print!(
-                "{}",
-                match args.format {
-                    Format::Jsonl => render_jsonl(&report),
-                    Format::Table => render_table(&report),
-                }
-            );
-            for e in &report.line_errors {
-                eprintln!("{name}:{}: {}", e.line, e.message);
-            }
-            eprintln!("{}", summary(&report));
-            Ok(if report.line_errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        Command::Simulate(args) => simulate_command(args),
         Command::Campaigns(CampaignsCommand::Validate { files, max_delay }) => {
             let limits = limits(&max_delay)?;
             let mut failed = false;
@@ -490,4 +464,71 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// `simulate`: streams the events file through the engine, the output to stdout as it is
+/// produced, bad lines to stderr as they are found.
+fn simulate_command(args: SimulateArgs) -> Result<ExitCode> {
+    use campaign_connector::events_file::EventLines;
+    use campaign_connector::simulate::{
+        run, summary as render_summary, JsonlWriter, Options, OutputWriter, SimulateError,
+        TableWriter,
+    };
+    use std::io::{BufReader, BufWriter};
+
+    let limits = limits(&args.max_delay)?;
+    let campaigns = load_campaigns_file(&args.campaigns, &limits)?;
+    let until = args
+        .until
+        .as_deref()
+        .map(parse_rfc3339)
+        .transpose()
+        .context("--until")?;
+    let file = std::fs::File::open(&args.events)
+        .with_context(|| format!("reading events file {}", args.events.display()))?;
+    let name = args.events.display().to_string();
+    let stdout = BufWriter::with_capacity(1 << 16, std::io::stdout());
+    let mut writer = match args.format {
+        Format::Jsonl => OutputWriter::Jsonl(JsonlWriter::new(stdout)),
+        Format::Table => OutputWriter::Table(TableWriter::new(stdout)),
+    };
+    let options = Options {
+        until,
+        reorder_window: args.reorder_window,
+    };
+    let result = run(
+        &campaigns,
+        EventLines::new(BufReader::with_capacity(1 << 16, file)),
+        &name,
+        options,
+        limits,
+        &mut |o| writer.write(&o),
+        &mut |e| eprintln!("{name}:{}: {}", e.line, e.message),
+    );
+    let summary = match result {
+        Ok(summary) => summary,
+        // The reader of the output went away (`| head`): stop quietly.
+        Err(SimulateError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            return Ok(ExitCode::SUCCESS)
+        }
+        Err(SimulateError::Campaign(e)) => {
+            anyhow::bail!("{}: {e}", args.campaigns.display())
+        }
+        Err(SimulateError::Read(e)) => {
+            anyhow::bail!("reading events file {}: {e}", args.events.display())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match writer.finish() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        other => {
+            other.context("writing the output")?;
+        }
+    }
+    eprintln!("{}", render_summary(&summary));
+    Ok(if summary.bad_lines == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
