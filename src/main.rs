@@ -490,7 +490,7 @@ fn simulate_command(args: SimulateArgs) -> Result<ExitCode> {
     let stdout = BufWriter::with_capacity(1 << 16, std::io::stdout());
     let mut writer = match args.format {
         Format::Jsonl => OutputWriter::Jsonl(JsonlWriter::new(stdout)),
-        Format::Table => OutputWriter::Table(TableWriter::new(stdout)),
+        Format::Table => OutputWriter::Table(Box::new(TableWriter::new(stdout))),
     };
     let options = Options {
         until,

@@ -101,7 +101,7 @@ impl EventTimeError {
 /// A timestamp as epoch milliseconds, with its RFC 3339 form when it has one.
 fn describe(ms: TimestampMs) -> String {
     match rfc3339(ms) {
-        Some(text) => format!("{ms} ({text})"),
+        Some(_) => format!("{ms} ({})", format_timestamp(ms)),
         None => ms.to_string(),
     }
 }
@@ -262,7 +262,33 @@ pub fn parse_rfc3339(text: &str) -> Result<TimestampMs, TimeError> {
 /// instant RFC 3339 cannot write (outside the years 0000–9999), which
 /// [`parse_timestamp`] reads back the same.
 pub fn format_timestamp(ms: TimestampMs) -> String {
-    rfc3339(ms).unwrap_or_else(|| ms.to_string())
+    TimestampText::new(ms).as_str().to_string()
+}
+
+/// [`format_timestamp`]'s text without an allocation, for writers of many records.
+#[derive(Clone, Copy)]
+pub struct TimestampText {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl TimestampText {
+    pub fn new(ms: TimestampMs) -> Self {
+        if let Some((bytes, len)) = rfc3339(ms) {
+            return Self { bytes, len };
+        }
+        // Epoch milliseconds: at most 20 characters (`-9223372036854775808`).
+        let mut bytes = [0u8; 24];
+        let mut cursor = std::io::Cursor::new(&mut bytes[..]);
+        std::io::Write::write_fmt(&mut cursor, format_args!("{ms}"))
+            .expect("an i64 fits in 24 bytes");
+        let len = cursor.position() as usize;
+        Self { bytes, len }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("ASCII digits and separators")
+    }
 }
 
 /// RFC 3339 in UTC, or `None` outside the years 0000–9999.
@@ -270,7 +296,7 @@ pub fn format_timestamp(ms: TimestampMs) -> String {
 /// Written digit by digit (the proleptic Gregorian calendar from the day number): the
 /// simulator and preview format every time they print, and a format string costs several
 /// times more. A test checks it against chrono's formatting over the whole range.
-fn rfc3339(ms: TimestampMs) -> Option<String> {
+fn rfc3339(ms: TimestampMs) -> Option<([u8; 24], usize)> {
     let seconds = ms.div_euclid(1_000);
     let millis = ms.rem_euclid(1_000);
     let days = seconds.div_euclid(DAY_SECONDS);
@@ -300,7 +326,7 @@ fn rfc3339(ms: TimestampMs) -> Option<String> {
         put(&mut out, 20, millis, 3);
         24
     };
-    Some(String::from_utf8_lossy(&out[..len]).into_owned())
+    Some((out, len))
 }
 
 /// The proleptic Gregorian (year, month, day) of a day number counted from 1970-01-01,
@@ -456,7 +482,10 @@ mod tests {
             edges.push(first - 1 + (x % span) as i64);
         }
         for ms in edges {
-            assert_eq!(rfc3339(ms), chrono_rfc3339(ms), "{ms}");
+            let ours = rfc3339(ms).map(|(b, len)| String::from_utf8(b[..len].to_vec()).unwrap());
+            assert_eq!(ours, chrono_rfc3339(ms), "{ms}");
+            let text = chrono_rfc3339(ms).unwrap_or_else(|| ms.to_string());
+            assert_eq!(format_timestamp(ms), text, "{ms}");
         }
     }
 

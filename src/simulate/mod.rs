@@ -187,48 +187,56 @@ pub fn simulate(
 }
 
 /// Runs the campaigns over the events read from `lines`, streaming: every output goes to
-/// `on_output` soon after the engine produced it (in the engine's order), every bad line to
+/// `on_output` as soon as the engine produced it (in the engine's order), every bad line to
 /// `on_bad_line` as soon as it is known (in line order). An error from `on_output` stops
 /// the run and is returned.
 ///
-/// Three threads share the work, each handing the next bounded batches: one reads and
-/// parses the file, one (the caller's) runs the engine, one calls `on_output`. The engine
-/// sees the events in the same order either way; the threads only overlap the parsing and
-/// the writing with it.
+/// A second thread reads and parses the file, handing the engine's thread (the caller's)
+/// bounded batches of lines; the engine sees them in file order, as without it. The
+/// outputs are made, handed over and dropped on the caller's thread: moving them to
+/// another thread would cost more in the allocator than the thread would save.
 pub fn run<R: BufRead + Send>(
     campaigns: &[Campaign],
     lines: EventLines<R>,
     source_name: &str,
     options: Options,
     limits: Limits,
-    on_output: &mut (dyn FnMut(Output) -> std::io::Result<()> + Send),
+    on_output: &mut dyn FnMut(Output) -> std::io::Result<()>,
     on_bad_line: &mut dyn FnMut(LineError),
 ) -> Result<Summary, SimulateError> {
     std::thread::scope(|scope| {
         let (lines_tx, lines_rx) = sync_channel::<LineBatch>(PIPELINE_BATCHES);
-        let (outputs_tx, outputs_rx) = sync_channel::<Vec<Output>>(PIPELINE_BATCHES);
-        scope.spawn(move || read_lines(lines, lines_tx));
-        let writer = scope.spawn(move || -> std::io::Result<()> {
-            for batch in outputs_rx {
-                for output in batch {
-                    on_output(output)?;
-                }
+        let (spent_tx, spent_rx) = sync_channel::<Spent>(PIPELINE_BATCHES);
+        std::thread::Builder::new()
+            .name("simulate-read".into())
+            .spawn_scoped(scope, move || read_lines(lines, lines_tx, spent_rx))
+            .map_err(SimulateError::Read)?;
+        // Processed events and emptied vectors go back to the reading thread, to be freed
+        // or filled again there: memory freed on another thread than the one that
+        // allocated it costs the allocator more than the trip.
+        let mut recycle = move |spent: Spent| {
+            let _ = spent_tx.try_send(spent);
+        };
+        let mut written = Ok(());
+        let mut deliver = |output: Output| match on_output(output) {
+            Ok(()) => true,
+            Err(e) => {
+                written = Err(e);
+                false
             }
-            Ok(())
-        });
-        let mut deliver = move |batch: Vec<Output>| outputs_tx.send(batch).is_ok();
+        };
         let result = simulate_lines(
             campaigns,
-            lines_rx,
+            lines_rx.into_iter(),
             source_name,
             options,
             limits,
             &mut deliver,
+            &mut recycle,
             on_bad_line,
         );
-        drop(deliver);
-        let written = writer.join().expect("the output thread does not panic");
-        // The writer's error explains a stop, whatever the engine side saw.
+        // The output's error explains a stop, whatever the engine side saw. Returning
+        // drops the receiver, which stops the reading thread.
         written.map_err(SimulateError::Write)?;
         result
     })
@@ -236,15 +244,42 @@ pub fn run<R: BufRead + Send>(
 
 /// How many batches may wait between two threads of [`run`].
 const PIPELINE_BATCHES: usize = 4;
-/// Events (or outputs) per batch.
+/// Events per batch.
 const BATCH: usize = 1_024;
 
-type LineBatch = Result<Vec<(usize, Result<InputEvent, String>)>, std::io::Error>;
+type Line = (usize, Result<InputEvent, String>);
+
+/// Lines for the engine, with an empty vector for its processed events.
+struct Lines {
+    lines: Vec<Line>,
+    spare: Vec<InputEvent>,
+}
+
+/// Processed events, and an emptied vector of lines.
+struct Spent {
+    events: Vec<InputEvent>,
+    lines: Vec<Line>,
+}
+
+type LineBatch = Result<Lines, std::io::Error>;
 
 /// The reading thread: parsed lines in batches; a read error ends the stream.
-fn read_lines<R: BufRead>(mut lines: EventLines<R>, to: SyncSender<LineBatch>) {
+fn read_lines<R: BufRead>(
+    mut lines: EventLines<R>,
+    to: SyncSender<LineBatch>,
+    spent: Receiver<Spent>,
+) {
+    let mut free_lines: Vec<Vec<Line>> = Vec::new();
+    let mut free_events: Vec<Vec<InputEvent>> = Vec::new();
     loop {
-        let mut batch = Vec::with_capacity(BATCH);
+        while let Ok(mut back) = spent.try_recv() {
+            back.events.clear();
+            free_events.push(back.events);
+            free_lines.push(back.lines);
+        }
+        let mut batch = free_lines
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(BATCH));
         let end = loop {
             match lines.next_event() {
                 Ok(Some(line)) => {
@@ -260,26 +295,39 @@ fn read_lines<R: BufRead>(mut lines: EventLines<R>, to: SyncSender<LineBatch>) {
                 }
             }
         };
-        if (!batch.is_empty() && to.send(Ok(batch)).is_err()) || end {
+        let message = Lines {
+            lines: batch,
+            spare: free_events.pop().unwrap_or_default(),
+        };
+        if (!message.lines.is_empty() && to.send(Ok(message)).is_err()) || end {
             return;
         }
     }
 }
 
 /// The engine's thread: puts the lines in event-time order and runs them.
+#[allow(clippy::too_many_arguments)]
 fn simulate_lines(
     campaigns: &[Campaign],
-    lines: Receiver<LineBatch>,
+    lines: impl Iterator<Item = LineBatch>,
     source_name: &str,
     options: Options,
     limits: Limits,
-    deliver: &mut dyn FnMut(Vec<Output>) -> bool,
+    deliver: &mut dyn FnMut(Output) -> bool,
+    recycle: &mut dyn FnMut(Spent),
     on_bad_line: &mut dyn FnMut(LineError),
 ) -> Result<Summary, SimulateError> {
     let mut sim = Simulation::new(campaigns, source_name, limits, deliver)?;
+    let mut spent = Vec::with_capacity(BATCH);
+    let mut spares: Vec<Vec<InputEvent>> = Vec::new();
+    let mut emptied: Vec<Vec<Line>> = Vec::new();
     let mut window = Reorder::new(options.reorder_window);
     for batch in lines {
-        for (line, parsed) in batch.map_err(SimulateError::Read)? {
+        let mut batch = batch.map_err(SimulateError::Read)?;
+        if batch.spare.capacity() > 0 {
+            spares.push(batch.spare);
+        }
+        for (line, parsed) in batch.lines.drain(..) {
             let event = match parsed {
                 Ok(event) => event,
                 Err(message) => {
@@ -314,7 +362,18 @@ fn simulate_lines(
             }
             while let Some((t, line, event)) = window.pop_if_full() {
                 sim.process(t, line, &event, on_bad_line)?;
+                spent.push(event);
             }
+        }
+        if emptied.len() < 2 * PIPELINE_BATCHES {
+            emptied.push(batch.lines);
+        }
+        if spent.len() >= BATCH {
+            let next = spares.pop().unwrap_or_else(|| Vec::with_capacity(BATCH));
+            recycle(Spent {
+                events: std::mem::replace(&mut spent, next),
+                lines: emptied.pop().unwrap_or_default(),
+            });
         }
     }
     while let Some((t, line, event)) = window.pop() {
@@ -323,13 +382,12 @@ fn simulate_lines(
     sim.finish(options.until)
 }
 
-/// The engine with the simulator's clock discipline; outputs leave in batches.
+/// The engine with the simulator's clock discipline.
 struct Simulation<'d> {
     engine: Engine,
     effects: Vec<Effect>,
     source: InputCoordinates,
-    outputs: Vec<Output>,
-    deliver: &'d mut dyn FnMut(Vec<Output>) -> bool,
+    deliver: &'d mut dyn FnMut(Output) -> bool,
     summary: Summary,
     last: Option<TimestampMs>,
 }
@@ -339,7 +397,7 @@ impl<'d> Simulation<'d> {
         campaigns: &[Campaign],
         source_name: &str,
         limits: Limits,
-        deliver: &'d mut dyn FnMut(Vec<Output>) -> bool,
+        deliver: &'d mut dyn FnMut(Output) -> bool,
     ) -> Result<Self, SimulateError> {
         let mut engine = Engine::new(limits);
         let mut effects = Vec::new();
@@ -356,7 +414,6 @@ impl<'d> Simulation<'d> {
                 partition: 0,
                 offset: 0,
             },
-            outputs: Vec::with_capacity(BATCH),
             deliver,
             summary: Summary::default(),
             last: None,
@@ -405,7 +462,7 @@ impl<'d> Simulation<'d> {
         Ok(())
     }
 
-    /// Moves the effects produced so far into the batch; a full batch leaves.
+    /// Hands the effects produced so far to the output.
     fn flush(&mut self) -> Result<(), SimulateError> {
         for effect in self.effects.drain(..) {
             let output = match effect {
@@ -419,21 +476,11 @@ impl<'d> Simulation<'d> {
                 }
                 Effect::PutState(_) | Effect::UserChanged { .. } => continue,
             };
-            self.outputs.push(output);
-        }
-        if self.outputs.len() >= BATCH {
-            self.deliver_batch()?;
+            if !(self.deliver)(output) {
+                return Err(SimulateError::Stopped);
+            }
         }
         Ok(())
-    }
-
-    fn deliver_batch(&mut self) -> Result<(), SimulateError> {
-        let batch = std::mem::replace(&mut self.outputs, Vec::with_capacity(BATCH));
-        if batch.is_empty() || (self.deliver)(batch) {
-            Ok(())
-        } else {
-            Err(SimulateError::Stopped)
-        }
     }
 
     fn finish(mut self, until: Option<TimestampMs>) -> Result<Summary, SimulateError> {
@@ -444,7 +491,6 @@ impl<'d> Simulation<'d> {
             self.engine.advance_to(end, end, &mut self.effects);
             self.flush()?;
         }
-        self.deliver_batch()?;
         let c = self.engine.counters();
         self.summary.until = end;
         self.summary.unknown_interaction_kinds = c.unknown_interaction_kinds;
