@@ -83,7 +83,10 @@ pub fn preview_catalog(
     let mut notes = Vec::new();
     for id in &evaluated {
         let f = &catalog[id];
-        let rule = f.follow_on.as_ref().expect("evaluated follow-ons have a rule");
+        let rule = f
+            .follow_on
+            .as_ref()
+            .expect("evaluated follow-ons have a rule");
         let trigger = &rule.trigger.campaign_id;
         match catalog.get(trigger) {
             None => notes.push(format!(
@@ -106,6 +109,51 @@ pub fn preview_catalog(
         campaigns: catalog.into_values().collect(),
         evaluated,
         notes,
+    })
+}
+
+/// What went wrong with a preview as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("reading the live catalog: {0}")]
+    LiveCatalog(crate::runtime::RuntimeError),
+    #[error("{0}")]
+    Catalog(String),
+    #[error(transparent)]
+    Source(#[from] source::SourceError),
+}
+
+/// Everything a preview found.
+pub struct Outcome {
+    pub catalog: PreviewCatalog,
+    pub window: source::Window,
+    pub stats: source::ReadStats,
+    pub tally: Tally,
+}
+
+/// Runs a preview: reads the live catalog, puts the file's campaigns over it, reads the
+/// window of the input topics and tallies what the file's follow-ons would have decided,
+/// with timers advanced to the window's end (`until`, else `now`). `now` is the wall clock.
+pub fn run(
+    settings: &crate::runtime::config::Settings,
+    file: &[Campaign],
+    window: source::Window,
+    now: TimestampMs,
+    sample_users: usize,
+    progress: &mut dyn FnMut(&source::Progress),
+) -> Result<Outcome, PreviewError> {
+    let live = crate::runtime::admin::live_catalog(settings).map_err(PreviewError::LiveCatalog)?;
+    let catalog = preview_catalog(&live, file, window.since).map_err(PreviewError::Catalog)?;
+    let input = source::Source::open(settings, window, now)?;
+    let mut preview = Preview::new(&catalog, input.partitions(), settings.limits, sample_users)
+        .map_err(|e| PreviewError::Catalog(e.to_string()))?;
+    let stats = input.read(&mut preview, progress)?;
+    let tally = preview.finish(window.until.unwrap_or(now));
+    Ok(Outcome {
+        catalog,
+        window,
+        stats,
+        tally,
     })
 }
 
@@ -193,7 +241,12 @@ impl Preview {
 }
 
 /// Fires timers one due time at a time with the wall clock at exactly that time.
-fn fire_until(engine: &mut Engine, until: TimestampMs, effects: &mut Vec<Effect>, tally: &mut Tally) {
+fn fire_until(
+    engine: &mut Engine,
+    until: TimestampMs,
+    effects: &mut Vec<Effect>,
+    tally: &mut Tally,
+) {
     while let Some(due) = engine.next_due().filter(|&d| d <= until) {
         engine.advance_to(due, due, effects);
         tally.take(effects);
@@ -327,7 +380,8 @@ impl Tally {
 
     fn follow_on(&mut self, id: &str) -> &mut FollowOnTally {
         if !self.follow_ons.contains_key(id) {
-            self.follow_ons.insert(id.to_string(), FollowOnTally::default());
+            self.follow_ons
+                .insert(id.to_string(), FollowOnTally::default());
         }
         self.follow_ons.get_mut(id).expect("inserted above")
     }
@@ -345,7 +399,12 @@ impl Tally {
         };
         let h = user_hash(user);
         let full = self.sample.len() >= self.sample_size;
-        if full && self.sample.last_key_value().is_some_and(|(&max, _)| h > max) {
+        if full
+            && self
+                .sample
+                .last_key_value()
+                .is_some_and(|(&max, _)| h > max)
+        {
             return;
         }
         let entry = self.sample.entry(h).or_insert_with(|| SampledUser {

@@ -96,29 +96,67 @@ pub fn send_events(
     settings: &Settings,
     events: &[crate::model::InputEvent],
 ) -> Result<usize, RuntimeError> {
+    send_event_stream(settings, events.iter().cloned().map(Ok))
+}
+
+/// Produces input events as they come, waiting whenever the producer's queue is full, so
+/// that a file of any size is sent in bounded memory. The first error from `events` stops
+/// the sending (what was queued is still delivered) and is returned.
+pub fn send_event_stream(
+    settings: &Settings,
+    events: impl Iterator<Item = Result<crate::model::InputEvent, RuntimeError>>,
+) -> Result<usize, RuntimeError> {
     use crate::model::InputEvent;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
     let producer: BaseProducer = base_config(settings)
         .set("enable.idempotence", "true")
         // The same key → partition mapping as the Java client, as co-partitioning needs.
         .set("partitioner", "murmur2_random")
         .create()?;
+    let mut sent = 0;
+    let mut bytes = Vec::new();
+    let mut stopped = None;
     for e in events {
-        let (topic, bytes) = match e {
-            InputEvent::Interaction(i) => {
-                (&settings.topics.interactions, codecs.interactions.encode(i))
-            }
-            InputEvent::UserEvent(u) => {
-                (&settings.topics.user_events, codecs.user_events.encode(u))
+        let e = match e {
+            Ok(e) => e,
+            Err(error) => {
+                stopped = Some(error);
+                break;
             }
         };
-        let bytes = bytes.map_err(|e| RuntimeError::Setup(e.to_string()))?;
-        producer
-            .send(BaseRecord::to(topic).key(e.user_id()).payload(&bytes))
-            .map_err(|(e, _)| e)?;
+        bytes.clear();
+        let (topic, encoded) = match &e {
+            InputEvent::Interaction(i) => (
+                &settings.topics.interactions,
+                codecs.interactions.encode_into(i, &mut bytes),
+            ),
+            InputEvent::UserEvent(u) => (
+                &settings.topics.user_events,
+                codecs.user_events.encode_into(u, &mut bytes),
+            ),
+        };
+        encoded.map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        let mut record = BaseRecord::to(topic).key(e.user_id()).payload(&bytes);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                // The queue is full: let deliveries drain it, then try again.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    producer.poll(Duration::from_millis(50));
+                    record = back;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        producer.poll(Duration::ZERO);
+        sent += 1;
     }
-    producer.flush(Duration::from_secs(30))?;
-    Ok(events.len())
+    producer.flush(Duration::from_secs(60))?;
+    match stopped {
+        Some(error) => Err(error),
+        None => Ok(sent),
+    }
 }
 
 /// Reads the committed send-commands and decisions (from the beginning) for `duration`, in
