@@ -137,6 +137,9 @@ struct SimulateArgs {
     /// The longest delay a campaign may have (e.g. 30d; at most 2 years).
     #[arg(long, env = "CONNECTOR_MAX_DELAY", default_value = "30d")]
     max_delay: String,
+    /// How far before published_at a backfill start may be (e.g. 7d).
+    #[arg(long, env = "CONNECTOR_MAX_BACKFILL", default_value = "7d")]
+    max_backfill: String,
     /// How many events may be out of event-time order in the file: events are put in
     /// order within this many; an event out of order by more is a bad line.
     #[arg(long, default_value_t = campaign_connector::simulate::DEFAULT_REORDER_WINDOW)]
@@ -169,6 +172,12 @@ enum CampaignsCommand {
     /// Validate campaign files and publish them to the campaigns topic.
     Publish {
         files: Vec<PathBuf>,
+        /// Backfill: every follow-on published counts triggers from this time on, even
+        /// before its publish time — for records the connector has not processed yet (it
+        /// never reads input again). A duration ago (2d) or RFC 3339; at most max_backfill
+        /// before the publish time.
+        #[arg(long)]
+        backfill_since: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -186,6 +195,9 @@ enum CampaignsCommand {
         /// The longest delay a campaign may have (e.g. 30d; at most 2 years).
         #[arg(long, env = "CONNECTOR_MAX_DELAY", default_value = "30d")]
         max_delay: String,
+        /// How far before published_at a backfill start may be (e.g. 7d).
+        #[arg(long, env = "CONNECTOR_MAX_BACKFILL", default_value = "7d")]
+        max_backfill: String,
     },
 }
 
@@ -195,9 +207,29 @@ enum Format {
     Table,
 }
 
-fn limits(max_delay: &str) -> Result<Limits> {
+fn limits(max_delay: &str, max_backfill: &str) -> Result<Limits> {
     let seconds = parse_duration(max_delay).context("--max-delay")?;
-    Limits::with_max_delay(seconds).map_err(|e| anyhow::anyhow!("--max-delay: {e}"))
+    let limits =
+        Limits::with_max_delay(seconds).map_err(|e| anyhow::anyhow!("--max-delay: {e}"))?;
+    let backfill = campaign_connector::time::parse_duration_ms(max_backfill)
+        .context("--max-backfill")?
+        / 1_000;
+    limits
+        .with_max_backfill(backfill)
+        .map_err(|e| anyhow::anyhow!("--max-backfill: {e}"))
+}
+
+/// A point in time given on the command line: RFC 3339, or a duration ago (`7d`, `12h`).
+fn time_or_ago(option: &str, text: &str, now: i64) -> Result<i64> {
+    if let Ok(t) = parse_rfc3339(text) {
+        return Ok(t);
+    }
+    let ago = campaign_connector::time::parse_duration_ms(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{option} {text:?}: expected a duration ago (7d, 12h) or an RFC 3339 time: {e}"
+        )
+    })?;
+    Ok(now.saturating_sub(ago))
 }
 
 /// This build's schemas, each with the file in `schemas/` it equals.
@@ -368,16 +400,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("topics ok: inputs and changelog co-partitioned with {partitions} partitions");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Campaigns(CampaignsCommand::Publish { files, config }) => {
+        Command::Campaigns(CampaignsCommand::Publish {
+            files,
+            backfill_since,
+            config,
+        }) => {
             let settings = config.settings()?;
             let mut campaigns = Vec::new();
             for file in &files {
                 campaigns.extend(load_campaigns_file(file, &settings.limits)?);
             }
-            for p in runtime::admin::publish(&settings, &campaigns)? {
+            let backfill_since = backfill_since
+                .map(|t| time_or_ago("--backfill-since", &t, now_ms()?))
+                .transpose()?;
+            let options = runtime::admin::PublishOptions { backfill_since };
+            let backfill = |id: &str| {
+                let follow_on = campaigns
+                    .iter()
+                    .any(|c| c.campaign_id == id && c.follow_on.is_some());
+                match backfill_since {
+                    Some(t) if follow_on => format!(
+                        ", triggers from {} count (backfill)",
+                        campaign_connector::time::format_timestamp(t)
+                    ),
+                    _ => String::new(),
+                }
+            };
+            for p in runtime::admin::publish_with(&settings, &campaigns, options)? {
                 match p {
-                    Published::New(id, v) => println!("published {id} v{v} (new)"),
-                    Published::Updated(id, v) => println!("published {id} v{v} (updated)"),
+                    Published::New(id, v) => {
+                        println!("published {id} v{v} (new){}", backfill(&id))
+                    }
+                    Published::Updated(id, v) => {
+                        println!("published {id} v{v} (updated){}", backfill(&id))
+                    }
                     Published::Unchanged(id, v) => println!("unchanged {id} v{v}"),
                 }
             }
@@ -408,8 +464,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Simulate(args) => simulate_command(args),
         Command::Preview(args) => preview_command(args),
-        Command::Campaigns(CampaignsCommand::Validate { files, max_delay }) => {
-            let limits = limits(&max_delay)?;
+        Command::Campaigns(CampaignsCommand::Validate {
+            files,
+            max_delay,
+            max_backfill,
+        }) => {
+            let limits = limits(&max_delay, &max_backfill)?;
             let mut failed = false;
             for file in files {
                 match load_campaigns_file(&file, &limits) {
@@ -454,7 +514,7 @@ fn simulate_command(args: SimulateArgs) -> Result<ExitCode> {
     };
     use std::io::{BufReader, BufWriter};
 
-    let limits = limits(&args.max_delay)?;
+    let limits = limits(&args.max_delay, &args.max_backfill)?;
     let campaigns = load_campaigns_file(&args.campaigns, &limits)?;
     let until = args
         .until
@@ -528,18 +588,7 @@ fn preview_command(args: PreviewArgs) -> Result<ExitCode> {
     let settings = args.config.settings()?;
     let file = load_campaigns_file(&args.campaigns, &settings.limits)?;
     let now = now_ms()?;
-    let since = match parse_rfc3339(&args.since) {
-        Ok(t) => t,
-        Err(_) => {
-            let ago = campaign_connector::time::parse_duration_ms(&args.since).map_err(|e| {
-                anyhow::anyhow!(
-                    "--since {:?}: expected a duration ago (7d, 12h) or an RFC 3339 time: {e}",
-                    args.since
-                )
-            })?;
-            now.saturating_sub(ago)
-        }
-    };
+    let since = time_or_ago("--since", &args.since, now)?;
     let until = args
         .until
         .as_deref()
