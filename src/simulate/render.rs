@@ -317,24 +317,35 @@ impl<W: Write> TableWriter<W> {
 /// at `u16::MAX`), two spaces apart, without trailing spaces.
 fn put_row(out: &mut Vec<u8>, row: &Row, widths: &[usize; 6]) {
     let start = out.len();
+    let last = row.len() - 1;
     for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
         if i > 0 {
             out.extend_from_slice(b"  ");
         }
         out.extend_from_slice(cell.as_bytes());
-        let chars = if cell.is_ascii() {
-            cell.len()
-        } else {
-            cell.chars().count()
-        };
-        out.resize(out.len() + w.saturating_sub(chars), b' ');
+        // The last cell's padding would only be trimmed again.
+        if i < last {
+            let chars = if cell.is_ascii() {
+                cell.len()
+            } else {
+                cell.chars().count()
+            };
+            out.resize(out.len() + w.saturating_sub(chars), b' ');
+        }
     }
-    // Trailing white space as `str::trim_end` sees it (a cell may end in any).
-    let kept = std::str::from_utf8(&out[start..])
-        .expect("cells are text")
-        .trim_end()
-        .len();
-    out.truncate(start + kept);
+    // Trailing white space as `str::trim_end` sees it (a cell may end in any); a last
+    // cell that ends in something else leaves none.
+    if row[last]
+        .chars()
+        .next_back()
+        .is_none_or(char::is_whitespace)
+    {
+        let kept = std::str::from_utf8(&out[start..])
+            .expect("cells are text")
+            .trim_end()
+            .len();
+        out.truncate(start + kept);
+    }
     out.push(b'\n');
 }
 
@@ -653,6 +664,11 @@ mod tests {
         fired.command_id = Some("cmd".into());
         fired.follow_on_version = None;
         report.outputs.push(Output::Decision(fired));
+        // An empty last cell: the padding before it is trimmed.
+        let mut bare = decision(DecisionReason::Trigger, None, false);
+        bare.cause_event_id = None;
+        bare.trigger_event_id = None;
+        report.outputs.push(Output::Decision(bare));
         let mut same = decision(DecisionReason::Trigger, None, false);
         same.cause_event_id = same.trigger_event_id.clone();
         report.outputs.push(Output::Decision(same));
