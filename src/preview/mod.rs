@@ -426,11 +426,16 @@ impl Tally {
     }
 }
 
-/// FNV-1a: a fixed hash, so the same traffic always gives the same sample.
+/// A fixed hash, so that the same traffic always gives the same sample: FNV-1a over the
+/// id, then SplitMix64's finalizer, so that ids differing only in their last characters
+/// (`user-1082`, `user-1083`) land far apart.
 fn user_hash(user_id: &str) -> u64 {
-    user_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+    let h = user_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    });
+    let h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 #[cfg(test)]
