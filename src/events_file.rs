@@ -1,6 +1,5 @@
-//! The JSONL events file of `simulate`, `send` and `preview --export`: one
-//! `{"interaction": {...}}` or `{"user_event": {...}}` per line, with the Avro records' field
-//! names.
+//! The JSONL events file of `simulate` and `send`: one `{"interaction": {...}}` or
+//! `{"user_event": {...}}` per line, with the Avro records' field names.
 //!
 //! ```text
 //!  bytes ─► skip a leading BOM ─► split at \n ─► UTF-8? ─► JSON ─► InputEvent

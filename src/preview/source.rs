@@ -17,10 +17,11 @@
 //! position reaching the end offset, not a count of records or a quiet spell. Records
 //! written after the start are not read.
 //!
-//! Each task's two partitions are merged by event time exactly as the connector's tasks
-//! merge them ([`crate::merge`]), with one difference that changes nothing here: the
-//! connector stops waiting for an empty partition after `merge_max_wait`, while a preview
-//! always waits, because every record it waits for is already in the topic. Memory: at
+//! Each task's two partitions are merged by event time as the connector's tasks merge them
+//! ([`crate::merge`]). One difference: the connector stops waiting for an empty partition
+//! that is not at its end after `merge_max_wait`, while a preview always waits (every
+//! record it waits for is already in the topic) — what the connector does whenever its
+//! partitions deliver within `merge_max_wait`. Memory: at
 //! most [`BUFFERED`] decoded records per partition (a full partition is paused until its
 //! task has taken half of them) plus librdkafka's fetch queue (bounded by
 //! `queued.max.messages.kbytes`, 16 MiB unless configured).
@@ -73,6 +74,8 @@ pub enum SourceError {
     },
     #[error("codec setup: {0}")]
     Codec(String),
+    #[error("the preview has {tasks} tasks but the input topics have {partitions} partitions")]
+    Tasks { tasks: usize, partitions: usize },
     #[error("decoding {topic}[{partition}] at offset {offset}: {message}")]
     Decode {
         topic: String,
@@ -293,10 +296,10 @@ impl Source {
     ) -> Result<ReadStats, SourceError> {
         let partitions = self.partitions;
         if preview.tasks() != partitions {
-            return Err(SourceError::Codec(format!(
-                "the preview has {} tasks but the inputs have {partitions} partitions",
-                preview.tasks()
-            )));
+            return Err(SourceError::Tasks {
+                tasks: preview.tasks(),
+                partitions,
+            });
         }
         let (consumer, topics, inputs) = (&self.consumer, &self.topics, &mut self.inputs);
         let mut stats = ReadStats {
