@@ -360,9 +360,14 @@ fn fill_row(output: &Output, row: &mut Row) {
             time.push_str(TimestampText::new(c.emitted_at).as_str());
             what.push_str("SEND");
             user.push_str(&c.user_id);
-            let _ = write!(follow_on, "{} v{}", c.campaign_id, c.campaign_version);
-            let _ = write!(reason, "{} {}", channel_symbol(c.channel), c.template_id);
-            let _ = write!(detail, "command {}", c.command_id);
+            follow_on.push_str(&c.campaign_id);
+            follow_on.push_str(" v");
+            push_int(follow_on, c.campaign_version);
+            reason.push_str(channel_symbol(c.channel));
+            reason.push(' ');
+            reason.push_str(&c.template_id);
+            detail.push_str("command ");
+            detail.push_str(&c.command_id);
         }
         Output::Decision(d) => {
             time.push_str(TimestampText::new(d.decided_at).as_str());
@@ -370,7 +375,8 @@ fn fill_row(output: &Output, row: &mut Row) {
             user.push_str(&d.user_id);
             follow_on.push_str(&d.follow_on_id);
             if let Some(v) = d.follow_on_version {
-                let _ = write!(follow_on, " v{v}");
+                follow_on.push_str(" v");
+                push_int(follow_on, v);
             }
             reason.push_str(d.reason.as_str());
             decision_detail(d, detail);
@@ -403,22 +409,43 @@ fn shorten(cell: &mut String) {
 
 /// "due …, by …|trigger …, command …": what the decision concerns.
 fn decision_detail(d: &Decision, out: &mut String) {
-    let mut sep = "";
+    let mut part = |label: &str, value: &str| {
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        out.push_str(label);
+        out.push_str(value);
+    };
     if let Some(due) = d.due_at {
-        out.push_str("due ");
-        out.push_str(TimestampText::new(due).as_str());
-        sep = ", ";
+        part("due ", TimestampText::new(due).as_str());
     }
     if let (Some(cause), false) = (&d.cause_event_id, d.cause_event_id == d.trigger_event_id) {
-        let _ = write!(out, "{sep}by {cause}");
-        sep = ", ";
+        part("by ", cause);
     } else if let Some(trigger) = &d.trigger_event_id {
-        let _ = write!(out, "{sep}trigger {trigger}");
-        sep = ", ";
+        part("trigger ", trigger);
     }
     if let Some(id) = &d.command_id {
-        let _ = write!(out, "{sep}command {id}");
+        part("command ", id);
     }
+}
+
+/// An integer in decimal, without the formatting machinery.
+fn push_int(out: &mut String, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut v = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    if n < 0 {
+        out.push('-');
+    }
+    out.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
 }
 
 /// A one-paragraph summary for stderr.
@@ -644,6 +671,15 @@ mod tests {
     }
 
     #[test]
+    fn integers_are_written_as_display_writes_them() {
+        for n in [0, 7, 10, -1, -10, 1_234_567, i64::MIN, i64::MAX] {
+            let mut s = String::from("v");
+            push_int(&mut s, n);
+            assert_eq!(s, format!("v{n}"));
+        }
+    }
+
+    #[test]
     fn a_table_of_up_to_its_width_rows_is_the_fully_buffered_table() {
         let mut report = Report::default();
         let users = [
@@ -664,6 +700,9 @@ mod tests {
         fired.command_id = Some("cmd".into());
         fired.follow_on_version = None;
         report.outputs.push(Output::Decision(fired));
+        let mut odd = decision(DecisionReason::Due, Some(9), false);
+        odd.follow_on_version = Some(-3);
+        report.outputs.push(Output::Decision(odd));
         // An empty last cell: the padding before it is trimmed.
         let mut bare = decision(DecisionReason::Trigger, None, false);
         bare.cause_event_id = None;
