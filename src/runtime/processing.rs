@@ -260,8 +260,9 @@ impl Core {
         Ok(())
     }
 
-    /// Pending timers, decisions and lag of every task, into the metrics.
-    pub(super) fn report_task_metrics(&mut self, consumer: &BaseConsumer<GroupContext>) {
+    /// Pending timers, decisions and lag of every task, into the metrics. Returns the timers
+    /// more than a minute past due (an upper bound: cancelled sends may still hold an entry).
+    pub(super) fn report_task_metrics(&mut self, consumer: &BaseConsumer<GroupContext>) -> usize {
         let now = now_ms();
         let mut overdue = 0usize;
         for (p, task) in &self.tasks {
@@ -292,7 +293,7 @@ impl Core {
                 }
             }
         }
-        self.metrics.overdue_timers.set(overdue as i64);
+        overdue
     }
 
     /// Applies catalog updates to the stored catalog and every active task (a task being

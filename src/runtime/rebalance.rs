@@ -146,7 +146,8 @@ pub fn create_group_consumer(
 ) -> Result<BaseConsumer<GroupContext>, RuntimeError> {
     let mut c = base_config(settings);
     c.set("group.id", &settings.application_id)
-        // The admin API names owners by client id.
+        // The admin API names owners by client id: the instance, whichever of its member
+        // loops owns the task.
         .set("client.id", &settings.instance_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -159,7 +160,7 @@ pub fn create_group_consumer(
         c.set("fetch.queue.backoff.ms", "10");
     }
     if settings.static_membership {
-        c.set("group.instance.id", &settings.instance_id);
+        c.set("group.instance.id", settings.member_id());
     }
     match settings.group_protocol {
         GroupProtocol::Classic => {

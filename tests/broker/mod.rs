@@ -269,12 +269,13 @@ impl World {
         Some(members)
     }
 
-    /// Waits until the group is stable with `members` members holding every input
-    /// partition, and returns its description.
-    pub fn stable_group(&self, members: usize, deadline: Duration) -> Vec<Member> {
+    /// Waits until the group is stable with the member loops of `instances` instances (they
+    /// share the instance id as client id) holding every input partition, and returns its
+    /// description.
+    pub fn stable_group(&self, instances: usize, deadline: Duration) -> Vec<Member> {
         let inputs = [self.topic("interactions"), self.topic("user-events")];
         wait_for(
-            &format!("a stable group of {members} holding every input partition"),
+            &format!("a stable group of {instances} instances holding every input partition"),
             deadline,
             || {
                 let group = self.group_assignments()?;
@@ -283,7 +284,10 @@ impl World {
                     .flat_map(|(_, a)| inputs.iter().filter_map(|t| a.get(t)))
                     .map(Vec::len)
                     .sum();
-                (group.len() == members && held == 2 * self.partitions as usize).then_some(group)
+                let clients: std::collections::BTreeSet<&str> =
+                    group.iter().map(|(client, _)| client.as_str()).collect();
+                (clients.len() == instances && held == 2 * self.partitions as usize)
+                    .then_some(group)
             },
         )
     }
