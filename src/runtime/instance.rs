@@ -100,6 +100,8 @@ pub struct Core {
     pub topics: Arc<InputTopics>,
     /// Input partitions paused, by (rank, partition).
     pub paused: BTreeSet<(usize, i32)>,
+    /// When a consumer error was last logged (they come in bursts).
+    pub last_consumer_error_log: TimestampMs,
 }
 
 impl Core {
@@ -247,6 +249,7 @@ fn run_member(
             &settings.topics.user_events,
         )?),
         paused: BTreeSet::new(),
+        last_consumer_error_log: 0,
         settings: settings.clone(),
     })));
 
@@ -466,6 +469,13 @@ fn route(c: &mut Core, result: Result<BorrowedMessage<'_>, KafkaError>) {
         }
         // Which input reached its end is worked out from positions (`refresh_ends`).
         Err(KafkaError::PartitionEOF(_)) => {}
-        Err(e) => warn!(error = %e, "consumer error (the client retries by itself)"),
+        Err(e) => {
+            // A broker outage queues one such event per reconnect attempt: log a few.
+            let now = now_ms();
+            if now.saturating_sub(c.last_consumer_error_log) >= 1_000 {
+                c.last_consumer_error_log = now;
+                warn!(error = %e, "consumer error (the client retries by itself)");
+            }
+        }
     }
 }

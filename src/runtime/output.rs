@@ -36,7 +36,7 @@ pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `init_transactions` of a new producer: it waits for the previous incarnation's
 /// transaction to be aborted.
-const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a dead letter came from.
 pub struct Source<'a> {
@@ -330,6 +330,19 @@ impl Output {
         }
         self.open = false;
         Ok(())
+    }
+
+    /// Aborts the open transaction if the producer can, within a short bound; `false` when it
+    /// could not (the caller re-creates the producer later, from the loop, with backoff).
+    pub fn try_abort(&mut self) -> bool {
+        if !self.open {
+            return true;
+        }
+        let aborted = !self.exactly_once || self.producer.abort_transaction(ABORT_TIMEOUT).is_ok();
+        if aborted {
+            self.open = false;
+        }
+        aborted
     }
 
     /// Drops the open transaction's output: aborts it, or — when the producer cannot be

@@ -79,11 +79,14 @@ impl ConsumerContext for GroupContext {
             }
         };
         if !clean {
-            // Drop the open transaction now: the next owner must not wait for it.
-            if let Err(e) = core.output.abort(&core.settings, false) {
-                core.failed(e, false);
-            }
-            core.rewind = None;
+            // Drop the open transaction now: the next owner must not wait for it. When the
+            // producer cannot abort (the broker is away), the loop re-creates it — which
+            // fences the old one — with backoff, instead of blocking this callback.
+            core.rewind = if core.output.try_abort() {
+                None
+            } else {
+                Some(Recovery::NewProducer)
+            };
             core.commit_pending = false;
             core.suspended.clear();
         }
@@ -102,11 +105,9 @@ impl ConsumerContext for GroupContext {
             core.paused.remove(key);
         }
         core.ownership.revoke(revoked);
-        if !clean {
+        if !clean && !core.tasks.is_empty() && core.rewind.is_none() {
             // Whatever else this instance still owns is rewound to committed state.
-            if !core.tasks.is_empty() {
-                core.rewind = Some(Recovery::Abort);
-            }
+            core.rewind = Some(Recovery::Abort);
         }
         info!(?tasks, "tasks revoked");
     }

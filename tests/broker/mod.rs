@@ -3,7 +3,7 @@
 //! random topic and group names; waits are conditions with deadlines, never bare sleeps.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -304,6 +304,58 @@ impl Drop for World {
             );
         }
     }
+}
+
+/// Fails with every decision about the users that differ, when the committed commands are
+/// not the expected ones.
+pub fn assert_commands(w: &World, expected: &BTreeSet<String>) {
+    let got = committed_users(w);
+    if &got == expected {
+        return;
+    }
+    let differ: BTreeSet<&String> = got.symmetric_difference(expected).collect();
+    let mut decisions = w.reader("decisions");
+    decisions.read_to_end(Duration::from_secs(60));
+    let mut story = String::new();
+    for d in decisions.decisions() {
+        if differ.contains(&d.user_id) {
+            story.push_str(&format!(
+                "{} {:?} {:?} trigger {:?} cause {:?} at {:?}\n",
+                d.user_id, d.outcome, d.reason, d.trigger_event_id, d.cause_event_id, d.source
+            ));
+        }
+    }
+    panic!(
+        "extra: {:?}\nmissing: {:?}\ntheir decisions:\n{story}",
+        got.difference(expected).collect::<Vec<_>>(),
+        expected.difference(&got).collect::<Vec<_>>()
+    );
+}
+
+/// Reads every committed command to the end offsets; fails on a duplicate command id.
+pub fn committed_users(w: &World) -> BTreeSet<String> {
+    let mut reader = w.send_commands();
+    reader.read_to_end(Duration::from_secs(60));
+    let mut ids = BTreeSet::new();
+    let mut users = BTreeSet::new();
+    for c in reader.commands() {
+        assert!(
+            ids.insert(c.command_id.clone()),
+            "command {} twice",
+            c.command_id
+        );
+        assert!(
+            users.insert(c.user_id.clone()),
+            "user {} got two commands",
+            c.user_id
+        );
+        assert!(
+            c.emitted_at >= c.due_at,
+            "{} fired before its due time",
+            c.user_id
+        );
+    }
+    users
 }
 
 /// Panics unless every member holds the same partitions of both inputs: no task split.
