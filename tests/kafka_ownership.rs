@@ -63,6 +63,8 @@ fn wait_scheduled(w: &World, at_least: usize) {
 fn three_instances_under_membership_churn_never_split_a_task() {
     let mut w = World::new("churn", 6);
     w.set("STATIC_MEMBERSHIP", "false");
+    // Two member loops per instance: six group members sharing out six tasks.
+    w.set("PROCESSING_THREADS", "2");
     w.create_topics();
     w.publish(&cart_campaigns("5s"));
     let mut instances: Vec<Option<Instance>> = ["i0", "i1", "i2"]
@@ -71,6 +73,11 @@ fn three_instances_under_membership_churn_never_split_a_task() {
         .collect();
     let group = w.stable_group(3, Duration::from_secs(90));
     assert_tasks_whole(&w, &group, "after three instances joined");
+    assert_eq!(
+        group.len(),
+        6,
+        "one group member per processing thread: {group:?}"
+    );
 
     let mut expected = BTreeSet::new();
     let mut scheduled = 0;

@@ -91,12 +91,13 @@ impl ConsumerContext for GroupContext {
             core.suspended.clear();
         }
         for p in &tasks {
+            let restoring = core.restorer.is_restoring(*p);
             core.restorer.cancel(*p);
             core.positions_unknown.remove(p);
             if let Some(task) = core.tasks.remove(p) {
                 // A task that was restored and committed keeps its state while the
                 // rebalance runs; one still restoring, or with uncommitted work, does not.
-                if clean && task.dirty.is_empty() {
+                if clean && !restoring && task.dirty.is_empty() {
                     core.suspended.insert(*p, task);
                 }
             }
