@@ -98,6 +98,16 @@ impl World {
         }
     }
 
+    /// Processing threads (group members) per instance: as configured, else the
+    /// connector's default, one per core.
+    pub fn threads(&self) -> usize {
+        self.env
+            .get("CONNECTOR_PROCESSING_THREADS")
+            .and_then(|t| t.parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
     pub fn topic(&self, role: &str) -> String {
         format!("{role}-{}", self.id)
     }
@@ -286,7 +296,9 @@ impl World {
                     .sum();
                 let clients: std::collections::BTreeSet<&str> =
                     group.iter().map(|(client, _)| client.as_str()).collect();
-                (clients.len() == instances && held == 2 * self.partitions as usize)
+                (clients.len() == instances
+                    && group.len() == instances * self.threads()
+                    && held == 2 * self.partitions as usize)
                     .then_some(group)
             },
         )
