@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use broker::*;
-use campaign_connector::model::DecisionOutcome;
 use campaign_connector::model::InteractionKind::*;
 
 /// Runs a scripts/kafka command against the test broker (scripts/test.sh exports its
@@ -45,18 +44,7 @@ fn a_broker_restart_mid_processing_is_ridden_out_with_exact_output() {
             .map(|u| interaction(&format!("{u}-t"), u, "abandoned-cart", PushReceived, t))
             .collect::<Vec<_>>(),
     );
-    let mut decisions = w.reader("decisions");
-    wait_for("20 committed schedules", Duration::from_secs(60), || {
-        decisions.drain(Duration::from_millis(200));
-        (decisions
-            .decisions()
-            .iter()
-            .filter(|d| d.outcome == DecisionOutcome::Scheduled)
-            .count()
-            >= 20)
-            .then_some(())
-    });
-    drop(decisions);
+    wait_scheduled(&w, 20);
 
     // The timers are pending while the broker goes away and comes back.
     broker_script("stop.sh");

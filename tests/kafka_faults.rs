@@ -100,17 +100,7 @@ fn two_instances_and_a_rebalance_while_timers_are_pending_send_every_command_onc
         .map(|(i, u)| interaction(&format!("t{i}"), u, "abandoned-cart", PushReceived, t))
         .collect();
     w.send_events(&events);
-    let mut decisions = w.reader("decisions");
-    wait_for("40 committed schedules", Duration::from_secs(30), || {
-        decisions.drain(Duration::from_millis(200));
-        (decisions
-            .decisions()
-            .iter()
-            .filter(|d| d.outcome == DecisionOutcome::Scheduled)
-            .count()
-            >= 40)
-            .then_some(())
-    });
+    wait_scheduled(&w, 40);
 
     // A second instance joins: tasks move while their timers are pending.
     let second = w.start("i1");

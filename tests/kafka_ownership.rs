@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use broker::*;
 use campaign_connector::model::InteractionKind::*;
-use campaign_connector::model::{DecisionOutcome, UserEventType};
+use campaign_connector::model::UserEventType;
 
 /// Triggers for `users` (delay from the campaign), and a purchase inside the window for
 /// every even-numbered one, produced after the triggers as they happen (a record that is
@@ -43,20 +43,6 @@ fn story(w: &World, prefix: &str, users: std::ops::Range<usize>, t: i64) -> BTre
     w.send_events(&triggers);
     w.send_events(&purchases);
     expected
-}
-
-fn wait_scheduled(w: &World, at_least: usize) {
-    let mut decisions = w.reader("decisions");
-    wait_for("committed schedules", Duration::from_secs(60), || {
-        decisions.drain(Duration::from_millis(200));
-        (decisions
-            .decisions()
-            .iter()
-            .filter(|d| d.outcome == DecisionOutcome::Scheduled)
-            .count()
-            >= at_least)
-            .then_some(())
-    });
 }
 
 #[test]

@@ -147,26 +147,19 @@ fn commits_follow_the_interval_on_a_fake_clock() {
     assert!(c.due(1_230));
 }
 
-fn idle() -> Wakeup {
-    Wakeup {
-        runnable: false,
-        restoring: false,
-        merge_deadline: None,
-        next_due: None,
-        commit_at: None,
-        retry_at: None,
-    }
-}
-
 #[test]
 fn the_loop_blocks_until_its_next_duty_instead_of_spinning() {
     let now = 10_000;
-    assert_eq!(poll_timeout_ms(&idle(), now, 100), 100, "idle: the cap");
+    assert_eq!(
+        poll_timeout_ms(&Wakeup::idle(), now, 100),
+        100,
+        "idle: the cap"
+    );
     assert_eq!(
         poll_timeout_ms(
             &Wakeup {
                 runnable: true,
-                ..idle()
+                ..Wakeup::idle()
             },
             now,
             100
@@ -177,7 +170,7 @@ fn the_loop_blocks_until_its_next_duty_instead_of_spinning() {
     // A merge waiting 500 ms for an empty input does not make the loop spin.
     let waiting = Wakeup {
         merge_deadline: Some(now + 500),
-        ..idle()
+        ..Wakeup::idle()
     };
     assert_eq!(poll_timeout_ms(&waiting, now, 100), 100);
     assert_eq!(poll_timeout_ms(&waiting, now + 460, 100), 40);
@@ -192,12 +185,12 @@ fn the_loop_blocks_until_its_next_duty_instead_of_spinning() {
         next_due: Some(now + 30),
         commit_at: Some(now + 50),
         retry_at: Some(now + 70),
-        ..idle()
+        ..Wakeup::idle()
     };
     assert_eq!(poll_timeout_ms(&w, now, 100), 30);
     let restoring = Wakeup {
         restoring: true,
-        ..idle()
+        ..Wakeup::idle()
     };
     assert!(
         poll_timeout_ms(&restoring, now, 100) <= 10,

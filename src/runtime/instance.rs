@@ -268,14 +268,7 @@ fn run_member(
         .subscribe(&[t.interactions.as_str(), t.user_events.as_str()])
         .map_err(RuntimeError::kafka("subscribing to the inputs"))?;
 
-    let mut wake = Wakeup {
-        runnable: false,
-        restoring: false,
-        merge_deadline: None,
-        next_due: None,
-        commit_at: None,
-        retry_at: None,
-    };
+    let mut wake = Wakeup::idle();
     let mut last_metrics = 0;
     let result = loop {
         if shutdown.load(Ordering::Relaxed) {
@@ -320,14 +313,7 @@ fn run_member(
         if let Some(e) = c.fatal.take() {
             break Err(e);
         }
-        wake = Wakeup {
-            runnable: false,
-            restoring: false,
-            merge_deadline: None,
-            next_due: None,
-            commit_at: None,
-            retry_at: None,
-        };
+        wake = Wakeup::idle();
         if let Err(e) = step(c, &consumer, &mut catalog_reader, now, &mut wake) {
             let in_commit = c.commit_pending;
             c.failed(e, in_commit);

@@ -23,7 +23,7 @@ use super::config::{ProcessingGuarantee, Settings};
 use super::error::RuntimeError;
 use super::kafka::base_config;
 use super::metrics::Metrics;
-use super::task::{BadInput, Task};
+use super::task::{Arrived, BadInput, Task};
 use crate::engine::Effect;
 use crate::model::TaskStateRecord;
 
@@ -45,6 +45,19 @@ pub struct Source<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
+}
+
+impl<'a> Source<'a> {
+    /// An input record as it arrived on `topic[partition]`.
+    pub fn of(topic: &'a str, partition: i32, arrived: &'a Arrived) -> Self {
+        Self {
+            topic,
+            partition,
+            offset: arrived.offset,
+            key: arrived.key.as_deref(),
+            payload: arrived.payload.as_deref(),
+        }
+    }
 }
 
 pub struct Output {

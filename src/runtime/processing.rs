@@ -96,25 +96,13 @@ impl Core {
                                             class: e.class(),
                                             message: e.to_string(),
                                         };
-                                        let source = Source {
-                                            topic: &topics[i],
-                                            partition: p,
-                                            offset: arrived.offset,
-                                            key: arrived.key.as_deref(),
-                                            payload: arrived.payload.as_deref(),
-                                        };
+                                        let source = Source::of(&topics[i], p, &arrived);
                                         self.output.dead_letter(&self.metrics, &source, &bad)?;
                                     }
                                 }
                             }
                             Decoded::Bad(bad) => {
-                                let source = Source {
-                                    topic: &topics[i],
-                                    partition: p,
-                                    offset: arrived.offset,
-                                    key: arrived.key.as_deref(),
-                                    payload: arrived.payload.as_deref(),
-                                };
+                                let source = Source::of(&topics[i], p, &arrived);
                                 self.output.dead_letter(&self.metrics, &source, bad)?;
                             }
                             Decoded::Retry(_) => unreachable!("checked above"),

@@ -218,6 +218,20 @@ pub struct Wakeup {
     pub retry_at: Option<TimestampMs>,
 }
 
+impl Wakeup {
+    /// Nothing to do: the loop may block for its longest poll.
+    pub fn idle() -> Self {
+        Self {
+            runnable: false,
+            restoring: false,
+            merge_deadline: None,
+            next_due: None,
+            commit_at: None,
+            retry_at: None,
+        }
+    }
+}
+
 /// How long the loop may block in the consumer's poll: not at all when there is work, else
 /// until the earliest thing it must do, at most `max_ms` (so admin requests, the catalog
 /// and health keep being served). Waiting instead of spinning keeps an idle or merge-waiting

@@ -370,6 +370,22 @@ pub fn committed_users(w: &World) -> BTreeSet<String> {
     users
 }
 
+/// Waits until at least `at_least` SCHEDULED decisions are committed: the timers are
+/// pending, in the changelog.
+pub fn wait_scheduled(w: &World, at_least: usize) {
+    let mut decisions = w.reader("decisions");
+    wait_for("committed schedules", Duration::from_secs(60), || {
+        decisions.drain(Duration::from_millis(200));
+        (decisions
+            .decisions()
+            .iter()
+            .filter(|d| d.outcome == DecisionOutcome::Scheduled)
+            .count()
+            >= at_least)
+            .then_some(())
+    });
+}
+
 /// Panics unless every member holds the same partitions of both inputs: no task split.
 pub fn assert_tasks_whole(w: &World, group: &[Member], when: &str) {
     let (i, u) = (w.topic("interactions"), w.topic("user-events"));
