@@ -95,7 +95,11 @@ fn main() {
         signal_hook::flag::register(signal, Arc::clone(&stop)).expect("signal handler");
     }
 
-    let consumer: BaseConsumer = ClientConfig::new()
+    let mut consumer_config = ClientConfig::new();
+    if let Ok(debug) = std::env::var("COPY_DEBUG") {
+        consumer_config.set("debug", debug);
+    }
+    let consumer: BaseConsumer = consumer_config
         .set("bootstrap.servers", &a.bootstrap)
         .set("group.id", &a.group)
         .set("client.id", format!("{}-copy", a.group))
@@ -139,14 +143,14 @@ fn main() {
     let mut next_commit = Instant::now() + a.commit_every;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
-        let now = Instant::now();
-        if dirty && (now >= next_commit || stopping) {
-            commit(&a, &consumer, &producer, &next);
-            commits += 1;
-            dirty = false;
-        }
-        if now >= next_commit {
-            next_commit = now + a.commit_every;
+        if Instant::now() >= next_commit || stopping {
+            if dirty {
+                commit(&a, &consumer, &producer, &next);
+                commits += 1;
+                dirty = false;
+            }
+            // The next interval starts when this commit is done.
+            next_commit = Instant::now() + a.commit_every;
         }
         if stopping {
             break;

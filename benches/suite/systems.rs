@@ -245,7 +245,8 @@ impl Setup {
                     .args(["--commit-ms", &commit_ms.to_string()])
                     .args(["--threads", &env.streams_threads.to_string()])
                     .args(["--delay-s", &(self.delay_ms / 1000).to_string()])
-                    .args(["--reeligible-s", &(self.reeligible_ms / 1000).to_string()]);
+                    .args(["--reeligible-s", &(self.reeligible_ms / 1000).to_string()])
+                    .args(["--instance-id", "bench-0"]);
                 Running {
                     proc: Proc::spawn(&format!("Kafka Streams {}", self.app), c, log),
                     http: None,

@@ -65,6 +65,7 @@ pub fn run(env: &Env, b: &Backlog, n: usize, kind: Kind, prefix: &str) -> Row {
         ..Row::default()
     };
     eprintln!("[bench] {}: {}", row.system, row.mode);
+    let broker_at_start = b.broker_pid.and_then(cpu_seconds).unwrap_or(0.0);
     let mut running = setup.start(env, "ingest");
     let pid = running.proc.pid();
     let broker_cpu = || b.broker_pid.and_then(cpu_seconds).unwrap_or(0.0);
@@ -94,23 +95,22 @@ pub fn run(env: &Env, b: &Backlog, n: usize, kind: Kind, prefix: &str) -> Row {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    let first = first.unwrap_or(Sample {
+    // Without a window (the whole backlog in the first commit) the run counts from the start.
+    let from_start = Sample {
         at: running.proc.started,
         committed: 0,
         cpu: 0.0,
-        broker: 0.0,
-    });
-    let (events, secs) = if last.committed > first.committed {
-        (
-            (last.committed - first.committed) as f64,
-            last.at.duration_since(first.at).as_secs_f64(),
-        )
-    } else {
-        (
-            last.committed as f64,
-            last.at.duration_since(running.proc.started).as_secs_f64(),
-        )
+        broker: broker_at_start,
     };
+    let first = match first {
+        Some(f) if f.committed < last.committed => f,
+        _ => {
+            row.note = "no window: measured from the start".into();
+            from_start
+        }
+    };
+    let events = (last.committed - first.committed) as f64;
+    let secs = last.at.duration_since(first.at).as_secs_f64();
     row.events_per_s = events / secs.max(1e-3);
     row.cpu_per_m = (last.cpu - first.cpu) / events.max(1.0) * 1e6;
     row.broker_cpu_per_m = (last.broker - first.broker) / events.max(1.0) * 1e6;

@@ -23,7 +23,7 @@
 // Usage: java -cp "$(scripts/java/streams-peer.sh)" CampaignStreams --bootstrap HOST:PORT
 //          --application-id ID --interactions T --user-events T --output T --schemas DIR
 //          --state-dir DIR [--commit-ms 100] [--threads 1] [--delay-s 86400]
-//          [--reeligible-s 86400] [--punctuate-ms 100] [--linger-ms 5]
+//          [--reeligible-s 86400] [--punctuate-ms 100] [--linger-ms 5] [--instance-id ID]
 // Prints `ready at=<epoch ms> pending=<n>` once every local store is restored, and runs until
 // SIGTERM (closes cleanly).
 
@@ -148,6 +148,12 @@ public final class CampaignStreams {
     p.put(StreamsConfig.STATE_DIR_CONFIG, s.stateDir);
     p.put(StreamsConfig.REPLICATION_FACTOR_CONFIG, "1");
     p.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
+    // Static membership, as the connector has by default: a restarted instance takes its
+    // tasks back at once instead of waiting out the session timeout of its former self.
+    String instance = args.get("instance-id");
+    if (instance != null) {
+      p.put(StreamsConfig.consumerPrefix(ConsumerConfig.GROUP_INSTANCE_ID_CONFIG), instance);
+    }
     // The connector's producer settings: 5 ms linger (Kafka Streams' own default is 100 ms).
     p.put(StreamsConfig.producerPrefix(ProducerConfig.LINGER_MS_CONFIG), args.getOrDefault("linger-ms", "5"));
     return p;
@@ -290,6 +296,7 @@ public final class CampaignStreams {
     }
   }
 
+  /** Big-endian due time first, so that keys sort by due time (event times are positive). */
   static Bytes dueKey(long dueAt, String user) {
     byte[] u = user.getBytes(StandardCharsets.UTF_8);
     return Bytes.wrap(ByteBuffer.allocate(8 + u.length).putLong(dueAt).put(u).array());
@@ -418,7 +425,7 @@ public final class CampaignStreams {
     private void fireUntil(long limit) {
       List<Bytes> keys = new ArrayList<>();
       try (KeyValueIterator<Bytes, byte[]> it =
-               due.range(dueKey(Long.MIN_VALUE, ""), Bytes.wrap(ByteBuffer.allocate(8).putLong(limit + 1).array()))) {
+               due.range(dueKey(0, ""), Bytes.wrap(ByteBuffer.allocate(8).putLong(limit + 1).array()))) {
         while (it.hasNext()) {
           keys.add(it.next().key);
         }
