@@ -14,6 +14,8 @@
 #   BENCH_BURST_TIMERS (1000000)  BENCH_RESTORE_TIMERS (1000000)
 #   BENCH_STREAMS_THREADS (1)  BENCH_STREAMS_JVM_OPTS ("-Xms256m -Xmx1g")
 #   BENCH_PARTS (throughput,lateness,burst,restore,engine): a subset to run
+#   BENCH_RUNS ("connector: exactly-once, 100 ms|Streams"): only the throughput runs whose
+#     "system: mode" contains one of the |-separated parts (default: all ten)
 #   BENCH_DOC (docs/benchmarks.md): where to write the page; empty: do not write it
 #   BENCH_HTTP_PORTS (19650-19699): ports of the connectors' HTTP servers
 set -euo pipefail
@@ -36,7 +38,17 @@ extra="$work/broker-extra.properties"
 # Event time of the workload spans days into the past: keep every record for the run.
 printf 'log.retention.ms=-1\n' >"$extra"
 cleanup() {
-  local rc=$?
+  local rc=$? pid
+  # The suite's own processes, should it have been killed before stopping them.
+  if [[ -f "$work/pids" ]]; then
+    while read -r pid; do
+      # Only a process that still is one of ours (pids are reused).
+      if [[ -n "$pid" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null \
+           | grep -qE 'campaign-connector|/deps/copy-|CampaignStreams'; then
+        kill "$pid" 2>/dev/null || true
+      fi
+    done <"$work/pids"
+  fi
   scripts/kafka/stop.sh --clean >/dev/null 2>&1 || true
   if [[ $rc -eq 0 ]]; then
     rm -rf "$work"

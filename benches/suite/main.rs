@@ -6,7 +6,8 @@
 //! below). Parts, in order: `throughput` (every system over one backlog), `lateness` (fire
 //! lateness at steady load), `burst` (N timers due in one second), `restore` (N pending timers
 //! after a restart), `engine` (`benches/engine.rs`). `BENCH_PARTS=throughput,engine` runs a
-//! subset.
+//! subset; `BENCH_RUNS="connector: exactly-once, 100 ms|Streams"` only the throughput runs
+//! whose "system: mode" contains one of the `|`-separated parts.
 //!
 //! Sizes (environment; `--quick` divides the defaults for a smoke run):
 //!
@@ -346,7 +347,15 @@ fn throughput_part(
         connector(false, 100, false),
         STREAMS_100,
     ];
+    // BENCH_RUNS="connector|copy": only the runs whose "system: mode" contains one of these.
+    let filters: Vec<String> = var("BENCH_RUNS")
+        .map(|f| f.split('|').map(|x| x.trim().to_string()).collect())
+        .unwrap_or_default();
     for (n, kind) in plan.into_iter().enumerate() {
+        let label = format!("{}: {}", kind.system(), kind.mode());
+        if !filters.is_empty() && !filters.iter().any(|f| label.contains(f.as_str())) {
+            continue;
+        }
         let row = throughput::run(env, &backlog, n, kind, &prefix);
         eprintln!(
             "[bench]   {} events/s, {:.2} CPU s per 1 M events",

@@ -2,6 +2,7 @@
 //! `/proc`, and plain HTTP to the connector's health endpoints.
 
 use std::io::{Read, Write};
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -74,6 +75,17 @@ impl Proc {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        // scripts/bench.sh stops whatever is listed here should the suite itself be killed.
+        if let Some(dir) = log.parent() {
+            use std::io::Write as _;
+            if let Ok(mut pids) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("pids"))
+            {
+                let _ = writeln!(pids, "{}", child.id());
+            }
+        }
         Proc {
             name: name.to_string(),
             child,

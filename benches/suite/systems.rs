@@ -210,10 +210,18 @@ impl Setup {
                 }
             }
             Kind::Connector { .. } => {
-                let port = env.next_port.get();
+                // The next port of the range that is free now.
+                let mut port = env.next_port.get();
+                while std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                    port += 1;
+                    assert!(
+                        port <= env.last_port,
+                        "no free HTTP port left for connectors"
+                    );
+                }
                 assert!(
                     port <= env.last_port,
-                    "out of HTTP ports for connector processes"
+                    "no free HTTP port left for connectors"
                 );
                 env.next_port.set(port + 1);
                 let addr = format!("127.0.0.1:{port}");
