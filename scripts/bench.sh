@@ -43,7 +43,7 @@ cleanup() {
   if [[ -f "$work/pids" ]]; then
     while read -r pid; do
       # Only a process that still is one of ours (pids are reused).
-      if [[ -n "$pid" ]] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null \
+      if [[ -n "$pid" ]] && { tr '\0' ' ' <"/proc/$pid/cmdline"; } 2>/dev/null \
            | grep -qE 'campaign-connector|/deps/copy-|CampaignStreams'; then
         kill "$pid" 2>/dev/null || true
       fi

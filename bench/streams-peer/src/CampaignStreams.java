@@ -16,9 +16,12 @@
 //                                   └─► send-commands
 //
 // Due sends fire from two punctuators: by stream time (the task's event time), and by the wall
-// clock, but the latter only while the consumer reports no lag on every input partition of the
-// task — Kafka Streams has no "caught up" signal, and firing by the wall clock during a backlog
-// would send before a cancelling exception still in the backlog is read.
+// clock, but the latter only when the task looks caught up — the consumer reports no lag on
+// every input partition of the task *and* the task processed no record since the last tick
+// or its stream time is within two ticks of the wall clock (live traffic).
+// Kafka Streams has no "caught up" signal; zero consumer lag alone is not one (fetched records
+// may still wait in the task's buffers), and firing by the wall clock during a backlog would
+// send before a cancelling exception still in the backlog is read.
 //
 // Usage: java -cp "$(scripts/java/streams-peer.sh)" CampaignStreams --bootstrap HOST:PORT
 //          --application-id ID --interactions T --user-events T --output T --schemas DIR
@@ -303,6 +306,7 @@ public final class CampaignStreams {
   }
 
   static final class FollowOnRule implements Processor<String, byte[], String, byte[]> {
+    private static final long LOOKAHEAD_MS = 60_000;
     private final Settings s;
     private final BinaryMessageDecoder<GenericRecord> interactionDecoder;
     private final BinaryMessageDecoder<GenericRecord> userEventDecoder;
@@ -314,6 +318,20 @@ public final class CampaignStreams {
     private KeyValueStore<Bytes, byte[]> due;
     private Set<String> inputs;
     private GenericRecord reuseInteraction, reuseUserEvent;
+    /**
+     * Every due key below this has been fired (or was never there): scans start here. Scanning
+     * from 0 would walk over the tombstones of every send fired or cancelled so far (RocksDB
+     * keeps them until compaction), which makes each scan slower than the last.
+     */
+    private long scanFrom = 0;
+    /**
+     * No due key is below this (a lower bound, learnt by the last scan and lowered by every new
+     * key), so a punctuation before it needs no scan: with event time moving faster than the
+     * punctuation interval, stream-time punctuation runs after nearly every record.
+     */
+    private long nextDue = Long.MIN_VALUE;
+    /** Whether a record was processed since the last wall-clock tick. */
+    private boolean busy = true;
 
     FollowOnRule(Settings s) {
       this.s = s;
@@ -335,14 +353,19 @@ public final class CampaignStreams {
       context.schedule(every, PunctuationType.STREAM_TIME, this::fireUntil);
       int partition = context.taskId().partition();
       context.schedule(every, PunctuationType.WALL_CLOCK_TIME, now -> {
-        if (Lag.caughtUp(inputs, partition)) {
+        // Caught up: nothing left to fetch, and either nothing processed since the last tick
+        // or stream time within two ticks of the wall clock (live traffic).
+        boolean current = !busy || context.currentStreamTimeMs() >= now - 2 * s.punctuateMs;
+        if (current && Lag.caughtUp(inputs, partition)) {
           fireUntil(now);
         }
+        busy = false;
       });
     }
 
     @Override
     public void process(Record<String, byte[]> record) {
+      busy = true;
       if (record.value() == null) {
         return;
       }
@@ -401,6 +424,8 @@ public final class CampaignStreams {
           u.dueAt = t + s.delayMs;
           u.triggerEventId = eventId;
           due.put(dueKey(u.dueAt, user), new byte[0]);
+          scanFrom = Math.min(scanFrom, u.dueAt);
+          nextDue = Math.min(nextDue, u.dueAt);
           changed = true;
         }
       }
@@ -423,9 +448,11 @@ public final class CampaignStreams {
 
     /** Fires every send due at or before `limit`. */
     private void fireUntil(long limit) {
+      if (limit < scanFrom || limit < nextDue) {
+        return;
+      }
       List<Bytes> keys = new ArrayList<>();
-      try (KeyValueIterator<Bytes, byte[]> it =
-               due.range(dueKey(0, ""), Bytes.wrap(ByteBuffer.allocate(8).putLong(limit + 1).array()))) {
+      try (KeyValueIterator<Bytes, byte[]> it = due.range(dueKey(scanFrom, ""), dueKey(limit + 1, ""))) {
         while (it.hasNext()) {
           keys.add(it.next().key);
         }
@@ -440,6 +467,16 @@ public final class CampaignStreams {
           users.put(user, u.write());
         } else {
           due.delete(key);
+        }
+      }
+      scanFrom = limit + 1;
+      // A lower bound of the next due key, looked up in a bounded window: a range over a
+      // cached store copies the cache's keys in the range, and every iterator registers
+      // metrics, so scans are kept few and narrow.
+      nextDue = limit + 1 + LOOKAHEAD_MS;
+      try (KeyValueIterator<Bytes, byte[]> it = due.range(dueKey(limit + 1, ""), dueKey(nextDue, ""))) {
+        if (it.hasNext()) {
+          nextDue = ByteBuffer.wrap(it.next().key.get()).getLong();
         }
       }
     }
