@@ -13,7 +13,7 @@
 #   BENCH_LATENESS_RATE (5000 events/s)  BENCH_LATENESS_SECONDS (60)  BENCH_LATENESS_DELAY_S (10)
 #   BENCH_BURST_TIMERS (1000000)  BENCH_RESTORE_TIMERS (1000000)
 #   BENCH_STREAMS_THREADS (1)  BENCH_STREAMS_JVM_OPTS ("-Xms256m -Xmx1g")
-#   BENCH_PARTS (throughput,lateness,burst,restore,engine): a subset to run
+#   BENCH_PARTS (throughput,lateness,restore,burst,engine): a subset to run
 #   BENCH_RUNS ("connector: exactly-once, 100 ms|Streams"): only the throughput runs whose
 #     "system: mode" contains one of the |-separated parts (default: all ten)
 #   BENCH_DOC (docs/benchmarks.md): where to write the page; empty: do not write it

@@ -4,8 +4,8 @@
 //!
 //! Run it with `scripts/bench.sh` (starts the broker, builds everything, passes the paths
 //! below). Parts, in order: `throughput` (every system over one backlog), `lateness` (fire
-//! lateness at steady load), `burst` (N timers due in one second), `restore` (N pending timers
-//! after a restart), `engine` (`benches/engine.rs`). `BENCH_PARTS=throughput,engine` runs a
+//! lateness at steady load), `restore` (N pending timers after a restart), `burst` (N timers
+//! due in one second), `engine` (`benches/engine.rs`). `BENCH_PARTS=throughput,engine` runs a
 //! subset; `BENCH_RUNS="connector: exactly-once, 100 ms|Streams"` only the throughput runs
 //! whose "system: mode" contains one of the `|`-separated parts.
 //!
@@ -108,7 +108,7 @@ fn main() {
     let quick = args.iter().any(|a| a == "--quick");
     let sizes = Sizes::from_env(quick);
     let parts =
-        var("BENCH_PARTS").unwrap_or_else(|| "throughput,lateness,burst,restore,engine".into());
+        var("BENCH_PARTS").unwrap_or_else(|| "throughput,lateness,restore,burst,engine".into());
     let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
     let work_dir = PathBuf::from(var("BENCH_WORK_DIR").unwrap_or_else(|| {
         std::env::temp_dir()
@@ -160,23 +160,6 @@ fn main() {
             ));
         }
     }
-    if part("burst") {
-        for (i, kind) in [EOS_100, STREAMS_100].into_iter().enumerate() {
-            let rate = report
-                .rows
-                .iter()
-                .find(|r| r.kind == Some(kind))
-                .map(|r| r.events_per_s)
-                .unwrap_or(20_000.0);
-            report.burst.push(state::burst(
-                &env,
-                kind,
-                &format!("burst-{id}-{i}"),
-                sizes.burst,
-                rate,
-            ));
-        }
-    }
     if part("restore") {
         let connector = Kind::Connector {
             exactly_once: true,
@@ -189,6 +172,32 @@ fn main() {
                 kind,
                 &format!("restore-{id}-{i}"),
                 sizes.restore,
+            ));
+        }
+    }
+    if part("burst") {
+        for (i, kind) in [EOS_100, STREAMS_100].into_iter().enumerate() {
+            // Timers per second the system ingests: from the restore part (the same input),
+            // else from the main run (1.5 events per timer).
+            let rate = report
+                .restore
+                .iter()
+                .find(|r| r.system == kind.system())
+                .map(|r| r.timers as f64 / r.ingest_s.max(0.1))
+                .or_else(|| {
+                    report
+                        .rows
+                        .iter()
+                        .find(|r| r.kind == Some(kind))
+                        .map(|r| r.events_per_s / 1.5)
+                })
+                .unwrap_or(10_000.0);
+            report.burst.push(state::burst(
+                &env,
+                kind,
+                &format!("burst-{id}-{i}"),
+                sizes.burst,
+                rate,
             ));
         }
     }
@@ -555,6 +564,7 @@ impl Report {
                     "timers",
                     "ingest s",
                     "peak RSS ingest MiB",
+                    "ready s, empty state",
                     "restart: ready s",
                     "pending reported",
                     "RSS restored MiB",
@@ -570,6 +580,7 @@ impl Report {
                     thousands(r.timers as f64),
                     format!("{:.1}", r.ingest_s),
                     mib(r.rss_ingest),
+                    format!("{:.1}", r.ready_empty_s),
                     format!("{:.1}", r.ready_s),
                     opt(r.pending, |p| thousands(p as f64)),
                     mib(r.rss_restored),
@@ -646,13 +657,16 @@ impl Report {
             );
         }
         if let Some(r) = self.restore.iter().find(|r| r.system == "connector") {
-            let at_10m = r.ready_s * 10_000_000.0 / r.timers.max(1) as f64;
+            // The restore proper: ready after the restart less ready on empty state.
+            let restore = (r.ready_s - r.ready_empty_s).max(0.0);
+            let at_10m = r.ready_empty_s + restore * 10_000_000.0 / r.timers.max(1) as f64;
             line(
-                "restore of 10 M timers ≤ 15 s".into(),
+                "restore of 10 M timers ≤ 15 s (time until ready)".into(),
                 format!(
-                    "{:.1} s for {} (≈ {at_10m:.0} s at 10 M if linear)",
+                    "ready {:.1} s after a restart with {} timers, {:.1} s on empty state (≈ {at_10m:.0} s at 10 M, scaling the difference linearly)",
                     r.ready_s,
-                    thousands(r.timers as f64)
+                    thousands(r.timers as f64),
+                    r.ready_empty_s
                 ),
                 Some(at_10m <= 15.0),
             );
@@ -794,8 +808,8 @@ impl Report {
         }
         let _ = writeln!(
             s,
-            "\nThe restore target is extrapolated linearly from the size measured; the burst \
-             target is judged only when 1 M timers were measured."
+            "\nThe restore target is extrapolated linearly from the size measured when it is \
+             smaller than 10 M; the burst target is judged only when 1 M timers were measured."
         );
         s
     }

@@ -8,11 +8,16 @@
 //!   empty state directory has restored its stores), the reported pending count, resident
 //!   memory after the restore and per timer (over the process's baseline on empty state),
 //!   and for Kafka Streams the state directory's size per timer.
+//!
+//! Every other trigger comes with a session start of its user (unrelated traffic), so both
+//! inputs carry records as they do in production.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use campaign_connector::model::{InputEvent, Interaction, InteractionKind};
+use campaign_connector::model::{
+    InputEvent, Interaction, InteractionKind, UserEvent, UserEventType,
+};
 
 use crate::kafka::{CommitWatch, EventProducer, Inputs, OutputReader};
 use crate::process::{dir_bytes, now_ms, peak_rss, rss, wait_for};
@@ -54,12 +59,25 @@ fn part(env: &Env, kind: Kind, prefix: &str, delay_ms: i64) -> Part {
     Part { setup, inputs }
 }
 
-/// Produces one trigger for each of `n` users, user `i` at `time(i)`; returns when the
-/// system has committed them all (and how long that took from the first record produced).
+/// Produces one trigger for each of `n` users, user `i` at `time(i)`, and for every other
+/// trigger a session start of the same user a millisecond before it (unrelated traffic, so
+/// that both inputs carry records, as they do in production); returns when the system has
+/// committed them all (and how long that took from the first record produced).
 fn ingest(env: &Env, p: &Part, running: &mut Running, n: u64, time: impl Fn(u64) -> i64) -> f64 {
     let started = Instant::now();
     let mut producer = EventProducer::new(&env.bootstrap, &p.inputs, 20);
     for i in 0..n {
+        if i % 2 == 0 {
+            producer.send(&InputEvent::UserEvent(UserEvent {
+                event_id: format!("s-{i:09}"),
+                user_id: user_id(i),
+                event_type: UserEventType::SessionStart,
+                name: None,
+                occurred_at: time(i) - 1,
+                user_time_zone: None,
+                properties: BTreeMap::new(),
+            }));
+        }
         producer.send(&InputEvent::Interaction(Interaction {
             event_id: format!("t-{i:09}"),
             user_id: user_id(i),
@@ -72,6 +90,7 @@ fn ingest(env: &Env, p: &Part, running: &mut Running, n: u64, time: impl Fn(u64)
         }));
     }
     producer.flush();
+    let total = producer.sent;
     let watch = CommitWatch::new(&env.bootstrap, &p.setup.app, &p.inputs, env.partitions);
     wait_for(
         "the triggers to be committed",
@@ -79,7 +98,7 @@ fn ingest(env: &Env, p: &Part, running: &mut Running, n: u64, time: impl Fn(u64)
         Duration::from_millis(100),
         || {
             running.proc.check_alive();
-            (watch.committed() >= n).then_some(())
+            (watch.committed() >= total).then_some(())
         },
     );
     started.elapsed().as_secs_f64()
@@ -97,9 +116,9 @@ pub struct BurstRow {
     pub all_committed_s: f64,
 }
 
-/// `ingest_rate`: the system's measured events/s, to leave it time to schedule all timers
-/// before they come due.
-pub fn burst(env: &Env, kind: Kind, prefix: &str, n: u64, ingest_rate: f64) -> BurstRow {
+/// `timers_per_s`: how fast the system ingests timers (measured before), to leave it time to
+/// schedule them all before they come due.
+pub fn burst(env: &Env, kind: Kind, prefix: &str, n: u64, timers_per_s: f64) -> BurstRow {
     let delay_ms = 86_400_000;
     let p = part(env, kind, prefix, delay_ms);
     eprintln!(
@@ -110,7 +129,8 @@ pub fn burst(env: &Env, kind: Kind, prefix: &str, n: u64, ingest_rate: f64) -> B
     let mut running = p.setup.start(env, "burst");
     running.wait_ready(Duration::from_secs(120));
     // The due second starts on a whole second, after the ingest should be done.
-    let margin = 15_000 + (3.0 * n as f64 / ingest_rate.max(1_000.0) * 1000.0) as i64;
+    // The expected ingest time with a third to spare, and 10 s.
+    let margin = 10_000 + (1.33 * n as f64 / timers_per_s.max(500.0) * 1000.0) as i64;
     let due = (now_ms() + margin) / 1000 * 1000;
     let reader = OutputReader::new(&env.bootstrap, &p.setup.output);
     let ingest_s = ingest(env, &p, &mut running, n, |i| {
@@ -153,6 +173,8 @@ pub struct RestoreRow {
     pub ingest_s: f64,
     pub rss_ingest: u64,
     pub ready_s: f64,
+    /// Time until ready of the first start, on empty state (start-up, catalog, group join).
+    pub ready_empty_s: f64,
     pub pending: Option<u64>,
     pub baseline_rss: u64,
     pub rss_restored: u64,
@@ -169,7 +191,7 @@ pub fn restore(env: &Env, kind: Kind, prefix: &str, n: u64) -> RestoreRow {
         kind.mode()
     );
     let mut running = p.setup.start(env, "ingest");
-    running.wait_ready(Duration::from_secs(120));
+    let ready_empty = running.wait_ready(Duration::from_secs(120));
     std::thread::sleep(Duration::from_secs(2));
     let baseline_rss = rss(running.proc.pid());
     let t0 = now_ms() - 3_600_000;
@@ -191,6 +213,7 @@ pub fn restore(env: &Env, kind: Kind, prefix: &str, n: u64) -> RestoreRow {
         ingest_s,
         rss_ingest,
         ready_s: ready.as_secs_f64(),
+        ready_empty_s: ready_empty.as_secs_f64(),
         pending: again.pending(),
         baseline_rss,
         rss_restored: rss(pid),
