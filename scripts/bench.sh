@@ -9,9 +9,10 @@
 # Usage: scripts/bench.sh [--quick]     (--quick: small sizes, a smoke run of a few minutes)
 #
 # Sizes and options (environment; defaults fit a 2-core machine in about 15 minutes):
-#   BENCH_EVENTS (1000000)  BENCH_USERS (events/8)  BENCH_PARTITIONS (6)  BENCH_DELAY_S (86400)
+#   BENCH_EVENTS (500000)  BENCH_USERS (events/8)  BENCH_PARTITIONS (6)  BENCH_DELAY_S (86400)
 #   BENCH_LATENESS_RATE (5000 events/s)  BENCH_LATENESS_SECONDS (60)  BENCH_LATENESS_DELAY_S (10)
-#   BENCH_BURST_TIMERS (1000000)  BENCH_RESTORE_TIMERS (1000000)
+#   BENCH_BURST_TIMERS (1000000)  BENCH_RESTORE_TIMERS (1000000): the connector's
+#   BENCH_STREAMS_TIMERS (200000): burst and restore of the Kafka Streams application
 #   BENCH_STREAMS_THREADS (1)  BENCH_STREAMS_JVM_OPTS ("-Xms256m -Xmx1g")
 #   BENCH_PARTS (throughput,lateness,restore,burst,engine): a subset to run
 #   BENCH_RUNS ("connector: exactly-once, 100 ms|Streams"): only the throughput runs whose

@@ -13,13 +13,14 @@
 //!
 //! | variable | default | `--quick` |
 //! |---|---|---|
-//! | `BENCH_EVENTS` | 1,000,000 | 100,000 |
+//! | `BENCH_EVENTS` | 500,000 | 100,000 |
 //! | `BENCH_USERS` | events / 8 | |
 //! | `BENCH_PARTITIONS` | 6 | |
 //! | `BENCH_DELAY_S` (the follow-on's delay; event time spans 6 delays) | 86,400 | |
 //! | `BENCH_LATENESS_RATE` (events/s) / `BENCH_LATENESS_SECONDS` / `BENCH_LATENESS_DELAY_S` | 5,000 / 60 / 10 | 2,000 / 15 / 5 |
 //! | `BENCH_BURST_TIMERS` | 1,000,000 | 50,000 |
 //! | `BENCH_RESTORE_TIMERS` | 1,000,000 | 50,000 |
+//! | `BENCH_STREAMS_TIMERS` (burst and restore of Kafka Streams) | 200,000 | 50,000 |
 //! | `BENCH_STREAMS_THREADS` (`num.stream.threads`) | 1 | |
 //! | `BENCH_STREAMS_JVM_OPTS` | `-Xms256m -Xmx1g` | |
 
@@ -75,13 +76,15 @@ struct Sizes {
     lateness_delay_s: i64,
     burst: u64,
     restore: u64,
+    /// Timers of the burst and restore parts for Kafka Streams (slower to ingest).
+    streams_timers: u64,
     seed: u64,
 }
 
 impl Sizes {
     fn from_env(quick: bool) -> Self {
         let q = |full: u64, quick_value: u64| if quick { quick_value } else { full };
-        let events = number("BENCH_EVENTS", q(1_000_000, 100_000));
+        let events = number("BENCH_EVENTS", q(500_000, 100_000));
         Sizes {
             events,
             users: number("BENCH_USERS", (events / 8).max(1)),
@@ -91,6 +94,7 @@ impl Sizes {
             lateness_delay_s: number("BENCH_LATENESS_DELAY_S", q(10, 5)) as i64,
             burst: number("BENCH_BURST_TIMERS", q(1_000_000, 50_000)),
             restore: number("BENCH_RESTORE_TIMERS", q(1_000_000, 50_000)),
+            streams_timers: number("BENCH_STREAMS_TIMERS", q(200_000, 50_000)),
             seed: number("BENCH_SEED", 0x5eed),
         }
     }
@@ -167,11 +171,15 @@ fn main() {
             decisions: false,
         };
         for (i, kind) in [connector, STREAMS_100].into_iter().enumerate() {
+            let timers = match kind {
+                Kind::Streams { .. } => sizes.streams_timers,
+                _ => sizes.restore,
+            };
             report.restore.push(state::restore(
                 &env,
                 kind,
                 &format!("restore-{id}-{i}"),
-                sizes.restore,
+                timers,
             ));
         }
     }
@@ -192,11 +200,15 @@ fn main() {
                         .map(|r| r.events_per_s / 1.5)
                 })
                 .unwrap_or(10_000.0);
+            let timers = match kind {
+                Kind::Streams { .. } => sizes.streams_timers,
+                _ => sizes.burst,
+            };
             report.burst.push(state::burst(
                 &env,
                 kind,
                 &format!("burst-{id}-{i}"),
-                sizes.burst,
+                timers,
                 rate,
             ));
         }
