@@ -147,7 +147,10 @@ fn main() {
     };
     let broker_pid: Option<u32> = var("BENCH_BROKER_PID").and_then(|p| p.parse().ok());
     let id = format!("{:x}", now_ms());
-    let mut report = Report::default();
+    let mut report = Report {
+        load_at_start: load_average(),
+        ..Report::default()
+    };
 
     if part("throughput") {
         throughput_part(&env, &sizes, &id, broker_pid, &mut report);
@@ -225,6 +228,7 @@ fn main() {
         });
     }
 
+    report.load_at_end = load_average();
     let tables = report.tables(&sizes);
     println!();
     for t in &tables {
@@ -263,8 +267,17 @@ fn main() {
     }
 }
 
+/// The 1, 5 and 15 minute load averages: how busy the machine was besides the suite.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
 #[derive(Default)]
 struct Report {
+    load_at_start: String,
+    load_at_end: String,
     workload: String,
     produce_s: f64,
     rows: Vec<throughput::Row>,
@@ -757,6 +770,11 @@ impl Report {
         );
         let _ = writeln!(s, "- machine: {nproc} cores ({cpu}), {mem_gib:.0} GiB memory; the broker, the system under test and the load generator share them");
         let _ = writeln!(s, "- date: {date}");
+        let _ = writeln!(
+            s,
+            "- load average (1, 5, 15 min) before the run: {}; after it: {} — other work on the machine shows here",
+            self.load_at_start, self.load_at_end
+        );
         let _ = writeln!(s, "- command: `{command}`");
         let _ = writeln!(
             s,

@@ -121,7 +121,8 @@ fn escape(s: &str) -> String {
 pub fn svg(title: &str, bars: &[Bar]) -> String {
     let label_w = 330.0;
     let panel_w = 300.0;
-    let gap = 40.0;
+    // Room for the first panel's value labels.
+    let gap = 90.0;
     let row_h = 24.0;
     let top = 60.0;
     let width = label_w + 2.0 * panel_w + gap + 90.0;
