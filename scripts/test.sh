@@ -8,7 +8,8 @@
 #     certificate and SCRAM user generated for this run by scripts/kafka/sasl-ssl.sh.
 # Both are started before either is waited for. The script also fetches the Apache Avro Java
 # library and the Kafka Java client (Maven Central) for the Java interoperability tests
-# (tests/java_interop.rs), which fail without them.
+# (tests/java_interop.rs), and builds the benchmark suite's Kafka Streams application
+# (scripts/java/streams-peer.sh) for tests/streams_peer.rs; both fail without them.
 #
 # Usage: scripts/test.sh [extra cargo test args]   (e.g. --test kafka_security: that target only)
 # Env:   KAFKA_TEST_PORT (default 19092): the port of the test broker (+1: its controller).
@@ -51,6 +52,8 @@ trap cleanup EXIT
 cleanup
 scripts/kafka/fetch.sh
 scripts/java/fetch.sh >/dev/null
+# The Kafka Streams application of the benchmark suite (tests/streams_peer.rs).
+scripts/java/streams-peer.sh >/dev/null
 
 # Fresh CA, certificate and SCRAM password for every run; the SCRAM user is created when
 # the (fresh) storage is formatted.
