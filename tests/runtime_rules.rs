@@ -121,6 +121,13 @@ fn an_empty_input_is_passed_by_only_once_the_broker_confirmed_it_after_the_other
 }
 
 #[test]
+fn a_quiet_input_is_confirmed_at_most_once_per_interval_so_records_gather() {
+    assert_eq!(confirm_at(0, 1_000), None, "never asked: ask now");
+    assert_eq!(confirm_at(1_000, 1_004), Some(1_000 + CONFIRM_INTERVAL_MS));
+    assert_eq!(confirm_at(1_000, 1_000 + CONFIRM_INTERVAL_MS), None);
+}
+
+#[test]
 fn backpressure_pauses_above_the_bound_and_resumes_below_half_of_it() {
     let b = Backpressure { max_buffered: 100 };
     assert_eq!(b.decide(101, false), Flow::Pause);

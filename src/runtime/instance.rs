@@ -418,7 +418,7 @@ fn step(
     }
     wake.restoring = !c.restorer.progress().is_empty();
     c.learn_positions(consumer)?;
-    c.refresh_ends(consumer)?;
+    c.refresh_ends(consumer, now, wake)?;
     c.flow_control(consumer)?;
     c.process(now, wake)?;
     if c.cadence.due(now_ms()) {

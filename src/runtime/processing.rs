@@ -13,7 +13,7 @@ use super::instance::{now_ms, Core, BATCH, MAX_BUFFERED, OFFSETS_TIMEOUT};
 use super::kafka::cached_high_watermark;
 use super::output::Source;
 use super::rebalance::GroupContext;
-use super::rules::{input_at_end, needs_confirmation, Backpressure, Flow, Wakeup};
+use super::rules::{confirm_at, input_at_end, needs_confirmation, Backpressure, Flow, Wakeup};
 use super::task::{BadInput, Decoded};
 use crate::merge::Next;
 use crate::model::{InputCoordinates, TimestampMs};
@@ -165,6 +165,8 @@ impl Core {
     pub(super) fn refresh_ends(
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
+        now: TimestampMs,
+        wake: &mut Wakeup,
     ) -> Result<(), RuntimeError> {
         for (p, task) in self.tasks.iter_mut() {
             for i in 0..task.inputs.len() {
@@ -178,6 +180,13 @@ impl Core {
                     .map(|fresh| cached.map_or(fresh, |c| c.max(fresh)));
                 q.at_end = input_at_end(q.records.len(), q.position, high);
                 if needs_confirmation(q.at_end, newest_other, q.verified_seq) {
+                    if let Some(later) = confirm_at(q.confirmed_at, now) {
+                        // Not yet: the merge waits and more records gather meanwhile.
+                        q.at_end = false;
+                        wake.retry_at = Some(wake.retry_at.map_or(later, |r| r.min(later)));
+                        continue;
+                    }
+                    q.confirmed_at = now;
                     let (_, high) = consumer
                         .fetch_watermarks(&self.topics[i], *p, OFFSETS_TIMEOUT)
                         .map_err(RuntimeError::kafka("fetching high watermarks"))?;
