@@ -157,6 +157,9 @@ struct RawCampaign {
     version: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     published_at: Option<String>,
+    /// This version's backfill start (normally set by `campaigns publish --backfill-since`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    backfill_since: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     starts_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -818,6 +821,7 @@ fn convert_campaign(raw: &RawCampaign) -> (Campaign, Problems) {
         starts_at: parse_optional_timestamp(&mut p, "starts_at", &raw.starts_at),
         ends_at: parse_optional_timestamp(&mut p, "ends_at", &raw.ends_at),
         follow_on: raw.follow_on.as_ref().map(|f| convert_follow_on(&mut p, f)),
+        backfill_since: parse_optional_timestamp(&mut p, "backfill_since", &raw.backfill_since),
     };
     (campaign, p)
 }
@@ -1233,6 +1237,7 @@ fn raw_campaign(c: &Campaign) -> RawCampaign {
         status: symbol_of(&STATUSES, c.status).to_string(),
         version: Some(c.version),
         published_at: c.published_at.map(format_timestamp),
+        backfill_since: c.backfill_since.map(format_timestamp),
         starts_at: c.starts_at.map(format_timestamp),
         ends_at: c.ends_at.map(format_timestamp),
         follow_on: c.follow_on.as_ref().map(raw_follow_on),

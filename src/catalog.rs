@@ -239,6 +239,8 @@ pub struct CampaignEntry {
     pub status: CampaignStatus,
     pub version: i64,
     pub published_at: Option<TimestampMs>,
+    /// This version's backfill start: triggers from here on count before `published_at`.
+    pub backfill_since: Option<TimestampMs>,
     pub starts_at: Option<TimestampMs>,
     pub ends_at: Option<TimestampMs>,
     /// The current rule, for a follow-on campaign.
@@ -473,6 +475,7 @@ impl Catalog {
                 status: campaign.status,
                 version: campaign.version,
                 published_at: campaign.published_at,
+                backfill_since: campaign.backfill_since,
                 starts_at: campaign.starts_at,
                 ends_at: campaign.ends_at,
                 rule,

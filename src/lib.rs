@@ -20,7 +20,9 @@
 //! - [`runtime`]: the Kafka consumer-group service around the engine: tasks, restore,
 //!   rebalances, exactly-once transactions, dead letters.
 //! - [`events_file`]: the JSONL events file of `simulate` and `send`, bad lines by number.
-//! - [`simulate`]: the offline simulator behind `campaign-connector simulate`.
+//! - [`simulate`]: the offline simulator behind `campaign-connector simulate`, streamed.
+//! - [`preview`]: what a campaigns file would have done on a window of real traffic: the
+//!   input topics read read-only, one engine per task, counts, busiest hours, a sample.
 
 pub mod campaigns_file;
 pub mod catalog;
@@ -29,6 +31,7 @@ pub mod engine;
 pub mod events_file;
 pub mod merge;
 pub mod model;
+pub mod preview;
 pub mod runtime;
 pub mod simulate;
 pub mod time;

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use campaign_connector::campaigns_file::load_campaigns_file;
 use campaign_connector::codec::SchemaIdentity;
-use campaign_connector::events_file::parse_events;
 use campaign_connector::runtime::{self, admin::Published, config, config::Settings};
-use campaign_connector::simulate::{render_jsonl, render_table, simulate, summary};
+use campaign_connector::simulate::render_table;
 use campaign_connector::time::{check_event_range, parse_duration, parse_rfc3339};
 use campaign_connector::validate::Limits;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -64,6 +63,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Preview a campaigns file on a window of the real input topics, read-only: what its
+    /// follow-ons would have sent, and why not.
+    Preview(PreviewArgs),
     /// Show the committed send-commands and decisions as a table (reads for a while).
     Outputs {
         /// How long to read, e.g. 3s.
@@ -135,6 +137,34 @@ struct SimulateArgs {
     /// The longest delay a campaign may have (e.g. 30d; at most 2 years).
     #[arg(long, env = "CONNECTOR_MAX_DELAY", default_value = "30d")]
     max_delay: String,
+    /// How far before published_at a backfill start may be (e.g. 7d).
+    #[arg(long, env = "CONNECTOR_MAX_BACKFILL", default_value = "7d")]
+    max_backfill: String,
+    /// How many events may be out of event-time order in the file: events are put in
+    /// order within this many; an event out of order by more is a bad line.
+    #[arg(long, default_value_t = campaign_connector::simulate::DEFAULT_REORDER_WINDOW)]
+    reorder_window: usize,
+}
+
+#[derive(clap::Args)]
+struct PreviewArgs {
+    /// Campaign definitions (YAML): new follow-ons, or edits of live ones.
+    #[arg(long)]
+    campaigns: PathBuf,
+    /// Start of the window, by record time: a duration ago (7d, 12h) or RFC 3339.
+    #[arg(long)]
+    since: String,
+    /// End of the window, by record time, as RFC 3339; pending sends due by then fire.
+    /// Default: the end of the topics when the preview starts, and now.
+    #[arg(long)]
+    until: Option<String>,
+    /// How many users to show every decision of.
+    #[arg(long, default_value_t = 10)]
+    users: usize,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    #[command(flatten)]
+    config: ConfigArg,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +172,12 @@ enum CampaignsCommand {
     /// Validate campaign files and publish them to the campaigns topic.
     Publish {
         files: Vec<PathBuf>,
+        /// Backfill: every follow-on published counts triggers from this time on, even
+        /// before its publish time — for records the connector has not processed yet (it
+        /// never reads input again). A duration ago (2d) or RFC 3339; at most max_backfill
+        /// before the publish time.
+        #[arg(long)]
+        backfill_since: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -159,6 +195,9 @@ enum CampaignsCommand {
         /// The longest delay a campaign may have (e.g. 30d; at most 2 years).
         #[arg(long, env = "CONNECTOR_MAX_DELAY", default_value = "30d")]
         max_delay: String,
+        /// How far before published_at a backfill start may be (e.g. 7d).
+        #[arg(long, env = "CONNECTOR_MAX_BACKFILL", default_value = "7d")]
+        max_backfill: String,
     },
 }
 
@@ -168,9 +207,29 @@ enum Format {
     Table,
 }
 
-fn limits(max_delay: &str) -> Result<Limits> {
+fn limits(max_delay: &str, max_backfill: &str) -> Result<Limits> {
     let seconds = parse_duration(max_delay).context("--max-delay")?;
-    Limits::with_max_delay(seconds).map_err(|e| anyhow::anyhow!("--max-delay: {e}"))
+    let limits =
+        Limits::with_max_delay(seconds).map_err(|e| anyhow::anyhow!("--max-delay: {e}"))?;
+    let backfill = campaign_connector::time::parse_duration_ms(max_backfill)
+        .context("--max-backfill")?
+        / 1_000;
+    limits
+        .with_max_backfill(backfill)
+        .map_err(|e| anyhow::anyhow!("--max-backfill: {e}"))
+}
+
+/// A point in time given on the command line: RFC 3339, or a duration ago (`7d`, `12h`).
+fn time_or_ago(option: &str, text: &str, now: i64) -> Result<i64> {
+    if let Ok(t) = parse_rfc3339(text) {
+        return Ok(t);
+    }
+    let ago = campaign_connector::time::parse_duration_ms(text).map_err(|e| {
+        anyhow::anyhow!(
+            "{option} {text:?}: expected a duration ago (7d, 12h) or an RFC 3339 time: {e}"
+        )
+    })?;
+    Ok(now.saturating_sub(ago))
 }
 
 /// This build's schemas, each with the file in `schemas/` it equals.
@@ -282,53 +341,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             events,
             now,
             config,
-        } => {
-            let settings = config.settings()?;
-            let bytes = std::fs::read(&events)
-                .with_context(|| format!("reading events file {}", events.display()))?;
-            let (mut parsed, mut errors) = parse_events(&bytes);
-            if now {
-                // The first event the connector would accept sets the shift; times out of
-                // range stay out of range (or are refused when they cannot be shifted).
-                let first = parsed
-                    .iter()
-                    .map(|(_, e)| e.occurred_at())
-                    .filter(|&t| check_event_range(t).is_ok())
-                    .min()
-                    .unwrap_or(0);
-                let shift = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)?
-                    .as_millis() as i64
-                    - first;
-                parsed.retain_mut(|(line, e)| {
-                    let t = match e {
-                        campaign_connector::model::InputEvent::Interaction(i) => &mut i.occurred_at,
-                        campaign_connector::model::InputEvent::UserEvent(u) => &mut u.occurred_at,
-                    };
-                    let shifted = t.checked_add(shift);
-                    if shifted.is_none() {
-                        errors.push(campaign_connector::events_file::LineError {
-                            line: *line,
-                            message: format!("occurred_at {t} cannot be shifted by {shift} ms"),
-                        });
-                    }
-                    *t = shifted.unwrap_or(*t);
-                    shifted.is_some()
-                });
-                errors.sort_by_key(|e| e.line);
-            }
-            for e in &errors {
-                eprintln!("{}:{}: {}", events.display(), e.line, e.message);
-            }
-            let list: Vec<_> = parsed.into_iter().map(|(_, e)| e).collect();
-            let n = runtime::admin::send_events(&settings, &list)?;
-            println!("sent {n} events");
-            Ok(if errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
+        } => send_command(&events, now, &config),
         Command::Dlq(DlqCommand::Replay {
             class,
             dry_run,
@@ -387,16 +400,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("topics ok: inputs and changelog co-partitioned with {partitions} partitions");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Campaigns(CampaignsCommand::Publish { files, config }) => {
+        Command::Campaigns(CampaignsCommand::Publish {
+            files,
+            backfill_since,
+            config,
+        }) => {
             let settings = config.settings()?;
             let mut campaigns = Vec::new();
             for file in &files {
                 campaigns.extend(load_campaigns_file(file, &settings.limits)?);
             }
-            for p in runtime::admin::publish(&settings, &campaigns)? {
+            let backfill_since = backfill_since
+                .map(|t| time_or_ago("--backfill-since", &t, now_ms()?))
+                .transpose()?;
+            let options = runtime::admin::PublishOptions { backfill_since };
+            let backfill = |id: &str| {
+                let follow_on = campaigns
+                    .iter()
+                    .any(|c| c.campaign_id == id && c.follow_on.is_some());
+                match backfill_since {
+                    Some(t) if follow_on => format!(
+                        ", triggers from {} count (backfill)",
+                        campaign_connector::time::format_timestamp(t)
+                    ),
+                    _ => String::new(),
+                }
+            };
+            for p in runtime::admin::publish_with(&settings, &campaigns, options)? {
                 match p {
-                    Published::New(id, v) => println!("published {id} v{v} (new)"),
-                    Published::Updated(id, v) => println!("published {id} v{v} (updated)"),
+                    Published::New(id, v) => {
+                        println!("published {id} v{v} (new){}", backfill(&id))
+                    }
+                    Published::Updated(id, v) => {
+                        println!("published {id} v{v} (updated){}", backfill(&id))
+                    }
                     Published::Unchanged(id, v) => println!("unchanged {id} v{v}"),
                 }
             }
@@ -425,39 +462,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Simulate(args) => {
-            let limits = limits(&args.max_delay)?;
-            let campaigns = load_campaigns_file(&args.campaigns, &limits)?;
-            let bytes = std::fs::read(&args.events)
-                .with_context(|| format!("reading events file {}", args.events.display()))?;
-            let until = args
-                .until
-                .as_deref()
-                .map(parse_rfc3339)
-                .transpose()
-                .context("--until")?;
-            let name = args.events.display().to_string();
-            let report = simulate(&campaigns, &bytes, &name, until, limits)
-                .map_err(|e| anyhow::anyhow!("{}: {e}", args.campaigns.display()))?;
-            print!(
-                "{}",
-                match args.format {
-                    Format::Jsonl => render_jsonl(&report),
-                    Format::Table => render_table(&report),
-                }
-            );
-            for e in &report.line_errors {
-                eprintln!("{name}:{}: {}", e.line, e.message);
-            }
-            eprintln!("{}", summary(&report));
-            Ok(if report.line_errors.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
-        }
-        Command::Campaigns(CampaignsCommand::Validate { files, max_delay }) => {
-            let limits = limits(&max_delay)?;
+        Command::Simulate(args) => simulate_command(args),
+        Command::Preview(args) => preview_command(args),
+        Command::Campaigns(CampaignsCommand::Validate {
+            files,
+            max_delay,
+            max_backfill,
+        }) => {
+            let limits = limits(&max_delay, &max_backfill)?;
             let mut failed = false;
             for file in files {
                 match load_campaigns_file(&file, &limits) {
@@ -490,4 +502,227 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// `simulate`: streams the events file through the engine, the output to stdout as it is
+/// produced, bad lines to stderr as they are found.
+fn simulate_command(args: SimulateArgs) -> Result<ExitCode> {
+    use campaign_connector::events_file::EventLines;
+    use campaign_connector::simulate::{
+        run, summary as render_summary, JsonlWriter, Options, OutputWriter, SimulateError,
+        TableWriter,
+    };
+    use std::io::{BufReader, BufWriter};
+
+    let limits = limits(&args.max_delay, &args.max_backfill)?;
+    let campaigns = load_campaigns_file(&args.campaigns, &limits)?;
+    let until = args
+        .until
+        .as_deref()
+        .map(parse_rfc3339)
+        .transpose()
+        .context("--until")?;
+    let file = std::fs::File::open(&args.events)
+        .with_context(|| format!("reading events file {}", args.events.display()))?;
+    let name = args.events.display().to_string();
+    let stdout = BufWriter::with_capacity(1 << 16, std::io::stdout());
+    let mut writer = match args.format {
+        Format::Jsonl => OutputWriter::Jsonl(JsonlWriter::new(stdout)),
+        Format::Table => OutputWriter::Table(Box::new(TableWriter::new(stdout))),
+    };
+    let options = Options {
+        until,
+        reorder_window: args.reorder_window,
+    };
+    let result = run(
+        &campaigns,
+        EventLines::new(BufReader::with_capacity(1 << 16, file)),
+        &name,
+        options,
+        limits,
+        &mut |o| writer.write(&o),
+        &mut |e| eprintln!("{name}:{}: {}", e.line, e.message),
+    );
+    let summary = match result {
+        Ok(summary) => summary,
+        // The reader of the output went away (`| head`): stop quietly.
+        Err(SimulateError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+            return Ok(ExitCode::SUCCESS)
+        }
+        Err(SimulateError::Campaign(e)) => {
+            anyhow::bail!("{}: {e}", args.campaigns.display())
+        }
+        Err(SimulateError::Read(e)) => {
+            anyhow::bail!("reading events file {}: {e}", args.events.display())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match writer.finish() {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(ExitCode::SUCCESS),
+        other => {
+            other.context("writing the output")?;
+        }
+    }
+    eprintln!("{}", render_summary(&summary));
+    Ok(if summary.bad_lines == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The wall clock in epoch milliseconds.
+fn now_ms() -> Result<i64> {
+    Ok(std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64)
+}
+
+/// `preview`: reads the window, prints the report; progress on stderr while it reads.
+fn preview_command(args: PreviewArgs) -> Result<ExitCode> {
+    use campaign_connector::preview::report::{render_jsonl, render_table, PreviewReport};
+    use campaign_connector::preview::source::{Progress, Window};
+    use campaign_connector::time::format_timestamp;
+    use std::io::IsTerminal;
+
+    let settings = args.config.settings()?;
+    let file = load_campaigns_file(&args.campaigns, &settings.limits)?;
+    let now = now_ms()?;
+    let since = time_or_ago("--since", &args.since, now)?;
+    let until = args
+        .until
+        .as_deref()
+        .map(parse_rfc3339)
+        .transpose()
+        .context("--until")?;
+    if let Some(until) = until.filter(|&u| u <= since) {
+        anyhow::bail!(
+            "--until {} is not after --since {}: the window is empty",
+            format_timestamp(until),
+            format_timestamp(since)
+        );
+    }
+    let window = Window { since, until };
+    let terminal = std::io::stderr().is_terminal();
+    let mut last_line = std::time::Instant::now();
+    let mut progress = |p: &Progress| {
+        let seconds = p.elapsed.as_secs_f64().max(1e-3);
+        let line = format!(
+            "read {} of about {} records ({:.0} %), {:.0} records/s, event time {}",
+            p.records,
+            p.expected,
+            100.0 * p.records as f64 / p.expected.max(1) as f64,
+            p.records as f64 / seconds,
+            p.event_time
+                .map(format_timestamp)
+                .unwrap_or_else(|| "-".into())
+        );
+        if terminal {
+            eprint!("\r{line}   ");
+        } else if last_line.elapsed() >= std::time::Duration::from_secs(5) {
+            last_line = std::time::Instant::now();
+            eprintln!("{line}");
+        }
+    };
+    let outcome =
+        campaign_connector::preview::run(&settings, &file, window, now, args.users, &mut progress)?;
+    if terminal {
+        eprintln!();
+    }
+    let name = args.campaigns.display().to_string();
+    let report = PreviewReport {
+        campaigns_file: &name,
+        catalog: &outcome.catalog,
+        window: outcome.window,
+        stats: &outcome.stats,
+        tally: &outcome.tally,
+    };
+    print!(
+        "{}",
+        match args.format {
+            Format::Table => render_table(&report),
+            Format::Jsonl => render_jsonl(&report),
+        }
+    );
+    eprintln!(
+        "read {} records in {:.1} s; {} events",
+        outcome.stats.records.iter().sum::<u64>(),
+        outcome.stats.elapsed.as_secs_f64(),
+        outcome.tally.engine.events
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `send`: streams the events file to the input topics (bad lines to stderr as found).
+/// With `--now`, a first pass finds the earliest event time the connector would accept.
+fn send_command(events: &std::path::Path, now: bool, config: &ConfigArg) -> Result<ExitCode> {
+    use campaign_connector::events_file::EventLines;
+    use campaign_connector::model::InputEvent;
+    use std::io::BufReader;
+
+    let settings = config.settings()?;
+    let open = || -> Result<EventLines<BufReader<std::fs::File>>> {
+        let file = std::fs::File::open(events)
+            .with_context(|| format!("reading events file {}", events.display()))?;
+        Ok(EventLines::new(BufReader::with_capacity(1 << 16, file)))
+    };
+    let read_error = |e: std::io::Error| {
+        campaign_connector::runtime::RuntimeError::Setup(format!(
+            "reading events file {}: {e}",
+            events.display()
+        ))
+    };
+    let shift = if now {
+        // The first event the connector would accept sets the shift; times out of range
+        // stay out of range (or are refused when they cannot be shifted).
+        let mut lines = open()?;
+        let mut first: Option<i64> = None;
+        while let Some((_, parsed)) = lines.next_event().map_err(read_error)? {
+            if let Ok(e) = parsed {
+                let t = e.occurred_at();
+                if check_event_range(t).is_ok() {
+                    first = Some(first.map_or(t, |f| f.min(t)));
+                }
+            }
+        }
+        now_ms()? - first.unwrap_or(0)
+    } else {
+        0
+    };
+    let mut lines = open()?;
+    let mut bad = 0usize;
+    let name = events.display().to_string();
+    let stream = std::iter::from_fn(|| loop {
+        match lines.next_event() {
+            Err(e) => return Some(Err(read_error(e))),
+            Ok(None) => return None,
+            Ok(Some((line, Err(message)))) => {
+                bad += 1;
+                eprintln!("{name}:{line}: {message}");
+            }
+            Ok(Some((line, Ok(mut e)))) => {
+                let t = match &mut e {
+                    InputEvent::Interaction(i) => &mut i.occurred_at,
+                    InputEvent::UserEvent(u) => &mut u.occurred_at,
+                };
+                match t.checked_add(shift) {
+                    Some(shifted) => {
+                        *t = shifted;
+                        return Some(Ok(e));
+                    }
+                    None => {
+                        bad += 1;
+                        eprintln!("{name}:{line}: occurred_at {t} cannot be shifted by {shift} ms");
+                    }
+                }
+            }
+        }
+    });
+    let n = runtime::admin::send_event_stream(&settings, stream)?;
+    println!("sent {n} events");
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

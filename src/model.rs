@@ -269,6 +269,13 @@ pub struct Campaign {
     pub ends_at: Option<TimestampMs>,
     #[serde(default)]
     pub follow_on: Option<FollowOnRule>,
+    /// For this version of a follow-on only: triggers from this time on count even before
+    /// `published_at` (an explicit backfill start, at most `max_backfill` before it).
+    /// Only records the connector has not processed yet are affected: it never reads
+    /// input again. `null`: no backfill.
+    #[serde(default)]
+    #[avro(with = optional_timestamp_schema, default = "null")]
+    pub backfill_since: Option<TimestampMs>,
 }
 
 /// What makes a campaign a follow-on: its trigger, delay, exceptions and message.
@@ -533,12 +540,15 @@ pub enum DecisionReason {
     PastEnd,
     // Fired later than the `DROP_IF_LATE_BY` bound.
     Overdue,
+    // Scheduled, or sent at once, for a trigger before `published_at` that counted only
+    // because of the version's backfill start.
+    Backfill,
     #[default]
     Unknown,
 }
 
 impl DecisionReason {
-    pub const ALL: [DecisionReason; 16] = [
+    pub const ALL: [DecisionReason; 17] = [
         Self::Trigger,
         Self::Restart,
         Self::FollowOnInactive,
@@ -554,6 +564,7 @@ impl DecisionReason {
         Self::FollowOnDeleted,
         Self::PastEnd,
         Self::Overdue,
+        Self::Backfill,
         Self::Unknown,
     ];
 
@@ -574,6 +585,7 @@ impl DecisionReason {
             Self::FollowOnDeleted => "follow_on_deleted",
             Self::PastEnd => "past_end",
             Self::Overdue => "overdue",
+            Self::Backfill => "backfill",
             Self::Unknown => "unknown",
         }
     }

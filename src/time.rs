@@ -101,7 +101,7 @@ impl EventTimeError {
 /// A timestamp as epoch milliseconds, with its RFC 3339 form when it has one.
 fn describe(ms: TimestampMs) -> String {
     match rfc3339(ms) {
-        Some(text) => format!("{ms} ({text})"),
+        Some(_) => format!("{ms} ({})", format_timestamp(ms)),
         None => ms.to_string(),
     }
 }
@@ -262,17 +262,86 @@ pub fn parse_rfc3339(text: &str) -> Result<TimestampMs, TimeError> {
 /// instant RFC 3339 cannot write (outside the years 0000–9999), which
 /// [`parse_timestamp`] reads back the same.
 pub fn format_timestamp(ms: TimestampMs) -> String {
-    rfc3339(ms).unwrap_or_else(|| ms.to_string())
+    TimestampText::new(ms).as_str().to_string()
+}
+
+/// [`format_timestamp`]'s text without an allocation, for writers of many records.
+#[derive(Clone, Copy)]
+pub struct TimestampText {
+    bytes: [u8; 24],
+    len: usize,
+}
+
+impl TimestampText {
+    pub fn new(ms: TimestampMs) -> Self {
+        if let Some((bytes, len)) = rfc3339(ms) {
+            return Self { bytes, len };
+        }
+        // Epoch milliseconds: at most 20 characters (`-9223372036854775808`).
+        let mut bytes = [0u8; 24];
+        let mut cursor = std::io::Cursor::new(&mut bytes[..]);
+        std::io::Write::write_fmt(&mut cursor, format_args!("{ms}"))
+            .expect("an i64 fits in 24 bytes");
+        let len = cursor.position() as usize;
+        Self { bytes, len }
+    }
+
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..self.len]).expect("ASCII digits and separators")
+    }
 }
 
 /// RFC 3339 in UTC, or `None` outside the years 0000–9999.
-fn rfc3339(ms: TimestampMs) -> Option<String> {
-    let d = DateTime::from_timestamp_millis(ms).filter(|d| (0..=9999).contains(&d.year()))?;
-    Some(if ms % 1000 == 0 {
-        d.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+///
+/// Written digit by digit (the proleptic Gregorian calendar from the day number): the
+/// simulator and preview format every time they print, and a format string costs several
+/// times more. A test checks it against chrono's formatting over the whole range.
+fn rfc3339(ms: TimestampMs) -> Option<([u8; 24], usize)> {
+    let seconds = ms.div_euclid(1_000);
+    let millis = ms.rem_euclid(1_000);
+    let days = seconds.div_euclid(DAY_SECONDS);
+    let of_day = seconds.rem_euclid(DAY_SECONDS);
+    let (year, month, day) = civil_from_days(days);
+    if !(0..=9999).contains(&year) {
+        return None;
+    }
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    let put = |out: &mut [u8; 24], at: usize, value: i64, width: usize| {
+        let mut v = value;
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(&mut out, 0, year, 4);
+    put(&mut out, 5, month, 2);
+    put(&mut out, 8, day, 2);
+    put(&mut out, 11, of_day / 3_600, 2);
+    put(&mut out, 14, of_day / 60 % 60, 2);
+    put(&mut out, 17, of_day % 60, 2);
+    let len = if millis == 0 {
+        out[19] = b'Z';
+        20
     } else {
-        d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-    })
+        put(&mut out, 20, millis, 3);
+        24
+    };
+    Some((out, len))
+}
+
+/// The proleptic Gregorian (year, month, day) of a day number counted from 1970-01-01,
+/// by Howard Hinnant's `civil_from_days` (eras of 400 years, years starting in March).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// Parses `HH:MM` or `HH:MM:SS`.
@@ -371,6 +440,54 @@ pub fn calendar_days_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What `rfc3339` must equal: chrono's formatting.
+    fn chrono_rfc3339(ms: TimestampMs) -> Option<String> {
+        let d = DateTime::from_timestamp_millis(ms).filter(|d| (0..=9999).contains(&d.year()))?;
+        Some(if ms % 1000 == 0 {
+            d.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+        } else {
+            d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+        })
+    }
+
+    #[test]
+    fn rfc3339_is_chronos_format_over_the_whole_range() {
+        let first = ts("0000-01-01T00:00:00Z");
+        let last = ts("9999-12-31T23:59:59.999Z");
+        let mut edges = vec![
+            first - 1,
+            first,
+            last,
+            last + 1,
+            0,
+            -1,
+            1,
+            MAX_EVENT_TIME,
+            ts("2000-02-29T12:00:00.5Z"),
+            ts("1900-03-01T00:00:00Z"),
+            ts("2100-02-28T23:59:59Z"),
+            i64::MIN,
+            i64::MAX,
+        ];
+        // Every day boundary of a few leap-year cycles, and a spread over the range.
+        let day = DAY_SECONDS * 1_000;
+        edges.extend((0..3_000).map(|i| ts("1999-12-31T00:00:00Z") + i * day - 1));
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let span = (last - first + 2) as u64;
+            edges.push(first - 1 + (x % span) as i64);
+        }
+        for ms in edges {
+            let ours = rfc3339(ms).map(|(b, len)| String::from_utf8(b[..len].to_vec()).unwrap());
+            assert_eq!(ours, chrono_rfc3339(ms), "{ms}");
+            let text = chrono_rfc3339(ms).unwrap_or_else(|| ms.to_string());
+            assert_eq!(format_timestamp(ms), text, "{ms}");
+        }
+    }
 
     fn ts(s: &str) -> TimestampMs {
         parse_timestamp(s).unwrap()

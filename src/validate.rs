@@ -16,17 +16,39 @@ pub struct Limits {
     /// The longest `AFTER` delay (and `CALENDAR_DAYS` × 1 day) a campaign may have.
     /// Default 30 days; never more than the 2-year cap.
     pub max_delay_seconds: i64,
+    /// How far before `published_at` a follow-on version's `backfill_since` may be.
+    /// Default 7 days; 0 refuses every backfill; never more than the 2-year cap.
+    pub max_backfill_seconds: i64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_delay_seconds: 30 * DAY_SECONDS,
+            max_backfill_seconds: 7 * DAY_SECONDS,
         }
     }
 }
 
 impl Limits {
+    /// These limits with a configured maximum backfill; refuses a negative one and one
+    /// beyond the 2-year cap.
+    pub fn with_max_backfill(self, max_backfill_seconds: i64) -> Result<Self, String> {
+        if max_backfill_seconds < 0 {
+            return Err("max_backfill must not be negative".into());
+        }
+        if max_backfill_seconds > TWO_YEARS_SECONDS {
+            return Err(format!(
+                "max_backfill {} exceeds the 2-year cap",
+                format_duration(max_backfill_seconds)
+            ));
+        }
+        Ok(Self {
+            max_backfill_seconds,
+            ..self
+        })
+    }
+
     /// Limits with a configured maximum delay; refuses one beyond the 2-year cap.
     pub fn with_max_delay(max_delay_seconds: i64) -> Result<Self, String> {
         if max_delay_seconds <= 0 {
@@ -41,7 +63,10 @@ impl Limits {
                 format_duration(max_delay_seconds)
             ));
         }
-        Ok(Self { max_delay_seconds })
+        Ok(Self {
+            max_delay_seconds,
+            ..Self::default()
+        })
     }
 }
 
@@ -109,6 +134,51 @@ fn delay_symbol(t: DelayType) -> &'static str {
     }
 }
 
+/// A backfill start: on a follow-on, before `published_at` and at most `max_backfill`
+/// before it.
+fn check_backfill(p: &mut Problems, campaign: &Campaign, limits: &Limits) {
+    let Some(since) = campaign.backfill_since else {
+        return;
+    };
+    let field = "backfill_since";
+    if campaign.follow_on.is_none() {
+        p.add(field, "only a follow-on campaign can have a backfill start");
+        return;
+    }
+    let Some(published) = campaign.published_at else {
+        p.add(
+            field,
+            "needs published_at: a backfill start moves the publish bound earlier, and \
+             without published_at no trigger is ignored as before publish",
+        );
+        return;
+    };
+    if since >= published {
+        p.add(
+            field,
+            format!(
+                "{} is not before published_at {}: a backfill start must be earlier",
+                time::format_timestamp(since),
+                time::format_timestamp(published)
+            ),
+        );
+        return;
+    }
+    // Both are instants a campaign record may hold: saturate rather than overflow.
+    let before_ms = published.saturating_sub(since);
+    let before_s = before_ms / 1_000 + i64::from(before_ms % 1_000 != 0);
+    if before_s > limits.max_backfill_seconds {
+        p.add(
+            field,
+            format!(
+                "{} before published_at exceeds the maximum backfill {} (setting max_backfill)",
+                format_duration(before_s),
+                format_duration(limits.max_backfill_seconds)
+            ),
+        );
+    }
+}
+
 /// Every problem with `campaign`, empty when it is valid.
 pub fn validate_campaign(campaign: &Campaign, limits: &Limits) -> Vec<FieldError> {
     let mut p = Problems(Vec::new());
@@ -126,6 +196,7 @@ pub fn validate_campaign(campaign: &Campaign, limits: &Limits) -> Vec<FieldError
             p.add("ends_at", "must be after starts_at");
         }
     }
+    check_backfill(&mut p, campaign, limits);
     let Some(rule) = &campaign.follow_on else {
         return p.0;
     };

@@ -243,6 +243,80 @@ fn delays_beyond_the_configured_maximum_are_refused() {
 }
 
 #[test]
+fn a_backfill_start_is_on_a_follow_on_before_its_publish_time_within_the_maximum() {
+    let file = |extra: &str| {
+        rule_with("      delay: 1d\n").replace(
+            "    published_at: 2026-10-01T09:00:00Z\n",
+            &format!("    published_at: 2026-10-01T09:00:00Z\n{extra}"),
+        )
+    };
+    let ok = parse_campaigns(
+        &file("    backfill_since: 2026-09-24T09:00:00Z\n"),
+        FILE,
+        &Limits::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        ok[1].backfill_since,
+        Some(parse_timestamp("2026-09-24T09:00:00Z").unwrap())
+    );
+    let (problems, text) = fail(&file("    backfill_since: 2026-09-24T08:59:59Z\n"));
+    assert_one(
+        &problems,
+        &text,
+        &format!(
+            "{FILE}: campaign \"cart-email\": backfill_since: 7d1s before published_at exceeds the maximum backfill 1w (setting max_backfill)"
+        ),
+    );
+    let (problems, text) = fail_with(
+        &file("    backfill_since: 2026-09-30T09:00:00Z\n"),
+        &Limits::default().with_max_backfill(0).unwrap(),
+    );
+    assert_one(
+        &problems,
+        &text,
+        &format!(
+            "{FILE}: campaign \"cart-email\": backfill_since: 1d before published_at exceeds the maximum backfill 0s (setting max_backfill)"
+        ),
+    );
+    let (problems, text) = fail(&file("    backfill_since: 2026-10-01T09:00:00Z\n"));
+    assert_one(
+        &problems,
+        &text,
+        &format!(
+            "{FILE}: campaign \"cart-email\": backfill_since: 2026-10-01T09:00:00Z is not before published_at 2026-10-01T09:00:00Z: a backfill start must be earlier"
+        ),
+    );
+    let (problems, text) = fail(
+        &file("    backfill_since: 2026-09-30T09:00:00Z\n")
+            .replace("    published_at: 2026-10-01T09:00:00Z\n", ""),
+    );
+    assert_one(
+        &problems,
+        &text,
+        &format!(
+            "{FILE}: campaign \"cart-email\": backfill_since: needs published_at: a backfill start moves the publish bound earlier, and without published_at no trigger is ignored as before publish"
+        ),
+    );
+    let (problems, text) = fail(&file("").replace(
+        "    status: ACTIVE\n  - campaign_id: cart-email",
+        "    status: ACTIVE\n    published_at: 2026-10-01T09:00:00Z\n    backfill_since: 2026-09-30T09:00:00Z\n  - campaign_id: cart-email",
+    ));
+    assert_one(
+        &problems,
+        &text,
+        &format!(
+            "{FILE}: campaign \"abandoned-cart\": backfill_since: only a follow-on campaign can have a backfill start"
+        ),
+    );
+    let (_, text) = fail(&file("    backfill_since: soon\n"));
+    assert!(
+        text.contains("backfill_since: invalid timestamp \"soon\""),
+        "{text}"
+    );
+}
+
+#[test]
 fn unknown_interaction_kinds_get_a_suggestion() {
     let text = follow_on_file(
         "      trigger: {campaign_id: abandoned-cart, kinds: [EMAIL_OPENED]}\n      delay: 1d\n",
@@ -650,6 +724,7 @@ fn everything_set() -> Campaign {
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
     Campaign {
+        backfill_since: Some(parse_timestamp("2026-11-28T08:00:00Z").unwrap()),
         campaign_id: "winter-sale-2026-follow-up".into(),
         name: "Winter sale: follow-up for clickers".into(),
         kind: CampaignKind::NewsFeedCard,
@@ -731,6 +806,7 @@ fn a_campaign_with_every_option_set_round_trips() {
         c.status = CampaignStatus::Draft;
         c.starts_at = None;
         c.published_at = Some(-1_500);
+        c.backfill_since = None;
         let rule = c.follow_on.as_mut().unwrap();
         if delay.delay_type == DelayType::Immediate {
             rule.exceptions.clear();
@@ -751,6 +827,7 @@ fn a_campaign_with_every_option_set_round_trips() {
         variants.push(c);
     }
     variants.push(Campaign {
+        backfill_since: None,
         campaign_id: "12345".into(),
         name: "true".into(),
         kind: CampaignKind::Campaign,
@@ -977,6 +1054,7 @@ fn campaign() -> impl Strategy<Value = Campaign> {
                 length,
                 follow_on,
             )| Campaign {
+                backfill_since: None,
                 campaign_id,
                 name,
                 kind: if card {

@@ -48,13 +48,16 @@ fn fixture_schema(name: &str) -> Schema {
 /// 1.12.1, `SchemaNormalization.parsingFingerprint64`, printed by
 /// `tests/java/AvroInterop.java fingerprints`); `tests/java_interop.rs` compares the
 /// connector with the Java library itself.
-const JAVA_FINGERPRINTS: [(&str, i64); 8] = [
+const JAVA_FINGERPRINTS: [(&str, i64); 11] = [
     ("schemas/interaction.avsc", 4549145532987997388),
     ("schemas/user_event.avsc", -3483402422219281623),
-    ("schemas/campaign.avsc", -1792033766350249236),
+    ("schemas/campaign.avsc", -629878984196063117),
     ("schemas/send_command.avsc", 4311927111472793438),
-    ("schemas/decision.avsc", 8371373099044245309),
-    ("schemas/task_state.avsc", 8041091228935747992),
+    ("schemas/decision.avsc", -1922514570068492612),
+    ("schemas/task_state.avsc", -8808291205308911657),
+    ("schemas/previous/1/campaign.avsc", -1792033766350249236),
+    ("schemas/previous/1/decision.avsc", 8371373099044245309),
+    ("schemas/previous/1/task_state.avsc", 8041091228935747992),
     (
         "tests/fixtures/writer_schemas/interaction_v2.avsc",
         3621888637557358703,
@@ -69,13 +72,16 @@ const JAVA_FINGERPRINTS: [(&str, i64); 8] = [
 /// headers (apache-avro 0.22's form, which keeps logical types), as read from their records
 /// (`tests/fixtures/interaction.single_object.hex` carries the first). Records with these
 /// headers are in topics and must keep decoding.
-const LEGACY_FINGERPRINTS: [(&str, i64); 8] = [
+const LEGACY_FINGERPRINTS: [(&str, i64); 11] = [
     ("schemas/interaction.avsc", -7405638181771140547),
     ("schemas/user_event.avsc", -969176825702567721),
-    ("schemas/campaign.avsc", 1022710618303233087),
+    ("schemas/campaign.avsc", 6927592255160084649),
     ("schemas/send_command.avsc", -6796112760334513819),
-    ("schemas/decision.avsc", -2326648409614330049),
-    ("schemas/task_state.avsc", -5092946886917005126),
+    ("schemas/decision.avsc", -1517533335403441859),
+    ("schemas/task_state.avsc", -8395298182782523741),
+    ("schemas/previous/1/campaign.avsc", 1022710618303233087),
+    ("schemas/previous/1/decision.avsc", -2326648409614330049),
+    ("schemas/previous/1/task_state.avsc", -5092946886917005126),
     (
         "tests/fixtures/writer_schemas/interaction_v2.avsc",
         2864675739188946413,
@@ -181,6 +187,7 @@ fn trigger_ref() -> TriggerRef {
 
 fn campaign() -> Campaign {
     Campaign {
+        backfill_since: None,
         campaign_id: "cart-email".into(),
         name: "Cart reminder".into(),
         kind: CampaignKind::Campaign,
@@ -578,6 +585,13 @@ fn single_object_fixture_bytes_from_the_schema_files_decode() {
     check("interaction.avsc", interaction());
     check("user_event.avsc", user_event());
     check("campaign.avsc", campaign());
+    check(
+        "campaign.avsc",
+        Campaign {
+            backfill_since: Some(1_699_000_000_000),
+            ..campaign()
+        },
+    );
     check("send_command.avsc", send_command());
     check("decision.avsc", decision());
     check("task_state.avsc", task_state());
@@ -598,6 +612,106 @@ fn single_object_bytes_are_the_java_encoders() {
     let codec = codec_for::<Interaction>(&EncodingSettings::avro());
     assert_eq!(codec.encode(&interaction()).unwrap(), bytes);
     assert_eq!(codec.decode(&bytes).unwrap(), interaction());
+}
+
+/// `value` without any `backfill_since` field, at any depth: a record as the previous
+/// schemas (before that field) hold it.
+fn without_backfill(value: Value) -> Value {
+    match value {
+        Value::Record(fields) => Value::Record(
+            fields
+                .into_iter()
+                .filter(|(name, _)| name != "backfill_since")
+                .map(|(name, v)| (name, without_backfill(v)))
+                .collect(),
+        ),
+        Value::Union(i, v) => Value::Union(i, Box::new(without_backfill(*v))),
+        Value::Array(items) => Value::Array(items.into_iter().map(without_backfill).collect()),
+        other => other,
+    }
+}
+
+/// What the previous versions of this build's schemas wrote (before
+/// `Campaign.backfill_since` and the decision reason `backfill`) is in the topics: it
+/// decodes under the specification fingerprint and the legacy one of those versions, the
+/// new field read as its default.
+#[test]
+fn records_of_the_previous_schema_versions_decode_by_either_fingerprint() {
+    fn previous<T>(file: &str, record: T)
+    where
+        T: AvroSchema + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        let writer = Schema::parse_str(&schema_text(&root().join(file))).unwrap();
+        let value = without_backfill(apache_avro::to_value(&record).unwrap());
+        let datum = datum(&writer, value.resolve(&writer).unwrap());
+        let codec = codec_for::<T>(&EncodingSettings::avro());
+        for (table, legacy) in [(&JAVA_FINGERPRINTS, 0), (&LEGACY_FINGERPRINTS, 1)] {
+            let mut bytes = vec![0xC3, 0x01];
+            bytes.extend_from_slice(&pinned(table, file).to_le_bytes());
+            bytes.extend_from_slice(&datum);
+            assert_eq!(codec.decode(&bytes).unwrap(), record, "{file}");
+            assert_eq!(codec.legacy_decodes(), legacy, "{file}");
+        }
+        // Never written: this build writes its own schema.
+        assert_ne!(
+            codec.encode(&record).unwrap()[2..10],
+            pinned(&JAVA_FINGERPRINTS, file).to_le_bytes()
+        );
+    }
+    previous("schemas/previous/1/campaign.avsc", campaign());
+    previous("schemas/previous/1/decision.avsc", decision());
+    previous("schemas/previous/1/task_state.avsc", task_state());
+}
+
+/// The other way round: a reader that still has the previous decision schema reads the
+/// new reason `backfill` as the enum's default, `unknown`, and a backfill start it does not
+/// know is skipped by a reader of the previous campaign schema.
+#[test]
+fn readers_of_the_previous_schemas_read_backfill_records() {
+    let mut d = decision();
+    d.outcome = DecisionOutcome::Scheduled;
+    d.reason = DecisionReason::Backfill;
+    let writer = schema_file("decision.avsc");
+    let old = Schema::parse_str(&schema_text(
+        &root().join("schemas/previous/1/decision.avsc"),
+    ))
+    .unwrap();
+    let bytes = record_datum(&writer, &d);
+    let read = apache_avro::reader::datum::GenericDatumReader::builder(&writer)
+        .reader_schema(&old)
+        .build()
+        .unwrap()
+        .read_value(&mut &bytes[..])
+        .unwrap();
+    let Value::Record(fields) = read else {
+        panic!("a record")
+    };
+    let reason = fields.iter().find(|(n, _)| n == "reason").unwrap();
+    assert!(
+        matches!(&reason.1, Value::Enum(_, s) if s == "unknown"),
+        "{reason:?}"
+    );
+
+    let mut c = campaign();
+    c.backfill_since = Some(1_699_000_000_000);
+    let writer = schema_file("campaign.avsc");
+    let old = Schema::parse_str(&schema_text(
+        &root().join("schemas/previous/1/campaign.avsc"),
+    ))
+    .unwrap();
+    let bytes = record_datum(&writer, &c);
+    let read = apache_avro::reader::datum::GenericDatumReader::builder(&writer)
+        .reader_schema(&old)
+        .build()
+        .unwrap()
+        .read_value(&mut &bytes[..])
+        .unwrap();
+    let Value::Record(fields) = read else {
+        panic!("a record")
+    };
+    assert!(fields.iter().all(|(n, _)| n != "backfill_since"));
+    let version = fields.iter().find(|(n, _)| n == "version").unwrap();
+    assert_eq!(version.1, Value::Long(3));
 }
 
 #[test]

@@ -105,7 +105,13 @@ fn every_documented_key_exists_and_its_variable_sets_it() {
             _ if key.ends_with("interval") || key.ends_with("wait") || key.ends_with("timeout") => {
                 "2s"
             }
-            _ if key == "max_delay" || key == "max_future_skew" || key == "retry_budget" => "7d",
+            _ if key == "max_delay"
+                || key == "max_backfill"
+                || key == "max_future_skew"
+                || key == "retry_budget" =>
+            {
+                "7d"
+            }
             _ if key == "processing_guarantee" => "at_least_once",
             _ if key == "group_protocol" => "consumer",
             _ if key == "http_listen" => "127.0.0.1:19464",

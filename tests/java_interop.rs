@@ -66,6 +66,7 @@ fn trigger_ref() -> TriggerRef {
 
 fn campaign() -> Campaign {
     Campaign {
+        backfill_since: None,
         campaign_id: "cart-email".into(),
         name: "Cart reminder".into(),
         kind: CampaignKind::Campaign,
@@ -177,6 +178,7 @@ fn parse_json(text: &str) -> Json {
 #[test]
 fn every_schema_files_fingerprint_and_canonical_form_are_the_java_librarys() {
     let mut files = avsc_files("schemas");
+    files.extend(avsc_files("schemas/previous/1"));
     files.extend(avsc_files(WRITER_SCHEMAS));
     files.extend(avsc_files("tests/fixtures/reader_schemas"));
     let args: Vec<&str> = files.iter().map(String::as_str).collect();

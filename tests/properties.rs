@@ -393,6 +393,7 @@ fn window() -> impl Strategy<Value = Window> {
 
 fn trigger_campaign(id: &str, status: CampaignStatus, news_feed: bool) -> Campaign {
     Campaign {
+        backfill_since: None,
         campaign_id: id.to_string(),
         name: format!("campaign {id}"),
         kind: if news_feed {
@@ -411,6 +412,7 @@ fn trigger_campaign(id: &str, status: CampaignStatus, news_feed: bool) -> Campai
 
 fn follow_on(id: &str, status: CampaignStatus, w: Window, rule: FollowOnRule) -> Campaign {
     Campaign {
+        backfill_since: None,
         campaign_id: id.to_string(),
         name: format!("follow-on {id}"),
         kind: CampaignKind::Campaign,
@@ -423,20 +425,39 @@ fn follow_on(id: &str, status: CampaignStatus, w: Window, rule: FollowOnRule) ->
     }
 }
 
+/// A backfill start, in units before `published_at` (well inside the default 7 days).
+fn backfill() -> impl Strategy<Value = Option<i64>> {
+    prop::option::weighted(0.3, 1i64..=16)
+}
+
+/// `c` with a backfill start `units` before its publish time (none without either).
+fn with_backfill(mut c: Campaign, units: Option<i64>) -> Campaign {
+    c.backfill_since = match (&c.follow_on, c.published_at, units) {
+        (Some(_), Some(p), Some(k)) => Some(p - k * UNIT),
+        _ => None,
+    };
+    c
+}
+
+/// Whether a trigger at `t` is at or after `f`'s publish bound: `published_at`, or the
+/// version's backfill start.
+fn after_publish_bound(f: &Campaign, t: TimestampMs) -> bool {
+    f.published_at.is_none_or(|p| t >= p) || f.backfill_since.is_some_and(|b| t >= b)
+}
+
 fn catalog() -> impl Strategy<Value = Vec<Campaign>> {
     (
         prop::collection::vec((trigger_status(), prop::bool::weighted(0.2)), 2..=4),
-        prop::collection::vec((status(), window(), rule()), 1..=3),
+        prop::collection::vec((status(), window(), rule(), backfill()), 1..=3),
     )
         .prop_map(|(triggers, follow_ons)| {
             let triggers = triggers
                 .into_iter()
                 .enumerate()
                 .map(|(n, (s, feed))| trigger_campaign(&format!("c{}", n + 1), s, feed));
-            let follow_ons = follow_ons
-                .into_iter()
-                .enumerate()
-                .map(|(n, (s, w, r))| follow_on(&format!("f{}", n + 1), s, w, r));
+            let follow_ons = follow_ons.into_iter().enumerate().map(|(n, (s, w, r, b))| {
+                with_backfill(follow_on(&format!("f{}", n + 1), s, w, r), b)
+            });
             triggers.chain(follow_ons).collect()
         })
 }
@@ -449,6 +470,8 @@ enum Edit {
     /// The campaign is no longer a follow-on (its rule is removed).
     Unfollow,
     Window(Window),
+    /// A new version with (or without) a backfill start, in units before publish.
+    Backfill(Option<i64>),
     Remove,
     /// The previous version's record again (ignored while a newer version is known).
     Stale,
@@ -594,6 +617,7 @@ fn raw_step(lags: bool) -> impl Strategy<Value = RawStep> {
             // Edits move the end often, so that pending sends come due past it.
             Edit::Window((p, s, e.or_else(|| Some(s.unwrap_or(T0) + end * UNIT))))
         }),
+        1 => backfill().prop_map(Edit::Backfill),
         1 => Just(Edit::Remove),
         1 => Just(Edit::Stale),
     ];
@@ -907,12 +931,18 @@ fn build(
                             c.follow_on = Some(*r);
                         }
                     }
-                    Edit::Unfollow => c.follow_on = None,
+                    // A backfill start belongs to the version published with it.
+                    Edit::Unfollow => {
+                        c.follow_on = None;
+                        c.backfill_since = None;
+                    }
                     Edit::Window((p, s, e)) => {
                         c.published_at = p;
                         c.starts_at = s;
                         c.ends_at = e;
+                        c.backfill_since = None;
                     }
+                    Edit::Backfill(units) => c = with_backfill(c, units),
                     Edit::Remove | Edit::Stale => unreachable!(),
                 }
                 exists[target] = true;
@@ -1234,7 +1264,7 @@ proptest! {
                         && i.kind == send.trigger.kind
                         && i.occurred_at == send.trigger.occurred_at
                         && reference::is_triggered(rule, i)
-                        && f.published_at.is_none_or(|p| i.occurred_at >= p))
+                        && after_publish_bound(&f, i.occurred_at))
             });
             prop_assert!(found, "send without a matching trigger: {:?}", send);
         }
@@ -1290,14 +1320,16 @@ proptest! {
         prop_assert_eq!(ids.len(), total, "duplicate command ids");
     }
 
-    /// Nothing is scheduled or sent for a trigger before the follow-on was published.
+    /// Nothing is scheduled or sent for a trigger before the follow-on was published (or
+    /// before its version's backfill start), and `backfill` names exactly the triggers in
+    /// between.
     #[test]
     fn never_before_publish(s in scenario(ANY)) {
         let versions = s.versions();
         let outs = run_engine(&s);
         for (_, send) in sends(&outs) {
             let f = rule_of(&versions, &send.campaign_id, send.campaign_version);
-            prop_assert!(f.published_at.is_none_or(|p| send.trigger.occurred_at >= p), "{:?}", send);
+            prop_assert!(after_publish_bound(&f, send.trigger.occurred_at), "{:?}", send);
         }
         for (_, d) in decisions(&outs) {
             if d.outcome == DecisionOutcome::Scheduled {
@@ -1306,7 +1338,16 @@ proptest! {
                     .find(|e| Some(e.event_id()) == d.trigger_event_id.as_deref())
                     .map(InputEvent::occurred_at)
                     .unwrap();
-                prop_assert!(f.published_at.is_none_or(|p| triggered_at >= p), "{:?}", d);
+                prop_assert!(after_publish_bound(&f, triggered_at), "{:?}", d);
+                let before_publish = f.published_at.is_some_and(|p| triggered_at < p);
+                if d.reason != DecisionReason::Restart {
+                    prop_assert_eq!(
+                        d.reason == DecisionReason::Backfill,
+                        before_publish,
+                        "{:?}",
+                        d
+                    );
+                }
             }
         }
     }
@@ -1651,6 +1692,8 @@ fn generators_reach_every_decision() {
         (O::Cancelled, R::Restart),
         (O::Fired, R::Due),
         (O::Sent, R::Immediate),
+        (O::Scheduled, R::Backfill),
+        (O::Sent, R::Backfill),
         (O::Dropped, R::FollowOnInactive),
         (O::Dropped, R::FollowOnDeleted),
         (O::Dropped, R::PastEnd),

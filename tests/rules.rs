@@ -537,6 +537,107 @@ fn rule5_restart_cancels_the_pending_send_and_schedules_a_new_due_time() {
     );
 }
 
+// --------------------------------------------------------------------- backfill (rule 2)
+
+/// F published at T0 + 1 day with a backfill start at T0 − 1 hour.
+fn backfilled(f: CampaignBuilder) -> World {
+    World::with([
+        campaign("A"),
+        f.published_at(Some(T0 + DAY)).backfill_since(T0 - HOUR),
+    ])
+}
+
+#[test]
+fn a_backfill_start_counts_triggers_from_it_on_and_the_decisions_say_so() {
+    let mut w = backfilled(follow_on("F", "A", &[EmailReceived]).after(DAY));
+    let out = w.on(interaction("e1", "u1", "A", EmailReceived, T0 - 2 * HOUR));
+    assert_eq!(
+        ignored_only(&out),
+        "IGNORED before_publish u1 F@v1 trigger=e1 cause=e1 due=-"
+    );
+    let out = w.on(interaction("e2", "u2", "A", EmailReceived, T0 - HOUR));
+    assert!(
+        log(&out).contains(
+            &"SCHEDULED backfill u2 F@v1 trigger=e2 cause=e2 due=2026-11-03T09:00:00Z".into()
+        ),
+        "{:?}",
+        log(&out)
+    );
+    // From the publish time on, a trigger is a trigger.
+    let out = w.on(interaction("e3", "u3", "A", EmailReceived, T0 + DAY));
+    assert!(
+        log(&out).contains(
+            &"SCHEDULED trigger u3 F@v1 trigger=e3 cause=e3 due=2026-11-04T10:00:00Z".into()
+        ),
+        "{:?}",
+        log(&out)
+    );
+    // The backfilled send fires like any other (it was due before e3).
+    assert_eq!(
+        log(&out)[0],
+        "send u2 F@v1 tpl-F trigger=e2 due=2026-11-03T09:00:00Z"
+    );
+}
+
+#[test]
+fn an_immediate_backfilled_trigger_is_sent_at_once_with_reason_backfill() {
+    let mut w = backfilled(follow_on("F", "A", &[EmailReceived]));
+    let out = w.on(interaction("e1", "u1", "A", EmailReceived, T0));
+    assert_eq!(
+        log(&out),
+        [
+            "send u1 F@v1 tpl-F trigger=e1 due=2026-11-02T10:00:00Z",
+            "SENT backfill u1 F@v1 trigger=e1 cause=e1 due=2026-11-02T10:00:00Z",
+            "put u/u1 pending=[] receipts=[F 2026-11-02T10:00:00Z]",
+        ]
+    );
+    // Once per user as ever: the receipt counts.
+    let out = w.on(interaction("e2", "u1", "A", EmailReceived, T0 + 2 * DAY));
+    assert_eq!(
+        ignored_only(&out),
+        "IGNORED not_reeligible u1 F@v1 trigger=e2 cause=e2 due=2026-11-04T10:00:00Z"
+    );
+}
+
+#[test]
+fn the_backfill_start_belongs_to_the_version_published_with_it() {
+    let mut w = backfilled(follow_on("F", "A", &[EmailReceived]).after(DAY));
+    assert!(log(&w.on(interaction("e1", "u1", "A", EmailReceived, T0)))
+        .iter()
+        .any(|l| l.starts_with("SCHEDULED backfill u1 F@v1")));
+    // Version 2, published without a backfill start: the bound is the publish time again.
+    w.apply(
+        follow_on("F", "A", &[EmailReceived])
+            .after(DAY)
+            .published_at(Some(T0 + DAY))
+            .version(2),
+    );
+    let out = w.on(interaction("e2", "u2", "A", EmailReceived, T0 + HOUR));
+    assert_eq!(
+        ignored_only(&out),
+        "IGNORED before_publish u2 F@v2 trigger=e2 cause=e2 due=-"
+    );
+    // The pending send scheduled by the backfill keeps its version and fires.
+    assert_eq!(
+        log(&w.advance(T0 + DAY))[0],
+        "send u1 F@v1 tpl-F trigger=e1 due=2026-11-03T10:00:00Z"
+    );
+}
+
+#[test]
+fn a_backfilled_trigger_that_replaces_a_pending_send_is_a_restart() {
+    let mut w = backfilled(follow_on("F", "A", &[EmailReceived]).after(DAY).restart());
+    w.on(interaction("e1", "u1", "A", EmailReceived, T0 - HOUR));
+    let out = w.on(interaction("e2", "u1", "A", EmailReceived, T0));
+    assert_eq!(
+        log(&out)[..2],
+        [
+            "CANCELLED restart u1 F@v1 trigger=e1 cause=e2 due=2026-11-03T09:00:00Z",
+            "SCHEDULED restart u1 F@v1 trigger=e2 cause=e2 due=2026-11-03T10:00:00Z",
+        ]
+    );
+}
+
 // --------------------------------------------------------------------- precedence (rules 1–5)
 
 #[test]

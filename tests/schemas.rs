@@ -128,6 +128,7 @@ fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 fn follow_on() -> Campaign {
     Campaign {
+        backfill_since: None,
         campaign_id: "cart-email".into(),
         name: "Cart reminder".into(),
         kind: CampaignKind::Campaign,

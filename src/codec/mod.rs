@@ -294,8 +294,29 @@ where
     }
 }
 
+/// Earlier versions of this build's own schemas, read but never written: what earlier
+/// versions of the connector and its CLI wrote stays in the topics (in the compacted
+/// catalog and changelog for as long as its key is not written again). Each is known under
+/// its specification fingerprint and its legacy one. `schemas/previous/1/`: before
+/// `Campaign.backfill_since` and the decision reason `backfill`.
+const PREVIOUS_SCHEMAS: [(&str, &str); 3] = [
+    (
+        "schemas/previous/1/campaign.avsc",
+        include_str!("../../schemas/previous/1/campaign.avsc"),
+    ),
+    (
+        "schemas/previous/1/decision.avsc",
+        include_str!("../../schemas/previous/1/decision.avsc"),
+    ),
+    (
+        "schemas/previous/1/task_state.avsc",
+        include_str!("../../schemas/previous/1/task_state.avsc"),
+    ),
+];
+
 /// Every writer schema a single-object value of `reader`'s type may have been written with,
-/// by fingerprint: this build's schema and every schema file in the schema directories,
+/// by fingerprint: this build's schema, its [previous versions](PREVIOUS_SCHEMAS) and every
+/// schema file in the schema directories,
 /// each under the specification's fingerprint and, where it differs, under the legacy
 /// fingerprint that earlier versions of the connector wrote (deprecated, read only; see
 /// `docs/encodings.md`). A specification fingerprint always wins over a legacy one.
@@ -318,7 +339,25 @@ fn single_object_writers(
         reader.schema().clone(),
         None,
     )];
-    for file in avro::load_schema_dirs(&settings.schema_dirs)? {
+    let mut files = Vec::new();
+    for (path, text) in PREVIOUS_SCHEMAS {
+        let error = |message: String| SetupError::SchemaFile {
+            path: path.into(),
+            message,
+        };
+        let schema = Schema::parse_str(text).map_err(|e| error(avro::error_message(&e)))?;
+        if avro::full_name(&schema).as_deref() != Some(reader.name.as_str()) {
+            continue;
+        }
+        let canonical = canonical::Fingerprinted::of_text(text).map_err(error)?;
+        files.push(avro::SchemaFile {
+            path: path.into(),
+            schema,
+            canonical,
+        });
+    }
+    files.extend(avro::load_schema_dirs(&settings.schema_dirs)?);
+    for file in files {
         let fingerprint = file.canonical.fingerprint;
         legacy.push((
             canonical::legacy_fingerprint(&file.schema),

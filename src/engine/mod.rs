@@ -467,8 +467,10 @@ impl Engine {
         if !self.catalog.is_active(&event.campaign_id) {
             return ignore(DecisionReason::TriggerCampaignInactive, None);
         }
-        // 2. Only interactions after the follow-on was published.
-        if entry.published_at.is_some_and(|p| t < p) {
+        // 2. Only interactions after the follow-on was published — or, for a version
+        // published with a backfill start, after that.
+        let backfill = entry.published_at.is_some_and(|p| t < p);
+        if backfill && entry.backfill_since.is_none_or(|b| t < b) {
             return ignore(DecisionReason::BeforePublish, None);
         }
         // 3. The follow-on's window, for the trigger and for the due time.
@@ -527,6 +529,7 @@ impl Engine {
             due_at,
             immediate: rule.delay == CompiledDelay::Immediate,
             replaces: existing,
+            backfill,
         };
         (Ok(plan), zone_unknown)
     }
@@ -577,7 +580,11 @@ impl Engine {
             Some(u) => u,
             None => self.users.find_or_insert(&event.user_id),
         };
-        let mut reason = DecisionReason::Trigger;
+        let mut reason = if plan.backfill {
+            DecisionReason::Backfill
+        } else {
+            DecisionReason::Trigger
+        };
         if let Some(old) = plan.replaces {
             let catalog = &self.catalog;
             let replaced = self
@@ -605,7 +612,12 @@ impl Engine {
             trigger_kind: event.kind,
         };
         if plan.immediate {
-            self.send(user, &pending, now, DecisionReason::Immediate, source, out);
+            let reason = if plan.backfill {
+                DecisionReason::Backfill
+            } else {
+                DecisionReason::Immediate
+            };
+            self.send(user, &pending, now, reason, source, out);
         } else {
             self.persist_rule(rule_id, out);
             self.counters.decided(DecisionOutcome::Scheduled, reason);
@@ -784,7 +796,9 @@ impl Engine {
             due_at: p.due_at,
             emitted_at: now,
         };
-        let (outcome, decided_at, cause) = if reason == DecisionReason::Immediate {
+        // Sent at once for its trigger (immediate, or immediate and backfilled), or fired.
+        let at_once = matches!(reason, DecisionReason::Immediate | DecisionReason::Backfill);
+        let (outcome, decided_at, cause) = if at_once {
             (
                 DecisionOutcome::Sent,
                 p.triggered_at,
@@ -1055,6 +1069,8 @@ struct TriggerPlan {
     immediate: bool,
     /// The pending send a `RESTART` replaces.
     replaces: Option<PendingSend>,
+    /// The trigger is before `published_at` and counts because of the backfill start.
+    backfill: bool,
 }
 
 /// The subject of a decision: which user, follow-on version and trigger.

@@ -32,12 +32,31 @@ pub fn live_catalog(settings: &Settings) -> Result<BTreeMap<String, Campaign>, R
     Ok(catalog)
 }
 
+/// How to publish.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PublishOptions {
+    /// Publish every follow-on with this backfill start: triggers from here on count for
+    /// the version published, even before its `published_at` (see `backfill_since`).
+    pub backfill_since: Option<crate::model::TimestampMs>,
+}
+
 /// Publishes validated campaigns. A campaign identical to the live one is skipped; a changed
 /// one must carry a higher version than the live one. An `ACTIVE` campaign without
 /// `published_at` gets the live one's, or now.
 pub fn publish(
     settings: &Settings,
     campaigns: &[Campaign],
+) -> Result<Vec<Published>, RuntimeError> {
+    publish_with(settings, campaigns, PublishOptions::default())
+}
+
+/// [`publish`] with options. With a backfill start, every follow-on published gets it (a
+/// live follow-on needs a new version for that, as for any change); it is checked against
+/// `published_at` and `max_backfill` before anything is sent.
+pub fn publish_with(
+    settings: &Settings,
+    campaigns: &[Campaign],
+    options: PublishOptions,
 ) -> Result<Vec<Published>, RuntimeError> {
     let live = live_catalog(settings)?;
     let now = SystemTime::now()
@@ -52,9 +71,31 @@ pub fn publish(
         if c.published_at.is_none() && c.status == CampaignStatus::Active {
             c.published_at = Some(current.and_then(|l| l.published_at).unwrap_or(now));
         }
+        if c.follow_on.is_some() && options.backfill_since.is_some() {
+            c.backfill_since = options.backfill_since;
+        }
+        let problems = crate::validate::validate_campaign(&c, &settings.limits);
+        if !problems.is_empty() {
+            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+            return Err(RuntimeError::Setup(format!(
+                "campaign {:?}: {}; nothing was published",
+                c.campaign_id,
+                list.join("; ")
+            )));
+        }
+        // A live version published with a backfill start is what this file describes,
+        // unless the file asks for a backfill of its own: republishing it is no change.
+        let same = |l: &Campaign| {
+            *l == c
+                || (c.backfill_since.is_none() && {
+                    let mut without = l.clone();
+                    without.backfill_since = None;
+                    without == c
+                })
+        };
         match current {
-            Some(l) if *l == c => {
-                outcome.push(Published::Unchanged(c.campaign_id.clone(), c.version));
+            Some(l) if same(l) => {
+                outcome.push(Published::Unchanged(l.campaign_id.clone(), l.version));
                 continue;
             }
             Some(l) if l.version >= c.version => {
@@ -96,29 +137,67 @@ pub fn send_events(
     settings: &Settings,
     events: &[crate::model::InputEvent],
 ) -> Result<usize, RuntimeError> {
+    send_event_stream(settings, events.iter().cloned().map(Ok))
+}
+
+/// Produces input events as they come, waiting whenever the producer's queue is full, so
+/// that a file of any size is sent in bounded memory. The first error from `events` stops
+/// the sending (what was queued is still delivered) and is returned.
+pub fn send_event_stream(
+    settings: &Settings,
+    events: impl Iterator<Item = Result<crate::model::InputEvent, RuntimeError>>,
+) -> Result<usize, RuntimeError> {
     use crate::model::InputEvent;
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
     let producer: BaseProducer = base_config(settings)
         .set("enable.idempotence", "true")
         // The same key → partition mapping as the Java client, as co-partitioning needs.
         .set("partitioner", "murmur2_random")
         .create()?;
+    let mut sent = 0;
+    let mut bytes = Vec::new();
+    let mut stopped = None;
     for e in events {
-        let (topic, bytes) = match e {
-            InputEvent::Interaction(i) => {
-                (&settings.topics.interactions, codecs.interactions.encode(i))
-            }
-            InputEvent::UserEvent(u) => {
-                (&settings.topics.user_events, codecs.user_events.encode(u))
+        let e = match e {
+            Ok(e) => e,
+            Err(error) => {
+                stopped = Some(error);
+                break;
             }
         };
-        let bytes = bytes.map_err(|e| RuntimeError::Setup(e.to_string()))?;
-        producer
-            .send(BaseRecord::to(topic).key(e.user_id()).payload(&bytes))
-            .map_err(|(e, _)| e)?;
+        bytes.clear();
+        let (topic, encoded) = match &e {
+            InputEvent::Interaction(i) => (
+                &settings.topics.interactions,
+                codecs.interactions.encode_into(i, &mut bytes),
+            ),
+            InputEvent::UserEvent(u) => (
+                &settings.topics.user_events,
+                codecs.user_events.encode_into(u, &mut bytes),
+            ),
+        };
+        encoded.map_err(|e| RuntimeError::Setup(e.to_string()))?;
+        let mut record = BaseRecord::to(topic).key(e.user_id()).payload(&bytes);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                // The queue is full: let deliveries drain it, then try again.
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    producer.poll(Duration::from_millis(50));
+                    record = back;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        producer.poll(Duration::ZERO);
+        sent += 1;
     }
-    producer.flush(Duration::from_secs(30))?;
-    Ok(events.len())
+    producer.flush(Duration::from_secs(60))?;
+    match stopped {
+        Some(error) => Err(error),
+        None => Ok(sent),
+    }
 }
 
 /// Reads the committed send-commands and decisions (from the beginning) for `duration`, in

@@ -113,6 +113,9 @@ pub struct RawConfig {
     pub commit_interval: String,
     /// The longest delay a campaign may have (at most 2 years).
     pub max_delay: String,
+    /// How far before its `published_at` a follow-on version's backfill start may be
+    /// (`campaigns publish --backfill-since`); `0s` refuses every backfill.
+    pub max_backfill: String,
     /// How long the event-time merge waits for an empty input partition that is not at its
     /// end before going on without it.
     pub merge_max_wait: String,
@@ -171,6 +174,7 @@ impl Default for RawConfig {
             processing_guarantee: ProcessingGuarantee::ExactlyOnce,
             commit_interval: "100ms".into(),
             max_delay: "30d".into(),
+            max_backfill: "7d".into(),
             merge_max_wait: "500ms".into(),
             transaction_timeout: "10s".into(),
             restore_log_interval: "5s".into(),
@@ -299,6 +303,10 @@ impl RawConfig {
         let max_delay = duration("max_delay", &self.max_delay)?;
         let limits = Limits::with_max_delay(max_delay.as_secs() as i64)
             .map_err(|m| invalid("max_delay", m))?;
+        let max_backfill = duration("max_backfill", &self.max_backfill)?;
+        let limits = limits
+            .with_max_backfill(max_backfill.as_secs() as i64)
+            .map_err(|m| invalid("max_backfill", m))?;
         for (role, enc) in std::iter::once(("encoding", &self.encoding))
             .chain(self.encodings.iter().map(|(k, v)| (k.as_str(), v)))
         {
@@ -542,6 +550,17 @@ mod tests {
         );
         let e = load(None, env(&[("CONNECTOR_MAX_DELAY", "800d")])).unwrap_err();
         assert!(e.to_string().contains("2-year cap"), "{e}");
+        let e = load(None, env(&[("CONNECTOR_MAX_BACKFILL", "800d")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "config key max_backfill: max_backfill 800d exceeds the 2-year cap"
+        );
+        let none = load(None, env(&[("CONNECTOR_MAX_BACKFILL", "0s")])).unwrap();
+        assert_eq!(none.limits.max_backfill_seconds, 0);
+        assert_eq!(
+            load(None, env(&[])).unwrap().limits.max_backfill_seconds,
+            7 * 86_400
+        );
         let e = load(None, env(&[("CONNECTOR_HTTP_LISTEN", "0.0.0.0:9464")])).unwrap_err();
         assert!(e.to_string().contains("set admin_token"), "{e}");
         assert!(load(

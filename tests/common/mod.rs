@@ -47,6 +47,7 @@ pub fn at(ms: TimestampMs) -> String {
 
 fn base_campaign(id: &str) -> Campaign {
     Campaign {
+        backfill_since: None,
         campaign_id: id.to_string(),
         name: format!("{id} campaign"),
         kind: CampaignKind::Campaign,
@@ -113,6 +114,11 @@ impl CampaignBuilder {
     }
     pub fn published_at(mut self, t: Option<TimestampMs>) -> Self {
         self.0.published_at = t;
+        self
+    }
+    /// This version's backfill start.
+    pub fn backfill_since(mut self, t: TimestampMs) -> Self {
+        self.0.backfill_since = Some(t);
         self
     }
     pub fn starts_at(mut self, t: TimestampMs) -> Self {

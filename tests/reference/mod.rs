@@ -189,11 +189,19 @@ impl Reference {
         };
         match drop_reason {
             Some(reason) => out.push(about(&p, DecisionOutcome::Dropped, reason, now, None, None)),
-            None => self.send(&p, now, false, out),
+            None => self.send(&p, now, None, out),
         }
     }
 
-    fn send(&mut self, p: &Pending, now: TimestampMs, immediate: bool, out: &mut Vec<Effect>) {
+    /// Emits `p`'s send-command. `at_once`: sent for its trigger (immediate), with that
+    /// reason (`immediate`, or `backfill`); else fired at its due time.
+    fn send(
+        &mut self,
+        p: &Pending,
+        now: TimestampMs,
+        at_once: Option<DecisionReason>,
+        out: &mut Vec<Effect>,
+    ) {
         let f = &p.follow_on;
         let rule = p.rule();
         let id = command_id(&f.campaign_id, f.version, &p.user, &p.trigger.event_id);
@@ -214,17 +222,10 @@ impl Reference {
             due_at: p.due_at,
             emitted_at: now,
         }));
-        let decision = if immediate {
+        let decision = if let Some(reason) = at_once {
             let cause = Some(p.trigger.event_id.as_str());
             let t = p.trigger.occurred_at;
-            about(
-                p,
-                DecisionOutcome::Sent,
-                DecisionReason::Immediate,
-                t,
-                cause,
-                Some(id),
-            )
+            about(p, DecisionOutcome::Sent, reason, t, cause, Some(id))
         } else {
             about(
                 p,
@@ -324,8 +325,9 @@ impl Reference {
         if !self.is_active(&i.campaign_id) {
             return out.push(ignore(DecisionReason::TriggerCampaignInactive));
         }
-        // 2.
-        if f.published_at.is_some_and(|p| t < p) {
+        // 2. Before publish, unless the version's backfill start is at or before t.
+        let backfilled = f.published_at.is_some_and(|p| t < p);
+        if backfilled && f.backfill_since.is_none_or(|b| t < b) {
             return out.push(ignore(DecisionReason::BeforePublish));
         }
         // 3.
@@ -353,7 +355,11 @@ impl Reference {
             }
         }
         // 5.
-        let mut reason = DecisionReason::Trigger;
+        let mut reason = if backfilled {
+            DecisionReason::Backfill
+        } else {
+            DecisionReason::Trigger
+        };
         let existing = self
             .pending
             .iter()
@@ -382,7 +388,12 @@ impl Reference {
             due_at,
         };
         if rule.delay.delay_type == DelayType::Immediate {
-            self.send(&p, now, true, out);
+            let reason = if backfilled {
+                DecisionReason::Backfill
+            } else {
+                DecisionReason::Immediate
+            };
+            self.send(&p, now, Some(reason), out);
         } else {
             let cause = Some(i.event_id.as_str());
             out.push(about(
