@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Usage: scripts/chaos.sh [--profile ci|full] [--seed N] [--faults all|none|KIND,...]
+#                         [--events N] [--write-docs]
+#
+# The fault matrix: starts a local three-broker Kafka cluster (scripts/kafka/cluster.sh)
+# whose client listener is advertised at TCP proxies, runs connector instances (the release
+# binary) against it through those proxies, produces a large seeded workload, injects faults
+# at moments drawn from the seed (connector SIGKILL, broker kill and restart, rebalance
+# storms, a zombie, dropped connections and stalls, poison records, evolved writer schemas),
+# then reads every output with read_committed and compares it with the engine run over the
+# same input. Prints what it injected and verified; exits 0 only if every check passed.
+# Everything it starts is stopped again, also on failure or Ctrl-C.
+#
+#   --profile ci     a few minutes: a handful of each fault, one broker kill (default)
+#   --profile full   the whole matrix: ≥ 30 connector kills, ≥ 5 broker faults, ≥ 10
+#                    rebalances, 10^6 events (about half an hour on 2 cores)
+#   --seed N         the seed (default: a random one, printed); the same seed gives the
+#                    same input and the same fault schedule
+#   --faults LIST    only these fault kinds (kill, kill-restore, kill-rebalance, broker-kill,
+#                    broker-restart, storm, zombie, drop, stall, commit-stall), or none
+#   --events N       override the profile's number of events
+#   --write-docs     put the run's report into docs/reliability.md ("Last run" section)
+#
+# Env:
+#   CHAOS_PORT_BASE  first of the 20 ports on 127.0.0.1 the run uses (default 19300):
+#                    the cluster takes BASE..BASE+14 (see cluster.sh), the connectors' HTTP
+#                    servers BASE+15..BASE+17
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+profile=ci
+seed=""
+write_docs=false
+pass=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --profile) profile="${2:?--profile needs ci or full}"; shift 2 ;;
+    --seed) seed="${2:?--seed needs a number}"; shift 2 ;;
+    --faults|--events) pass+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+    --write-docs) write_docs=true; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+[[ "$profile" == ci || "$profile" == full ]] || { echo "--profile must be ci or full" >&2; exit 2; }
+[[ -z "$seed" ]] && seed="$(( (RANDOM << 15 | RANDOM) % 1000000 ))"
+[[ "$seed" =~ ^[0-9]+$ ]] || { echo "--seed must be a number" >&2; exit 2; }
+
+base="${CHAOS_PORT_BASE:-19300}"
+export KAFKA_CLUSTER_PORT_BASE="$base"
+export KAFKA_CLUSTER_PROXY=1
+export KAFKA_CLUSTER_DIR="$PWD/.cache/kafka-cluster/chaos-$base"
+report_dir=".cache/chaos"
+report="$report_dir/report-$profile-$seed.md"
+
+chaos_pid=""
+cleanup() {
+  if [[ -n "$chaos_pid" ]] && kill -0 "$chaos_pid" 2>/dev/null; then
+    # The run and the connector instances it started share its process group.
+    kill -KILL -- "-$chaos_pid" 2>/dev/null || true
+    wait "$chaos_pid" 2>/dev/null || true
+  fi
+  scripts/kafka/cluster.sh stop --clean >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+scripts/setup.sh
+scripts/kafka/fetch.sh >/dev/null
+cleanup
+echo "[chaos] building the release binary and the chaos program"
+cargo build --release --locked --bin campaign-connector --example chaos
+scripts/kafka/cluster.sh start
+scripts/kafka/cluster.sh wait-ready
+mkdir -p "$report_dir"
+
+echo "[chaos] profile $profile, seed $seed (reproduce: scripts/chaos.sh --profile $profile --seed $seed${pass[*]:+ ${pass[*]}})"
+# Its own process group (job control), so that cleanup can end it and its children.
+set -m
+target/release/examples/chaos --profile "$profile" --seed "$seed" --port-base "$base" \
+  --bin target/release/campaign-connector --repo . --report "$report" ${pass[@]+"${pass[@]}"} &
+chaos_pid=$!
+set +m
+rc=0
+wait "$chaos_pid" || rc=$?
+chaos_pid=""
+
+if $write_docs && [[ -f "$report" ]]; then
+  doc=docs/reliability.md
+  begin='<!-- last-run:begin -->'
+  end='<!-- last-run:end -->'
+  grep -q "$begin" "$doc" && grep -q "$end" "$doc" || { echo "$doc has no $begin/$end markers" >&2; exit 2; }
+  {
+    sed "/$begin/q" "$doc"
+    printf '\nRun on %s with `scripts/chaos.sh --profile %s --seed %s%s`:\n\n' \
+      "$(date -u +%F)" "$profile" "$seed" "${pass[*]:+ ${pass[*]}}"
+    cat "$report"
+    echo
+    sed -n "/$end/,\$p" "$doc"
+  } >"$doc.new"
+  mv "$doc.new" "$doc"
+  echo "[chaos] docs/reliability.md updated"
+fi
+
+if ((rc != 0)); then
+  echo "[chaos] FAILED (exit $rc). Reproduce with: scripts/chaos.sh --profile $profile --seed $seed${pass[*]:+ ${pass[*]}}" >&2
+fi
+exit "$rc"

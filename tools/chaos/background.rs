@@ -1,0 +1,274 @@
+//! The harness's background threads:
+//!
+//! ```text
+//!  producer ── chunk k ──► input topics ──► connector group
+//!     │  (when the least-lagging input partition has < low_water records left)
+//!     └─ chunk k + offsets ──► oracle          (edits applied between their chunks)
+//!  monitor  ── every 500 ms: committed offsets → lag; group members → split tasks;
+//!              crashed instances → recorded, restarted
+//!  editor   ── publishes each catalog edit once every partition passed its window's start
+//! ```
+//!
+//! The producer keeps every input partition's backlog above `low_water` until the input
+//! ends, so no task is ever caught up early: a caught-up task fires timers by the wall
+//! clock and would stop reading at an end that a later chunk moves (see timeline.rs).
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use campaign_connector::campaigns_file::parse_campaigns;
+use campaign_connector::validate::Limits;
+
+use crate::catalog::Edit;
+use crate::fleet::Fleet;
+use crate::kafka::{GroupOffsets, WorkloadProducer};
+use crate::oracle::{Landed, Oracle};
+use crate::progress::{lock, SharedProgress};
+use crate::workload::{Generator, Role};
+
+pub struct ProducerJob {
+    pub generator: Generator,
+    pub producer: WorkloadProducer,
+    pub oracle: Oracle,
+    pub topics: [String; 2],
+    pub partitions: i32,
+    /// Chunks produced before waiting for the connector at all.
+    pub prefill: usize,
+    pub low_water: i64,
+    /// (chunk, campaigns) the oracle applies right before that chunk.
+    pub edits: Vec<(usize, String)>,
+    pub limits: Limits,
+    /// The oracle's wall clock (see timeline.rs: any instant of the run decides alike).
+    pub now: i64,
+}
+
+/// Produces the whole workload, paced by the connector's lag; returns the oracle fed with
+/// exactly what was produced.
+pub fn spawn_producer(
+    mut job: ProducerJob,
+    progress: SharedProgress,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<(Oracle, Generator)> {
+    thread::Builder::new()
+        .name("producer".into())
+        .spawn(move || {
+            let n = job.partitions as usize;
+            let mut k = 0;
+            while !job.generator.done() && !stop.load(Ordering::Relaxed) {
+                let go = k < job.prefill || {
+                    let p = lock(&progress);
+                    p.sampled_at.is_some()
+                        && p.ends
+                            .iter()
+                            .zip(&p.committed)
+                            .map(|(e, c)| e - c)
+                            .min()
+                            .unwrap_or(0)
+                            < job.low_water
+                };
+                if !go {
+                    thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                for (at, yaml) in &job.edits {
+                    if *at == k {
+                        let campaigns = parse_campaigns(yaml, "edit", &job.limits)
+                            .expect("edits are valid campaigns");
+                        if let Err(e) = job.oracle.apply_campaigns(&campaigns, job.now) {
+                            lock(&progress).producer_error = Some(format!("oracle edit: {e}"));
+                        }
+                    }
+                }
+                let records = job.generator.next_chunk();
+                {
+                    let mut p = lock(&progress);
+                    let starts = p.ends.clone();
+                    p.chunk_starts.push(starts);
+                }
+                let batch: Vec<(&str, &str, &[u8])> = records
+                    .iter()
+                    .map(|r| {
+                        (
+                            job.topics[r.role as usize].as_str(),
+                            r.key.as_str(),
+                            r.value.as_slice(),
+                        )
+                    })
+                    .collect();
+                let landed = match job.producer.produce(&batch) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        lock(&progress).producer_error = Some(format!("chunk {k}: {e}"));
+                        break;
+                    }
+                };
+                let list: Vec<Landed<'_>> = records
+                    .iter()
+                    .zip(&landed)
+                    .map(|(r, (partition, offset))| Landed {
+                        role: r.role,
+                        partition: *partition,
+                        offset: *offset,
+                        content: &r.content,
+                        value: &r.value,
+                    })
+                    .collect();
+                job.oracle.chunk(&list, job.now);
+                {
+                    let mut p = lock(&progress);
+                    for (r, (partition, offset)) in records.iter().zip(&landed) {
+                        let i = match r.role {
+                            Role::Interactions => 0,
+                            Role::UserEvents => n,
+                        } + *partition as usize;
+                        p.ends[i] = p.ends[i].max(offset + 1);
+                    }
+                    p.input_records += records.len();
+                }
+                k += 1;
+            }
+            lock(&progress).producer_done = true;
+            (job.oracle, job.generator)
+        })
+        .expect("spawn producer")
+}
+
+/// Samples the group's committed offsets and membership, and supervises the instances.
+pub fn spawn_monitor(
+    offsets: GroupOffsets,
+    progress: SharedProgress,
+    fleet: Arc<Mutex<Fleet>>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    thread::Builder::new()
+        .name("monitor".into())
+        .spawn(move || {
+            let (inputs, topics, partitions) = {
+                let p = lock(&progress);
+                let topics: Vec<String> = vec![
+                    p.inputs[0].0.clone(),
+                    p.inputs.last().expect("inputs").0.clone(),
+                ];
+                (p.inputs.clone(), topics, (p.inputs.len() / 2) as i32)
+            };
+            let mut last_group = Instant::now() - Duration::from_secs(60);
+            let mut restart_at: Vec<(String, Instant)> = Vec::new();
+            let mut crashes_per_instance: std::collections::BTreeMap<String, usize> =
+                Default::default();
+            while !stop.load(Ordering::Relaxed) {
+                let tick = Instant::now();
+                if let Ok(committed) = offsets.committed(&inputs, Duration::from_secs(5)) {
+                    let now = Instant::now();
+                    let mut p = lock(&progress);
+                    for (i, c) in committed.iter().enumerate() {
+                        if !p.producer_done && p.ends[i] > 0 && *c >= p.ends[i] {
+                            p.ran_dry.push((now, i));
+                        }
+                    }
+                    p.committed = committed;
+                    p.sampled_at = Some(now);
+                    let lag = p.total_lag();
+                    p.lag.push((now, lag));
+                }
+                if last_group.elapsed() >= Duration::from_secs(1) {
+                    last_group = Instant::now();
+                    if let Ok(view) = offsets.members(Duration::from_secs(5)) {
+                        let mut p = lock(&progress);
+                        if view.state == "Stable" {
+                            let split = view.split_tasks(&topics, partitions);
+                            if !split.is_empty() {
+                                p.split_tasks.push((Instant::now(), split));
+                            }
+                        }
+                        p.group = view;
+                        p.group_at = Some(Instant::now());
+                    }
+                }
+                // Supervision: what crashed is restarted a second later, up to a bound.
+                if let Ok(mut f) = fleet.try_lock() {
+                    for id in f.reap() {
+                        let n = crashes_per_instance.entry(id.clone()).or_default();
+                        *n += 1;
+                        if *n <= 25 {
+                            restart_at.push((id, Instant::now() + Duration::from_secs(1)));
+                        } else {
+                            lock(&progress)
+                                .notes
+                                .push(format!("{id} crashed {n} times: not restarted again"));
+                        }
+                    }
+                    let due: Vec<String> = restart_at
+                        .iter()
+                        .filter(|(_, t)| *t <= Instant::now())
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    restart_at.retain(|(_, t)| *t > Instant::now());
+                    for id in due {
+                        if let Err(e) = f.start(&id) {
+                            lock(&progress).notes.push(format!("restart {id}: {e}"));
+                        }
+                    }
+                }
+                let spent = tick.elapsed();
+                if spent < Duration::from_millis(500) {
+                    thread::sleep(Duration::from_millis(500) - spent);
+                }
+            }
+        })
+        .expect("spawn monitor")
+}
+
+/// Publishes each edit once every input partition has processed the chunks before its quiet
+/// window, and records whether any partition was already past the window's end.
+pub fn spawn_editor(
+    edits: Vec<Edit>,
+    publish: impl Fn(&Path) -> Result<(), String> + Send + 'static,
+    dir: PathBuf,
+    progress: SharedProgress,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    thread::Builder::new()
+        .name("editor".into())
+        .spawn(move || {
+            for e in edits {
+                let ready = loop {
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let p = lock(&progress);
+                    if let Some(start) = p.chunk_starts.get(e.quiet.0) {
+                        if p.reached(start) {
+                            break true;
+                        }
+                    }
+                    if p.producer_done && p.chunk_starts.len() <= e.quiet.0 {
+                        break false;
+                    }
+                    drop(p);
+                    thread::sleep(Duration::from_millis(100));
+                };
+                if !ready {
+                    continue;
+                }
+                let file = dir.join(format!("edit-{}.yaml", e.name));
+                let result = std::fs::write(&file, &e.yaml)
+                    .map_err(|x| x.to_string())
+                    .and_then(|()| publish(&file));
+                let mut p = lock(&progress);
+                let (_, fastest) = p.chunk_span();
+                let ok = result.is_ok() && fastest < e.quiet.1;
+                let what = match result {
+                    Ok(()) => format!(
+                        "published when the fastest partition was in chunk {fastest} (window {}..{})",
+                        e.quiet.0, e.quiet.1
+                    ),
+                    Err(x) => format!("publish failed: {x}"),
+                };
+                p.edits.push((e.name.to_string(), Instant::now(), what, ok));
+            }
+        })
+        .expect("spawn editor")
+}

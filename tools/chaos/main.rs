@@ -1,0 +1,891 @@
+//! The fault matrix: runs connector instances against a three-broker cluster through TCP
+//! proxies, injects faults at moments drawn from a seed while they work through a large
+//! seeded workload, then reads every output back with `read_committed` and compares it with
+//! the product's own engine run over the same input. Prints what it injected and verified.
+//!
+//! ```text
+//!               ┌──────────── direct listener (unfaulted) ─────────────┐
+//!  producer ────┤                                                      ├──► verifier ◄── oracle (engine)
+//!  (workload)   │   3 KRaft brokers, RF 3, min ISR 2                   │        ▲
+//!               └─ CLIENT listener ◄─ proxy ◄─ connector i0, i1 (, i2) ┘        │
+//!                                     ▲ drop / stall / stall-on-EndTxn          │
+//!  injector ──────────────────────────┴─ SIGKILL / SIGSTOP / broker kill ───────┘ report
+//! ```
+//!
+//! Run it with `scripts/chaos.sh`, which builds it, starts the cluster on the chosen ports
+//! and stops everything afterwards. It is a Cargo example so that it never ships with the
+//! product yet is built, linted and unit-tested with it.
+//!
+//! # Layout
+//!
+//! - `timeline`: event time of the workload, and why the oracle can be exact.
+//! - `catalog`: the campaigns and the mid-run edits (campaigns-as-code YAML).
+//! - `workload`, `encode`: the seeded records, the writer schemas, the poison.
+//! - `oracle`: the engine over the same records; `verify`: outputs against it.
+//! - `proxy`: the controllable TCP proxy; `fleet`: connector processes and supervision.
+//! - `kafka`: the harness's own clients; `progress`, `background`: producer, monitor,
+//!   editor threads; `faults`: injecting faults and measuring recovery; `report`.
+
+mod background;
+mod catalog;
+mod encode;
+mod faults;
+mod fleet;
+mod kafka;
+mod oracle;
+mod progress;
+mod proxy;
+mod report;
+mod rng;
+mod timeline;
+mod verify;
+mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use campaign_connector::campaigns_file::parse_campaigns;
+use campaign_connector::validate::Limits;
+
+use crate::faults::{FaultKind, Injector, Outcome};
+use crate::fleet::{Fleet, FleetConfig};
+use crate::progress::{lock, wait_until, Progress};
+use crate::report::{Check, Report};
+use crate::rng::Rng;
+use crate::timeline::Timeline;
+use crate::workload::{Generator, Shape};
+
+const PARTITIONS: i32 = 6;
+
+/// How big a run is and how many faults of each kind it injects.
+struct Profile {
+    name: &'static str,
+    shape: Shape,
+    chunks: usize,
+    /// Instances running between faults; one more is a spare for storms and joins.
+    baseline: usize,
+    faults: Vec<(FaultKind, usize)>,
+    stall: Duration,
+    recover_deadline: Duration,
+    /// Records per input partition the producer keeps ahead of the group.
+    low_water: i64,
+}
+
+fn profile(name: &str) -> Option<Profile> {
+    use FaultKind::*;
+    match name {
+        "ci" => Some(Profile {
+            name: "ci",
+            shape: Shape {
+                events: 40_000,
+                users: 4_000,
+                poison_every: 2_000,
+            },
+            chunks: 40,
+            baseline: 2,
+            faults: vec![
+                (ConnectorKill, 2),
+                (KillMidRestore, 1),
+                (KillDuringRebalance, 1),
+                (BrokerKill, 1),
+                (Storm, 1),
+                (Zombie, 1),
+                (ConnectionsDropped, 1),
+                (Stall, 1),
+                (CommitStall, 1),
+            ],
+            stall: Duration::from_secs(12),
+            recover_deadline: Duration::from_secs(150),
+            low_water: 1_500,
+        }),
+        "full" => Some(Profile {
+            name: "full",
+            shape: Shape {
+                events: 1_000_000,
+                users: 100_000,
+                poison_every: 10_000,
+            },
+            chunks: 250,
+            baseline: 2,
+            faults: vec![
+                (ConnectorKill, 22),
+                (KillMidRestore, 5),
+                (KillDuringRebalance, 5),
+                (BrokerKill, 3),
+                (BrokerRestart, 3),
+                (Storm, 2),
+                (Zombie, 2),
+                (ConnectionsDropped, 3),
+                (Stall, 3),
+                (CommitStall, 3),
+            ],
+            stall: Duration::from_secs(15),
+            recover_deadline: Duration::from_secs(240),
+            low_water: 4_000,
+        }),
+        _ => None,
+    }
+}
+
+struct Args {
+    profile: String,
+    seed: u64,
+    port_base: u16,
+    bin: PathBuf,
+    repo: PathBuf,
+    work: Option<PathBuf>,
+    faults: Option<Vec<FaultKind>>,
+    report: Option<PathBuf>,
+    events: Option<usize>,
+}
+
+const USAGE: &str = "usage: chaos [--profile ci|full] [--seed N] [--faults all|none|KIND,...] \
+[--events N] [--port-base B] [--bin CONNECTOR] [--repo DIR] [--work DIR] [--report FILE.md]
+fault kinds: kill, kill-restore, kill-rebalance, broker-kill, broker-restart, storm, zombie, \
+drop, stall, commit-stall";
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        profile: "ci".into(),
+        seed: now_ms() as u64 % 1_000_000,
+        port_base: 19300,
+        bin: PathBuf::from("target/release/campaign-connector"),
+        repo: PathBuf::from("."),
+        work: None,
+        faults: None,
+        report: None,
+        events: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--profile" => a.profile = value()?,
+            "--seed" => a.seed = value()?.parse().map_err(|e| format!("--seed: {e}"))?,
+            "--port-base" => {
+                a.port_base = value()?.parse().map_err(|e| format!("--port-base: {e}"))?
+            }
+            "--bin" => a.bin = value()?.into(),
+            "--repo" => a.repo = value()?.into(),
+            "--work" => a.work = Some(value()?.into()),
+            "--report" => a.report = Some(value()?.into()),
+            "--events" => a.events = Some(value()?.parse().map_err(|e| format!("--events: {e}"))?),
+            "--faults" => {
+                let v = value()?;
+                a.faults = match v.as_str() {
+                    "all" => None,
+                    "none" => Some(Vec::new()),
+                    list => Some(
+                        list.split(',')
+                            .map(|k| FaultKind::parse(k).ok_or(format!("unknown fault {k:?}")))
+                            .collect::<Result<_, _>>()?,
+                    ),
+                }
+            }
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown argument {other}\n{USAGE}")),
+        }
+    }
+    Ok(a)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_kb: u64 = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        })
+        .unwrap_or(0);
+    format!(
+        "{cores} cores, {:.0} GiB RAM",
+        mem_kb as f64 / 1024.0 / 1024.0
+    )
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args) {
+        Ok(report) => {
+            if report.failed() == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("[chaos] ERROR: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn say(line: &str) {
+    eprintln!("[chaos] {line}");
+}
+
+/// Runs `campaign-connector <args> --config <config>` to completion.
+fn cli(bin: &Path, args: &[&str], config: &Path) -> Result<String, String> {
+    let out = Command::new(bin)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env_remove("CONNECTOR_CONFIG")
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "campaign-connector {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// Where everything of one run lives.
+struct Names {
+    id: String,
+    app_id: String,
+    interactions: String,
+    user_events: String,
+    campaigns: String,
+    send_commands: String,
+    changelog: String,
+    decisions: String,
+    dlq: String,
+}
+
+impl Names {
+    fn new(seed: u64, start: i64) -> Self {
+        let id = format!("s{seed}-{:x}", (start / 1000) % 0x100000);
+        let t = |role: &str| format!("chaos-{role}-{id}");
+        Self {
+            app_id: format!("chaos-{id}"),
+            interactions: t("interactions"),
+            user_events: t("user-events"),
+            campaigns: t("campaigns"),
+            send_commands: t("send-commands"),
+            changelog: t("changelog"),
+            decisions: t("decisions"),
+            dlq: t("dlq"),
+            id,
+        }
+    }
+
+    /// The part of the connector configuration every instance (and the admin CLI) shares.
+    fn config(&self, bootstrap: &str, schema_dir: &Path) -> String {
+        format!(
+            r#"bootstrap_servers: {bootstrap}
+application_id: {app}
+processing_guarantee: exactly_once
+commit_interval: 100ms
+transaction_timeout: 10s
+# Longer than any stall or broker outage the run injects: within this bound the merge never
+# goes on without a partition that is only slow, so the topic interleaving is the event-time
+# order the oracle uses.
+merge_max_wait: 60s
+# Dynamic membership: a killed instance's tasks move after the session timeout.
+static_membership: false
+partitions: {PARTITIONS}
+replication_factor: 3
+topics:
+  interactions: {interactions}
+  user_events: {user_events}
+  campaigns: {campaigns}
+  send_commands: {send_commands}
+  changelog: {changelog}
+  decisions: {decisions}
+  dlq: {dlq}
+encoding:
+  schema_dirs: [{schema_dir}]
+kafka:
+  session.timeout.ms: "6000"
+  heartbeat.interval.ms: "500"
+"#,
+            app = self.app_id,
+            interactions = self.interactions,
+            user_events = self.user_events,
+            campaigns = self.campaigns,
+            send_commands = self.send_commands,
+            changelog = self.changelog,
+            decisions = self.decisions,
+            dlq = self.dlq,
+            schema_dir = schema_dir.display(),
+        )
+    }
+}
+
+/// When each fault happens: a fraction of the input chunks, spread over the run but away
+/// from the catalog edits (an edit must reach every task inside its quiet window, which a
+/// stalled task could miss).
+fn schedule(
+    rng: &mut Rng,
+    faults: &[(FaultKind, usize)],
+    edit_zones: &[(f64, f64)],
+) -> Vec<(f64, FaultKind)> {
+    let mut kinds: Vec<FaultKind> = faults
+        .iter()
+        .flat_map(|(k, n)| std::iter::repeat_n(*k, *n))
+        .collect();
+    // Shuffle (Fisher–Yates), then give the i-th fault a point in the i-th slice.
+    for i in (1..kinds.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        kinds.swap(i, j);
+    }
+    let allowed: Vec<f64> = (0..1000)
+        .map(|i| 0.06 + 0.84 * f64::from(i) / 1000.0)
+        .filter(|x| !edit_zones.iter().any(|(a, b)| x >= a && x <= b))
+        .collect();
+    let n = kinds.len().max(1);
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let lo = allowed.len() * i / n;
+            let hi = (allowed.len() * (i + 1) / n).max(lo + 1);
+            (allowed[rng.range(lo as i64, hi as i64) as usize], k)
+        })
+        .collect()
+}
+
+fn run(args: Args) -> Result<Report, String> {
+    let started = Instant::now();
+    let mut prof = profile(&args.profile).ok_or(format!("unknown profile {}", args.profile))?;
+    if let Some(e) = args.events {
+        prof.shape.events = e;
+    }
+    if let Some(only) = &args.faults {
+        prof.faults.retain(|(k, _)| only.contains(k));
+        for k in only {
+            if !prof.faults.iter().any(|(x, _)| x == k) {
+                prof.faults.push((*k, 1));
+            }
+        }
+    }
+    let repo = std::fs::canonicalize(&args.repo).map_err(|e| format!("--repo: {e}"))?;
+    let bin = std::fs::canonicalize(&args.bin)
+        .map_err(|e| format!("--bin {}: {e}", args.bin.display()))?;
+    let run_start = now_ms();
+    let timeline = Timeline::new(run_start, prof.chunks);
+    if !catalog::assumptions_hold(&timeline) {
+        return Err("the workload's time window does not fit the run (see timeline.rs)".into());
+    }
+    let names = Names::new(args.seed, run_start);
+    let work = args
+        .work
+        .clone()
+        .unwrap_or_else(|| repo.join(".cache/chaos").join(&names.id));
+    std::fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+    let base = args.port_base;
+    let port = |node: u16, off: u16| base + 5 * (node - 1) + off;
+    let direct: Vec<String> = (1..=3)
+        .map(|n| format!("127.0.0.1:{}", port(n, 0)))
+        .collect();
+    let direct = direct.join(",");
+    let proxied: Vec<String> = (1..=3)
+        .map(|n| format!("127.0.0.1:{}", port(n, 4)))
+        .collect();
+    let schema_dir = repo.join("tests/fixtures/writer_schemas");
+    say(&format!(
+        "profile {}, seed {}, run {}; work dir {}",
+        prof.name,
+        args.seed,
+        names.id,
+        work.display()
+    ));
+
+    // ---- proxies in front of every broker's CLIENT listener
+    let mut proxies = Vec::new();
+    for n in 1..=3u16 {
+        let listen = format!("127.0.0.1:{}", port(n, 4)).parse().expect("addr");
+        let upstream = format!("127.0.0.1:{}", port(n, 3)).parse().expect("addr");
+        proxies.push(
+            proxy::Proxy::start(listen, upstream)
+                .map_err(|e| format!("proxy :{}: {e}", port(n, 4)))?,
+        );
+    }
+
+    say(&format!(
+        "proxies: {}",
+        proxies
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{} → node {}", p.listen, i + 1))
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+
+    // ---- topics and the catalog, through the direct listener
+    let admin_config = work.join("admin.yaml");
+    std::fs::write(
+        &admin_config,
+        format!(
+            "instance_id: chaos-admin\nhttp_listen: \"\"\n{}",
+            names.config(&direct, &schema_dir)
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    cli(&bin, &["topics", "create"], &admin_config)?;
+    let initial_yaml = catalog::initial(&timeline);
+    let initial_file = work.join("campaigns.yaml");
+    std::fs::write(&initial_file, &initial_yaml).map_err(|e| e.to_string())?;
+    let limits = Limits::default();
+    let campaigns =
+        parse_campaigns(&initial_yaml, "campaigns.yaml", &limits).map_err(|e| e.to_string())?;
+    cli(
+        &bin,
+        &["campaigns", "publish", &initial_file.display().to_string()],
+        &admin_config,
+    )?;
+    let edits = catalog::edits(&timeline);
+
+    // ---- shared state, producer
+    let progress = Arc::new(Mutex::new(Progress {
+        inputs: (0..PARTITIONS)
+            .map(|p| (names.interactions.clone(), p))
+            .chain((0..PARTITIONS).map(|p| (names.user_events.clone(), p)))
+            .collect(),
+        ends: vec![0; 2 * PARTITIONS as usize],
+        committed: vec![0; 2 * PARTITIONS as usize],
+        ..Progress::default()
+    }));
+    let oracle = oracle::Oracle::new(
+        PARTITIONS as usize,
+        limits,
+        [names.interactions.clone(), names.user_events.clone()],
+        &schema_dir,
+        &campaigns,
+        run_start,
+    )?;
+    let encoders = encode::Encoders::new(
+        &schema_dir,
+        &repo.join("tools/chaos/schemas/interaction_v3.avsc"),
+    )?;
+    let generator = Generator::new(args.seed, timeline, prof.shape, encoders, &edits);
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = background::spawn_producer(
+        background::ProducerJob {
+            generator,
+            producer: kafka::WorkloadProducer::new(&direct)?,
+            oracle,
+            topics: [names.interactions.clone(), names.user_events.clone()],
+            partitions: PARTITIONS,
+            prefill: 3,
+            low_water: prof.low_water,
+            edits: edits.iter().map(|e| (e.at_chunk, e.yaml.clone())).collect(),
+            limits,
+            now: run_start,
+        },
+        progress.clone(),
+        stop.clone(),
+    );
+    if !wait_until(&progress, Duration::from_secs(300), |p| {
+        p.chunks_produced() >= 3 || p.producer_done
+    }) {
+        return Err("the first chunks were not produced within 5 minutes".into());
+    }
+
+    // ---- connector instances, monitor, editor
+    let ids: Vec<String> = (0..=prof.baseline).map(|i| format!("i{i}")).collect();
+    let fleet = Arc::new(Mutex::new(Fleet::new(FleetConfig {
+        bin: bin.clone(),
+        dir: work.clone(),
+        common_yaml: names.config(&proxied.join(","), &schema_dir),
+        http_base: base + 15,
+    })));
+    for id in &ids[..prof.baseline] {
+        fleet.lock().expect("fleet").start(id)?;
+    }
+    let monitor = background::spawn_monitor(
+        kafka::GroupOffsets::new(&direct, &names.app_id)?,
+        progress.clone(),
+        fleet.clone(),
+        stop.clone(),
+    );
+    let publish_bin = bin.clone();
+    let publish_config = admin_config.clone();
+    let editor = background::spawn_editor(
+        catalog::edits(&timeline),
+        move |file: &Path| {
+            cli(
+                &publish_bin,
+                &["campaigns", "publish", &file.display().to_string()],
+                &publish_config,
+            )
+            .map(|_| ())
+        },
+        work.clone(),
+        progress.clone(),
+        stop.clone(),
+    );
+
+    // ---- faults
+    let mut rng = Rng::new(args.seed).fork("faults");
+    let zones: Vec<(f64, f64)> = edits
+        .iter()
+        .map(|e| {
+            (
+                e.quiet.0 as f64 / prof.chunks as f64 - 0.03,
+                e.quiet.1 as f64 / prof.chunks as f64 + 0.02,
+            )
+        })
+        .collect();
+    let plan = schedule(&mut rng, &prof.faults, &zones);
+    let mut injector = Injector {
+        fleet: fleet.clone(),
+        progress: progress.clone(),
+        proxies,
+        cluster: kafka::Cluster::new(&direct)?,
+        cluster_script: repo.join("scripts/kafka/cluster.sh"),
+        app_id: names.app_id.clone(),
+        interactions_topic: names.interactions.clone(),
+        baseline: ids[..prof.baseline].to_vec(),
+        spares: ids[prof.baseline..].to_vec(),
+        stall: prof.stall,
+        recover_deadline: prof.recover_deadline,
+        rng: rng.fork("targets"),
+        broker_faults: 0,
+    };
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut late_faults = 0;
+    for (i, (at, kind)) in plan.iter().enumerate() {
+        let chunk = (at * prof.chunks as f64) as usize;
+        wait_until(&progress, Duration::from_secs(3600), |p| {
+            p.chunks_produced() >= chunk || p.producer_done || p.producer_error.is_some()
+        });
+        if lock(&progress).producer_done {
+            late_faults += 1;
+        }
+        for r in injector.ensure_baseline() {
+            say(&format!("before fault {}: {r}", i + 1));
+        }
+        std::thread::sleep(Duration::from_millis(rng.range(0, 2_000) as u64));
+        let (lag, span) = {
+            let p = lock(&progress);
+            (p.total_lag(), p.chunk_span())
+        };
+        say(&format!(
+            "fault {}/{} at chunk ~{chunk} (group in chunks {}..{}, lag {lag}): {}",
+            i + 1,
+            plan.len(),
+            span.0,
+            span.1,
+            kind.title()
+        ));
+        outcomes.push(injector.inject(*kind));
+    }
+    for r in injector.ensure_baseline() {
+        say(&format!("after the faults: {r}"));
+    }
+
+    // ---- the end of the input, then the drain
+    let drain_deadline = Duration::from_secs(3600);
+    wait_until(&progress, drain_deadline, |p| p.producer_done);
+    let changelog_cut = kafka::watermarks(&direct, &names.changelog, "read_uncommitted")?;
+    let (mut oracle, generator) = producer
+        .join()
+        .map_err(|_| "the producer thread panicked".to_string())?;
+    oracle.finish(run_start);
+    say(&format!(
+        "input complete: {} records; waiting for the group to process it and send {} commands",
+        lock(&progress).input_records,
+        oracle.sends.len()
+    ));
+    let ends = lock(&progress).ends.clone();
+    let drained = wait_until(&progress, prof.recover_deadline * 2, |p| p.reached(&ends));
+    let mut tail = kafka::Tail::new(&direct, &names.send_commands, PARTITIONS)?;
+    let tail_started = Instant::now();
+    while tail.count < oracle.sends.len() && tail_started.elapsed() < Duration::from_secs(180) {
+        tail.poll_for(Duration::from_millis(500));
+    }
+    say(&format!(
+        "drained: {drained}; {} of {} commands visible; stopping the instances",
+        tail.count,
+        oracle.sends.len()
+    ));
+    stop.store(true, Ordering::Relaxed);
+    let _ = monitor.join();
+    let _ = editor.join();
+    {
+        let mut f = fleet.lock().expect("fleet");
+        for id in f.running() {
+            f.stop(&id, Duration::from_secs(60));
+        }
+    }
+
+    // ---- verification
+    say("reading every output with read_committed to its end offsets");
+    let verification = verify::verify(
+        &direct,
+        &verify::Topics {
+            send_commands: names.send_commands.clone(),
+            dlq: names.dlq.clone(),
+            decisions: names.decisions.clone(),
+            changelog: names.changelog.clone(),
+        },
+        &oracle,
+        &changelog_cut,
+        run_start,
+    )?;
+
+    // ---- checks
+    let p = lock(&progress);
+    let f = fleet.lock().expect("fleet");
+    let mut checks = Vec::new();
+    let tally = |t: &verify::Tally| t.examples.clone();
+    let v = &verification;
+    checks.push(Check::new(
+        "every expected send-command is present",
+        v.commands.missing == 0,
+        tally(&v.commands),
+    ));
+    checks.push(Check::new(
+        "no unexpected send-command, and each carries the expected content",
+        v.commands.extra == 0 && v.commands.different == 0,
+        tally(&v.commands),
+    ));
+    checks.push(Check::new(
+        "no command_id twice",
+        v.commands.duplicated == 0,
+        tally(&v.commands),
+    ));
+    checks.push(Check::new(
+        "every poison record dead-lettered exactly once",
+        v.dead_letters.missing == 0 && v.dead_letters.duplicated == 0,
+        tally(&v.dead_letters),
+    ));
+    checks.push(Check::new(
+        "nothing valid dead-lettered",
+        v.dead_letters.extra == 0,
+        tally(&v.dead_letters),
+    ));
+    checks.push(Check::new(
+        "the decision log equals the engine's",
+        v.decisions.clean(),
+        tally(&v.decisions),
+    ));
+    checks.push(Check::new(
+        format!(
+            "the final changelog state equals the engine's ({} users, {} pending sends)",
+            v.state.expected, v.pending_expected
+        ),
+        v.state.clean(),
+        tally(&v.state),
+    ));
+    checks.push(Check::new(
+        "no task fired by the wall clock before its input ended",
+        v.early_wall_clock.is_empty(),
+        v.early_wall_clock.clone(),
+    ));
+    checks.push(Check::new(
+        "no instance exited on its own (crash)",
+        f.crashes.is_empty(),
+        f.crashes
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} at +{:.0} s: {}; log {}: {}",
+                    c.instance,
+                    c.at.duration_since(started).as_secs_f64(),
+                    c.status,
+                    c.log.display(),
+                    c.tail.lines().last().unwrap_or("")
+                )
+            })
+            .collect(),
+    ));
+    let bad_stops: Vec<String> = f
+        .clean_stops
+        .iter()
+        .filter(|(_, code, in_time)| *code != Some(0) || !in_time)
+        .map(|(id, code, in_time)| {
+            format!(
+                "{id}: exit {code:?}{}",
+                if *in_time { "" } else { " (killed after 60 s)" }
+            )
+        })
+        .collect();
+    checks.push(Check::new(
+        "every SIGTERM ends in a clean exit 0",
+        bad_stops.is_empty(),
+        bad_stops,
+    ));
+    let unrecovered: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.recovered_after.is_none())
+        .map(|o| format!("{}: {}", o.kind.title(), o.detail))
+        .collect();
+    checks.push(Check::new(
+        format!(
+            "every fault recovered within {:?} (and the input was processed to its end)",
+            prof.recover_deadline
+        ),
+        unrecovered.is_empty() && drained,
+        unrecovered,
+    ));
+    checks.push(Check::new(
+        "every task's partitions are held by one member in every stable assignment",
+        p.split_tasks.is_empty(),
+        p.split_tasks
+            .iter()
+            .take(5)
+            .map(|(t, tasks)| {
+                format!(
+                    "+{:.0} s: tasks {tasks:?} split between members",
+                    t.duration_since(started).as_secs_f64()
+                )
+            })
+            .chain(std::iter::once(format!(
+                "{} observations",
+                p.split_tasks.len()
+            )))
+            .collect(),
+    ));
+    let not_injected: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.injected)
+        .map(|o| format!("{}: {}", o.kind.title(), o.detail))
+        .collect();
+    checks.push(Check::new(
+        "harness: every fault injected as meant",
+        not_injected.is_empty(),
+        not_injected,
+    ));
+    checks.push(Check::new(
+        "harness: the input was produced in full",
+        p.producer_error.is_none(),
+        p.producer_error.iter().cloned().collect(),
+    ));
+    checks.push(Check::new(
+        "harness: every record decodes to what was written (workload cross-check)",
+        oracle.codec_mismatches.is_empty(),
+        oracle.codec_mismatches.iter().take(5).cloned().collect(),
+    ));
+    checks.push(Check::new(
+        "harness: no input partition ran dry before the input ended",
+        p.ran_dry.is_empty(),
+        p.ran_dry
+            .iter()
+            .take(5)
+            .map(|(t, i)| {
+                format!(
+                    "{}[{}] at +{:.0} s",
+                    p.inputs[*i].0,
+                    p.inputs[*i].1,
+                    t.duration_since(started).as_secs_f64()
+                )
+            })
+            .collect(),
+    ));
+    checks.push(Check::new(
+        "harness: every catalog edit reached the group inside its quiet window",
+        p.edits.len() == edits.len() && p.edits.iter().all(|e| e.3),
+        p.edits
+            .iter()
+            .map(|(n, _, what, ok)| format!("{n}: {what}{}", if *ok { "" } else { " — TOO LATE" }))
+            .collect(),
+    ));
+
+    let poison: usize = generator.poison_counts.values().sum();
+    let mut extra_rows = vec![(
+        "poison records (undecodable, out-of-range times, 2099, v3, key, empty user)".to_string(),
+        poison,
+        format!(
+            "1 in {} records, each kind at least once",
+            prof.shape.poison_every
+        ),
+    )];
+    for (writer, n) in &generator.writer_counts {
+        extra_rows.push((format!("records by {writer}"), *n, String::new()));
+    }
+    extra_rows.push((
+        "catalog edits mid-run (stop, restart, new versions)".into(),
+        p.edits.len(),
+        String::new(),
+    ));
+    let faults_arg = match &args.faults {
+        None => String::new(),
+        Some(list) => format!(
+            " --faults {}",
+            if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.iter().map(|k| k.key()).collect::<Vec<_>>().join(",")
+            }
+        ),
+    };
+    let report = Report {
+        profile: prof.name.into(),
+        seed: args.seed,
+        machine: machine(),
+        setup: vec![
+            format!(
+                "cluster: 3 Kafka brokers (KRaft, each also a controller), RF 3, min ISR 2, connector traffic through 3 TCP proxies"
+            ),
+            format!(
+                "workload: {} input records ({} events processed by the engine), {} users, {} chunks, {PARTITIONS} partitions; event time {} .. {}",
+                p.input_records,
+                oracle.events,
+                prof.shape.users,
+                prof.chunks,
+                campaign_connector::time::format_timestamp(timeline.t0),
+                campaign_connector::time::format_timestamp(timeline.t1)
+            ),
+            format!(
+                "connector: {} instances between faults (dynamic membership, exactly_once, commit 100 ms), a spare for storms; {} faults{}",
+                prof.baseline,
+                outcomes.len(),
+                if late_faults > 0 { format!(" ({late_faults} after the input ended)") } else { String::new() }
+            ),
+            format!(
+                "expected: {} send-commands, {} decisions, {} dead letters, {} pending sends at the end",
+                oracle.sends.len(),
+                oracle.decisions.len(),
+                oracle.dead_letters.len(),
+                oracle.pending()
+            ),
+            format!("logs and configs: {}", work.display()),
+        ],
+        outcomes,
+        extra_rows,
+        verification: Some(verification),
+        checks,
+        elapsed: started.elapsed(),
+        reproduce: format!(
+            "scripts/chaos.sh --profile {} --seed {}{faults_arg}",
+            prof.name, args.seed
+        ),
+    };
+    drop(p);
+    drop(f);
+    print!("{}", report.text());
+    let md = report.markdown();
+    let md_path = args
+        .report
+        .clone()
+        .unwrap_or_else(|| work.join("report.md"));
+    std::fs::write(&md_path, md).map_err(|e| format!("{}: {e}", md_path.display()))?;
+    say(&format!("report: {}", md_path.display()));
+    Ok(report)
+}

@@ -1,0 +1,109 @@
+//! What the harness knows about the run while it goes on, shared by its threads: where the
+//! input ends (the producer), how far the connector group has committed (the monitor), and
+//! what was observed on the way.
+//!
+//! Lag is measured on committed offsets (`last processed + 1`), the only progress a crashed
+//! instance cannot take back.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::kafka::GroupView;
+
+#[derive(Default)]
+pub struct Progress {
+    /// (topic, partition) of every input partition: interactions 0..n, then user events.
+    pub inputs: Vec<(String, i32)>,
+    /// End offset of each input partition (what the producer has written).
+    pub ends: Vec<i64>,
+    /// The group's committed offset of each input partition, last sampled.
+    pub committed: Vec<i64>,
+    pub sampled_at: Option<Instant>,
+    /// `ends` before chunk k was produced: where chunk k starts in each partition.
+    pub chunk_starts: Vec<Vec<i64>>,
+    pub input_records: usize,
+    pub producer_done: bool,
+    pub producer_error: Option<String>,
+    /// (when, total lag) samples.
+    pub lag: Vec<(Instant, i64)>,
+    /// Input partitions found fully processed while more input was still to come.
+    pub ran_dry: Vec<(Instant, usize)>,
+    /// Stable group states that split a task between members: (when, tasks).
+    pub split_tasks: Vec<(Instant, Vec<i32>)>,
+    pub group: GroupView,
+    pub group_at: Option<Instant>,
+    /// Edits: (name, published when, chunk reached by the fastest partition then, ok).
+    pub edits: Vec<(String, Instant, String, bool)>,
+    pub notes: Vec<String>,
+}
+
+pub type SharedProgress = Arc<Mutex<Progress>>;
+
+pub fn lock(p: &SharedProgress) -> MutexGuard<'_, Progress> {
+    p.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Progress {
+    pub fn total_lag(&self) -> i64 {
+        self.ends
+            .iter()
+            .zip(&self.committed)
+            .map(|(e, c)| (e - c).max(0))
+            .sum()
+    }
+
+    /// Chunks produced so far.
+    pub fn chunks_produced(&self) -> usize {
+        self.chunk_starts.len()
+    }
+
+    /// Every input partition's committed offset has reached `target`.
+    pub fn reached(&self, target: &[i64]) -> bool {
+        self.committed.len() == target.len()
+            && self.committed.iter().zip(target).all(|(c, t)| c >= t)
+    }
+
+    /// The chunk each input partition is in (by committed offset): the lowest and highest.
+    pub fn chunk_span(&self) -> (usize, usize) {
+        let chunk_of = |i: usize| {
+            self.chunk_starts
+                .iter()
+                .rposition(|s| self.committed.get(i).is_some_and(|c| *c >= s[i]))
+                .unwrap_or(0)
+        };
+        let chunks: BTreeSet<usize> = (0..self.inputs.len()).map(chunk_of).collect();
+        (
+            chunks.first().copied().unwrap_or(0),
+            chunks.last().copied().unwrap_or(0),
+        )
+    }
+
+    /// Largest total lag seen in `[from, to]`.
+    pub fn max_lag_between(&self, from: Instant, to: Instant) -> i64 {
+        self.lag
+            .iter()
+            .filter(|(t, _)| *t >= from && *t <= to)
+            .map(|(_, l)| *l)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Waits until `done` holds on the shared progress, or `deadline` passes (returns false).
+pub fn wait_until(
+    p: &SharedProgress,
+    deadline: Duration,
+    mut done: impl FnMut(&Progress) -> bool,
+) -> bool {
+    let started = Instant::now();
+    loop {
+        if done(&lock(p)) {
+            return true;
+        }
+        if started.elapsed() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,320 @@
+//! A TCP proxy in front of one broker's client listener, controllable while it runs.
+//!
+//! ```text
+//!  connector ──► proxy :P ──► broker CLIENT listener :L      (the broker advertises :P)
+//!                 │
+//!                 ├─ drop_all():            shut every proxied connection down
+//!                 ├─ stall_for(d):          forward nothing, either way, for d
+//!                 └─ stall_on_request(k, d): stall for d when a request with api key k
+//!                                           (e.g. EndTxn = 26: "during the commit") passes
+//! ```
+//!
+//! Brokers replicate over their own INTERNAL listener, so the proxy only ever carries the
+//! traffic of clients that bootstrapped through it.
+//!
+//! One thread accepts; each connection has two pump threads (client → broker and back).
+//! A stall holds bytes already read and blocks both pumps, so the client sees a silent
+//! broker: requests time out, exactly like a network partition that keeps the sockets up.
+//! When the stall ends the held bytes are delivered, late — as a real network may.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Kafka api keys the proxy can stall on.
+pub const API_END_TXN: i16 = 26;
+
+#[derive(Default)]
+struct Control {
+    /// Forward nothing before this instant.
+    stalled_until: Option<Instant>,
+    /// Stall for this long when a request with this api key passes.
+    armed: Option<(i16, Duration)>,
+    /// When an armed stall went off.
+    triggered_at: Option<Instant>,
+}
+
+struct Shared {
+    upstream: SocketAddr,
+    control: Mutex<Control>,
+    /// Both sockets of every live connection, to shut them down on `drop_all`.
+    connections: Mutex<Vec<(u64, TcpStream, TcpStream)>>,
+    next_id: AtomicU64,
+    accepted: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// A running proxy; stops (and drops its connections) when dropped.
+pub struct Proxy {
+    pub listen: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<thread::JoinHandle<()>>,
+}
+
+impl Proxy {
+    /// Listens on `listen` and forwards to `upstream`.
+    pub fn start(listen: SocketAddr, upstream: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(listen)?;
+        listener.set_nonblocking(true)?;
+        let listen = listener.local_addr()?;
+        let shared = Arc::new(Shared {
+            upstream,
+            control: Mutex::new(Control::default()),
+            connections: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let s = shared.clone();
+        let acceptor = thread::Builder::new()
+            .name(format!("proxy-{}", listen.port()))
+            .spawn(move || accept_loop(listener, s))?;
+        Ok(Self {
+            listen,
+            shared,
+            acceptor: Some(acceptor),
+        })
+    }
+
+    /// Shuts down every connection open now; clients reconnect through the proxy.
+    pub fn drop_all(&self) -> usize {
+        let conns = std::mem::take(&mut *lock(&self.shared.connections));
+        for (_, a, b) in &conns {
+            let _ = a.shutdown(Shutdown::Both);
+            let _ = b.shutdown(Shutdown::Both);
+        }
+        conns.len()
+    }
+
+    /// Forwards nothing, in either direction, for `d` from now.
+    pub fn stall_for(&self, d: Duration) {
+        lock(&self.shared.control).stalled_until = Some(Instant::now() + d);
+    }
+
+    /// Stalls for `d` as soon as a request with `api_key` passes (then disarms).
+    pub fn stall_on_request(&self, api_key: i16, d: Duration) {
+        let mut c = lock(&self.shared.control);
+        c.armed = Some((api_key, d));
+        c.triggered_at = None;
+    }
+
+    /// Disarms a pending `stall_on_request`; returns when it went off, if it did.
+    pub fn disarm(&self) -> Option<Instant> {
+        let mut c = lock(&self.shared.control);
+        c.armed = None;
+        c.triggered_at.take()
+    }
+
+    /// When the armed stall went off, if it did.
+    pub fn triggered_at(&self) -> Option<Instant> {
+        lock(&self.shared.control).triggered_at
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        lock(&self.shared.control).stalled_until = None;
+        self.drop_all();
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    while !shared.stop.load(Ordering::Relaxed) {
+        match listener.accept() {
+            Ok((client, _)) => {
+                shared.accepted.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = connect(client, &shared) {
+                    eprintln!("[proxy :{}] upstream connect failed: {e}", shared.upstream);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                thread::sleep(Duration::from_millis(5));
+            }
+            Err(_) => thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
+fn connect(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
+    client.set_nonblocking(false)?;
+    // A dead broker refuses at once; closing the client's socket then looks to the client
+    // exactly like the broker being down.
+    let upstream = TcpStream::connect_timeout(&shared.upstream, Duration::from_secs(5))?;
+    client.set_nodelay(true)?;
+    upstream.set_nodelay(true)?;
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    lock(&shared.connections).push((id, client.try_clone()?, upstream.try_clone()?));
+    let (c2, u2) = (client.try_clone()?, upstream.try_clone()?);
+    let s1 = shared.clone();
+    let s2 = shared.clone();
+    thread::Builder::new()
+        .name("proxy-up".into())
+        .spawn(move || pump(client, upstream, &s1, id, true))?;
+    thread::Builder::new()
+        .name("proxy-down".into())
+        .spawn(move || pump(u2, c2, &s2, id, false))?;
+    Ok(())
+}
+
+/// Copies `from` to `to` until either side closes, honouring stalls. `requests`: this is
+/// the client-to-broker direction, whose request headers are watched for armed api keys.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64, requests: bool) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut frames = FrameScanner::default();
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if requests {
+            let keys = frames.scan(&buf[..n]);
+            if !keys.is_empty() {
+                let mut c = lock(&shared.control);
+                if let Some((key, d)) = c.armed {
+                    if keys.contains(&key) {
+                        let now = Instant::now();
+                        c.armed = None;
+                        c.triggered_at = Some(now);
+                        c.stalled_until = Some(now + d);
+                    }
+                }
+            }
+        }
+        wait_while_stalled(shared);
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = from.shutdown(Shutdown::Both);
+    let _ = to.shutdown(Shutdown::Both);
+    lock(&shared.connections).retain(|(c, _, _)| *c != id);
+}
+
+fn wait_while_stalled(shared: &Shared) {
+    loop {
+        let until = lock(&shared.control).stalled_until;
+        match until {
+            Some(t) if Instant::now() < t && !shared.stop.load(Ordering::Relaxed) => {
+                thread::sleep((t - Instant::now()).min(Duration::from_millis(20)));
+            }
+            _ => return,
+        }
+    }
+}
+
+/// Follows Kafka request framing (4-byte big-endian size, then the request header whose
+/// first field is the 2-byte api key) across reads, reporting the api keys of requests
+/// that start in each chunk.
+#[derive(Default)]
+struct FrameScanner {
+    /// Bytes of the current request still to skip.
+    remaining: usize,
+    /// The first bytes of a request (size and api key) collected so far.
+    header: Vec<u8>,
+}
+
+impl FrameScanner {
+    fn scan(&mut self, mut bytes: &[u8]) -> Vec<i16> {
+        let mut keys = Vec::new();
+        while !bytes.is_empty() {
+            if self.remaining > 0 {
+                let skip = self.remaining.min(bytes.len());
+                self.remaining -= skip;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            let take = (6 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.header.len() == 6 {
+                let size = i32::from_be_bytes(self.header[..4].try_into().expect("4 bytes"));
+                keys.push(i16::from_be_bytes(
+                    self.header[4..6].try_into().expect("2 bytes"),
+                ));
+                // The api key was part of the request's `size` bytes.
+                self.remaining = (size.max(2) as usize) - 2;
+                self.header.clear();
+            }
+        }
+        keys
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(api_key: i16, body: usize) -> Vec<u8> {
+        let mut r = ((2 + body) as i32).to_be_bytes().to_vec();
+        r.extend_from_slice(&api_key.to_be_bytes());
+        r.extend(std::iter::repeat_n(7u8, body));
+        r
+    }
+
+    #[test]
+    fn the_scanner_finds_api_keys_across_split_reads() {
+        let mut bytes = request(3, 10);
+        bytes.extend(request(26, 0));
+        bytes.extend(request(0, 300));
+        let mut s = FrameScanner::default();
+        let mut keys = Vec::new();
+        for chunk in bytes.chunks(5) {
+            keys.extend(s.scan(chunk));
+        }
+        assert_eq!(keys, [3, 26, 0]);
+    }
+
+    /// An echo server behind the proxy: bytes pass, a stall holds them, drop_all closes.
+    #[test]
+    fn forwards_stalls_and_drops() {
+        let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+        let upstream = echo.local_addr().unwrap();
+        thread::spawn(move || {
+            for s in echo.incoming() {
+                let mut s = s.unwrap();
+                thread::spawn(move || {
+                    let mut b = [0u8; 1024];
+                    while let Ok(n) = s.read(&mut b) {
+                        if n == 0 || s.write_all(&b[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
+        let mut c = TcpStream::connect(proxy.listen).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0u8; 8];
+        c.write_all(b"ping").unwrap();
+        c.read_exact(&mut b[..4]).unwrap();
+        assert_eq!(&b[..4], b"ping");
+
+        proxy.stall_on_request(API_END_TXN, Duration::from_millis(400));
+        let sent = Instant::now();
+        c.write_all(&request(API_END_TXN, 0)).unwrap();
+        c.read_exact(&mut b[..6]).unwrap();
+        assert!(sent.elapsed() >= Duration::from_millis(380), "held back");
+        assert!(proxy.triggered_at().is_some());
+
+        assert_eq!(proxy.drop_all(), 1);
+        let mut rest = Vec::new();
+        assert!(matches!(c.read_to_end(&mut rest), Ok(0) | Err(_)));
+    }
+}
