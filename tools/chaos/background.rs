@@ -43,6 +43,9 @@ pub struct ProducerJob {
     pub limits: Limits,
     /// The oracle's wall clock (see timeline.rs: any instant of the run decides alike).
     pub now: i64,
+    /// The changelog's end offsets, taken right after the last input record is written:
+    /// progress records below them were written while input was still to come.
+    pub changelog_ends: Box<dyn Fn() -> Result<Vec<i64>, String> + Send>,
 }
 
 /// Produces the whole workload, paced by the connector's lag; returns the oracle fed with
@@ -130,7 +133,14 @@ pub fn spawn_producer(
                 }
                 k += 1;
             }
-            lock(&progress).producer_done = true;
+            let cut = (job.changelog_ends)();
+            let mut p = lock(&progress);
+            match cut {
+                Ok(c) => p.changelog_cut = c,
+                Err(e) => p.notes.push(format!("changelog end offsets: {e}")),
+            }
+            p.producer_done = true;
+            drop(p);
             (job.oracle, job.generator)
         })
         .expect("spawn producer")
@@ -167,6 +177,10 @@ pub fn spawn_monitor(
                         if !p.producer_done && p.ends[i] > 0 && *c >= p.ends[i] {
                             p.ran_dry.push((now, i));
                         }
+                    }
+                    let before: i64 = p.committed.iter().sum();
+                    if committed.iter().sum::<i64>() > before || p.last_progress.is_none() {
+                        p.last_progress = Some(now);
                     }
                     p.committed = committed;
                     p.sampled_at = Some(now);

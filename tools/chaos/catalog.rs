@@ -42,7 +42,6 @@ pub fn initial(t: &Timeline) -> String {
   - {{campaign_id: weekly-push, name: Weekly push, status: ACTIVE}}
   - {{campaign_id: reminder-sms, name: Reminder SMS, status: ACTIVE}}
   - {{campaign_id: feed-card, name: News feed card, kind: NEWS_FEED_CARD, status: ACTIVE}}
-  - {{campaign_id: flash-sale, name: Flash sale push, status: ACTIVE}}
   - {{campaign_id: checkout, name: Checkout flow, status: ACTIVE}}
   - {{campaign_id: draft-campaign, name: Never launched, status: DRAFT}}
 

@@ -120,7 +120,7 @@ fn fleet(f: &Arc<Mutex<Fleet>>) -> std::sync::MutexGuard<'_, Fleet> {
 
 impl Injector {
     fn log(&self, line: &str) {
-        eprintln!("[chaos] {line}");
+        crate::say(line);
     }
 
     fn cluster_cmd(&self, args: &[&str]) -> Result<String, String> {

@@ -72,6 +72,8 @@ struct Profile {
     recover_deadline: Duration,
     /// Records per input partition the producer keeps ahead of the group.
     low_water: i64,
+    /// The run gives up when the group commits nothing for this long while it has work.
+    give_up_after: Duration,
 }
 
 fn profile(name: &str) -> Option<Profile> {
@@ -100,6 +102,7 @@ fn profile(name: &str) -> Option<Profile> {
             stall: Duration::from_secs(12),
             recover_deadline: Duration::from_secs(150),
             low_water: 1_500,
+            give_up_after: Duration::from_secs(180),
         }),
         "full" => Some(Profile {
             name: "full",
@@ -125,6 +128,7 @@ fn profile(name: &str) -> Option<Profile> {
             stall: Duration::from_secs(15),
             recover_deadline: Duration::from_secs(240),
             low_water: 4_000,
+            give_up_after: Duration::from_secs(300),
         }),
         _ => None,
     }
@@ -140,12 +144,16 @@ struct Args {
     faults: Option<Vec<FaultKind>>,
     report: Option<PathBuf>,
     events: Option<usize>,
+    dry_run: bool,
+    instances: Option<usize>,
+    poison: workload::PoisonKinds,
 }
 
 const USAGE: &str = "usage: chaos [--profile ci|full] [--seed N] [--faults all|none|KIND,...] \
-[--events N] [--port-base B] [--bin CONNECTOR] [--repo DIR] [--work DIR] [--report FILE.md]
+[--poison all|none|KIND,...] [--instances N] [--events N] [--dry-run] [--port-base B] [--bin CONNECTOR] [--repo DIR] [--work DIR] [--report FILE.md]
 fault kinds: kill, kill-restore, kill-rebalance, broker-kill, broker-restart, storm, zombie, \
-drop, stall, commit-stall";
+drop, stall, commit-stall
+poison kinds: garbage, truncated, v3, time-range, time-negative, 2099, key, empty-user";
 
 fn parse_args() -> Result<Args, String> {
     let mut a = Args {
@@ -158,6 +166,9 @@ fn parse_args() -> Result<Args, String> {
         faults: None,
         report: None,
         events: None,
+        dry_run: false,
+        instances: None,
+        poison: workload::Poison::ALL.to_vec(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -183,6 +194,25 @@ fn parse_args() -> Result<Args, String> {
                             .map(|k| FaultKind::parse(k).ok_or(format!("unknown fault {k:?}")))
                             .collect::<Result<_, _>>()?,
                     ),
+                }
+            }
+            "--dry-run" => a.dry_run = true,
+            "--instances" => {
+                let n: usize = value()?.parse().map_err(|e| format!("--instances: {e}"))?;
+                if !(1..=3).contains(&n) {
+                    return Err("--instances: 1, 2 or 3".into());
+                }
+                a.instances = Some(n);
+            }
+            "--poison" => {
+                let v = value()?;
+                a.poison = match v.as_str() {
+                    "all" => workload::Poison::ALL.to_vec(),
+                    "none" => Vec::new(),
+                    list => list
+                        .split(',')
+                        .map(|k| workload::Poison::parse(k).ok_or(format!("unknown poison {k:?}")))
+                        .collect::<Result<_, _>>()?,
                 }
             }
             "-h" | "--help" => return Err(USAGE.into()),
@@ -223,6 +253,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if args.dry_run {
+        return match dry_run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("[chaos] ERROR: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     match run(args) {
         Ok(report) => {
             if report.failed() == 0 {
@@ -238,8 +277,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn say(line: &str) {
-    eprintln!("[chaos] {line}");
+static STARTED: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// A progress line on stderr, with the seconds since the start.
+pub fn say(line: &str) {
+    let t = STARTED.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("[chaos {t:>6.1}s] {line}");
 }
 
 /// Runs `campaign-connector <args> --config <config>` to completion.
@@ -369,11 +412,146 @@ fn schedule(
         .collect()
 }
 
-fn run(args: Args) -> Result<Report, String> {
-    let started = Instant::now();
+/// The Java client's key hashing (murmur2), for the dry run's partitions.
+fn partition_of(key: &[u8], partitions: i32) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+    let mut chunks = key.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, b) in rest.iter().enumerate().rev() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    ((h as i32) & 0x7fff_ffff) % partitions
+}
+
+/// The workload and the oracle without Kafka: what a run would produce and expect, and
+/// which rule shapes it exercises.
+fn dry_run(args: &Args) -> Result<(), String> {
     let mut prof = profile(&args.profile).ok_or(format!("unknown profile {}", args.profile))?;
     if let Some(e) = args.events {
         prof.shape.events = e;
+    }
+    let repo = std::fs::canonicalize(&args.repo).map_err(|e| format!("--repo: {e}"))?;
+    let run_start = now_ms();
+    let timeline = Timeline::new(run_start, prof.chunks);
+    if !catalog::assumptions_hold(&timeline) {
+        return Err("the workload's time window does not fit the run".into());
+    }
+    let limits = Limits::default();
+    let schema_dir = repo.join("tests/fixtures/writer_schemas");
+    let campaigns = parse_campaigns(&catalog::initial(&timeline), "campaigns.yaml", &limits)
+        .map_err(|e| e.to_string())?;
+    let topics = ["interactions".to_string(), "user-events".to_string()];
+    let mut oracle = oracle::Oracle::new(
+        PARTITIONS as usize,
+        limits,
+        topics.clone(),
+        &schema_dir,
+        &campaigns,
+        run_start,
+    )?;
+    let edits = catalog::edits(&timeline);
+    let encoders = encode::Encoders::new(
+        &schema_dir,
+        &repo.join("tools/chaos/schemas/interaction_v3.avsc"),
+    )?;
+    let mut generator = Generator::new(
+        args.seed,
+        timeline,
+        prof.shape,
+        encoders,
+        &edits,
+        args.poison.clone(),
+    );
+    let mut offsets = [[0i64; PARTITIONS as usize]; 2];
+    let mut records = 0;
+    for k in 0..prof.chunks {
+        for e in edits.iter().filter(|e| e.at_chunk == k) {
+            let c = parse_campaigns(&e.yaml, e.name, &limits).map_err(|x| x.to_string())?;
+            oracle.apply_campaigns(&c, run_start)?;
+        }
+        let chunk = generator.next_chunk();
+        records += chunk.len();
+        let landed: Vec<oracle::Landed<'_>> = chunk
+            .iter()
+            .map(|r| {
+                let p = partition_of(r.key.as_bytes(), PARTITIONS);
+                let o = &mut offsets[r.role as usize][p as usize];
+                *o += 1;
+                oracle::Landed {
+                    role: r.role,
+                    partition: p,
+                    offset: *o - 1,
+                    content: &r.content,
+                    value: &r.value,
+                }
+            })
+            .collect();
+        oracle.chunk(&landed, run_start);
+    }
+    oracle.finish(run_start);
+    println!(
+        "{records} records, {} events processed, {} send-commands, {} decisions, {} dead letters, {} pending at the end",
+        oracle.events,
+        oracle.sends.len(),
+        oracle.decisions.len(),
+        oracle.dead_letters.len(),
+        oracle.pending()
+    );
+    for (what, n) in oracle.coverage() {
+        println!("{n:>9}  {what}");
+    }
+    for (kind, n) in &generator.poison_counts {
+        println!("{n:>9}  poison: {}", kind.name());
+    }
+    for (writer, n) in &generator.writer_counts {
+        println!("{n:>9}  records by {writer}");
+    }
+    for m in oracle.codec_mismatches.iter().take(5) {
+        println!("codec mismatch: {m}");
+    }
+    Ok(())
+}
+
+/// When the group has committed nothing for `limit` with work to do, stops the input (the
+/// producer ends after its current chunk) and records why. Returns whether it gave up.
+fn give_up(progress: &progress::SharedProgress, stop: &AtomicBool, limit: Duration) -> bool {
+    let mut p = lock(progress);
+    if p.gave_up.is_none() && p.stalled_for() > limit {
+        let (lo, hi) = p.chunk_span();
+        let why = format!(
+            "no offset committed for {:?} with {} records to process (partitions in chunks {lo}..{hi}); the run stopped its input and went on to verify",
+            p.stalled_for(),
+            p.total_lag()
+        );
+        say(&why);
+        p.gave_up = Some(why);
+        stop.store(true, Ordering::Relaxed);
+    }
+    p.gave_up.is_some()
+}
+
+fn run(args: Args) -> Result<Report, String> {
+    let started = *STARTED.get_or_init(Instant::now);
+    let mut prof = profile(&args.profile).ok_or(format!("unknown profile {}", args.profile))?;
+    if let Some(e) = args.events {
+        prof.shape.events = e;
+    }
+    if let Some(n) = args.instances {
+        prof.baseline = n;
     }
     if let Some(only) = &args.faults {
         prof.faults.retain(|(k, _)| only.contains(k));
@@ -482,8 +660,17 @@ fn run(args: Args) -> Result<Report, String> {
         &schema_dir,
         &repo.join("tools/chaos/schemas/interaction_v3.avsc"),
     )?;
-    let generator = Generator::new(args.seed, timeline, prof.shape, encoders, &edits);
+    let generator = Generator::new(
+        args.seed,
+        timeline,
+        prof.shape,
+        encoders,
+        &edits,
+        args.poison.clone(),
+    );
     let stop = Arc::new(AtomicBool::new(false));
+    // Ends the input early (the run gives up); `stop` ends the background threads.
+    let stop_input = Arc::new(AtomicBool::new(false));
     let producer = background::spawn_producer(
         background::ProducerJob {
             generator,
@@ -496,9 +683,13 @@ fn run(args: Args) -> Result<Report, String> {
             edits: edits.iter().map(|e| (e.at_chunk, e.yaml.clone())).collect(),
             limits,
             now: run_start,
+            changelog_ends: {
+                let (bootstrap, topic) = (direct.clone(), names.changelog.clone());
+                Box::new(move || kafka::watermarks(&bootstrap, &topic, "read_uncommitted"))
+            },
         },
         progress.clone(),
-        stop.clone(),
+        stop_input.clone(),
     );
     if !wait_until(&progress, Duration::from_secs(300), |p| {
         p.chunks_produced() >= 3 || p.producer_done
@@ -507,7 +698,10 @@ fn run(args: Args) -> Result<Report, String> {
     }
 
     // ---- connector instances, monitor, editor
-    let ids: Vec<String> = (0..=prof.baseline).map(|i| format!("i{i}")).collect();
+    // The baseline, and spares up to three instances (storms go to three).
+    let ids: Vec<String> = (0..(prof.baseline + 1).max(3))
+        .map(|i| format!("i{i}"))
+        .collect();
     let fleet = Arc::new(Mutex::new(Fleet::new(FleetConfig {
         bin: bin.clone(),
         dir: work.clone(),
@@ -571,9 +765,16 @@ fn run(args: Args) -> Result<Report, String> {
     let mut late_faults = 0;
     for (i, (at, kind)) in plan.iter().enumerate() {
         let chunk = (at * prof.chunks as f64) as usize;
+        // The moment: the group's fastest partition reached the fault's chunk.
         wait_until(&progress, Duration::from_secs(3600), |p| {
-            p.chunks_produced() >= chunk || p.producer_done || p.producer_error.is_some()
+            p.chunk_span().1 >= chunk
+                || p.producer_done
+                || p.producer_error.is_some()
+                || p.stalled_for() > prof.give_up_after
         });
+        if give_up(&progress, &stop_input, prof.give_up_after) {
+            break;
+        }
         if lock(&progress).producer_done {
             late_faults += 1;
         }
@@ -601,8 +802,12 @@ fn run(args: Args) -> Result<Report, String> {
 
     // ---- the end of the input, then the drain
     let drain_deadline = Duration::from_secs(3600);
-    wait_until(&progress, drain_deadline, |p| p.producer_done);
-    let changelog_cut = kafka::watermarks(&direct, &names.changelog, "read_uncommitted")?;
+    wait_until(&progress, drain_deadline, |p| {
+        p.producer_done || p.stalled_for() > prof.give_up_after
+    });
+    give_up(&progress, &stop_input, prof.give_up_after);
+    wait_until(&progress, Duration::from_secs(600), |p| p.producer_done);
+    let changelog_cut = lock(&progress).changelog_cut.clone();
     let (mut oracle, generator) = producer
         .join()
         .map_err(|_| "the producer thread panicked".to_string())?;
@@ -613,7 +818,9 @@ fn run(args: Args) -> Result<Report, String> {
         oracle.sends.len()
     ));
     let ends = lock(&progress).ends.clone();
-    let drained = wait_until(&progress, prof.recover_deadline * 2, |p| p.reached(&ends));
+    let drained = wait_until(&progress, prof.recover_deadline * 2, |p| {
+        p.reached(&ends) || p.stalled_for() > prof.give_up_after
+    }) && lock(&progress).reached(&ends);
     let mut tail = kafka::Tail::new(&direct, &names.send_commands, PARTITIONS)?;
     let tail_started = Instant::now();
     while tail.count < oracle.sends.len() && tail_started.elapsed() < Duration::from_secs(180) {
@@ -653,37 +860,36 @@ fn run(args: Args) -> Result<Report, String> {
     let p = lock(&progress);
     let f = fleet.lock().expect("fleet");
     let mut checks = Vec::new();
-    let tally = |t: &verify::Tally| t.examples.clone();
     let v = &verification;
     checks.push(Check::new(
         "every expected send-command is present",
         v.commands.missing == 0,
-        tally(&v.commands),
+        v.commands.of(&["MISSING"]),
     ));
     checks.push(Check::new(
         "no unexpected send-command, and each carries the expected content",
         v.commands.extra == 0 && v.commands.different == 0,
-        tally(&v.commands),
+        v.commands.of(&["EXTRA", "DIFFERENT"]),
     ));
     checks.push(Check::new(
         "no command_id twice",
         v.commands.duplicated == 0,
-        tally(&v.commands),
+        v.commands.of(&["DUPLICATE"]),
     ));
     checks.push(Check::new(
         "every poison record dead-lettered exactly once",
         v.dead_letters.missing == 0 && v.dead_letters.duplicated == 0,
-        tally(&v.dead_letters),
+        v.dead_letters.of(&["MISSING", "DUPLICATE"]),
     ));
     checks.push(Check::new(
         "nothing valid dead-lettered",
         v.dead_letters.extra == 0,
-        tally(&v.dead_letters),
+        v.dead_letters.of(&["EXTRA"]),
     ));
     checks.push(Check::new(
         "the decision log equals the engine's",
         v.decisions.clean(),
-        tally(&v.decisions),
+        v.decisions.examples.clone(),
     ));
     checks.push(Check::new(
         format!(
@@ -691,7 +897,7 @@ fn run(args: Args) -> Result<Report, String> {
             v.state.expected, v.pending_expected
         ),
         v.state.clean(),
-        tally(&v.state),
+        v.state.examples.clone(),
     ));
     checks.push(Check::new(
         "no task fired by the wall clock before its input ended",
@@ -768,6 +974,11 @@ fn run(args: Args) -> Result<Report, String> {
         .map(|o| format!("{}: {}", o.kind.title(), o.detail))
         .collect();
     checks.push(Check::new(
+        "the group kept making progress",
+        p.gave_up.is_none(),
+        p.gave_up.iter().cloned().collect(),
+    ));
+    checks.push(Check::new(
         "harness: every fault injected as meant",
         not_injected.is_empty(),
         not_injected,
@@ -807,6 +1018,8 @@ fn run(args: Args) -> Result<Report, String> {
             .collect(),
     ));
 
+    let accepted: u64 = injector.proxies.iter().map(proxy::Proxy::accepted).sum();
+    let refused: u64 = injector.proxies.iter().map(proxy::Proxy::refused).sum();
     let poison: usize = generator.poison_counts.values().sum();
     let mut extra_rows = vec![(
         "poison records (undecodable, out-of-range times, 2099, v3, key, empty user)".to_string(),
@@ -864,6 +1077,9 @@ fn run(args: Args) -> Result<Report, String> {
                 oracle.decisions.len(),
                 oracle.dead_letters.len(),
                 oracle.pending()
+            ),
+            format!(
+                "proxies: {accepted} connections accepted, {refused} refused by a broker that was down"
             ),
             format!("logs and configs: {}", work.display()),
         ],

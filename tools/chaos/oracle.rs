@@ -177,6 +177,21 @@ impl Oracle {
         out
     }
 
+    /// How often each decision outcome and reason came up: shows which rule shapes the
+    /// workload exercised.
+    pub fn coverage(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for d in &self.decisions {
+            *out.entry(format!("{} {}", d.outcome.as_str(), d.reason.as_str()))
+                .or_default() += 1;
+        }
+        for s in &self.sends {
+            *out.entry(format!("sent by {} v{}", s.campaign_id, s.campaign_version))
+                .or_default() += 1;
+        }
+        out
+    }
+
     pub fn pending(&self) -> usize {
         self.tasks.iter().map(Engine::pending_count).sum()
     }

@@ -20,10 +20,16 @@ pub struct Progress {
     /// The group's committed offset of each input partition, last sampled.
     pub committed: Vec<i64>,
     pub sampled_at: Option<Instant>,
+    /// When the committed offsets last moved (or the run started).
+    pub last_progress: Option<Instant>,
+    /// Set when the group made no progress for too long with work to do: the run gives up.
+    pub gave_up: Option<String>,
     /// `ends` before chunk k was produced: where chunk k starts in each partition.
     pub chunk_starts: Vec<Vec<i64>>,
     pub input_records: usize,
     pub producer_done: bool,
+    /// The changelog's end offsets when the last input record had been written.
+    pub changelog_cut: Vec<i64>,
     pub producer_error: Option<String>,
     /// (when, total lag) samples.
     pub lag: Vec<(Instant, i64)>,
@@ -77,6 +83,14 @@ impl Progress {
             chunks.first().copied().unwrap_or(0),
             chunks.last().copied().unwrap_or(0),
         )
+    }
+
+    /// How long the group has had work but committed nothing.
+    pub fn stalled_for(&self) -> Duration {
+        match self.last_progress {
+            Some(t) if self.total_lag() > 0 => t.elapsed(),
+            _ => Duration::ZERO,
+        }
     }
 
     /// Largest total lag seen in `[from, to]`.

@@ -44,6 +44,8 @@ struct Shared {
     connections: Mutex<Vec<(u64, TcpStream, TcpStream)>>,
     next_id: AtomicU64,
     accepted: AtomicU64,
+    /// Connections closed at once because the broker refused (it was down).
+    refused: AtomicU64,
     stop: AtomicBool,
 }
 
@@ -66,6 +68,7 @@ impl Proxy {
             connections: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
         let s = shared.clone();
@@ -117,6 +120,11 @@ impl Proxy {
     pub fn accepted(&self) -> u64 {
         self.shared.accepted.load(Ordering::Relaxed)
     }
+
+    /// Connections the broker refused (closed at once: the broker looked down).
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Proxy {
@@ -139,8 +147,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         match listener.accept() {
             Ok((client, _)) => {
                 shared.accepted.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = connect(client, &shared) {
-                    eprintln!("[proxy :{}] upstream connect failed: {e}", shared.upstream);
+                if connect(client, &shared).is_err() {
+                    shared.refused.fetch_add(1, Ordering::Relaxed);
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {

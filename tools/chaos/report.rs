@@ -154,11 +154,6 @@ impl Report {
                     classes.join(", ")
                 );
             }
-            for (name, t) in self.tallies() {
-                for e in &t.examples {
-                    let _ = writeln!(s, "  {name}: {e}");
-                }
-            }
         }
         let _ = writeln!(s, "\nfaults, in order:");
         for o in &self.outcomes {
@@ -175,7 +170,7 @@ impl Report {
         let _ = writeln!(s, "\nchecks:");
         for c in &self.checks {
             let _ = writeln!(s, "  {} {}", if c.passed { "PASS" } else { "FAIL" }, c.name);
-            for d in c.detail.iter().take(8) {
+            for d in c.detail.iter().filter(|_| !c.passed).take(8) {
                 let _ = writeln!(s, "       {d}");
             }
         }
@@ -243,7 +238,7 @@ impl Report {
                 if c.passed { "PASS" } else { "**FAIL**" },
                 c.name
             );
-            for d in c.detail.iter().take(5) {
+            for d in c.detail.iter().filter(|_| !c.passed).take(5) {
                 let _ = writeln!(s, "  - {}", d.replace('|', "\\|"));
             }
         }

@@ -39,10 +39,21 @@ impl Tally {
         self.missing == 0 && self.extra == 0 && self.duplicated == 0 && self.different == 0
     }
 
+    /// Keeps a few examples of each kind (the first word: MISSING, EXTRA, …).
     fn example(&mut self, line: String) {
-        if self.examples.len() < 12 {
+        let kind = line.split(' ').next().unwrap_or("").to_string();
+        if self.examples.iter().filter(|e| e.starts_with(&kind)).count() < 6 {
             self.examples.push(line);
         }
+    }
+
+    /// The examples of some kinds.
+    pub fn of(&self, kinds: &[&str]) -> Vec<String> {
+        self.examples
+            .iter()
+            .filter(|e| kinds.iter().any(|k| e.starts_with(k)))
+            .cloned()
+            .collect()
     }
 }
 
@@ -114,7 +125,7 @@ pub fn verify(
         let Some(c) = r.payload.as_deref().and_then(|b| codec.decode(b).ok()) else {
             t.extra += 1;
             t.example(format!(
-                "undecodable send-command at [{}]@{}",
+                "EXTRA undecodable send-command at [{}]@{}",
                 r.partition, r.offset
             ));
             continue;

@@ -69,6 +69,24 @@ impl Poison {
         Poison::EmptyUserId,
     ];
 
+    /// The name on the command line (`--poison`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Poison::Garbage => "garbage",
+            Poison::Truncated => "truncated",
+            Poison::IncompatibleSchema => "v3",
+            Poison::OccurredAtOutOfRange => "time-range",
+            Poison::OccurredAtNegative => "time-negative",
+            Poison::Dated2099 => "2099",
+            Poison::KeyMismatch => "key",
+            Poison::EmptyUserId => "empty-user",
+        }
+    }
+
+    pub fn parse(key: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.key() == key)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Poison::Garbage => "undecodable bytes",
@@ -118,6 +136,9 @@ pub struct Shape {
     pub poison_every: usize,
 }
 
+/// The poison kinds a run injects (all by default).
+pub type PoisonKinds = Vec<Poison>;
+
 #[derive(Debug, Clone)]
 enum Plan {
     Interaction {
@@ -166,6 +187,7 @@ pub struct Generator {
     v0_chunks: (usize, usize),
     /// The chunk each poison kind first appears in.
     forced_poison: Vec<(usize, Poison)>,
+    poison_kinds: PoisonKinds,
     pub poison_counts: BTreeMap<Poison, usize>,
     pub writer_counts: BTreeMap<&'static str, usize>,
 }
@@ -177,12 +199,13 @@ impl Generator {
         shape: Shape,
         encoders: Encoders,
         edits: &[Edit],
+        poison_kinds: PoisonKinds,
     ) -> Self {
         let c = timeline.chunks;
-        let forced_poison = Poison::ALL
+        let forced_poison = poison_kinds
             .iter()
             .enumerate()
-            .map(|(i, p)| ((i + 1) * c / (Poison::ALL.len() + 2), *p))
+            .map(|(i, p)| ((i + 1) * c / (poison_kinds.len() + 2), *p))
             .collect();
         Self {
             rng: Rng::new(seed).fork("workload"),
@@ -197,6 +220,7 @@ impl Generator {
             v2_from: c / 2,
             v0_chunks: (c / 4, c * 3 / 4),
             forced_poison,
+            poison_kinds,
             poison_counts: BTreeMap::new(),
             writer_counts: BTreeMap::new(),
         }
@@ -213,14 +237,14 @@ impl Generator {
         self.next_chunk += 1;
         let start = self.timeline.chunk_start(k);
         let end = self.timeline.chunk_start(k + 1);
-        // ~2.3 events per story on average.
-        let stories = (self.shape.events / self.timeline.chunks * 10 / 23).max(1);
+        // About 1.35 events per story on average.
+        let stories = (self.shape.events / self.timeline.chunks * 100 / 135).max(1);
         for _ in 0..stories {
             let t = self.rng.range(start, end);
             let user = self.user();
             self.story(t, user, k);
         }
-        let mut records = Vec::new();
+        let mut timed = Vec::new();
         while let Some(Reverse((t, seq))) = self.heap.peek().copied() {
             if t >= end {
                 break;
@@ -231,9 +255,12 @@ impl Generator {
                 continue;
             }
             if let Some(r) = self.emit(t, seq, p, k) {
-                records.push(r);
+                timed.push((t, r.role.rank(), r));
             }
         }
+        // Production order is the merge's order: event time, then interactions first.
+        timed.sort_by_key(|(t, rank, _)| (*t, *rank));
+        let mut records: Vec<Record> = timed.into_iter().map(|(_, _, r)| r).collect();
         // Follow-ups after the last chunk are never produced.
         if self.done() {
             self.heap.clear();
@@ -605,8 +632,8 @@ impl Generator {
             .collect();
         let every = self.shape.poison_every.max(1) as u64;
         for _ in 0..records.len() {
-            if self.rng.below(every) == 0 {
-                kinds.push(*self.rng.pick(&Poison::ALL));
+            if self.rng.below(every) == 0 && !self.poison_kinds.is_empty() {
+                kinds.push(*self.rng.pick(&self.poison_kinds));
             }
         }
         for kind in kinds {
