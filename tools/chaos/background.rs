@@ -1,17 +1,17 @@
 //! The harness's background threads:
 //!
 //! ```text
-//!  producer ── chunk k ──► input topics ──► connector group
-//!     │  (when the least-lagging input partition has < low_water records left)
-//!     └─ chunk k + offsets ──► oracle          (edits applied between their chunks)
+//!  producer ── every chunk ──► input topics        (all of it before the connector starts)
+//!     └─ chunk + offsets ──► oracle                (edits applied between their chunks)
 //!  monitor  ── every 500 ms: committed offsets → lag; group members → split tasks;
-//!              crashed instances → recorded, restarted
+//!              changelog ends per task; crashed instances → recorded, restarted
 //!  editor   ── publishes each catalog edit once every partition passed its window's start
 //! ```
 //!
-//! The producer keeps every input partition's backlog above `low_water` until the input
-//! ends, so no task is ever caught up early: a caught-up task fires timers by the wall
-//! clock and would stop reading at an end that a later chunk moves (see timeline.rs).
+//! The whole input is written before any instance starts, so no task is caught up before it
+//! has processed all of its input: a caught-up task fires timers by the wall clock, and the
+//! merge goes on without a partition "at its end" that a later record would extend (see
+//! timeline.rs).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +24,7 @@ use campaign_connector::validate::Limits;
 
 use crate::catalog::Edit;
 use crate::fleet::Fleet;
-use crate::kafka::{GroupOffsets, WorkloadProducer};
+use crate::kafka::{GroupOffsets, Watermarks, WorkloadProducer};
 use crate::oracle::{Landed, Oracle};
 use crate::progress::{lock, SharedProgress};
 use crate::workload::{Generator, Role};
@@ -35,21 +35,14 @@ pub struct ProducerJob {
     pub oracle: Oracle,
     pub topics: [String; 2],
     pub partitions: i32,
-    /// Chunks produced before waiting for the connector at all.
-    pub prefill: usize,
-    pub low_water: i64,
     /// (chunk, campaigns) the oracle applies right before that chunk.
     pub edits: Vec<(usize, String)>,
     pub limits: Limits,
     /// The oracle's wall clock (see timeline.rs: any instant of the run decides alike).
     pub now: i64,
-    /// The changelog's end offsets, taken right after the last input record is written:
-    /// progress records below them were written while input was still to come.
-    pub changelog_ends: Box<dyn Fn() -> Result<Vec<i64>, String> + Send>,
 }
 
-/// Produces the whole workload, paced by the connector's lag; returns the oracle fed with
-/// exactly what was produced.
+/// Produces the whole workload; returns the oracle fed with exactly what was produced.
 pub fn spawn_producer(
     mut job: ProducerJob,
     progress: SharedProgress,
@@ -61,21 +54,6 @@ pub fn spawn_producer(
             let n = job.partitions as usize;
             let mut k = 0;
             while !job.generator.done() && !stop.load(Ordering::Relaxed) {
-                let go = k < job.prefill || {
-                    let p = lock(&progress);
-                    p.sampled_at.is_some()
-                        && p.ends
-                            .iter()
-                            .zip(&p.committed)
-                            .map(|(e, c)| e - c)
-                            .min()
-                            .unwrap_or(0)
-                            < job.low_water
-                };
-                if !go {
-                    thread::sleep(Duration::from_millis(50));
-                    continue;
-                }
                 for (at, yaml) in &job.edits {
                     if *at == k {
                         let campaigns = parse_campaigns(yaml, "edit", &job.limits)
@@ -133,14 +111,7 @@ pub fn spawn_producer(
                 }
                 k += 1;
             }
-            let cut = (job.changelog_ends)();
-            let mut p = lock(&progress);
-            match cut {
-                Ok(c) => p.changelog_cut = c,
-                Err(e) => p.notes.push(format!("changelog end offsets: {e}")),
-            }
-            p.producer_done = true;
-            drop(p);
+            lock(&progress).producer_done = true;
             (job.oracle, job.generator)
         })
         .expect("spawn producer")
@@ -149,6 +120,7 @@ pub fn spawn_producer(
 /// Samples the group's committed offsets and membership, and supervises the instances.
 pub fn spawn_monitor(
     offsets: GroupOffsets,
+    changelog: Watermarks,
     progress: SharedProgress,
     fleet: Arc<Mutex<Fleet>>,
     stop: Arc<AtomicBool>,
@@ -165,6 +137,11 @@ pub fn spawn_monitor(
                 (p.inputs.clone(), topics, (p.inputs.len() / 2) as i32)
             };
             let mut last_group = Instant::now() - Duration::from_secs(60);
+            // Per task: the changelog's end offsets of the last samples while the task still
+            // had input to process. Two samples back is safely before it could catch up.
+            let mut history: Vec<std::collections::VecDeque<i64>> =
+                vec![Default::default(); partitions as usize];
+            let mut done = vec![false; partitions as usize];
             let mut restart_at: Vec<(String, Instant)> = Vec::new();
             let mut crashes_per_instance: std::collections::BTreeMap<String, usize> =
                 Default::default();
@@ -173,11 +150,6 @@ pub fn spawn_monitor(
                 if let Ok(committed) = offsets.committed(&inputs, Duration::from_secs(5)) {
                     let now = Instant::now();
                     let mut p = lock(&progress);
-                    for (i, c) in committed.iter().enumerate() {
-                        if !p.producer_done && p.ends[i] > 0 && *c >= p.ends[i] {
-                            p.ran_dry.push((now, i));
-                        }
-                    }
                     let before: i64 = p.committed.iter().sum();
                     if committed.iter().sum::<i64>() > before || p.last_progress.is_none() {
                         p.last_progress = Some(now);
@@ -186,6 +158,32 @@ pub fn spawn_monitor(
                     p.sampled_at = Some(now);
                     let lag = p.total_lag();
                     p.lag.push((now, lag));
+                    let n = partitions as usize;
+                    let complete: Vec<bool> = (0..n)
+                        .map(|t| p.committed[t] >= p.ends[t] && p.committed[n + t] >= p.ends[n + t])
+                        .collect();
+                    drop(p);
+                    if let Ok(ends) = changelog.ends() {
+                        let mut p = lock(&progress);
+                        if p.changelog_cut.len() != n {
+                            p.changelog_cut = ends.clone();
+                        }
+                        for t in 0..n {
+                            if done[t] {
+                                continue;
+                            }
+                            if complete[t] {
+                                done[t] = true;
+                                p.changelog_cut[t] = history[t].front().copied().unwrap_or(0);
+                            } else {
+                                history[t].push_back(ends.get(t).copied().unwrap_or(0));
+                                if history[t].len() > 3 {
+                                    history[t].pop_front();
+                                }
+                                p.changelog_cut[t] = ends.get(t).copied().unwrap_or(0);
+                            }
+                        }
+                    }
                 }
                 if last_group.elapsed() >= Duration::from_secs(1) {
                     last_group = Instant::now();

@@ -268,21 +268,18 @@ fn edited(v: u32, published: &str) -> String {
     )
 }
 
-/// The edits of a run with `chunks` chunks: at 35 % and 65 % of the input, each with a
-/// quiet window of a tenth of the input on both sides.
+/// The edits: the first in the quiet window from 10 % to 30 % of the input, the second
+/// from 45 % to 65 %. The edited campaigns' events live in the three eras between.
 pub fn edits(t: &Timeline) -> Vec<Edit> {
     let published = format_timestamp(t.t0 - 30 * DAY);
-    let half = (t.chunks / 10).max(2);
-    [("stop", 35, 2), ("restart", 65, 3)]
+    let chunk = |percent: usize| t.chunks * percent / 100;
+    [("stop", (10, 30), 2), ("restart", (45, 65), 3)]
         .into_iter()
-        .map(|(name, percent, v)| {
-            let at = t.chunks * percent / 100;
-            Edit {
-                name,
-                at_chunk: at,
-                quiet: (at.saturating_sub(half), (at + half).min(t.chunks)),
-                yaml: format!("campaigns:\n{}", edited(v, &published)),
-            }
+        .map(|(name, (from, to), v)| Edit {
+            name,
+            at_chunk: chunk((from + to) / 2),
+            quiet: (chunk(from), chunk(to)),
+            yaml: format!("campaigns:\n{}", edited(v, &published)),
         })
         .collect()
 }

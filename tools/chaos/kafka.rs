@@ -62,7 +62,8 @@ impl WorkloadProducer {
             .set("acks", "all")
             // Hash keys like the Java client, as the connector's co-partitioning expects.
             .set("partitioner", "murmur2_random")
-            .set("linger.ms", "20")
+            .set("linger.ms", "50")
+            .set("compression.type", "lz4")
             .set("message.timeout.ms", "600000")
             .create_with_context(Deliveries::default())
             .map_err(|e| e.to_string())?;
@@ -383,6 +384,39 @@ pub fn watermarks(bootstrap: &str, topic: &str, isolation: &str) -> Result<Vec<i
                 .map_err(|e| format!("{topic}[{p}]: {e}"))
         })
         .collect()
+}
+
+/// High watermarks of one topic, from a client kept open (for sampling).
+pub struct Watermarks {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: i32,
+}
+
+impl Watermarks {
+    pub fn new(bootstrap: &str, topic: &str, partitions: i32) -> Result<Self, String> {
+        let consumer = client(bootstrap)
+            .set("group.id", "chaos-watermarks")
+            .set("isolation.level", "read_uncommitted")
+            .create()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            consumer,
+            topic: topic.to_string(),
+            partitions,
+        })
+    }
+
+    pub fn ends(&self) -> Result<Vec<i64>, String> {
+        (0..self.partitions)
+            .map(|p| {
+                self.consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(5))
+                    .map(|(_, h)| h)
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
+    }
 }
 
 /// Waits until no transaction is open on `topic` (last stable offset = high watermark on

@@ -28,13 +28,12 @@ pub struct Progress {
     pub chunk_starts: Vec<Vec<i64>>,
     pub input_records: usize,
     pub producer_done: bool,
-    /// The changelog's end offsets when the last input record had been written.
+    /// Per task: the changelog's end offset while the task still had input to process
+    /// (records below it were written before the task could be caught up).
     pub changelog_cut: Vec<i64>,
     pub producer_error: Option<String>,
     /// (when, total lag) samples.
     pub lag: Vec<(Instant, i64)>,
-    /// Input partitions found fully processed while more input was still to come.
-    pub ran_dry: Vec<(Instant, usize)>,
     /// Stable group states that split a task between members: (when, tasks).
     pub split_tasks: Vec<(Instant, Vec<i32>)>,
     pub group: GroupView,
@@ -59,9 +58,15 @@ impl Progress {
             .sum()
     }
 
-    /// Chunks produced so far.
-    pub fn chunks_produced(&self) -> usize {
-        self.chunk_starts.len()
+    /// Committed share of the input, 0..=1.
+    pub fn fraction_done(&self) -> f64 {
+        let total: i64 = self.ends.iter().sum();
+        let done: i64 = self.committed.iter().zip(&self.ends).map(|(c, e)| (*c).min(*e)).sum();
+        if total == 0 {
+            0.0
+        } else {
+            done as f64 / total as f64
+        }
     }
 
     /// Every input partition's committed offset has reached `target`.
