@@ -1,19 +1,18 @@
 //! The harness's background threads:
 //!
 //! ```text
-//!  producer ── every chunk ──► input topics        (all of it before the connector starts)
-//!     └─ chunk + offsets ──► oracle                (edits applied between their chunks)
+//!  producer ── chunks up to the target ──► input topics   (a segment at a time, each one
+//!     │                                                 written while no instance runs)
+//!     └─ chunk + offsets ──► oracle        (barrier and edit applied between segments)
 //!  monitor  ── every 500 ms: committed offsets → lag; group members → split tasks;
 //!              changelog ends per task; crashed instances → recorded, restarted
-//!  editor   ── publishes each catalog edit once every partition passed its window's start
 //! ```
 //!
-//! The whole input is written before any instance starts, so no task is caught up before it
-//! has processed all of its input: a caught-up task fires timers by the wall clock, and the
-//! merge goes on without a partition "at its end" that a later record would extend (see
-//! timeline.rs).
+//! A segment of input is written completely before any instance runs, so no task is caught
+//! up before it has processed all of it: a caught-up task fires timers by the wall clock,
+//! and the merge goes on without a partition "at its end" that a later record would extend
+//! (see timeline.rs).
 
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -22,7 +21,6 @@ use std::time::{Duration, Instant};
 use campaign_connector::campaigns_file::parse_campaigns;
 use campaign_connector::validate::Limits;
 
-use crate::catalog::Edit;
 use crate::fleet::Fleet;
 use crate::kafka::{GroupOffsets, Watermarks, WorkloadProducer};
 use crate::oracle::{Landed, Oracle};
@@ -35,14 +33,16 @@ pub struct ProducerJob {
     pub oracle: Oracle,
     pub topics: [String; 2],
     pub partitions: i32,
-    /// (chunk, campaigns) the oracle applies right before that chunk.
-    pub edits: Vec<(usize, String)>,
+    /// (chunk, edit name, campaigns, evidence follow-on): the oracle's barrier and the edit,
+    /// right before that chunk.
+    pub edits: Vec<(usize, String, String, String)>,
     pub limits: Limits,
     /// The oracle's wall clock (see timeline.rs: any instant of the run decides alike).
     pub now: i64,
 }
 
-/// Produces the whole workload; returns the oracle fed with exactly what was produced.
+/// Produces the workload up to the target chunk set in the progress, segment by segment;
+/// returns the oracle fed with exactly what was produced.
 pub fn spawn_producer(
     mut job: ProducerJob,
     progress: SharedProgress,
@@ -53,14 +53,39 @@ pub fn spawn_producer(
         .spawn(move || {
             let n = job.partitions as usize;
             let mut k = 0;
+            let mut edited_at = None;
             while !job.generator.done() && !stop.load(Ordering::Relaxed) {
-                for (at, yaml) in &job.edits {
-                    if *at == k {
-                        let campaigns = parse_campaigns(yaml, "edit", &job.limits)
-                            .expect("edits are valid campaigns");
-                        if let Err(e) = job.oracle.apply_campaigns(&campaigns, job.now) {
-                            lock(&progress).producer_error = Some(format!("oracle edit: {e}"));
+                // The barrier and the edit before chunk k, once, before waiting there: the
+                // harness needs the drops the edit makes to know when every task applied it.
+                if edited_at != Some(k) {
+                    edited_at = Some(k);
+                    for (at, name, yaml, evidence) in &job.edits {
+                        if *at == k {
+                            job.oracle.barrier(job.now);
+                            let campaigns = parse_campaigns(yaml, "edit", &job.limits)
+                                .expect("edits are valid campaigns");
+                            match job.oracle.apply_campaigns(&campaigns, job.now, evidence) {
+                                Ok(drops) => lock(&progress).edit_drops.push((
+                                    name.clone(),
+                                    evidence.clone(),
+                                    drops,
+                                )),
+                                Err(e) => {
+                                    lock(&progress).producer_error =
+                                        Some(format!("oracle edit: {e}"))
+                                }
+                            }
                         }
+                    }
+                }
+                {
+                    // One lock for the check and the flag: the target may move meanwhile.
+                    let mut p = lock(&progress);
+                    if k >= p.target_chunk {
+                        p.segment_written = true;
+                        drop(p);
+                        thread::sleep(Duration::from_millis(50));
+                        continue;
                     }
                 }
                 let records = job.generator.next_chunk();
@@ -111,7 +136,10 @@ pub fn spawn_producer(
                 }
                 k += 1;
             }
-            lock(&progress).producer_done = true;
+            let mut p = lock(&progress);
+            p.producer_done = true;
+            p.segment_written = true;
+            drop(p);
             (job.oracle, job.generator)
         })
         .expect("spawn producer")
@@ -231,56 +259,4 @@ pub fn spawn_monitor(
             }
         })
         .expect("spawn monitor")
-}
-
-/// Publishes each edit once every input partition has processed the chunks before its quiet
-/// window, and records whether any partition was already past the window's end.
-pub fn spawn_editor(
-    edits: Vec<Edit>,
-    publish: impl Fn(&Path) -> Result<(), String> + Send + 'static,
-    dir: PathBuf,
-    progress: SharedProgress,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<()> {
-    thread::Builder::new()
-        .name("editor".into())
-        .spawn(move || {
-            for e in edits {
-                let ready = loop {
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    let p = lock(&progress);
-                    if let Some(start) = p.chunk_starts.get(e.quiet.0) {
-                        if p.reached(start) {
-                            break true;
-                        }
-                    }
-                    if p.producer_done && p.chunk_starts.len() <= e.quiet.0 {
-                        break false;
-                    }
-                    drop(p);
-                    thread::sleep(Duration::from_millis(100));
-                };
-                if !ready {
-                    continue;
-                }
-                let file = dir.join(format!("edit-{}.yaml", e.name));
-                let result = std::fs::write(&file, &e.yaml)
-                    .map_err(|x| x.to_string())
-                    .and_then(|()| publish(&file));
-                let mut p = lock(&progress);
-                let (_, fastest) = p.chunk_span();
-                let ok = result.is_ok() && fastest < e.quiet.1;
-                let what = match result {
-                    Ok(()) => format!(
-                        "published when the fastest partition was in chunk {fastest} (window {}..{})",
-                        e.quiet.0, e.quiet.1
-                    ),
-                    Err(x) => format!("publish failed: {x}"),
-                };
-                p.edits.push((e.name.to_string(), Instant::now(), what, ok));
-            }
-        })
-        .expect("spawn editor")
 }

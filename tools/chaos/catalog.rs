@@ -2,28 +2,27 @@
 //! published mid-run. Every rule shape the product knows appears at least once.
 //!
 //! Edits are the one input the connector applies by *arrival*, not by event time, so the
-//! workload keeps them deterministic: the campaigns an edit touches get no events at all in
-//! a quiet window of chunks around the edit point, and a follow-on that is stopped only ever
-//! has timers that cannot come due during the run (or sends at once). Where exactly inside
-//! the window each task sees the edit then cannot change any outcome.
+//! run applies them at barriers: the group has processed all input written so far, the edit
+//! is published and seen applied by every task (its drops in the decision log), and only then
+//! is more input written (see main.rs).
 
 use campaign_connector::time::format_timestamp;
 
 use crate::timeline::{Timeline, DAY, HOUR};
 
-/// One catalog edit: published once every input partition has processed the chunks before
-/// `quiet.0`, and checked to be applied before any partition reaches `quiet.1`.
+/// One catalog edit, applied between two segments of the input.
 pub struct Edit {
     pub name: &'static str,
-    /// The oracle applies it right before this chunk.
+    /// The first chunk of the segment that follows it.
     pub at_chunk: usize,
-    /// Chunks `quiet.0 .. quiet.1` hold no event on `campaigns`.
-    pub quiet: (usize, usize),
+    /// A follow-on the edit stops: its pending sends are dropped, and those drops in the
+    /// decision log show that a task has applied the edit.
+    pub evidence: &'static str,
     pub yaml: String,
 }
 
-/// Campaigns whose events the quiet windows keep out (every edit touches these).
-pub const EDITED_TRIGGER_CAMPAIGNS: &[&str] = &["flash-sale", "ab-test", "checkout"];
+/// The follow-on that makes every task hold a pending send at each barrier (see main.rs).
+pub const PROBE_CAMPAIGN: &str = "probe";
 
 pub fn initial(t: &Timeline) -> String {
     let ts = |ms: i64| format_timestamp(ms);
@@ -149,17 +148,16 @@ pub fn initial(t: &Timeline) -> String {
       overdue: {{drop_if_late_by: 1h}}
       message: {{channel: PUSH, template_id: never-sent}}
 
-  - campaign_id: long-wait
-    name: Thirty days later (pending past the end of the run)
+  - {{campaign_id: probe, name: Barrier probe, status: ACTIVE}}
+  - campaign_id: barrier-probe
+    name: A send pending in every task when the input pauses
     status: ACTIVE
     published_at: {published}
     follow_on:
-      trigger: {{campaign_id: newsletter, kinds: [EMAIL_CLICK, EMAIL_ALIAS_CLICK]}}
-      delay: 30d
-      exceptions:
-        - custom_event: churned
-        - interaction: {{campaign_id: free-shipping, kinds: [PUSH_DIRECT_OPEN]}}
-      message: {{channel: EMAIL, template_id: win-back}}
+      trigger: {{campaign_id: probe, kinds: [WEBHOOK_RECEIVED]}}
+      delay: 1h
+      reeligibility: 1s
+      message: {{channel: WEBHOOK, template_id: probe}}
 
   - campaign_id: windowed
     name: Only inside its window
@@ -214,12 +212,38 @@ pub fn initial(t: &Timeline) -> String {
     )
 }
 
-/// The three campaigns the edits change, at version `v`:
+/// A follow-on whose 30-day sends are still pending at the end of the run — until the
+/// second edit archives it.
+fn long_wait(archived: bool, published: &str) -> String {
+    let (status, version) = if archived {
+        ("ARCHIVED", 2)
+    } else {
+        ("ACTIVE", 1)
+    };
+    format!(
+        r#"  - campaign_id: long-wait
+    name: Thirty days later (pending past the end of the run)
+    status: {status}
+    version: {version}
+    published_at: {published}
+    follow_on:
+      trigger: {{campaign_id: newsletter, kinds: [EMAIL_CLICK, EMAIL_ALIAS_CLICK]}}
+      delay: 30d
+      exceptions:
+        - custom_event: churned
+        - interaction: {{campaign_id: free-shipping, kinds: [PUSH_DIRECT_OPEN]}}
+      message: {{channel: EMAIL, template_id: win-back}}
+"#
+    )
+}
+
+/// The campaigns the edits change, at version `v`:
 /// - `flash-sale` (a trigger campaign) is stopped by the first edit and active again after
 ///   the second, so its follow-on ignores triggers in between (`trigger_campaign_inactive`);
 /// - `stoppable` (30-day timers, restarted by repeats) is stopped by the first edit, which
 ///   drops every pending send, and comes back with a new template;
-/// - `thank-you` changes its message, then from immediate to a 3-hour delay.
+/// - `thank-you` changes its message, then from immediate to a 3-hour delay;
+/// - `long-wait` is archived by the second edit (its pending sends are dropped).
 fn edited(v: u32, published: &str) -> String {
     let (flash_status, stoppable_status) = match v {
         2 => ("STOPPED", "STOPPED"),
@@ -231,7 +255,7 @@ fn edited(v: u32, published: &str) -> String {
         "delay: immediate"
     };
     format!(
-        r#"  - {{campaign_id: flash-sale, name: Flash sale push, status: {flash_status}, version: {v}}}
+        r#"{long_wait}  - {{campaign_id: flash-sale, name: Flash sale push, status: {flash_status}, version: {v}}}
   - campaign_id: flash-followup
     name: Flash sale follow-up
     status: ACTIVE
@@ -264,24 +288,28 @@ fn edited(v: u32, published: &str) -> String {
       trigger: {{campaign_id: checkout, kinds: [CONVERSION_EVENT], qualifier: order-completed}}
       {thanks_delay}
       message: {{channel: EMAIL, template_id: thank-you-v{v}, payload: {{edition: "{v}"}}}}
-"#
+"#,
+        long_wait = long_wait(v >= 3, published)
     )
 }
 
-/// The edits: the first in the quiet window from 10 % to 30 % of the input, the second
-/// from 45 % to 65 %. The edited campaigns' events live in the three eras between.
+/// The edits, at 70 % and 85 % of the input: the first stops a trigger campaign and a
+/// follow-on and gives another a new message; the second restarts both with new versions,
+/// gives the third a delay and archives `long-wait`.
 pub fn edits(t: &Timeline) -> Vec<Edit> {
     let published = format_timestamp(t.t0 - 30 * DAY);
-    let chunk = |percent: usize| t.chunks * percent / 100;
-    [("stop", (10, 30), 2), ("restart", (45, 65), 3)]
-        .into_iter()
-        .map(|(name, (from, to), v)| Edit {
-            name,
-            at_chunk: chunk((from + to) / 2),
-            quiet: (chunk(from), chunk(to)),
-            yaml: format!("campaigns:\n{}", edited(v, &published)),
-        })
-        .collect()
+    [
+        ("stop", 70, 2, "stoppable"),
+        ("restart", 85, 3, "long-wait"),
+    ]
+    .into_iter()
+    .map(|(name, percent, v, evidence)| Edit {
+        name,
+        at_chunk: t.chunks * percent / 100,
+        evidence,
+        yaml: format!("campaigns:\n{}", edited(v, &published)),
+    })
+    .collect()
 }
 
 /// Checks used by the generator: the window and delay shapes above assume these.

@@ -508,11 +508,10 @@ pub fn read_to(
     }
 }
 
-/// A counter of committed records of a topic, read as they arrive (for "the expected
-/// number of commands is there" while the connector still runs).
+/// A `read_committed` reader of a whole topic from its beginning, read as records arrive
+/// (for conditions such as "the expected number of commands is there" while instances run).
 pub struct Tail {
     consumer: BaseConsumer,
-    pub count: usize,
 }
 
 impl Tail {
@@ -529,14 +528,15 @@ impl Tail {
                 .map_err(|e| e.to_string())?;
         }
         consumer.assign(&tpl).map_err(|e| e.to_string())?;
-        Ok(Self { consumer, count: 0 })
+        Ok(Self { consumer })
     }
 
-    pub fn poll_for(&mut self, d: Duration) {
+    /// Hands every record that arrives within `d` to `f` (partition, key, value).
+    pub fn poll_for(&mut self, d: Duration, mut f: impl FnMut(i32, Option<&[u8]>, Option<&[u8]>)) {
         let until = Instant::now() + d;
         while Instant::now() < until {
-            if let Some(Ok(_)) = self.consumer.poll(Duration::from_millis(50)) {
-                self.count += 1;
+            if let Some(Ok(m)) = self.consumer.poll(Duration::from_millis(50)) {
+                f(m.partition(), m.key(), m.payload());
             }
         }
     }

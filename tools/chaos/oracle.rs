@@ -18,8 +18,8 @@ use std::collections::BTreeMap;
 use campaign_connector::codec::{Codec, EncodingSettings};
 use campaign_connector::engine::{Effect, Engine};
 use campaign_connector::model::{
-    Campaign, Decision, InputCoordinates, InputEvent, Interaction, SendCommand, UserEvent,
-    UserState,
+    Campaign, Decision, DecisionOutcome, InputCoordinates, InputEvent, Interaction, SendCommand,
+    UserEvent, UserState,
 };
 use campaign_connector::validate::Limits;
 
@@ -77,21 +77,42 @@ impl Oracle {
             events: 0,
             scratch: Vec::new(),
         };
-        o.apply_campaigns(campaigns, now)?;
+        o.apply_campaigns(campaigns, now, "")?;
         Ok(o)
     }
 
-    /// A catalog change, applied to every task at once (between two chunks).
-    pub fn apply_campaigns(&mut self, campaigns: &[Campaign], now: i64) -> Result<(), String> {
+    /// A catalog change, applied to every task at once (between two chunks). Returns, per
+    /// task, how many pending sends of `evidence` it dropped.
+    pub fn apply_campaigns(
+        &mut self,
+        campaigns: &[Campaign],
+        now: i64,
+        evidence: &str,
+    ) -> Result<Vec<usize>, String> {
+        let mut drops = vec![0; self.tasks.len()];
         for t in 0..self.tasks.len() {
             for c in campaigns {
                 self.tasks[t]
                     .apply_campaign(c, now, &mut self.scratch)
                     .map_err(|e| format!("{}: {e}", c.campaign_id))?;
             }
+            drops[t] = self
+                .scratch
+                .iter()
+                .filter(|e| {
+                    matches!(e, Effect::Decision(d)
+                        if d.follow_on_id == evidence && d.outcome == DecisionOutcome::Dropped)
+                })
+                .count();
             self.collect();
         }
-        Ok(())
+        Ok(drops)
+    }
+
+    /// The input pauses and every task is caught up: what is due fires by the wall clock,
+    /// as in the runtime (only a task with a timer due advances its clock).
+    pub fn barrier(&mut self, now: i64) {
+        self.finish(now);
     }
 
     /// One chunk, in production order. `now`: the wall clock the connector would pass (only

@@ -28,6 +28,11 @@ pub struct Progress {
     pub chunk_starts: Vec<Vec<i64>>,
     pub input_records: usize,
     pub producer_done: bool,
+    /// The producer writes chunks below this; `segment_written`: it has, and waits.
+    pub target_chunk: usize,
+    pub segment_written: bool,
+    /// Per edit: (name, evidence follow-on, per task: the drops the oracle made).
+    pub edit_drops: Vec<(String, String, Vec<usize>)>,
     /// Per task: the changelog's end offset while the task still had input to process
     /// (records below it were written before the task could be caught up).
     pub changelog_cut: Vec<i64>,
@@ -38,8 +43,6 @@ pub struct Progress {
     pub split_tasks: Vec<(Instant, Vec<i32>)>,
     pub group: GroupView,
     pub group_at: Option<Instant>,
-    /// Edits: (name, published when, chunk reached by the fastest partition then, ok).
-    pub edits: Vec<(String, Instant, String, bool)>,
     pub notes: Vec<String>,
 }
 
@@ -61,7 +64,12 @@ impl Progress {
     /// Committed share of the input, 0..=1.
     pub fn fraction_done(&self) -> f64 {
         let total: i64 = self.ends.iter().sum();
-        let done: i64 = self.committed.iter().zip(&self.ends).map(|(c, e)| (*c).min(*e)).sum();
+        let done: i64 = self
+            .committed
+            .iter()
+            .zip(&self.ends)
+            .map(|(c, e)| (*c).min(*e))
+            .sum();
         if total == 0 {
             0.0
         } else {

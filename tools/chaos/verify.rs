@@ -42,7 +42,13 @@ impl Tally {
     /// Keeps a few examples of each kind (the first word: MISSING, EXTRA, …).
     fn example(&mut self, line: String) {
         let kind = line.split(' ').next().unwrap_or("").to_string();
-        if self.examples.iter().filter(|e| e.starts_with(&kind)).count() < 6 {
+        if self
+            .examples
+            .iter()
+            .filter(|e| e.starts_with(&kind))
+            .count()
+            < 6
+        {
             self.examples.push(line);
         }
     }

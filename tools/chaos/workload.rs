@@ -17,7 +17,7 @@ use campaign_connector::model::{
     InputEvent, Interaction, InteractionKind, InteractionKind as K, UserEvent, UserEventType,
 };
 
-use crate::catalog::{Edit, EDITED_TRIGGER_CAMPAIGNS};
+use crate::catalog::{Edit, PROBE_CAMPAIGN};
 use crate::encode::{Encoders, EMAIL_FORWARD, REFUND};
 use crate::rng::Rng;
 use crate::timeline::{Timeline, DAY, HOUR, MIN};
@@ -136,6 +136,43 @@ pub struct Shape {
     pub poison_every: usize,
 }
 
+/// The Java client's key hashing (murmur2, positive): the partition of `key`.
+pub fn partition_of(key: &[u8], partitions: i32) -> i32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ key.len() as u32;
+    let mut chunks = key.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        for (i, b) in rest.iter().enumerate().rev() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    ((h as i32) & 0x7fff_ffff) % partitions
+}
+
+/// The first user numbers from `from` on whose ids land in each partition.
+fn probe_users(from: u32, partitions: i32) -> Vec<u32> {
+    let mut found: Vec<Option<u32>> = vec![None; partitions as usize];
+    let mut n = from;
+    while found.iter().any(Option::is_none) {
+        let p = partition_of(format!("u{n:06}").as_bytes(), partitions) as usize;
+        found[p].get_or_insert(n);
+        n += 1;
+    }
+    found.into_iter().flatten().collect()
+}
+
 /// The poison kinds a run injects (all by default).
 pub type PoisonKinds = Vec<Poison>;
 
@@ -175,7 +212,10 @@ pub struct Generator {
     timeline: Timeline,
     shape: Shape,
     encoders: Encoders,
-    edits: Vec<(usize, usize)>,
+    /// Chunks that start a segment (the input pauses before them).
+    barriers: Vec<usize>,
+    /// One user per partition, for the barrier probes.
+    probe_users: Vec<u32>,
     /// Planned events by (time, sequence).
     heap: BinaryHeap<Reverse<(i64, u64)>>,
     planned: BTreeMap<u64, Planned>,
@@ -200,6 +240,7 @@ impl Generator {
         encoders: Encoders,
         edits: &[Edit],
         poison_kinds: PoisonKinds,
+        partitions: i32,
     ) -> Self {
         let c = timeline.chunks;
         let forced_poison = poison_kinds
@@ -212,7 +253,8 @@ impl Generator {
             timeline,
             shape,
             encoders,
-            edits: edits.iter().map(|e| e.quiet).collect(),
+            barriers: edits.iter().map(|e| e.at_chunk).collect(),
+            probe_users: probe_users(shape.users as u32, partitions),
             heap: BinaryHeap::new(),
             planned: BTreeMap::new(),
             seq: 0,
@@ -244,6 +286,7 @@ impl Generator {
             let user = self.user();
             self.story(t, user, k);
         }
+        self.plan_probes(k);
         let mut timed = Vec::new();
         while let Some(Reverse((t, seq))) = self.heap.peek().copied() {
             if t >= end {
@@ -251,9 +294,6 @@ impl Generator {
             }
             self.heap.pop();
             let p = self.planned.remove(&seq).expect("planned");
-            if self.quiet(k, &p.plan) {
-                continue;
-            }
             if let Some(r) = self.emit(t, seq, p, k) {
                 timed.push((t, r.role.rank(), r));
             }
@@ -280,12 +320,24 @@ impl Generator {
         }
     }
 
-    fn quiet(&self, k: usize, plan: &Plan) -> bool {
-        let Plan::Interaction { campaign, .. } = plan else {
-            return false;
-        };
-        EDITED_TRIGGER_CAMPAIGNS.contains(campaign)
-            && self.edits.iter().any(|(a, b)| (*a..*b).contains(&k))
+    /// Before the input pauses, a probe trigger for one user of every task whose send comes
+    /// due after the last event of the segment: every task then has a timer that the wall
+    /// clock fires at the barrier, the connector's engine as well as the oracle's (a task with
+    /// only cancelled timers left might otherwise advance in one and not in the other).
+    fn plan_probes(&mut self, k: usize) {
+        if !self.barriers.contains(&(k + 1)) {
+            return;
+        }
+        let end = self.timeline.chunk_start(k + 1);
+        let t = end - (end - self.timeline.chunk_start(k)) / 4;
+        for u in self.probe_users.clone() {
+            let plan = Plan::Interaction {
+                campaign: PROBE_CAMPAIGN,
+                kind: Some(K::WebhookReceived),
+                qualifier: None,
+            };
+            self.plan(t, u, None, plan);
+        }
     }
 
     fn plan(&mut self, t: i64, user: u32, tz: Option<&'static str>, plan: Plan) {
@@ -462,7 +514,7 @@ impl Generator {
                     self.interaction(at, u, tz, "feed-card", K::NewsFeedCardClick, None);
                 }
             }
-            // The campaigns the edits change (kept out of the quiet windows).
+            // The campaigns the edits change.
             75..=79 => {
                 self.interaction(t, u, tz, "flash-sale", K::PushReceived, None);
             }
