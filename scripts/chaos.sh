@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/chaos.sh [--profile ci|full] [--seed N] [--faults all|none|KIND,...]
-#                         [--events N] [--write-docs]
+#                         [--poison all|none|KIND,...] [--instances N] [--events N]
+#                         [--debug] [--write-docs]
 #
 # The fault matrix: starts a local three-broker Kafka cluster (scripts/kafka/cluster.sh)
 # whose client listener is advertised at TCP proxies, runs connector instances (the release
@@ -18,26 +19,33 @@
 #                    same input and the same fault schedule
 #   --faults LIST    only these fault kinds (kill, kill-restore, kill-rebalance, broker-kill,
 #                    broker-restart, storm, zombie, drop, stall, commit-stall), or none
+#   --poison LIST    only these poison kinds (garbage, truncated, v3, time-range,
+#                    time-negative, 2099, key, empty-user), or none
+#   --instances N    instances running between faults (default 2)
 #   --events N       override the profile's number of events
+#   --debug          use the dev-profile binaries (what `cargo test` builds) instead of
+#                    building release ones; slower, so a smaller input lasts as long
 #   --write-docs     put the run's report into docs/reliability.md ("Last run" section)
 #
 # Env:
 #   CHAOS_PORT_BASE  first of the 20 ports on 127.0.0.1 the run uses (default 19300):
 #                    the cluster takes BASE..BASE+14 (see cluster.sh), the connectors' HTTP
-#                    servers BASE+15..BASE+17
+#                    servers BASE+15..BASE+18
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile=ci
 seed=""
 write_docs=false
+build_profile=release
 pass=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --profile) profile="${2:?--profile needs ci or full}"; shift 2 ;;
     --seed) seed="${2:?--seed needs a number}"; shift 2 ;;
-    --faults|--events) pass+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+    --faults|--events|--poison|--instances) pass+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
     --write-docs) write_docs=true; shift ;;
+    --debug) build_profile=debug; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -68,8 +76,12 @@ trap 'exit 130' INT TERM
 scripts/setup.sh
 scripts/kafka/fetch.sh >/dev/null
 cleanup
-echo "[chaos] building the release binary and the chaos program"
-cargo build --release --locked --bin campaign-connector --example chaos
+echo "[chaos] building the connector and the chaos program ($build_profile)"
+if [[ "$build_profile" == release ]]; then
+  cargo build --release --locked --bin campaign-connector --example chaos
+else
+  cargo build --locked --bin campaign-connector --example chaos
+fi
 scripts/kafka/cluster.sh start
 scripts/kafka/cluster.sh wait-ready
 mkdir -p "$report_dir"
@@ -77,8 +89,8 @@ mkdir -p "$report_dir"
 echo "[chaos] profile $profile, seed $seed (reproduce: scripts/chaos.sh --profile $profile --seed $seed${pass[*]:+ ${pass[*]}})"
 # Its own process group (job control), so that cleanup can end it and its children.
 set -m
-target/release/examples/chaos --profile "$profile" --seed "$seed" --port-base "$base" \
-  --bin target/release/campaign-connector --repo . --report "$report" ${pass[@]+"${pass[@]}"} &
+"target/$build_profile/examples/chaos" --profile "$profile" --seed "$seed" --port-base "$base" \
+  --bin "target/$build_profile/campaign-connector" --repo . --report "$report" ${pass[@]+"${pass[@]}"} &
 chaos_pid=$!
 set +m
 rc=0

@@ -178,11 +178,23 @@ pub fn spawn_monitor(
                 if let Ok(committed) = offsets.committed(&inputs, Duration::from_secs(5)) {
                     let now = Instant::now();
                     let mut p = lock(&progress);
-                    let before: i64 = p.committed.iter().sum();
-                    if committed.iter().sum::<i64>() > before || p.last_progress.is_none() {
-                        p.last_progress = Some(now);
+                    // Committed offsets only move forward; an answer with an error for a
+                    // partition (or a stale one) keeps what is known.
+                    let mut moved = p.last_progress.is_none();
+                    for (i, c) in committed.iter().enumerate() {
+                        if let Some(c) = *c {
+                            if c > p.committed[i] {
+                                p.committed[i] = c;
+                                moved = true;
+                            }
+                        }
                     }
-                    p.committed = committed;
+                    // A trickle is no progress: at least 100 more records must be committed.
+                    let sum: i64 = p.committed.iter().sum();
+                    if moved && (p.last_progress.is_none() || sum >= p.progress_mark + 100) {
+                        p.last_progress = Some(now);
+                        p.progress_mark = sum;
+                    }
                     p.sampled_at = Some(now);
                     let lag = p.total_lag();
                     p.lag.push((now, lag));

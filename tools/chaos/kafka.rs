@@ -148,12 +148,13 @@ impl GroupOffsets {
         })
     }
 
-    /// Committed offset of every (topic, partition); 0 where nothing is committed yet.
+    /// Committed offset of every (topic, partition); 0 where nothing is committed yet,
+    /// `None` where the answer was an error.
     pub fn committed(
         &self,
         partitions: &[(String, i32)],
         timeout: Duration,
-    ) -> Result<Vec<i64>, String> {
+    ) -> Result<Vec<Option<i64>>, String> {
         let mut tpl = TopicPartitionList::new();
         for (t, p) in partitions {
             tpl.add_partition(t, *p);
@@ -164,12 +165,14 @@ impl GroupOffsets {
             .map_err(|e| e.to_string())?;
         Ok(partitions
             .iter()
-            .map(
-                |(t, p)| match got.find_partition(t, *p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => o,
-                    _ => 0,
+            .map(|(t, p)| match got.find_partition(t, *p) {
+                Some(e) if e.error().is_err() => None,
+                Some(e) => match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => Some(0),
                 },
-            )
+                None => None,
+            })
             .collect())
     }
 

@@ -80,8 +80,8 @@ fn profile(name: &str) -> Option<Profile> {
         "ci" => Some(Profile {
             name: "ci",
             shape: Shape {
-                events: 40_000,
-                users: 4_000,
+                events: 300_000,
+                users: 10_000,
                 poison_every: 2_000,
             },
             chunks: 40,

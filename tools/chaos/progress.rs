@@ -20,8 +20,10 @@ pub struct Progress {
     /// The group's committed offset of each input partition, last sampled.
     pub committed: Vec<i64>,
     pub sampled_at: Option<Instant>,
-    /// When the committed offsets last moved (or the run started).
+    /// When the committed offsets last moved by at least 100 records (or the run started),
+    /// and their sum then.
     pub last_progress: Option<Instant>,
+    pub progress_mark: i64,
     /// Set when the group made no progress for too long with work to do: the run gives up.
     pub gave_up: Option<String>,
     /// `ends` before chunk k was produced: where chunk k starts in each partition.
@@ -124,9 +126,22 @@ pub fn wait_until(
     mut done: impl FnMut(&Progress) -> bool,
 ) -> bool {
     let started = Instant::now();
+    let mut told = Instant::now();
     loop {
-        if done(&lock(p)) {
-            return true;
+        {
+            let g = lock(p);
+            if done(&g) {
+                return true;
+            }
+            if told.elapsed() > Duration::from_secs(30) {
+                told = Instant::now();
+                crate::say(&format!(
+                    "… {:.0} % of the input committed, lag {}, no progress for {:.0} s",
+                    g.fraction_done() * 100.0,
+                    g.total_lag(),
+                    g.stalled_for().as_secs_f64()
+                ));
+            }
         }
         if started.elapsed() > deadline {
             return false;
