@@ -190,12 +190,7 @@ impl Injector {
         wait_until(&self.progress, deadline, |p| {
             p.group_at.is_some_and(|t| t > since)
                 && p.group.state == "Stable"
-                && p.group
-                    .members
-                    .iter()
-                    .map(|(id, _)| id.as_str())
-                    .collect::<BTreeSet<_>>()
-                    == want
+                && p.group.instances() == want
                 && p.group.fully_assigned(&topics, (p.inputs.len() / 2) as i32)
         })
     }

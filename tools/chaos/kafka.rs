@@ -188,7 +188,11 @@ impl GroupOffsets {
         let mut members = Vec::new();
         for m in g.members() {
             let assigned = m.assignment().map(parse_assignment).unwrap_or_default();
-            members.push((m.client_id().to_string(), assigned));
+            members.push(Member {
+                client_id: m.client_id().to_string(),
+                member_id: m.id().to_string(),
+                assigned,
+            });
         }
         members.sort();
         Ok(GroupView {
@@ -198,35 +202,44 @@ impl GroupOffsets {
     }
 }
 
+/// A member of the group: an instance has one per processing thread, all with the
+/// instance's id as client id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Member {
+    pub client_id: String,
+    pub member_id: String,
+    pub assigned: BTreeSet<(String, i32)>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct GroupView {
     pub state: String,
-    pub members: Vec<(String, BTreeSet<(String, i32)>)>,
+    pub members: Vec<Member>,
 }
 
 impl GroupView {
-    /// Tasks whose input partitions are held by more than one member (or only partly).
+    /// Tasks whose input partitions are not all held by one member.
     pub fn split_tasks(&self, inputs: &[String], partitions: i32) -> Vec<i32> {
         (0..partitions)
             .filter(|p| {
-                let holders: Vec<usize> = inputs
+                let holders: Vec<Vec<&str>> = inputs
                     .iter()
                     .map(|t| {
                         self.members
                             .iter()
-                            .filter(|(_, a)| a.contains(&(t.clone(), *p)))
-                            .count()
+                            .filter(|m| m.assigned.contains(&(t.clone(), *p)))
+                            .map(|m| m.member_id.as_str())
+                            .collect()
                     })
                     .collect();
-                let owners: BTreeSet<&str> = self
-                    .members
-                    .iter()
-                    .filter(|(_, a)| inputs.iter().any(|t| a.contains(&(t.clone(), *p))))
-                    .map(|(id, _)| id.as_str())
-                    .collect();
-                owners.len() > 1 || holders.iter().any(|h| *h != holders[0])
+                holders.iter().any(|h| h.len() != 1 || *h != holders[0])
             })
             .collect()
+    }
+
+    /// The instances (client ids) in the group.
+    pub fn instances(&self) -> BTreeSet<&str> {
+        self.members.iter().map(|m| m.client_id.as_str()).collect()
     }
 
     /// Every input partition assigned to exactly one member.
@@ -235,7 +248,7 @@ impl GroupView {
             (0..partitions).all(|p| {
                 self.members
                     .iter()
-                    .filter(|(_, a)| a.contains(&(t.clone(), p)))
+                    .filter(|m| m.assigned.contains(&(t.clone(), p)))
                     .count()
                     == 1
             })

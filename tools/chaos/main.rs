@@ -1032,6 +1032,19 @@ fn run(args: Args) -> Result<Report, String> {
         v.dead_letters.missing == 0 && v.dead_letters.duplicated == 0,
         v.dead_letters.of(&["MISSING", "DUPLICATE"]),
     ));
+    let wrong_class: Vec<String> = v
+        .poison
+        .iter()
+        .filter(|(kind, (_, _, classes))| classes.iter().any(|c| c != kind.class()))
+        .map(|(kind, (_, _, classes))| {
+            format!("{}: {classes:?}, expected {}", kind.name(), kind.class())
+        })
+        .collect();
+    checks.push(Check::new(
+        "each dead letter names its error class (an incompatible writer schema: undecodable)",
+        wrong_class.is_empty(),
+        wrong_class,
+    ));
     checks.push(Check::new(
         "nothing valid dead-lettered",
         v.dead_letters.extra == 0,

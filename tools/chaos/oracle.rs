@@ -168,7 +168,14 @@ impl Oracle {
                     partition: p,
                     offset,
                 };
-                self.tasks[p as usize].process(&event, Some(&source), now, &mut self.scratch);
+                if let Err(e) =
+                    self.tasks[p as usize].process(&event, Some(&source), now, &mut self.scratch)
+                {
+                    self.codec_mismatches.push(format!(
+                        "{}[{p}]@{offset}: the engine refused it: {e}",
+                        self.topics[role as usize]
+                    ));
+                }
                 self.events += 1;
                 self.collect();
             }

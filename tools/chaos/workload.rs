@@ -87,6 +87,19 @@ impl Poison {
         Self::ALL.into_iter().find(|p| p.key() == key)
     }
 
+    /// The `error.class` header its dead letter must carry.
+    pub fn class(self) -> &'static str {
+        match self {
+            Poison::Garbage | Poison::Truncated | Poison::IncompatibleSchema => "undecodable",
+            Poison::OccurredAtOutOfRange | Poison::OccurredAtNegative => {
+                campaign_connector::time::CLASS_TIMESTAMP_OUT_OF_RANGE
+            }
+            Poison::Dated2099 => campaign_connector::time::CLASS_FUTURE_TIMESTAMP,
+            Poison::KeyMismatch => "key_mismatch",
+            Poison::EmptyUserId => "empty_user_id",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Poison::Garbage => "undecodable bytes",
