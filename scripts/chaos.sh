@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/chaos.sh [--profile ci|full] [--seed N] [--faults all|none|KIND,...]
 #                         [--poison all|none|KIND,...] [--instances N] [--events N]
+#                         [--fetch-limit KB/s]
 #                         [--debug] [--write-docs]
 #
 # The fault matrix: starts a local three-broker Kafka cluster (scripts/kafka/cluster.sh)
@@ -23,6 +24,9 @@
 #                    time-negative, 2099, key, empty-user), or none
 #   --instances N    instances running between faults (default 2)
 #   --events N       override the profile's number of events
+#   --fetch-limit K  Fetch responses per broker in KB/s through the proxies (0: unlimited;
+#                    default per profile: the group then has a backlog for as long as the
+#                    faults take)
 #   --debug          use the dev-profile binaries (what `cargo test` builds) instead of
 #                    building release ones; slower, so a smaller input lasts as long
 #   --write-docs     put the run's report into docs/reliability.md ("Last run" section)
@@ -43,7 +47,7 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --profile) profile="${2:?--profile needs ci or full}"; shift 2 ;;
     --seed) seed="${2:?--seed needs a number}"; shift 2 ;;
-    --faults|--events|--poison|--instances) pass+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+    --faults|--events|--poison|--instances|--fetch-limit) pass+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
     --write-docs) write_docs=true; shift ;;
     --debug) build_profile=debug; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;

@@ -72,6 +72,9 @@ struct Profile {
     recover_deadline: Duration,
     /// The run gives up when the group commits nothing for this long while it has work.
     give_up_after: Duration,
+    /// Fetch responses per broker, KB/s (0: unlimited): keeps the group busy with a backlog
+    /// for as long as the faults take, without a workload of millions of records.
+    fetch_kb_per_s: u64,
 }
 
 fn profile(name: &str) -> Option<Profile> {
@@ -100,6 +103,7 @@ fn profile(name: &str) -> Option<Profile> {
             stall: Duration::from_secs(12),
             recover_deadline: Duration::from_secs(150),
             give_up_after: Duration::from_secs(180),
+            fetch_kb_per_s: 60,
         }),
         "full" => Some(Profile {
             name: "full",
@@ -125,6 +129,7 @@ fn profile(name: &str) -> Option<Profile> {
             stall: Duration::from_secs(15),
             recover_deadline: Duration::from_secs(240),
             give_up_after: Duration::from_secs(300),
+            fetch_kb_per_s: 150,
         }),
         _ => None,
     }
@@ -142,11 +147,12 @@ struct Args {
     events: Option<usize>,
     dry_run: bool,
     instances: Option<usize>,
+    fetch_limit: Option<u64>,
     poison: workload::PoisonKinds,
 }
 
 const USAGE: &str = "usage: chaos [--profile ci|full] [--seed N] [--faults all|none|KIND,...] \
-[--poison all|none|KIND,...] [--instances N] [--events N] [--dry-run] [--port-base B] [--bin CONNECTOR] [--repo DIR] [--work DIR] [--report FILE.md]
+[--poison all|none|KIND,...] [--instances N] [--events N] [--fetch-limit KB/s] [--dry-run] [--port-base B] [--bin CONNECTOR] [--repo DIR] [--work DIR] [--report FILE.md]
 fault kinds: kill, kill-restore, kill-rebalance, broker-kill, broker-restart, storm, zombie, \
 drop, stall, commit-stall
 poison kinds: garbage, truncated, v3, time-range, time-negative, 2099, key, empty-user";
@@ -164,6 +170,7 @@ fn parse_args() -> Result<Args, String> {
         events: None,
         dry_run: false,
         instances: None,
+        fetch_limit: None,
         poison: workload::Poison::ALL.to_vec(),
     };
     let mut it = std::env::args().skip(1);
@@ -193,6 +200,13 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--dry-run" => a.dry_run = true,
+            "--fetch-limit" => {
+                a.fetch_limit = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--fetch-limit: {e}"))?,
+                )
+            }
             "--instances" => {
                 let n: usize = value()?.parse().map_err(|e| format!("--instances: {e}"))?;
                 if !(1..=3).contains(&n) {
@@ -691,6 +705,9 @@ fn run(args: Args) -> Result<Report, String> {
     if let Some(n) = args.instances {
         prof.baseline = n;
     }
+    if let Some(kb) = args.fetch_limit {
+        prof.fetch_kb_per_s = kb;
+    }
     if let Some(only) = &args.faults {
         prof.faults.retain(|(k, _)| only.contains(k));
         for k in only {
@@ -742,6 +759,9 @@ fn run(args: Args) -> Result<Report, String> {
         );
     }
 
+    for p in &proxies {
+        p.limit_fetch(prof.fetch_kb_per_s * 1024);
+    }
     say(&format!(
         "proxies: {}",
         proxies
@@ -1164,6 +1184,7 @@ fn run(args: Args) -> Result<Report, String> {
     ));
 
     let accepted: u64 = injector.proxies.iter().map(proxy::Proxy::accepted).sum();
+    let fetched: u64 = injector.proxies.iter().map(proxy::Proxy::fetch_bytes).sum();
     let refused: u64 = injector.proxies.iter().map(proxy::Proxy::refused).sum();
     let poison: usize = generator.poison_counts.values().sum();
     let mut extra_rows = vec![(
@@ -1224,7 +1245,13 @@ fn run(args: Args) -> Result<Report, String> {
                 oracle.pending()
             ),
             format!(
-                "proxies: {accepted} connections accepted, {refused} refused by a broker that was down"
+                "proxies: {accepted} connections accepted, {refused} refused by a broker that was down; {} MB of fetch responses{}",
+                fetched / (1 << 20),
+                if prof.fetch_kb_per_s > 0 {
+                    format!(", at most {} KB/s per broker", prof.fetch_kb_per_s)
+                } else {
+                    String::new()
+                }
             ),
             format!("logs and configs: {}", work.display()),
         ],

@@ -5,8 +5,9 @@
 //!                 │
 //!                 ├─ drop_all():            shut every proxied connection down
 //!                 ├─ stall_for(d):          forward nothing, either way, for d
-//!                 └─ stall_on_request(k, d): stall for d when a request with api key k
-//!                                           (e.g. EndTxn = 26: "during the commit") passes
+//!                 ├─ stall_on_request(k, d): stall for d when a request with api key k
+//!                 │                         (e.g. EndTxn = 26: "during the commit") passes
+//!                 └─ limit_fetch(bytes/s):  deliver Fetch responses no faster than that
 //! ```
 //!
 //! Brokers replicate over their own INTERNAL listener, so the proxy only ever carries the
@@ -24,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Kafka api keys the proxy can stall on.
+/// Kafka api keys the proxy knows.
+pub const API_FETCH: i16 = 1;
 pub const API_END_TXN: i16 = 26;
 
 #[derive(Default)]
@@ -44,6 +46,10 @@ struct Shared {
     connections: Mutex<Vec<(u64, TcpStream, TcpStream)>>,
     next_id: AtomicU64,
     accepted: AtomicU64,
+    /// Fetch response bytes per second (0: no limit), and the token bucket.
+    fetch_rate: AtomicU64,
+    fetch_tokens: Mutex<(f64, Instant)>,
+    fetch_bytes: AtomicU64,
     /// Connections closed at once because the broker refused (it was down).
     refused: AtomicU64,
     stop: AtomicBool,
@@ -68,6 +74,9 @@ impl Proxy {
             connections: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
+            fetch_rate: AtomicU64::new(0),
+            fetch_tokens: Mutex::new((0.0, Instant::now())),
+            fetch_bytes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
@@ -114,6 +123,19 @@ impl Proxy {
     /// When the armed stall went off, if it did.
     pub fn triggered_at(&self) -> Option<Instant> {
         lock(&self.shared.control).triggered_at
+    }
+
+    /// Delivers Fetch responses at no more than `bytes_per_second` (0: no limit): a slower
+    /// network between the connector and this broker.
+    pub fn limit_fetch(&self, bytes_per_second: u64) {
+        self.shared
+            .fetch_rate
+            .store(bytes_per_second, Ordering::Relaxed);
+    }
+
+    /// Bytes of Fetch responses delivered so far.
+    pub fn fetch_bytes(&self) -> u64 {
+        self.shared.fetch_bytes.load(Ordering::Relaxed)
     }
 
     /// Connections accepted so far.
@@ -171,31 +193,50 @@ fn connect(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
     let (c2, u2) = (client.try_clone()?, upstream.try_clone()?);
     let s1 = shared.clone();
     let s2 = shared.clone();
+    // Api key of each request in flight, by correlation id: responses carry only the id.
+    let in_flight: InFlight = Arc::new(Mutex::new(std::collections::HashMap::new()));
+    let f2 = in_flight.clone();
     thread::Builder::new()
         .name("proxy-up".into())
-        .spawn(move || pump(client, upstream, &s1, id, true))?;
+        .spawn(move || pump(client, upstream, &s1, id, Direction::Requests(in_flight)))?;
     thread::Builder::new()
         .name("proxy-down".into())
-        .spawn(move || pump(u2, c2, &s2, id, false))?;
+        .spawn(move || pump(u2, c2, &s2, id, Direction::Responses(f2)))?;
     Ok(())
 }
 
-/// Copies `from` to `to` until either side closes, honouring stalls. `requests`: this is
-/// the client-to-broker direction, whose request headers are watched for armed api keys.
-fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64, requests: bool) {
+type InFlight = Arc<Mutex<std::collections::HashMap<i32, i16>>>;
+
+/// Which way a pump copies: requests (client to broker, headers watched for armed api keys
+/// and noted by correlation id) or responses (Fetch responses paced).
+enum Direction {
+    Requests(InFlight),
+    Responses(InFlight),
+}
+
+/// Copies `from` to `to` until either side closes, honouring stalls and the fetch limit.
+fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64, dir: Direction) {
     let mut buf = vec![0u8; 64 * 1024];
-    let mut frames = FrameScanner::default();
+    let mut frames = FrameScanner::new(match dir {
+        Direction::Requests(_) => REQUEST_HEADER,
+        Direction::Responses(_) => RESPONSE_HEADER,
+    });
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if requests {
-            let keys = frames.scan(&buf[..n]);
-            if !keys.is_empty() {
+        let headers = frames.scan(&buf[..n]);
+        match &dir {
+            Direction::Requests(in_flight) if !headers.is_empty() => {
+                let mut f = lock(in_flight);
+                for h in &headers {
+                    f.insert(h.correlation_id, h.api_key);
+                }
+                drop(f);
                 let mut c = lock(&shared.control);
                 if let Some((key, d)) = c.armed {
-                    if keys.contains(&key) {
+                    if headers.iter().any(|h| h.api_key == key) {
                         let now = Instant::now();
                         c.armed = None;
                         c.triggered_at = Some(now);
@@ -203,6 +244,21 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64, reques
                     }
                 }
             }
+            Direction::Responses(in_flight) if !headers.is_empty() => {
+                let mut fetched = 0;
+                let mut f = lock(in_flight);
+                for h in &headers {
+                    if f.remove(&h.correlation_id) == Some(API_FETCH) {
+                        fetched += u64::from(h.size);
+                    }
+                }
+                drop(f);
+                if fetched > 0 {
+                    shared.fetch_bytes.fetch_add(fetched, Ordering::Relaxed);
+                    pace_fetch(shared, fetched);
+                }
+            }
+            _ => {}
         }
         wait_while_stalled(shared);
         if to.write_all(&buf[..n]).is_err() {
@@ -212,6 +268,26 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64, reques
     let _ = from.shutdown(Shutdown::Both);
     let _ = to.shutdown(Shutdown::Both);
     lock(&shared.connections).retain(|(c, _, _)| *c != id);
+}
+
+/// Takes `bytes` from the fetch token bucket, sleeping off any debt.
+fn pace_fetch(shared: &Shared, bytes: u64) {
+    let rate = shared.fetch_rate.load(Ordering::Relaxed);
+    if rate == 0 {
+        return;
+    }
+    let debt = {
+        let mut t = lock(&shared.fetch_tokens);
+        let now = Instant::now();
+        // Up to one second of burst.
+        t.0 = (t.0 + now.duration_since(t.1).as_secs_f64() * rate as f64).min(rate as f64);
+        t.1 = now;
+        t.0 -= bytes as f64;
+        -t.0
+    };
+    if debt > 0.0 {
+        thread::sleep(Duration::from_secs_f64(debt / rate as f64));
+    }
 }
 
 fn wait_while_stalled(shared: &Shared) {
@@ -226,20 +302,42 @@ fn wait_while_stalled(shared: &Shared) {
     }
 }
 
-/// Follows Kafka request framing (4-byte big-endian size, then the request header whose
-/// first field is the 2-byte api key) across reads, reporting the api keys of requests
-/// that start in each chunk.
-#[derive(Default)]
+/// Request header: size (4), api key (2), api version (2), correlation id (4).
+const REQUEST_HEADER: usize = 12;
+/// Response header: size (4), correlation id (4).
+const RESPONSE_HEADER: usize = 8;
+
+/// The start of one request or response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Header {
+    /// The frame's size after its size field.
+    size: u32,
+    /// Requests only (-1 in responses).
+    api_key: i16,
+    correlation_id: i32,
+}
+
+/// Follows Kafka framing (4-byte big-endian size, then a header) across reads, reporting the
+/// header of every frame that starts in each chunk.
 struct FrameScanner {
-    /// Bytes of the current request still to skip.
+    header_len: usize,
+    /// Bytes of the current frame still to skip.
     remaining: usize,
-    /// The first bytes of a request (size and api key) collected so far.
+    /// The header of the next frame, collected so far.
     header: Vec<u8>,
 }
 
 impl FrameScanner {
-    fn scan(&mut self, mut bytes: &[u8]) -> Vec<i16> {
-        let mut keys = Vec::new();
+    fn new(header_len: usize) -> Self {
+        Self {
+            header_len,
+            remaining: 0,
+            header: Vec::with_capacity(header_len),
+        }
+    }
+
+    fn scan(&mut self, mut bytes: &[u8]) -> Vec<Header> {
+        let mut found = Vec::new();
         while !bytes.is_empty() {
             if self.remaining > 0 {
                 let skip = self.remaining.min(bytes.len());
@@ -247,20 +345,32 @@ impl FrameScanner {
                 bytes = &bytes[skip..];
                 continue;
             }
-            let take = (6 - self.header.len()).min(bytes.len());
+            let take = (self.header_len - self.header.len()).min(bytes.len());
             self.header.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
-            if self.header.len() == 6 {
-                let size = i32::from_be_bytes(self.header[..4].try_into().expect("4 bytes"));
-                keys.push(i16::from_be_bytes(
-                    self.header[4..6].try_into().expect("2 bytes"),
-                ));
-                // The api key was part of the request's `size` bytes.
-                self.remaining = (size.max(2) as usize) - 2;
+            if self.header.len() == self.header_len {
+                let h = &self.header;
+                let size = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
+                let header = if self.header_len == REQUEST_HEADER {
+                    Header {
+                        size,
+                        api_key: i16::from_be_bytes([h[4], h[5]]),
+                        correlation_id: i32::from_be_bytes([h[8], h[9], h[10], h[11]]),
+                    }
+                } else {
+                    Header {
+                        size,
+                        api_key: -1,
+                        correlation_id: i32::from_be_bytes([h[4], h[5], h[6], h[7]]),
+                    }
+                };
+                found.push(header);
+                // The header after the size field was part of the frame's `size` bytes.
+                self.remaining = (size as usize).saturating_sub(self.header_len - 4);
                 self.header.clear();
             }
         }
-        keys
+        found
     }
 }
 
@@ -268,24 +378,38 @@ impl FrameScanner {
 mod tests {
     use super::*;
 
-    fn request(api_key: i16, body: usize) -> Vec<u8> {
-        let mut r = ((2 + body) as i32).to_be_bytes().to_vec();
+    /// A request frame: size, api key, version 0, correlation id, `body` bytes.
+    fn request(api_key: i16, correlation_id: i32, body: usize) -> Vec<u8> {
+        let mut r = ((8 + body) as i32).to_be_bytes().to_vec();
         r.extend_from_slice(&api_key.to_be_bytes());
+        r.extend_from_slice(&0i16.to_be_bytes());
+        r.extend_from_slice(&correlation_id.to_be_bytes());
         r.extend(std::iter::repeat_n(7u8, body));
         r
     }
 
     #[test]
-    fn the_scanner_finds_api_keys_across_split_reads() {
-        let mut bytes = request(3, 10);
-        bytes.extend(request(26, 0));
-        bytes.extend(request(0, 300));
-        let mut s = FrameScanner::default();
-        let mut keys = Vec::new();
+    fn the_scanner_finds_headers_across_split_reads() {
+        let mut bytes = request(3, 1, 10);
+        bytes.extend(request(26, 2, 0));
+        bytes.extend(request(0, 3, 300));
+        let mut s = FrameScanner::new(REQUEST_HEADER);
+        let mut found = Vec::new();
         for chunk in bytes.chunks(5) {
-            keys.extend(s.scan(chunk));
+            found.extend(s.scan(chunk));
         }
-        assert_eq!(keys, [3, 26, 0]);
+        let keys: Vec<(i16, i32)> = found
+            .iter()
+            .map(|h| (h.api_key, h.correlation_id))
+            .collect();
+        assert_eq!(keys, [(3, 1), (26, 2), (0, 3)]);
+        // Responses: size and correlation id only.
+        let mut response = 12i32.to_be_bytes().to_vec();
+        response.extend_from_slice(&9i32.to_be_bytes());
+        response.extend([0u8; 8]);
+        let mut r = FrameScanner::new(RESPONSE_HEADER);
+        let h = r.scan(&response);
+        assert_eq!((h[0].size, h[0].correlation_id), (12, 9));
     }
 
     /// An echo server behind the proxy: bytes pass, a stall holds them, drop_all closes.
@@ -309,15 +433,16 @@ mod tests {
         let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
         let mut c = TcpStream::connect(proxy.listen).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut b = [0u8; 8];
-        c.write_all(b"ping").unwrap();
-        c.read_exact(&mut b[..4]).unwrap();
-        assert_eq!(&b[..4], b"ping");
+        let mut b = [0u8; 16];
+        let hello = request(18, 1, 4);
+        c.write_all(&hello).unwrap();
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b[..], &hello[..], "bytes pass both ways");
 
         proxy.stall_on_request(API_END_TXN, Duration::from_millis(400));
         let sent = Instant::now();
-        c.write_all(&request(API_END_TXN, 0)).unwrap();
-        c.read_exact(&mut b[..6]).unwrap();
+        c.write_all(&request(API_END_TXN, 7, 0)).unwrap();
+        c.read_exact(&mut b[..12]).unwrap();
         assert!(sent.elapsed() >= Duration::from_millis(380), "held back");
         assert!(proxy.triggered_at().is_some());
 
