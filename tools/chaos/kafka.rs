@@ -63,7 +63,9 @@ impl WorkloadProducer {
             // Hash keys like the Java client, as the connector's co-partitioning expects.
             .set("partitioner", "murmur2_random")
             .set("linger.ms", "50")
-            .set("compression.type", "lz4")
+            // Batches small enough for the connector's small fetches (a fetch returns at
+            // least one whole batch).
+            .set("batch.size", "16384")
             .set("message.timeout.ms", "600000")
             .create_with_context(Deliveries::default())
             .map_err(|e| e.to_string())?;

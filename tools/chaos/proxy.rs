@@ -7,7 +7,8 @@
 //!                 ├─ stall_for(d):          forward nothing, either way, for d
 //!                 ├─ stall_on_request(k, d): stall for d when a request with api key k
 //!                 │                         (e.g. EndTxn = 26: "during the commit") passes
-//!                 └─ limit_fetch(bytes/s):  deliver Fetch responses no faster than that
+//!                 └─ limit_fetch(b/s, ids): deliver Fetch responses to clients with these
+//!                                           client ids no faster than that
 //! ```
 //!
 //! Brokers replicate over their own INTERNAL listener, so the proxy only ever carries the
@@ -46,8 +47,9 @@ struct Shared {
     connections: Mutex<Vec<(u64, TcpStream, TcpStream)>>,
     next_id: AtomicU64,
     accepted: AtomicU64,
-    /// Fetch response bytes per second (0: no limit), and the token bucket.
+    /// Fetch response bytes per second (0: no limit) for the clients named, and the bucket.
     fetch_rate: AtomicU64,
+    paced_clients: Mutex<Vec<String>>,
     fetch_tokens: Mutex<(f64, Instant)>,
     fetch_bytes: AtomicU64,
     /// Connections closed at once because the broker refused (it was down).
@@ -75,6 +77,7 @@ impl Proxy {
             next_id: AtomicU64::new(0),
             accepted: AtomicU64::new(0),
             fetch_rate: AtomicU64::new(0),
+            paced_clients: Mutex::new(Vec::new()),
             fetch_tokens: Mutex::new((0.0, Instant::now())),
             fetch_bytes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
@@ -125,9 +128,11 @@ impl Proxy {
         lock(&self.shared.control).triggered_at
     }
 
-    /// Delivers Fetch responses at no more than `bytes_per_second` (0: no limit): a slower
-    /// network between the connector and this broker.
-    pub fn limit_fetch(&self, bytes_per_second: u64) {
+    /// Delivers Fetch responses to the clients with these client ids at no more than
+    /// `bytes_per_second` in all (0: no limit): a slower network for those consumers. Other
+    /// clients, and every other response, pass at full speed.
+    pub fn limit_fetch(&self, bytes_per_second: u64, client_ids: &[String]) {
+        *lock(&self.shared.paced_clients) = client_ids.to_vec();
         self.shared
             .fetch_rate
             .store(bytes_per_second, Ordering::Relaxed);
@@ -194,7 +199,7 @@ fn connect(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
     let s1 = shared.clone();
     let s2 = shared.clone();
     // Api key of each request in flight, by correlation id: responses carry only the id.
-    let in_flight: InFlight = Arc::new(Mutex::new(std::collections::HashMap::new()));
+    let in_flight: InFlight = Arc::new(InFlightState::default());
     let f2 = in_flight.clone();
     thread::Builder::new()
         .name("proxy-up".into())
@@ -205,7 +210,25 @@ fn connect(client: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
     Ok(())
 }
 
-type InFlight = Arc<Mutex<std::collections::HashMap<i32, i16>>>;
+/// What the two pumps of one connection share: the api key of each request in flight, by
+/// correlation id (responses carry only the id), and whether the client is paced.
+#[derive(Default)]
+struct InFlightState {
+    requests: Mutex<std::collections::HashMap<i32, i16>>,
+    /// Known from the client id of the connection's first request.
+    paced: AtomicBool,
+    seen_first: AtomicBool,
+}
+
+type InFlight = Arc<InFlightState>;
+
+/// The client id of a request (header v1 and later: after the correlation id, a 2-byte
+/// length and the bytes), if the buffer starts with a whole header.
+fn client_id(request: &[u8]) -> Option<String> {
+    let len = i16::from_be_bytes(request.get(12..14)?.try_into().ok()?);
+    let id = request.get(14..14 + usize::try_from(len).ok()?)?;
+    Some(String::from_utf8_lossy(id).into_owned())
+}
 
 /// Which way a pump copies: requests (client to broker, headers watched for armed api keys
 /// and noted by correlation id) or responses (Fetch responses paced).
@@ -229,7 +252,12 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64, dir: D
         let headers = frames.scan(&buf[..n]);
         match &dir {
             Direction::Requests(in_flight) if !headers.is_empty() => {
-                let mut f = lock(in_flight);
+                if !in_flight.seen_first.swap(true, Ordering::Relaxed) {
+                    let id = client_id(&buf[..n]).unwrap_or_default();
+                    let paced = lock(&shared.paced_clients).contains(&id);
+                    in_flight.paced.store(paced, Ordering::Relaxed);
+                }
+                let mut f = lock(&in_flight.requests);
                 for h in &headers {
                     f.insert(h.correlation_id, h.api_key);
                 }
@@ -246,7 +274,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64, dir: D
             }
             Direction::Responses(in_flight) if !headers.is_empty() => {
                 let mut fetched = 0;
-                let mut f = lock(in_flight);
+                let mut f = lock(&in_flight.requests);
                 for h in &headers {
                     if f.remove(&h.correlation_id) == Some(API_FETCH) {
                         fetched += u64::from(h.size);
@@ -255,7 +283,9 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64, dir: D
                 drop(f);
                 if fetched > 0 {
                     shared.fetch_bytes.fetch_add(fetched, Ordering::Relaxed);
-                    pace_fetch(shared, fetched);
+                    if in_flight.paced.load(Ordering::Relaxed) {
+                        pace_fetch(shared, fetched);
+                    }
                 }
             }
             _ => {}
@@ -378,12 +408,14 @@ impl FrameScanner {
 mod tests {
     use super::*;
 
-    /// A request frame: size, api key, version 0, correlation id, `body` bytes.
+    /// A request frame: size, api key, version 1, correlation id, client id "c1", `body`.
     fn request(api_key: i16, correlation_id: i32, body: usize) -> Vec<u8> {
-        let mut r = ((8 + body) as i32).to_be_bytes().to_vec();
+        let mut r = ((12 + body) as i32).to_be_bytes().to_vec();
         r.extend_from_slice(&api_key.to_be_bytes());
-        r.extend_from_slice(&0i16.to_be_bytes());
+        r.extend_from_slice(&1i16.to_be_bytes());
         r.extend_from_slice(&correlation_id.to_be_bytes());
+        r.extend_from_slice(&2i16.to_be_bytes());
+        r.extend_from_slice(b"c1");
         r.extend(std::iter::repeat_n(7u8, body));
         r
     }
@@ -403,6 +435,7 @@ mod tests {
             .map(|h| (h.api_key, h.correlation_id))
             .collect();
         assert_eq!(keys, [(3, 1), (26, 2), (0, 3)]);
+        assert_eq!(client_id(&bytes).as_deref(), Some("c1"));
         // Responses: size and correlation id only.
         let mut response = 12i32.to_be_bytes().to_vec();
         response.extend_from_slice(&9i32.to_be_bytes());
@@ -433,7 +466,7 @@ mod tests {
         let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), upstream).unwrap();
         let mut c = TcpStream::connect(proxy.listen).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let mut b = [0u8; 16];
+        let mut b = [0u8; 20];
         let hello = request(18, 1, 4);
         c.write_all(&hello).unwrap();
         c.read_exact(&mut b).unwrap();
@@ -442,7 +475,7 @@ mod tests {
         proxy.stall_on_request(API_END_TXN, Duration::from_millis(400));
         let sent = Instant::now();
         c.write_all(&request(API_END_TXN, 7, 0)).unwrap();
-        c.read_exact(&mut b[..12]).unwrap();
+        c.read_exact(&mut b[..16]).unwrap();
         assert!(sent.elapsed() >= Duration::from_millis(380), "held back");
         assert!(proxy.triggered_at().is_some());
 
