@@ -77,6 +77,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# One run per port range at a time: a second one would stop the first one's cluster.
+mkdir -p "$report_dir"
+exec 9>"$report_dir/.lock-$base"
+if ! flock -n 9; then
+  echo "[chaos] another chaos run uses ports $base..$((base + 19)) (lock $report_dir/.lock-$base); set CHAOS_PORT_BASE" >&2
+  trap - EXIT
+  exit 2
+fi
+
 scripts/setup.sh
 scripts/kafka/fetch.sh >/dev/null
 cleanup

@@ -53,27 +53,26 @@ pub fn spawn_producer(
         .spawn(move || {
             let n = job.partitions as usize;
             let mut k = 0;
-            let mut edited_at = None;
             while !job.generator.done() && !stop.load(Ordering::Relaxed) {
-                // The barrier and the edit before chunk k, once, before waiting there: the
-                // harness needs the drops the edit makes to know when every task applied it.
-                if edited_at != Some(k) {
-                    edited_at = Some(k);
+                // The barrier and the edit before chunk k, when the harness asks (it needs the
+                // drops the edit makes to know when every task applied it).
+                if lock(&progress).edit_requested == Some(k) {
                     for (at, name, yaml, evidence) in &job.edits {
-                        if *at == k {
-                            job.oracle.barrier(job.now);
-                            let campaigns = parse_campaigns(yaml, "edit", &job.limits)
-                                .expect("edits are valid campaigns");
-                            match job.oracle.apply_campaigns(&campaigns, job.now, evidence) {
-                                Ok(drops) => lock(&progress).edit_drops.push((
-                                    name.clone(),
-                                    evidence.clone(),
-                                    drops,
-                                )),
-                                Err(e) => {
-                                    lock(&progress).producer_error =
-                                        Some(format!("oracle edit: {e}"))
-                                }
+                        let done = lock(&progress).edit_drops.iter().any(|(n, _, _)| n == name);
+                        if *at != k || done {
+                            continue;
+                        }
+                        job.oracle.barrier(job.now);
+                        let campaigns = parse_campaigns(yaml, "edit", &job.limits)
+                            .expect("edits are valid campaigns");
+                        match job.oracle.apply_campaigns(&campaigns, job.now, evidence) {
+                            Ok(drops) => lock(&progress).edit_drops.push((
+                                name.clone(),
+                                evidence.clone(),
+                                drops,
+                            )),
+                            Err(e) => {
+                                lock(&progress).producer_error = Some(format!("oracle edit: {e}"))
                             }
                         }
                     }

@@ -377,8 +377,10 @@ kafka:
   heartbeat.interval.ms: "500"
   # Small fetches: the run paces Fetch responses through the proxies (a slow network), and
   # a small response holds up the requests behind it on the same connection only briefly.
+  # (librdkafka wants fetch.max.bytes >= message.max.bytes.)
   max.partition.fetch.bytes: "32768"
   fetch.max.bytes: "65536"
+  message.max.bytes: "65536"
 "#,
             app = self.app_id,
             interactions = self.interactions,
@@ -455,8 +457,10 @@ struct Barrier {
     decisions: kafka::Tail,
     /// Largest stream time of each task's committed progress records.
     stream_time: Vec<i64>,
-    /// (partition, follow-on) → committed DROPPED decisions.
+    /// (partition, follow-on) → committed DROPPED decisions of the follow-on of `evidence`.
     drops: std::collections::BTreeMap<(i32, String), usize>,
+    /// The follow-on whose drops show that the edit under way was applied.
+    evidence: String,
     /// No event time of the input is that late: a task whose committed progress shows a
     /// stream time past it has fired by the wall clock.
     run_start: i64,
@@ -470,16 +474,14 @@ struct Barrier {
 
 impl Barrier {
     fn read(&mut self) {
-        let codec: campaign_connector::codec::Codec<campaign_connector::model::TaskStateRecord> =
-            campaign_connector::codec::Codec::new(
-                "changelog",
-                &campaign_connector::codec::EncodingSettings::avro(),
-            )
-            .expect("the state codec");
+        use campaign_connector::codec::{Codec, EncodingSettings};
+        use campaign_connector::model::{Decision, DecisionOutcome, TaskStateRecord, PROGRESS_KEY};
+        let avro = EncodingSettings::avro();
+        let codec: Codec<TaskStateRecord> = Codec::new("changelog", &avro).expect("state codec");
         let st = &mut self.stream_time;
         self.changelog
-            .poll_for(Duration::from_millis(200), |p, key, value| {
-                if key == Some(campaign_connector::model::PROGRESS_KEY.as_bytes()) {
+            .poll_for(Duration::from_millis(500), |p, key, value| {
+                if key == Some(PROGRESS_KEY.as_bytes()) {
                     if let Some(t) = value
                         .and_then(|v| codec.decode(v).ok())
                         .and_then(|r| r.progress)
@@ -488,17 +490,19 @@ impl Barrier {
                     }
                 }
             });
-        let codec: campaign_connector::codec::Codec<campaign_connector::model::Decision> =
-            campaign_connector::codec::Codec::new(
-                "decisions",
-                &campaign_connector::codec::EncodingSettings::avro(),
-            )
-            .expect("the decision codec");
+        let codec: Codec<Decision> = Codec::new("decisions", &avro).expect("decision codec");
         let drops = &mut self.drops;
+        let evidence = self.evidence.as_bytes();
         self.decisions
-            .poll_for(Duration::from_millis(200), |p, _, value| {
-                if let Some(d) = value.and_then(|v| codec.decode(v).ok()) {
-                    if d.outcome == campaign_connector::model::DecisionOutcome::Dropped {
+            .poll_for(Duration::from_millis(500), |p, _, value| {
+                // Only decisions that name the edit's follow-on are decoded.
+                let Some(v) = value.filter(|v| {
+                    !evidence.is_empty() && v.windows(evidence.len()).any(|w| w == evidence)
+                }) else {
+                    return;
+                };
+                if let Ok(d) = codec.decode(v) {
+                    if d.outcome == DecisionOutcome::Dropped {
                         *drops.entry((p, d.follow_on_id)).or_default() += 1;
                     }
                 }
@@ -526,6 +530,7 @@ impl Barrier {
         stop_input: &AtomicBool,
     ) -> Result<(), String> {
         say(&format!("barrier before the {} edit", edit.name));
+        self.evidence = edit.evidence.to_string();
         let ends = lock(&self.progress).ends.clone();
         let limit = self.give_up_after;
         let drained = wait_until(&self.progress, self.deadline * 2, |p| {
@@ -542,13 +547,20 @@ impl Barrier {
         let late: Vec<usize> = (0..self.stream_time.len())
             .filter(|t| self.stream_time[*t] < since)
             .collect();
-        (self.publish)(edit.name, &edit.yaml)?;
+        // The oracle applies the edit at the same point (and says what it drops), then the
+        // connector gets it.
+        lock(&self.progress).edit_requested = Some(edit.at_chunk);
+        let name = edit.name;
+        wait_until(&self.progress, Duration::from_secs(60), |p| {
+            p.edit_drops.iter().any(|(n, _, _)| n == name) || p.producer_error.is_some()
+        });
         let expected = lock(&self.progress)
             .edit_drops
             .iter()
             .find(|(n, _, _)| n == edit.name)
             .map(|(_, _, d)| d.clone())
-            .unwrap_or_default();
+            .ok_or_else(|| format!("the oracle did not apply the {} edit", edit.name))?;
+        (self.publish)(edit.name, &edit.yaml)?;
         let evidence = edit.evidence.to_string();
         let applied = self.wait(self.deadline, |b| {
             expected.iter().enumerate().all(|(p, n)| {
@@ -577,6 +589,8 @@ impl Barrier {
                 f.start(id)?;
             }
         }
+        // The pause was the harness's: no progress was to be expected meanwhile.
+        lock(&self.progress).last_progress = Some(Instant::now());
         let ok = drained && fired && applied;
         let what = format!(
             "{} edit: input drained {drained}; every task's clock past all event time {fired}{}; edit applied by every task {applied} ({} drops of {evidence} expected); instances stopped {stopped:?} and restarted",
@@ -897,6 +911,7 @@ fn run(args: Args) -> Result<Report, String> {
         decisions: kafka::Tail::new(&direct, &names.decisions, PARTITIONS)?,
         stream_time: vec![i64::MIN; PARTITIONS as usize],
         drops: Default::default(),
+        evidence: String::new(),
         run_start,
         deadline: prof.recover_deadline,
         give_up_after: prof.give_up_after,

@@ -33,6 +33,8 @@ pub struct Progress {
     /// The producer writes chunks below this; `segment_written`: it has, and waits.
     pub target_chunk: usize,
     pub segment_written: bool,
+    /// The chunk before which the producer thread should apply the next edit to the oracle.
+    pub edit_requested: Option<usize>,
     /// Per edit: (name, evidence follow-on, per task: the drops the oracle made).
     pub edit_drops: Vec<(String, String, Vec<usize>)>,
     /// Per task: the changelog's end offset while the task still had input to process
