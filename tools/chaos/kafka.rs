@@ -29,10 +29,13 @@ pub fn client(bootstrap: &str) -> ClientConfig {
 
 // ------------------------------------------------------------------------------- producer
 
+/// Where a record landed (partition, offset), or why it did not.
+type Delivery = Result<(i32, i64), String>;
+
 #[derive(Default)]
 pub struct Deliveries {
-    /// Index of the record in its batch → (partition, offset) or the error.
-    results: Mutex<BTreeMap<usize, Result<(i32, i64), String>>>,
+    /// Index of the record in its batch → its delivery.
+    results: Mutex<BTreeMap<usize, Delivery>>,
 }
 
 impl ClientContext for Deliveries {}

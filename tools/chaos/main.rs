@@ -447,6 +447,9 @@ fn write_segment(progress: &progress::SharedProgress, target: usize) -> Result<(
     Ok(())
 }
 
+/// Publishes a campaigns file (name, YAML) through the CLI.
+type Publish = Box<dyn Fn(&str, &str) -> Result<(), String>>;
+
 /// Between two segments of input: the group processes everything, each task fires what is
 /// due by the wall clock, the edit is published and applied by every task, the instances
 /// stop, the next segment is written, the instances start again.
@@ -466,7 +469,7 @@ struct Barrier {
     run_start: i64,
     deadline: Duration,
     give_up_after: Duration,
-    publish: Box<dyn Fn(&str, &str) -> Result<(), String>>,
+    publish: Publish,
     baseline: Vec<String>,
     /// What happened at each barrier, and whether it went as it must.
     log: Vec<(String, bool)>,

@@ -25,6 +25,9 @@ use campaign_connector::validate::Limits;
 
 use crate::workload::{Content, Poison, Role};
 
+/// A record in the merge's order: (event time, topic rank, offset), the event, its topic.
+type Ordered = (i64, u8, i64, InputEvent, Role);
+
 /// A produced record where it landed.
 pub struct Landed<'a> {
     pub role: Role,
@@ -89,14 +92,14 @@ impl Oracle {
         now: i64,
         evidence: &str,
     ) -> Result<Vec<usize>, String> {
-        let mut drops = vec![0; self.tasks.len()];
+        let mut drops = Vec::with_capacity(self.tasks.len());
         for t in 0..self.tasks.len() {
             for c in campaigns {
                 self.tasks[t]
                     .apply_campaign(c, now, &mut self.scratch)
                     .map_err(|e| format!("{}: {e}", c.campaign_id))?;
             }
-            drops[t] = self
+            let dropped = self
                 .scratch
                 .iter()
                 .filter(|e| {
@@ -104,6 +107,7 @@ impl Oracle {
                         if d.follow_on_id == evidence && d.outcome == DecisionOutcome::Dropped)
                 })
                 .count();
+            drops.push(dropped);
             self.collect();
         }
         Ok(drops)
@@ -118,7 +122,7 @@ impl Oracle {
     /// One chunk, in production order. `now`: the wall clock the connector would pass (only
     /// `emitted_at` and the overdue policy see it; the workload keeps both independent of it).
     pub fn chunk(&mut self, records: &[Landed<'_>], now: i64) {
-        let mut per_task: BTreeMap<i32, Vec<(i64, u8, i64, InputEvent, Role)>> = BTreeMap::new();
+        let mut per_task: BTreeMap<i32, Vec<Ordered>> = BTreeMap::new();
         for r in records {
             let topic = self.topics[r.role as usize].clone();
             match r.content {

@@ -185,7 +185,7 @@ pub fn verify(
     let t = &mut v.dead_letters;
     t.expected = oracle.dead_letters.len();
     let mut dl_seen: BTreeMap<(String, i32, i64), usize> = BTreeMap::new();
-    for (_, e) in &oracle.dead_letters {
+    for e in oracle.dead_letters.values() {
         v.poison.entry(e.kind).or_default().0 += 1;
     }
     for r in read_all(bootstrap, &topics.dlq)? {
