@@ -2,7 +2,7 @@
 # Usage: scripts/chaos.sh [--profile ci|full] [--seed N] [--faults all|none|KIND,...]
 #                         [--poison all|none|KIND,...] [--instances N] [--events N]
 #                         [--fetch-limit KB/s]
-#                         [--debug] [--write-docs]
+#                         [--debug] [--bin CONNECTOR] [--write-docs]
 #
 # The fault matrix: starts a local three-broker Kafka cluster (scripts/kafka/cluster.sh)
 # whose client listener is advertised at TCP proxies, runs connector instances (the release
@@ -29,6 +29,8 @@
 #                    faults take)
 #   --debug          use the dev-profile binaries (what `cargo test` builds) instead of
 #                    building release ones; slower, so a smaller input lasts as long
+#   --bin PATH       run this connector binary instead of the one built here (another
+#                    build of the product, e.g. a release candidate)
 #   --write-docs     put the run's report into docs/reliability.md ("Last run" section)
 #
 # Env:
@@ -42,6 +44,7 @@ profile=ci
 seed=""
 write_docs=false
 build_profile=release
+connector=""
 pass=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -50,6 +53,7 @@ while [[ $# -gt 0 ]]; do
     --faults|--events|--poison|--instances|--fetch-limit) pass+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
     --write-docs) write_docs=true; shift ;;
     --debug) build_profile=debug; shift ;;
+    --bin) connector="${2:?--bin needs a path}"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -103,7 +107,8 @@ echo "[chaos] profile $profile, seed $seed (reproduce: scripts/chaos.sh --profil
 # Its own process group (job control), so that cleanup can end it and its children.
 set -m
 "target/$build_profile/examples/chaos" --profile "$profile" --seed "$seed" --port-base "$base" \
-  --bin "target/$build_profile/campaign-connector" --repo . --report "$report" ${pass[@]+"${pass[@]}"} &
+  --bin "${connector:-target/$build_profile/campaign-connector}" --repo . --report "$report" \
+  ${pass[@]+"${pass[@]}"} &
 chaos_pid=$!
 set +m
 rc=0
