@@ -40,6 +40,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+args=("$@")
 profile=ci
 seed=""
 write_docs=false
@@ -59,8 +60,14 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ "$profile" == ci || "$profile" == full ]] || { echo "--profile must be ci or full" >&2; exit 2; }
-[[ -z "$seed" ]] && seed="$(( (RANDOM << 15 | RANDOM) % 1000000 ))"
+if [[ -z "$seed" ]]; then
+  seed="$(( (RANDOM << 15 | RANDOM) % 1000000 ))"
+  args+=(--seed "$seed")
+fi
 [[ "$seed" =~ ^[0-9]+$ ]] || { echo "--seed must be a number" >&2; exit 2; }
+# What reproduces this run (the program prints it with its report).
+reproduce="scripts/chaos.sh ${args[*]}"
+export CHAOS_REPRODUCE="$reproduce"
 
 base="${CHAOS_PORT_BASE:-19300}"
 export KAFKA_CLUSTER_PORT_BASE="$base"
@@ -103,7 +110,7 @@ scripts/kafka/cluster.sh start
 scripts/kafka/cluster.sh wait-ready
 mkdir -p "$report_dir"
 
-echo "[chaos] profile $profile, seed $seed (reproduce: scripts/chaos.sh --profile $profile --seed $seed${pass[*]:+ ${pass[*]}})"
+echo "[chaos] profile $profile, seed $seed (reproduce: $reproduce)"
 # Its own process group (job control), so that cleanup can end it and its children.
 set -m
 "target/$build_profile/examples/chaos" --profile "$profile" --seed "$seed" --port-base "$base" \
@@ -122,8 +129,7 @@ if $write_docs && [[ -f "$report" ]]; then
   grep -q "$begin" "$doc" && grep -q "$end" "$doc" || { echo "$doc has no $begin/$end markers" >&2; exit 2; }
   {
     sed "/$begin/q" "$doc"
-    printf '\nRun on %s with `scripts/chaos.sh --profile %s --seed %s%s`:\n\n' \
-      "$(date -u +%F)" "$profile" "$seed" "${pass[*]:+ ${pass[*]}}"
+    printf '\nRun on %s with `%s`:\n\n' "$(date -u +%F)" "$reproduce"
     cat "$report"
     echo
     sed -n "/$end/,\$p" "$doc"
@@ -133,6 +139,6 @@ if $write_docs && [[ -f "$report" ]]; then
 fi
 
 if ((rc != 0)); then
-  echo "[chaos] FAILED (exit $rc). Reproduce with: scripts/chaos.sh --profile $profile --seed $seed${pass[*]:+ ${pass[*]}}" >&2
+  echo "[chaos] FAILED (exit $rc). Reproduce with: $reproduce" >&2
 fi
 exit "$rc"

@@ -109,7 +109,7 @@ fn profile(name: &str) -> Option<Profile> {
             name: "full",
             shape: Shape {
                 events: 1_000_000,
-                users: 100_000,
+                users: 50_000,
                 poison_every: 10_000,
             },
             chunks: 250,
@@ -129,7 +129,7 @@ fn profile(name: &str) -> Option<Profile> {
             stall: Duration::from_secs(15),
             recover_deadline: Duration::from_secs(240),
             give_up_after: Duration::from_secs(300),
-            fetch_kb_per_s: 150,
+            fetch_kb_per_s: 45,
         }),
         _ => None,
     }
@@ -1285,10 +1285,12 @@ fn run(args: Args) -> Result<Report, String> {
         verification: Some(verification),
         checks,
         elapsed: started.elapsed(),
-        reproduce: format!(
-            "scripts/chaos.sh --profile {} --seed {}{faults_arg}",
-            prof.name, args.seed
-        ),
+        reproduce: std::env::var("CHAOS_REPRODUCE").unwrap_or_else(|_| {
+            format!(
+                "scripts/chaos.sh --profile {} --seed {}{faults_arg}",
+                prof.name, args.seed
+            )
+        }),
     };
     drop(p);
     drop(f);
