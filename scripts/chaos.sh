@@ -40,7 +40,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-args=("$@")
+args=()
+for a in "$@"; do [[ "$a" == --write-docs ]] || args+=("$a"); done
 profile=ci
 seed=""
 write_docs=false
