@@ -8,12 +8,20 @@
 #     certificate and SCRAM user generated for this run by scripts/kafka/sasl-ssl.sh.
 # Both are started before either is waited for. The script also fetches the Apache Avro Java
 # library and the Kafka Java client (Maven Central) for the Java interoperability tests
-# (tests/java_interop.rs), which fail without them.
+# (tests/java_interop.rs), and builds the benchmark suite's Kafka Streams application
+# (scripts/java/streams-peer.sh) for tests/streams_peer.rs; both fail without them. Then,
+# with those brokers stopped again, the fault matrix in its ci profile (scripts/chaos.sh,
+# docs/reliability.md): a three-broker cluster of its own on CHAOS_TEST_PORT_BASE..+19,
+# connector instances killed, partitioned and rebalanced while they work, every output
+# compared with the engine. A red run prints its seed and the command that reproduces it.
 #
 # Usage: scripts/test.sh [extra cargo test args]   (e.g. --test kafka_security: that target only)
 # Env:   KAFKA_TEST_PORT (default 19092): the port of the test broker (+1: its controller).
 #        KAFKA_SASL_TEST_PORT (default 19492): PLAINTEXT port of the secured broker
 #        (+1: its controller, +2: its SASL_SSL listener).
+#        CHAOS_TEST_PORT_BASE (default 19350): the fault matrix's ports (20 from there).
+#        CHAOS_ARGS: extra arguments of scripts/chaos.sh (e.g. "--seed 42").
+#        CHAOS=0 skips the fault matrix; CHAOS=1 runs it even when arguments select targets.
 # Exports to the tests: KAFKA_BOOTSTRAP; KAFKA_SASL_BOOTSTRAP, KAFKA_SASL_CA,
 #        KAFKA_SASL_USER, KAFKA_SASL_PASSWORD, KAFKA_SASL_PLAINTEXT_BOOTSTRAP.
 set -euo pipefail
@@ -51,6 +59,8 @@ trap cleanup EXIT
 cleanup
 scripts/kafka/fetch.sh
 scripts/java/fetch.sh >/dev/null
+# The Kafka Streams application of the benchmark suite (tests/streams_peer.rs).
+scripts/java/streams-peer.sh >/dev/null
 
 # Fresh CA, certificate and SCRAM password for every run; the SCRAM user is created when
 # the (fresh) storage is formatted.
@@ -74,3 +84,11 @@ unset KAFKA_SASL_FORMAT_ARGS
 # Unit, integration and doc tests (benchmarks are built by clippy and run by hand); the
 # arguments may select targets (`scripts/test.sh --test kafka_security`).
 cargo test --locked "$@"
+
+# The fault matrix, on the dev-profile binaries `cargo test` just built. Skipped when the
+# arguments select test targets (unless CHAOS=1), or with CHAOS=0.
+if [[ "${CHAOS:-}" == 1 || ( $# -eq 0 && "${CHAOS:-}" != 0 ) ]]; then
+  cleanup
+  # shellcheck disable=SC2086  # CHAOS_ARGS is a list of arguments
+  CHAOS_PORT_BASE="${CHAOS_TEST_PORT_BASE:-19350}" scripts/chaos.sh --profile ci --debug ${CHAOS_ARGS:-}
+fi

@@ -9,7 +9,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use broker::*;
-use campaign_connector::model::DecisionOutcome;
 use campaign_connector::model::InteractionKind::*;
 
 /// Runs a scripts/kafka command against the test broker (scripts/test.sh exports its
@@ -45,18 +44,7 @@ fn a_broker_restart_mid_processing_is_ridden_out_with_exact_output() {
             .map(|u| interaction(&format!("{u}-t"), u, "abandoned-cart", PushReceived, t))
             .collect::<Vec<_>>(),
     );
-    let mut decisions = w.reader("decisions");
-    wait_for("20 committed schedules", Duration::from_secs(60), || {
-        decisions.drain(Duration::from_millis(200));
-        (decisions
-            .decisions()
-            .iter()
-            .filter(|d| d.outcome == DecisionOutcome::Scheduled)
-            .count()
-            >= 20)
-            .then_some(())
-    });
-    drop(decisions);
+    wait_scheduled(&w, 20);
 
     // The timers are pending while the broker goes away and comes back.
     broker_script("stop.sh");
@@ -72,22 +60,24 @@ fn a_broker_restart_mid_processing_is_ridden_out_with_exact_output() {
             .map(|u| interaction(&format!("{u}-t"), u, "abandoned-cart", PushReceived, t))
             .collect::<Vec<_>>(),
     );
+    let expected: BTreeSet<String> = before.into_iter().chain(after).collect();
     let mut commands = w.send_commands();
-    commands.until_count(40, Duration::from_secs(120));
+    let arrived = wait_for_count(&mut commands, 40, Duration::from_secs(120));
     assert!(
         instance.child_running(),
         "the connector exited during the broker restart:\n{}",
         instance.log_text()
     );
     assert_eq!(instance.stop(Duration::from_secs(60)), Some(0));
+    assert!(arrived, "not every command arrived");
+    assert_commands(&w, &expected);
+}
 
-    let mut reader = w.send_commands();
-    reader.read_to_end(Duration::from_secs(60));
-    let sent = reader.commands();
-    let ids: BTreeSet<&str> = sent.iter().map(|c| c.command_id.as_str()).collect();
-    assert_eq!(ids.len(), sent.len(), "a command id twice");
-    let users: BTreeSet<String> = sent.iter().map(|c| c.user_id.clone()).collect();
-    let expected: BTreeSet<String> = before.into_iter().chain(after).collect();
-    assert_eq!(users, expected);
-    assert_eq!(sent.len(), 40);
+/// Reads until `n` records arrived or the deadline passed; whether they did.
+fn wait_for_count(reader: &mut Reader, n: usize, deadline: Duration) -> bool {
+    let started = std::time::Instant::now();
+    while reader.records.len() < n && started.elapsed() < deadline {
+        reader.drain(Duration::from_millis(200));
+    }
+    reader.records.len() >= n
 }

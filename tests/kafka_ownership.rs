@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use broker::*;
 use campaign_connector::model::InteractionKind::*;
-use campaign_connector::model::{DecisionOutcome, UserEventType};
+use campaign_connector::model::UserEventType;
 
 /// Triggers for `users` (delay from the campaign), and a purchase inside the window for
 /// every even-numbered one, produced after the triggers as they happen (a record that is
@@ -45,76 +45,12 @@ fn story(w: &World, prefix: &str, users: std::ops::Range<usize>, t: i64) -> BTre
     expected
 }
 
-/// Fails with every decision about the users that differ, when the committed commands are
-/// not the expected ones.
-fn assert_commands(w: &World, expected: &BTreeSet<String>) {
-    let got = committed_users(w);
-    if &got == expected {
-        return;
-    }
-    let differ: BTreeSet<&String> = got.symmetric_difference(expected).collect();
-    let mut decisions = w.reader("decisions");
-    decisions.read_to_end(Duration::from_secs(60));
-    let mut story = String::new();
-    for d in decisions.decisions() {
-        if differ.contains(&d.user_id) {
-            story.push_str(&format!(
-                "{} {:?} {:?} trigger {:?} cause {:?} at {:?}\n",
-                d.user_id, d.outcome, d.reason, d.trigger_event_id, d.cause_event_id, d.source
-            ));
-        }
-    }
-    panic!(
-        "extra: {:?}\nmissing: {:?}\ntheir decisions:\n{story}",
-        got.difference(expected).collect::<Vec<_>>(),
-        expected.difference(&got).collect::<Vec<_>>()
-    );
-}
-
-/// Reads every committed command to the end offsets; fails on a duplicate command id.
-fn committed_users(w: &World) -> BTreeSet<String> {
-    let mut reader = w.send_commands();
-    reader.read_to_end(Duration::from_secs(60));
-    let mut ids = BTreeSet::new();
-    let mut users = BTreeSet::new();
-    for c in reader.commands() {
-        assert!(
-            ids.insert(c.command_id.clone()),
-            "command {} twice",
-            c.command_id
-        );
-        assert!(
-            users.insert(c.user_id.clone()),
-            "user {} got two commands",
-            c.user_id
-        );
-        assert!(
-            c.emitted_at >= c.due_at,
-            "{} fired before its due time",
-            c.user_id
-        );
-    }
-    users
-}
-
-fn wait_scheduled(w: &World, at_least: usize) {
-    let mut decisions = w.reader("decisions");
-    wait_for("committed schedules", Duration::from_secs(60), || {
-        decisions.drain(Duration::from_millis(200));
-        (decisions
-            .decisions()
-            .iter()
-            .filter(|d| d.outcome == DecisionOutcome::Scheduled)
-            .count()
-            >= at_least)
-            .then_some(())
-    });
-}
-
 #[test]
 fn three_instances_under_membership_churn_never_split_a_task() {
     let mut w = World::new("churn", 6);
     w.set("STATIC_MEMBERSHIP", "false");
+    // Two member loops per instance: six group members sharing out six tasks.
+    w.set("PROCESSING_THREADS", "2");
     w.create_topics();
     w.publish(&cart_campaigns("5s"));
     let mut instances: Vec<Option<Instance>> = ["i0", "i1", "i2"]
@@ -123,6 +59,11 @@ fn three_instances_under_membership_churn_never_split_a_task() {
         .collect();
     let group = w.stable_group(3, Duration::from_secs(90));
     assert_tasks_whole(&w, &group, "after three instances joined");
+    assert_eq!(
+        group.len(),
+        6,
+        "one group member per processing thread: {group:?}"
+    );
 
     let mut expected = BTreeSet::new();
     let mut scheduled = 0;

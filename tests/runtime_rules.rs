@@ -121,6 +121,13 @@ fn an_empty_input_is_passed_by_only_once_the_broker_confirmed_it_after_the_other
 }
 
 #[test]
+fn a_quiet_input_is_confirmed_at_most_once_per_interval_so_records_gather() {
+    assert_eq!(confirm_at(0, 1_000), None, "never asked: ask now");
+    assert_eq!(confirm_at(1_000, 1_004), Some(1_000 + CONFIRM_INTERVAL_MS));
+    assert_eq!(confirm_at(1_000, 1_000 + CONFIRM_INTERVAL_MS), None);
+}
+
+#[test]
 fn backpressure_pauses_above_the_bound_and_resumes_below_half_of_it() {
     let b = Backpressure { max_buffered: 100 };
     assert_eq!(b.decide(101, false), Flow::Pause);
@@ -147,26 +154,19 @@ fn commits_follow_the_interval_on_a_fake_clock() {
     assert!(c.due(1_230));
 }
 
-fn idle() -> Wakeup {
-    Wakeup {
-        runnable: false,
-        restoring: false,
-        merge_deadline: None,
-        next_due: None,
-        commit_at: None,
-        retry_at: None,
-    }
-}
-
 #[test]
 fn the_loop_blocks_until_its_next_duty_instead_of_spinning() {
     let now = 10_000;
-    assert_eq!(poll_timeout_ms(&idle(), now, 100), 100, "idle: the cap");
+    assert_eq!(
+        poll_timeout_ms(&Wakeup::idle(), now, 100),
+        100,
+        "idle: the cap"
+    );
     assert_eq!(
         poll_timeout_ms(
             &Wakeup {
                 runnable: true,
-                ..idle()
+                ..Wakeup::idle()
             },
             now,
             100
@@ -177,7 +177,7 @@ fn the_loop_blocks_until_its_next_duty_instead_of_spinning() {
     // A merge waiting 500 ms for an empty input does not make the loop spin.
     let waiting = Wakeup {
         merge_deadline: Some(now + 500),
-        ..idle()
+        ..Wakeup::idle()
     };
     assert_eq!(poll_timeout_ms(&waiting, now, 100), 100);
     assert_eq!(poll_timeout_ms(&waiting, now + 460, 100), 40);
@@ -192,12 +192,12 @@ fn the_loop_blocks_until_its_next_duty_instead_of_spinning() {
         next_due: Some(now + 30),
         commit_at: Some(now + 50),
         retry_at: Some(now + 70),
-        ..idle()
+        ..Wakeup::idle()
     };
     assert_eq!(poll_timeout_ms(&w, now, 100), 30);
     let restoring = Wakeup {
         restoring: true,
-        ..idle()
+        ..Wakeup::idle()
     };
     assert!(
         poll_timeout_ms(&restoring, now, 100) <= 10,

@@ -17,6 +17,8 @@
 #                          `listeners=...` to add a SASL_SSL listener). The tokens
 #                          @KAFKA_PORT@, @KAFKA_CONTROLLER_PORT@, @KAFKA_DATA_DIR@ in it
 #                          are replaced by their values.
+#   KAFKA_CLUSTER_ID       cluster id to format fresh storage with (default: a new random
+#                          one); the nodes of one cluster (scripts/kafka/cluster.sh) share it
 #   KAFKA_FORMAT_EXTRA_ARGS  extra arguments of `kafka-storage format`, used only when the
 #                          storage is formatted (first start of a data dir); split on
 #                          whitespace, no globbing. E.g. SCRAM users:
@@ -112,7 +114,7 @@ EOF
 # --- format storage once (fresh random cluster id) --------------------------------------
 if [[ ! -f "$KAFKA_LOG_DIRS/meta.properties" ]]; then
   # Kafka Uuid: 16 random bytes, URL-safe base64 without padding; avoid a leading '-'.
-  cluster_id=""
+  cluster_id="${KAFKA_CLUSTER_ID:-}"
   while [[ -z "$cluster_id" || "$cluster_id" == -* ]]; do
     cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
   done

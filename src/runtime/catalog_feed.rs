@@ -14,7 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::codecs::Codecs;
 use super::config::Settings;
@@ -174,9 +174,10 @@ impl CatalogFeed {
                     update => updates.push(update),
                 },
                 Some(Err(KafkaError::PartitionEOF(_))) | None => break,
+                // Transport trouble (a broker outage queues many such events): the
+                // client retries by itself; read on.
                 Some(Err(e)) => {
-                    warn!(topic = self.topic, error = %e, "catalog reader error; retrying");
-                    break;
+                    debug!(topic = self.topic, error = %e, "catalog reader error; the client retries");
                 }
             }
         }

@@ -91,6 +91,8 @@ impl Core {
             }
         }
         if had_work {
+            // Decisions and pending timers are visible as soon as they are committed.
+            self.report_task_metrics(consumer);
             self.metrics
                 .commit_seconds
                 .observe(started.elapsed().as_secs_f64());

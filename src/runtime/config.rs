@@ -131,6 +131,12 @@ pub struct RawConfig {
     /// the instance stops instead of retrying: a broker or registry outage shorter than
     /// this is ridden out.
     pub retry_budget: String,
+    /// Processing threads of the instance; 0 (the default) means one per core. Each thread
+    /// is a consumer-group member of its own (group instance and transactional id
+    /// `<instance_id>-t<k>` for threads after the first; the client id stays the instance
+    /// id) with its own tasks and transactional producer.
+    #[serde(deserialize_with = "native_or_text")]
+    pub processing_threads: i32,
     /// `classic` (range assignor, default) or `consumer` (KIP-848, broker-side range).
     pub group_protocol: GroupProtocol,
     /// Static group membership with `instance_id` as `group.instance.id` (default true): a
@@ -174,6 +180,7 @@ impl Default for RawConfig {
             restore_log_interval: "5s".into(),
             max_future_skew: "1h".into(),
             retry_budget: "10m".into(),
+            processing_threads: 0,
             group_protocol: GroupProtocol::Classic,
             static_membership: true,
             http_listen: "127.0.0.1:9464".into(),
@@ -202,6 +209,10 @@ pub struct Settings {
     pub restore_log_interval: Duration,
     pub max_future_skew: Duration,
     pub retry_budget: Duration,
+    /// Member loops of the instance (at least 1).
+    pub processing_threads: usize,
+    /// Which member loop of the instance these settings are for (0 for the instance).
+    pub member: usize,
     pub group_protocol: GroupProtocol,
     pub static_membership: bool,
     pub http_listen: Option<String>,
@@ -228,7 +239,25 @@ impl Settings {
     /// The transactional id of this instance: stable across restarts, so that a restarted
     /// instance fences its own previous incarnation.
     pub fn transactional_id(&self) -> String {
-        format!("{}-{}", self.application_id, self.instance_id)
+        format!("{}-{}", self.application_id, self.member_id())
+    }
+
+    /// This member loop's identity in the group (`group.instance.id`) and in transactions:
+    /// the instance id for the first member loop — a one-thread instance is what it always
+    /// was — and `<instance_id>-t<k>` for the others. Stable across restarts.
+    pub fn member_id(&self) -> String {
+        match self.member {
+            0 => self.instance_id.clone(),
+            k => format!("{}-t{k}", self.instance_id),
+        }
+    }
+
+    /// The settings of member loop `k` (see [`Settings::member_id`]).
+    pub fn member(&self, k: usize) -> Settings {
+        Settings {
+            member: k,
+            ..self.clone()
+        }
     }
 
     /// The encoding of a topic role.
@@ -342,6 +371,17 @@ impl RawConfig {
             restore_log_interval: duration("restore_log_interval", &self.restore_log_interval)?,
             max_future_skew: duration("max_future_skew", &self.max_future_skew)?,
             retry_budget: duration("retry_budget", &self.retry_budget)?,
+            member: 0,
+            processing_threads: match self.processing_threads {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n if n > 0 => n as usize,
+                n => {
+                    return Err(invalid(
+                        "processing_threads",
+                        format!("{n}: must be 0 (one per core) or a positive count"),
+                    ))
+                }
+            },
             group_protocol: self.group_protocol,
             static_membership: self.static_membership,
             http_listen: Some(self.http_listen).filter(|l| !l.trim().is_empty()),

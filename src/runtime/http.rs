@@ -24,13 +24,17 @@ use super::metrics::Metrics;
 /// How long the loop may go without a heartbeat before `/healthz` fails.
 const STALL_MS: i64 = 60_000;
 
-/// What the loop tells the HTTP thread.
+/// What one member loop (a processing thread) tells the HTTP thread.
 #[derive(Debug, Default)]
 pub struct Health {
     /// Wall clock of the loop's last iteration (epoch ms).
     pub heartbeat_ms: AtomicI64,
     pub ready: AtomicBool,
     pub not_ready: Mutex<String>,
+    /// Tasks of the member being restored.
+    pub restoring: AtomicI64,
+    /// Timers of the member's tasks more than a minute past due.
+    pub overdue: AtomicI64,
 }
 
 impl Health {
@@ -44,6 +48,13 @@ impl Health {
     }
 }
 
+/// The member loops of the instance, as the HTTP thread sees them.
+struct Members {
+    instance_id: String,
+    health: Vec<Arc<Health>>,
+    admin: Vec<Sender<AdminRequest>>,
+}
+
 /// A question for the loop.
 pub enum AdminRequest {
     /// A user's pending timers and receipts.
@@ -55,22 +66,29 @@ pub enum AdminRequest {
     Tasks { reply: Sender<(u16, Value)> },
 }
 
-/// Starts the server on `listen`. Returns the request receiver the loop drains.
+/// Starts the server on `listen` for `members` member loops. Returns one admin request
+/// receiver per member, for its loop to drain.
 pub fn start(
     listen: &str,
     token: Option<String>,
     metrics: Arc<Metrics>,
-    health: Arc<Health>,
-) -> Result<(Receiver<AdminRequest>, JoinHandle<()>), String> {
+    instance_id: &str,
+    health: Vec<Arc<Health>>,
+) -> Result<(Vec<Receiver<AdminRequest>>, JoinHandle<()>), String> {
     let server = Server::http(listen).map_err(|e| format!("http_listen {listen}: {e}"))?;
     info!(listen, "http server: /metrics /healthz /readyz /admin");
-    let (tx, rx) = mpsc::channel();
+    let (senders, receivers): (Vec<_>, Vec<_>) = health.iter().map(|_| mpsc::channel()).unzip();
+    let members = Members {
+        instance_id: instance_id.to_string(),
+        health,
+        admin: senders,
+    };
     let handle = std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
             for request in server.incoming_requests() {
                 let (status, body, content_type) =
-                    route(&request, token.as_deref(), &metrics, &health, &tx);
+                    route(&request, token.as_deref(), &metrics, &members);
                 let header = Header::from_bytes(&b"Content-Type"[..], content_type.as_bytes())
                     .expect("valid header");
                 let response = Response::from_string(body)
@@ -82,7 +100,7 @@ pub fn start(
             }
         })
         .map_err(|e| e.to_string())?;
-    Ok((rx, handle))
+    Ok((receivers, handle))
 }
 
 fn now_ms() -> i64 {
@@ -96,8 +114,7 @@ fn route(
     request: &Request,
     token: Option<&str>,
     metrics: &Metrics,
-    health: &Health,
-    admin: &Sender<AdminRequest>,
+    members: &Members,
 ) -> (u16, String, &'static str) {
     const TEXT: &str = "text/plain; charset=utf-8";
     const JSON: &str = "application/json";
@@ -106,9 +123,26 @@ fn route(
     }
     let path = request.url().split('?').next().unwrap_or("");
     match path {
-        "/metrics" => (200, metrics.render(), "text/plain; version=0.0.4"),
+        "/metrics" => {
+            // Instance-wide gauges are the sum of what the members report.
+            let sum = |f: fn(&Health) -> i64| members.health.iter().map(|h| f(h)).sum::<i64>();
+            metrics.ready.set(all_ready(members) as i64);
+            metrics
+                .restore_in_progress
+                .set(sum(|h| h.restoring.load(Ordering::Relaxed)));
+            metrics
+                .overdue_timers
+                .set(sum(|h| h.overdue.load(Ordering::Relaxed)));
+            (200, metrics.render(), "text/plain; version=0.0.4")
+        }
         "/healthz" => {
-            let age = now_ms() - health.heartbeat_ms.load(Ordering::Relaxed);
+            let oldest = members
+                .health
+                .iter()
+                .map(|h| h.heartbeat_ms.load(Ordering::Relaxed))
+                .min()
+                .unwrap_or(0);
+            let age = now_ms() - oldest;
             if age < STALL_MS {
                 (
                     200,
@@ -118,21 +152,22 @@ fn route(
             } else {
                 (
                     503,
-                    format!("the processing loop has not run for {age} ms\n"),
+                    format!("a processing loop has not run for {age} ms\n"),
                     TEXT,
                 )
             }
         }
         "/readyz" => {
-            if health.ready.load(Ordering::Relaxed) {
+            if all_ready(members) {
                 (200, "ready\n".into(), TEXT)
             } else {
-                let reason = health
-                    .not_ready
-                    .lock()
-                    .map(|r| r.clone())
-                    .unwrap_or_default();
-                (503, format!("not ready: {reason}\n"), TEXT)
+                let reasons: Vec<String> = members
+                    .health
+                    .iter()
+                    .filter(|h| !h.ready.load(Ordering::Relaxed))
+                    .map(|h| h.not_ready.lock().map(|r| r.clone()).unwrap_or_default())
+                    .collect();
+                (503, format!("not ready: {}\n", reasons.join("; ")), TEXT)
             }
         }
         p if p.starts_with("/admin/") => {
@@ -150,13 +185,9 @@ fn route(
                     );
                 }
             }
-            let (reply, answer) = mpsc::channel();
-            let ask = match p.strip_prefix("/admin/users/") {
-                Some(user) if !user.is_empty() => AdminRequest::User {
-                    user_id: percent_decode(user),
-                    reply,
-                },
-                _ if p == "/admin/tasks" => AdminRequest::Tasks { reply },
+            let user = match p.strip_prefix("/admin/users/") {
+                Some(user) if !user.is_empty() => Some(percent_decode(user)),
+                _ if p == "/admin/tasks" => None,
                 _ => {
                     return (
                         404,
@@ -165,24 +196,60 @@ fn route(
                     )
                 }
             };
-            if admin.send(ask).is_err() {
-                return (
-                    503,
-                    json!({"error": "the instance is shutting down"}).to_string(),
-                    JSON,
-                );
-            }
-            match answer.recv_timeout(Duration::from_secs(10)) {
-                Ok((status, body)) => (status, body.to_string(), JSON),
-                Err(_) => (
-                    503,
-                    json!({"error": "the instance did not answer in time"}).to_string(),
-                    JSON,
-                ),
-            }
+            let answers = ask_members(members, user.as_deref());
+            let (status, body) = match (user, answers) {
+                (_, None) => (503, json!({"error": "the instance did not answer in time"})),
+                // The tasks of every member, as one instance.
+                (None, Some(answers)) => {
+                    let tasks: Vec<Value> = answers
+                        .iter()
+                        .flat_map(|(_, a)| a["tasks"].as_array().cloned().unwrap_or_default())
+                        .collect();
+                    (
+                        200,
+                        json!({"instance": members.instance_id, "tasks": tasks}),
+                    )
+                }
+                // The member that owns the user's task answers; else "owned elsewhere".
+                (Some(_), Some(answers)) => answers
+                    .iter()
+                    .find(|(status, _)| *status != 409)
+                    .or_else(|| answers.first())
+                    .cloned()
+                    .unwrap_or((503, json!({"error": "no processing loop"}))),
+            };
+            (status, body.to_string(), JSON)
         }
         _ => (404, "not found\n".into(), TEXT),
     }
+}
+
+fn all_ready(members: &Members) -> bool {
+    members
+        .health
+        .iter()
+        .all(|h| h.ready.load(Ordering::Relaxed))
+}
+
+/// Asks every member loop; `None` when one does not answer in time.
+fn ask_members(members: &Members, user: Option<&str>) -> Option<Vec<(u16, Value)>> {
+    let mut pending = Vec::new();
+    for admin in &members.admin {
+        let (reply, answer) = mpsc::channel();
+        let ask = match user {
+            Some(user_id) => AdminRequest::User {
+                user_id: user_id.to_string(),
+                reply,
+            },
+            None => AdminRequest::Tasks { reply },
+        };
+        admin.send(ask).ok()?;
+        pending.push(answer);
+    }
+    pending
+        .into_iter()
+        .map(|answer| answer.recv_timeout(Duration::from_secs(10)).ok())
+        .collect()
 }
 
 /// Decodes `%XX` escapes of a path segment.

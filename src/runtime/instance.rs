@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Receiver;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +31,7 @@ use super::catalog_feed::CatalogFeed;
 use super::codecs::Codecs;
 use super::config::{ProcessingGuarantee, Settings};
 use super::error::{Recovery, RuntimeError};
-use super::http::Health;
+use super::http::{AdminRequest, Health};
 use super::input::{arrive, EdgeChecks, InputTopics};
 use super::kafka::{check_co_partitioning, standalone_consumer};
 use super::metrics::Metrics;
@@ -99,6 +100,8 @@ pub struct Core {
     pub topics: Arc<InputTopics>,
     /// Input partitions paused, by (rank, partition).
     pub paused: BTreeSet<(usize, i32)>,
+    /// When a consumer error was last logged (they come in bursts).
+    pub last_consumer_error_log: TimestampMs,
 }
 
 impl Core {
@@ -133,25 +136,85 @@ impl Core {
 /// Runs the connector until `shutdown` is set, or until an error that retrying cannot fix.
 pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeError> {
     let partitions = check_co_partitioning(&settings)?;
-    info!(partitions, "topics checked");
-    let codecs = Codecs::new(&settings).map_err(RuntimeError::Codec)?;
+    info!(
+        partitions,
+        threads = settings.processing_threads,
+        "topics checked"
+    );
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
-    health.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-    health.set_ready(false, "loading the catalog");
-    let admin = match &settings.http_listen {
-        Some(listen) => Some(
-            super::http::start(
-                listen,
-                settings.admin_token.clone(),
-                metrics.clone(),
-                health.clone(),
-            )
-            .map_err(RuntimeError::Setup)?
-            .0,
-        ),
-        None => None,
+    let members: Vec<Settings> = (0..settings.processing_threads)
+        .map(|k| settings.member(k))
+        .collect();
+    let health: Vec<Arc<Health>> = members
+        .iter()
+        .map(|_| {
+            let h = Arc::new(Health::default());
+            h.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
+            h.set_ready(false, "loading the catalog");
+            h
+        })
+        .collect();
+    let mut admin: Vec<Option<Receiver<AdminRequest>>> = match &settings.http_listen {
+        Some(listen) => super::http::start(
+            listen,
+            settings.admin_token.clone(),
+            metrics.clone(),
+            &settings.instance_id,
+            health.clone(),
+        )
+        .map_err(RuntimeError::Setup)?
+        .0
+        .into_iter()
+        .map(Some)
+        .collect(),
+        None => members.iter().map(|_| None).collect(),
     };
+    // One member loop per processing thread: each a consumer-group member with its own
+    // consumer, transactional producer and tasks, so nothing on the hot path is shared.
+    let threads: Vec<_> = members
+        .into_iter()
+        .enumerate()
+        .map(|(k, member)| {
+            let (metrics, health, shutdown) =
+                (metrics.clone(), health[k].clone(), shutdown.clone());
+            let admin = admin[k].take();
+            std::thread::Builder::new()
+                .name(format!("member-{k}"))
+                .spawn(move || {
+                    let result =
+                        run_member(member, partitions, shutdown.clone(), metrics, health, admin);
+                    if result.is_err() {
+                        // One member cannot go on: the instance stops (and restarts whole).
+                        shutdown.store(true, Ordering::Relaxed);
+                    }
+                    result
+                })
+                .map_err(|e| RuntimeError::Setup(format!("starting processing thread {k}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut first_error = None;
+    for t in threads {
+        let result = t
+            .join()
+            .unwrap_or_else(|_| Err(RuntimeError::Setup("a processing thread panicked".into())));
+        if let Err(e) = result {
+            first_error.get_or_insert(e);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+/// One member loop: a consumer-group member with its tasks, until `shutdown` is set or an
+/// error that retrying cannot fix.
+fn run_member(
+    settings: Settings,
+    partitions: usize,
+    shutdown: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    admin: Option<Receiver<AdminRequest>>,
+) -> Result<(), RuntimeError> {
+    let codecs = Codecs::new(&settings).map_err(RuntimeError::Codec)?;
     let mut catalog_reader = CatalogFeed::start(&settings)?;
     let output = Output::new(&settings)?;
     let restorer = Restorer::new(
@@ -186,6 +249,7 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
             &settings.topics.user_events,
         )?),
         paused: BTreeSet::new(),
+        last_consumer_error_log: 0,
         settings: settings.clone(),
     })));
 
@@ -204,14 +268,7 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
         .subscribe(&[t.interactions.as_str(), t.user_events.as_str()])
         .map_err(RuntimeError::kafka("subscribing to the inputs"))?;
 
-    let mut wake = Wakeup {
-        runnable: false,
-        restoring: false,
-        merge_deadline: None,
-        next_due: None,
-        commit_at: None,
-        retry_at: None,
-    };
+    let mut wake = Wakeup::idle();
     let mut last_metrics = 0;
     let result = loop {
         if shutdown.load(Ordering::Relaxed) {
@@ -256,14 +313,7 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
         if let Some(e) = c.fatal.take() {
             break Err(e);
         }
-        wake = Wakeup {
-            runnable: false,
-            restoring: false,
-            merge_deadline: None,
-            next_due: None,
-            commit_at: None,
-            retry_at: None,
-        };
+        wake = Wakeup::idle();
         if let Err(e) = step(c, &consumer, &mut catalog_reader, now, &mut wake) {
             let in_commit = c.commit_pending;
             c.failed(e, in_commit);
@@ -281,13 +331,13 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
             Readiness::Ready => health.set_ready(true, ""),
             Readiness::NotReady(why) => health.set_ready(false, why),
         }
-        c.metrics.ready.set((state == Readiness::Ready) as i64);
-        c.metrics
-            .restore_in_progress
-            .set(c.restorer.progress().len() as i64);
+        health
+            .restoring
+            .store(c.restorer.progress().len() as i64, Ordering::Relaxed);
         if now - last_metrics >= 1_000 {
             last_metrics = now;
-            c.report_task_metrics(&consumer);
+            let overdue = c.report_task_metrics(&consumer);
+            health.overdue.store(overdue as i64, Ordering::Relaxed);
         }
     };
 
@@ -368,7 +418,7 @@ fn step(
     }
     wake.restoring = !c.restorer.progress().is_empty();
     c.learn_positions(consumer)?;
-    c.refresh_ends(consumer)?;
+    c.refresh_ends(consumer, now, wake)?;
     c.flow_control(consumer)?;
     c.process(now, wake)?;
     if c.cadence.due(now_ms()) {
@@ -405,6 +455,13 @@ fn route(c: &mut Core, result: Result<BorrowedMessage<'_>, KafkaError>) {
         }
         // Which input reached its end is worked out from positions (`refresh_ends`).
         Err(KafkaError::PartitionEOF(_)) => {}
-        Err(e) => warn!(error = %e, "consumer error (the client retries by itself)"),
+        Err(e) => {
+            // A broker outage queues one such event per reconnect attempt: log a few.
+            let now = now_ms();
+            if now.saturating_sub(c.last_consumer_error_log) >= 1_000 {
+                c.last_consumer_error_log = now;
+                warn!(error = %e, "consumer error (the client retries by itself)");
+            }
+        }
     }
 }

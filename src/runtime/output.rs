@@ -23,7 +23,7 @@ use super::config::{ProcessingGuarantee, Settings};
 use super::error::RuntimeError;
 use super::kafka::base_config;
 use super::metrics::Metrics;
-use super::task::{BadInput, Task};
+use super::task::{Arrived, BadInput, Task};
 use crate::engine::Effect;
 use crate::model::TaskStateRecord;
 
@@ -36,7 +36,7 @@ pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `init_transactions` of a new producer: it waits for the previous incarnation's
 /// transaction to be aborted.
-const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where a dead letter came from.
 pub struct Source<'a> {
@@ -45,6 +45,19 @@ pub struct Source<'a> {
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
+}
+
+impl<'a> Source<'a> {
+    /// An input record as it arrived on `topic[partition]`.
+    pub fn of(topic: &'a str, partition: i32, arrived: &'a Arrived) -> Self {
+        Self {
+            topic,
+            partition,
+            offset: arrived.offset,
+            key: arrived.key.as_deref(),
+            payload: arrived.payload.as_deref(),
+        }
+    }
 }
 
 pub struct Output {
@@ -330,6 +343,19 @@ impl Output {
         }
         self.open = false;
         Ok(())
+    }
+
+    /// Aborts the open transaction if the producer can, within a short bound; `false` when it
+    /// could not (the caller re-creates the producer later, from the loop, with backoff).
+    pub fn try_abort(&mut self) -> bool {
+        if !self.open {
+            return true;
+        }
+        let aborted = !self.exactly_once || self.producer.abort_transaction(ABORT_TIMEOUT).is_ok();
+        if aborted {
+            self.open = false;
+        }
+        aborted
     }
 
     /// Drops the open transaction's output: aborts it, or — when the producer cannot be

@@ -13,7 +13,7 @@ use super::instance::{now_ms, Core, BATCH, MAX_BUFFERED, OFFSETS_TIMEOUT};
 use super::kafka::cached_high_watermark;
 use super::output::Source;
 use super::rebalance::GroupContext;
-use super::rules::{input_at_end, needs_confirmation, Backpressure, Flow, Wakeup};
+use super::rules::{confirm_at, input_at_end, needs_confirmation, Backpressure, Flow, Wakeup};
 use super::task::{BadInput, Decoded};
 use crate::merge::Next;
 use crate::model::{InputCoordinates, TimestampMs};
@@ -96,25 +96,13 @@ impl Core {
                                             class: e.class(),
                                             message: e.to_string(),
                                         };
-                                        let source = Source {
-                                            topic: &topics[i],
-                                            partition: p,
-                                            offset: arrived.offset,
-                                            key: arrived.key.as_deref(),
-                                            payload: arrived.payload.as_deref(),
-                                        };
+                                        let source = Source::of(&topics[i], p, &arrived);
                                         self.output.dead_letter(&self.metrics, &source, &bad)?;
                                     }
                                 }
                             }
                             Decoded::Bad(bad) => {
-                                let source = Source {
-                                    topic: &topics[i],
-                                    partition: p,
-                                    offset: arrived.offset,
-                                    key: arrived.key.as_deref(),
-                                    payload: arrived.payload.as_deref(),
-                                };
+                                let source = Source::of(&topics[i], p, &arrived);
                                 self.output.dead_letter(&self.metrics, &source, bad)?;
                             }
                             Decoded::Retry(_) => unreachable!("checked above"),
@@ -177,6 +165,8 @@ impl Core {
     pub(super) fn refresh_ends(
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
+        now: TimestampMs,
+        wake: &mut Wakeup,
     ) -> Result<(), RuntimeError> {
         for (p, task) in self.tasks.iter_mut() {
             for i in 0..task.inputs.len() {
@@ -190,6 +180,13 @@ impl Core {
                     .map(|fresh| cached.map_or(fresh, |c| c.max(fresh)));
                 q.at_end = input_at_end(q.records.len(), q.position, high);
                 if needs_confirmation(q.at_end, newest_other, q.verified_seq) {
+                    if let Some(later) = confirm_at(q.confirmed_at, now) {
+                        // Not yet: the merge waits and more records gather meanwhile.
+                        q.at_end = false;
+                        wake.retry_at = Some(wake.retry_at.map_or(later, |r| r.min(later)));
+                        continue;
+                    }
+                    q.confirmed_at = now;
                     let (_, high) = consumer
                         .fetch_watermarks(&self.topics[i], *p, OFFSETS_TIMEOUT)
                         .map_err(RuntimeError::kafka("fetching high watermarks"))?;
@@ -260,8 +257,9 @@ impl Core {
         Ok(())
     }
 
-    /// Pending timers, decisions and lag of every task, into the metrics.
-    pub(super) fn report_task_metrics(&mut self, consumer: &BaseConsumer<GroupContext>) {
+    /// Pending timers, decisions and lag of every task, into the metrics. Returns the timers
+    /// more than a minute past due (an upper bound: cancelled sends may still hold an entry).
+    pub(super) fn report_task_metrics(&mut self, consumer: &BaseConsumer<GroupContext>) -> usize {
         let now = now_ms();
         let mut overdue = 0usize;
         for (p, task) in &self.tasks {
@@ -292,7 +290,7 @@ impl Core {
                 }
             }
         }
-        self.metrics.overdue_timers.set(overdue as i64);
+        overdue
     }
 
     /// Applies catalog updates to the stored catalog and every active task (a task being

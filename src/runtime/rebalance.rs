@@ -79,21 +79,25 @@ impl ConsumerContext for GroupContext {
             }
         };
         if !clean {
-            // Drop the open transaction now: the next owner must not wait for it.
-            if let Err(e) = core.output.abort(&core.settings, false) {
-                core.failed(e, false);
-            }
-            core.rewind = None;
+            // Drop the open transaction now: the next owner must not wait for it. When the
+            // producer cannot abort (the broker is away), the loop re-creates it — which
+            // fences the old one — with backoff, instead of blocking this callback.
+            core.rewind = if core.output.try_abort() {
+                None
+            } else {
+                Some(Recovery::NewProducer)
+            };
             core.commit_pending = false;
             core.suspended.clear();
         }
         for p in &tasks {
+            let restoring = core.restorer.is_restoring(*p);
             core.restorer.cancel(*p);
             core.positions_unknown.remove(p);
             if let Some(task) = core.tasks.remove(p) {
                 // A task that was restored and committed keeps its state while the
                 // rebalance runs; one still restoring, or with uncommitted work, does not.
-                if clean && task.dirty.is_empty() {
+                if clean && !restoring && task.dirty.is_empty() {
                     core.suspended.insert(*p, task);
                 }
             }
@@ -102,11 +106,9 @@ impl ConsumerContext for GroupContext {
             core.paused.remove(key);
         }
         core.ownership.revoke(revoked);
-        if !clean {
+        if !clean && !core.tasks.is_empty() && core.rewind.is_none() {
             // Whatever else this instance still owns is rewound to committed state.
-            if !core.tasks.is_empty() {
-                core.rewind = Some(Recovery::Abort);
-            }
+            core.rewind = Some(Recovery::Abort);
         }
         info!(?tasks, "tasks revoked");
     }
@@ -146,7 +148,8 @@ pub fn create_group_consumer(
 ) -> Result<BaseConsumer<GroupContext>, RuntimeError> {
     let mut c = base_config(settings);
     c.set("group.id", &settings.application_id)
-        // The admin API names owners by client id.
+        // The admin API names owners by client id: the instance, whichever of its member
+        // loops owns the task.
         .set("client.id", &settings.instance_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
@@ -159,7 +162,7 @@ pub fn create_group_consumer(
         c.set("fetch.queue.backoff.ms", "10");
     }
     if settings.static_membership {
-        c.set("group.instance.id", &settings.instance_id);
+        c.set("group.instance.id", settings.member_id());
     }
     match settings.group_protocol {
         GroupProtocol::Classic => {

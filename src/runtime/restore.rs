@@ -46,6 +46,7 @@ pub struct Restorer {
     hold_until: TimestampMs,
     log_interval_ms: i64,
     last_log: TimestampMs,
+    last_error_log: TimestampMs,
 }
 
 impl Restorer {
@@ -57,6 +58,7 @@ impl Restorer {
             hold_until: 0,
             log_interval_ms,
             last_log: 0,
+            last_error_log: 0,
         }
     }
 
@@ -121,10 +123,14 @@ impl Restorer {
                 Some(Ok(m)) => m,
                 Some(Err(KafkaError::PartitionEOF(_))) => continue,
                 Some(Err(e)) => {
-                    // Transport trouble: librdkafka reconnects by itself; keep waiting.
-                    warn!(topic = self.topic, error = %e, "changelog reader error; retrying");
-                    self.hold_until = now + RETRY_MS;
-                    break;
+                    // Transport trouble, reported as events queued among the records (a
+                    // broker outage leaves many): librdkafka reconnects by itself, so read
+                    // on; a reader with nothing to read just returns nothing.
+                    if now.saturating_sub(self.last_error_log) >= RETRY_MS {
+                        self.last_error_log = now;
+                        warn!(topic = self.topic, error = %e, "changelog reader error; the client retries");
+                    }
+                    continue;
                 }
             };
             let (partition, offset) = (m.partition(), m.offset());

@@ -144,6 +144,17 @@ pub fn needs_confirmation(
     looks_at_end && newest_other.is_some_and(|seq| seq > verified_seq)
 }
 
+/// How often an input's end may be confirmed by the broker (one request covers every
+/// record that arrived before it). Between confirmations the merge waits, so records
+/// gather and a quiet input costs one request per interval, not one per record.
+pub const CONFIRM_INTERVAL_MS: i64 = 10;
+
+/// When an input whose end needs confirming may be confirmed: now, or at the returned time.
+pub fn confirm_at(last_confirmed: TimestampMs, now: TimestampMs) -> Option<TimestampMs> {
+    let next = last_confirmed.saturating_add(CONFIRM_INTERVAL_MS);
+    (next > now).then_some(next)
+}
+
 /// Pause/resume by buffered records: pause above `max`, resume once drained below half of
 /// it (hysteresis, so a partition does not flap).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,6 +227,20 @@ pub struct Wakeup {
     pub commit_at: Option<TimestampMs>,
     /// A retry that waits for its backoff.
     pub retry_at: Option<TimestampMs>,
+}
+
+impl Wakeup {
+    /// Nothing to do: the loop may block for its longest poll.
+    pub fn idle() -> Self {
+        Self {
+            runnable: false,
+            restoring: false,
+            merge_deadline: None,
+            next_due: None,
+            commit_at: None,
+            retry_at: None,
+        }
+    }
 }
 
 /// How long the loop may block in the consumer's poll: not at all when there is work, else

@@ -78,6 +78,8 @@ pub struct InputQueue {
     /// The broker confirmed this input at its end after every record up to this arrival
     /// number (of any input of the task) had arrived.
     pub verified_seq: u64,
+    /// When the broker was last asked to confirm this input's end (wall clock, ms).
+    pub confirmed_at: TimestampMs,
 }
 
 /// One task.

@@ -3,7 +3,7 @@
 //! random topic and group names; waits are conditions with deadlines, never bare sleeps.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -96,6 +96,16 @@ impl World {
             partitions,
             client: BTreeMap::new(),
         }
+    }
+
+    /// Processing threads (group members) per instance: as configured, else the
+    /// connector's default, one per core.
+    pub fn threads(&self) -> usize {
+        self.env
+            .get("CONNECTOR_PROCESSING_THREADS")
+            .and_then(|t| t.parse().ok())
+            .filter(|t| *t > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
     }
 
     pub fn topic(&self, role: &str) -> String {
@@ -269,12 +279,13 @@ impl World {
         Some(members)
     }
 
-    /// Waits until the group is stable with `members` members holding every input
-    /// partition, and returns its description.
-    pub fn stable_group(&self, members: usize, deadline: Duration) -> Vec<Member> {
+    /// Waits until the group is stable with the member loops of `instances` instances (they
+    /// share the instance id as client id) holding every input partition, and returns its
+    /// description.
+    pub fn stable_group(&self, instances: usize, deadline: Duration) -> Vec<Member> {
         let inputs = [self.topic("interactions"), self.topic("user-events")];
         wait_for(
-            &format!("a stable group of {members} holding every input partition"),
+            &format!("a stable group of {instances} instances holding every input partition"),
             deadline,
             || {
                 let group = self.group_assignments()?;
@@ -283,7 +294,12 @@ impl World {
                     .flat_map(|(_, a)| inputs.iter().filter_map(|t| a.get(t)))
                     .map(Vec::len)
                     .sum();
-                (group.len() == members && held == 2 * self.partitions as usize).then_some(group)
+                let clients: std::collections::BTreeSet<&str> =
+                    group.iter().map(|(client, _)| client.as_str()).collect();
+                (clients.len() == instances
+                    && group.len() == instances * self.threads()
+                    && held == 2 * self.partitions as usize)
+                    .then_some(group)
             },
         )
     }
@@ -300,6 +316,74 @@ impl Drop for World {
             );
         }
     }
+}
+
+/// Fails with every decision about the users that differ, when the committed commands are
+/// not the expected ones.
+pub fn assert_commands(w: &World, expected: &BTreeSet<String>) {
+    let got = committed_users(w);
+    if &got == expected {
+        return;
+    }
+    let differ: BTreeSet<&String> = got.symmetric_difference(expected).collect();
+    let mut decisions = w.reader("decisions");
+    decisions.read_to_end(Duration::from_secs(60));
+    let mut story = String::new();
+    for d in decisions.decisions() {
+        if differ.contains(&d.user_id) {
+            story.push_str(&format!(
+                "{} {:?} {:?} trigger {:?} cause {:?} at {:?}\n",
+                d.user_id, d.outcome, d.reason, d.trigger_event_id, d.cause_event_id, d.source
+            ));
+        }
+    }
+    panic!(
+        "extra: {:?}\nmissing: {:?}\ntheir decisions:\n{story}",
+        got.difference(expected).collect::<Vec<_>>(),
+        expected.difference(&got).collect::<Vec<_>>()
+    );
+}
+
+/// Reads every committed command to the end offsets; fails on a duplicate command id.
+pub fn committed_users(w: &World) -> BTreeSet<String> {
+    let mut reader = w.send_commands();
+    reader.read_to_end(Duration::from_secs(60));
+    let mut ids = BTreeSet::new();
+    let mut users = BTreeSet::new();
+    for c in reader.commands() {
+        assert!(
+            ids.insert(c.command_id.clone()),
+            "command {} twice",
+            c.command_id
+        );
+        assert!(
+            users.insert(c.user_id.clone()),
+            "user {} got two commands",
+            c.user_id
+        );
+        assert!(
+            c.emitted_at >= c.due_at,
+            "{} fired before its due time",
+            c.user_id
+        );
+    }
+    users
+}
+
+/// Waits until at least `at_least` SCHEDULED decisions are committed: the timers are
+/// pending, in the changelog.
+pub fn wait_scheduled(w: &World, at_least: usize) {
+    let mut decisions = w.reader("decisions");
+    wait_for("committed schedules", Duration::from_secs(60), || {
+        decisions.drain(Duration::from_millis(200));
+        (decisions
+            .decisions()
+            .iter()
+            .filter(|d| d.outcome == DecisionOutcome::Scheduled)
+            .count()
+            >= at_least)
+            .then_some(())
+    });
 }
 
 /// Panics unless every member holds the same partitions of both inputs: no task split.

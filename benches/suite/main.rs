@@ -1,0 +1,846 @@
+//! The benchmark suite: the connector beside a bare rdkafka copy and a Kafka Streams
+//! application of the same rule, in one run, on one broker, over the same topics and
+//! workload. Prints the tables and writes `docs/benchmarks.md` with a chart.
+//!
+//! Run it with `scripts/bench.sh` (starts the broker, builds everything, passes the paths
+//! below). Parts, in order: `throughput` (every system over one backlog), `lateness` (fire
+//! lateness at steady load), `restore` (N pending timers after a restart), `burst` (N timers
+//! due in one second), `engine` (`benches/engine.rs`). `BENCH_PARTS=throughput,engine` runs a
+//! subset; `BENCH_RUNS="connector: exactly-once, 100 ms|Streams"` only the throughput runs
+//! whose "system: mode" contains one of the `|`-separated parts.
+//!
+//! Sizes (environment; `--quick` divides the defaults for a smoke run):
+//!
+//! | variable | default | `--quick` |
+//! |---|---|---|
+//! | `BENCH_EVENTS` | 500,000 | 100,000 |
+//! | `BENCH_USERS` | events / 8 | |
+//! | `BENCH_PARTITIONS` | 6 | |
+//! | `BENCH_DELAY_S` (the follow-on's delay; event time spans 6 delays) | 86,400 | |
+//! | `BENCH_LATENESS_RATE` (events/s) / `BENCH_LATENESS_SECONDS` / `BENCH_LATENESS_DELAY_S` | 5,000 / 60 / 10 | 2,000 / 15 / 5 |
+//! | `BENCH_BURST_TIMERS` | 1,000,000 | 50,000 |
+//! | `BENCH_RESTORE_TIMERS` | 1,000,000 | 50,000 |
+//! | `BENCH_STREAMS_TIMERS` (burst and restore of Kafka Streams) | 200,000 | 50,000 |
+//! | `BENCH_STREAMS_THREADS` (`num.stream.threads`) | 1 | |
+//! | `BENCH_STREAMS_JVM_OPTS` | `-Xms256m -Xmx1g` | |
+
+#[path = "../common/workload.rs"]
+mod workload;
+
+mod kafka;
+mod lateness;
+mod process;
+mod report;
+mod state;
+mod systems;
+mod throughput;
+
+use std::cell::Cell;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Command;
+
+use kafka::{EventProducer, Inputs};
+use process::now_ms;
+use report::{mib, thousands, Bar, Table};
+use systems::{Env, Kind, Setup};
+use workload::{campaigns_yaml, Params, Workload};
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn required(name: &str) -> String {
+    var(name).unwrap_or_else(|| {
+        eprintln!("{name} is not set: run the suite with scripts/bench.sh");
+        std::process::exit(2)
+    })
+}
+
+fn number(name: &str, default: u64) -> u64 {
+    match var(name) {
+        Some(v) => v.replace('_', "").parse().unwrap_or_else(|_| {
+            eprintln!("{name}={v}: a whole number");
+            std::process::exit(2)
+        }),
+        None => default,
+    }
+}
+
+struct Sizes {
+    events: u64,
+    users: u64,
+    delay_s: i64,
+    lateness_rate: u64,
+    lateness_seconds: u64,
+    lateness_delay_s: i64,
+    burst: u64,
+    restore: u64,
+    /// Timers of the burst and restore parts for Kafka Streams (slower to ingest).
+    streams_timers: u64,
+    seed: u64,
+}
+
+impl Sizes {
+    fn from_env(quick: bool) -> Self {
+        let q = |full: u64, quick_value: u64| if quick { quick_value } else { full };
+        let events = number("BENCH_EVENTS", q(500_000, 100_000));
+        Sizes {
+            events,
+            users: number("BENCH_USERS", (events / 8).max(1)),
+            delay_s: number("BENCH_DELAY_S", 86_400) as i64,
+            lateness_rate: number("BENCH_LATENESS_RATE", q(5_000, 2_000)),
+            lateness_seconds: number("BENCH_LATENESS_SECONDS", q(60, 15)),
+            lateness_delay_s: number("BENCH_LATENESS_DELAY_S", q(10, 5)) as i64,
+            burst: number("BENCH_BURST_TIMERS", q(1_000_000, 50_000)),
+            restore: number("BENCH_RESTORE_TIMERS", q(1_000_000, 50_000)),
+            streams_timers: number("BENCH_STREAMS_TIMERS", q(200_000, 50_000)),
+            seed: number("BENCH_SEED", 0x5eed),
+        }
+    }
+}
+
+const EOS_100: Kind = Kind::Connector {
+    exactly_once: true,
+    commit_ms: 100,
+    decisions: true,
+};
+const STREAMS_100: Kind = Kind::Streams { commit_ms: 100 };
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let sizes = Sizes::from_env(quick);
+    let parts =
+        var("BENCH_PARTS").unwrap_or_else(|| "throughput,lateness,restore,burst,engine".into());
+    let part = |name: &str| parts.split(',').any(|p| p.trim() == name);
+    let work_dir = PathBuf::from(var("BENCH_WORK_DIR").unwrap_or_else(|| {
+        std::env::temp_dir()
+            .join(format!("campaign-bench-{}", std::process::id()))
+            .display()
+            .to_string()
+    }));
+    std::fs::create_dir_all(&work_dir).expect("work dir");
+    let (first_port, last_port) = var("BENCH_HTTP_PORTS")
+        .and_then(|r| {
+            let (a, b) = r.split_once('-')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .unwrap_or((19650u16, 19699u16));
+    let env = Env {
+        bootstrap: required("KAFKA_BOOTSTRAP"),
+        partitions: number("BENCH_PARTITIONS", 6) as i32,
+        connector_bin: required("BENCH_CONNECTOR_BIN"),
+        copy_bin: required("BENCH_COPY_BIN"),
+        streams_classpath: required("BENCH_STREAMS_CP"),
+        streams_threads: number("BENCH_STREAMS_THREADS", 1) as u32,
+        streams_jvm_opts: var("BENCH_STREAMS_JVM_OPTS")
+            .unwrap_or_else(|| "-Xms256m -Xmx1g".into())
+            .split_whitespace()
+            .map(str::to_string)
+            .collect(),
+        schemas_dir: var("BENCH_SCHEMAS_DIR")
+            .unwrap_or_else(|| concat!(env!("CARGO_MANIFEST_DIR"), "/schemas").to_string()),
+        work_dir: work_dir.clone(),
+        next_port: Cell::new(first_port),
+        last_port,
+    };
+    let broker_pid: Option<u32> = var("BENCH_BROKER_PID").and_then(|p| p.parse().ok());
+    let id = format!("{:x}", now_ms());
+    let mut report = Report {
+        load_at_start: load_average(),
+        ..Report::default()
+    };
+
+    if part("throughput") {
+        throughput_part(&env, &sizes, &id, broker_pid, &mut report);
+    }
+    if part("lateness") {
+        for (i, kind) in [EOS_100, STREAMS_100].into_iter().enumerate() {
+            report.lateness.push(lateness::run(
+                &env,
+                kind,
+                &format!("lat-{id}-{i}"),
+                sizes.lateness_rate,
+                sizes.lateness_seconds,
+                sizes.lateness_delay_s,
+            ));
+        }
+    }
+    if part("restore") {
+        let connector = Kind::Connector {
+            exactly_once: true,
+            commit_ms: 1000,
+            decisions: false,
+        };
+        for (i, kind) in [connector, STREAMS_100].into_iter().enumerate() {
+            let timers = match kind {
+                Kind::Streams { .. } => sizes.streams_timers,
+                _ => sizes.restore,
+            };
+            report.restore.push(state::restore(
+                &env,
+                kind,
+                &format!("restore-{id}-{i}"),
+                timers,
+            ));
+        }
+    }
+    if part("burst") {
+        for (i, kind) in [EOS_100, STREAMS_100].into_iter().enumerate() {
+            // Timers per second the system ingests: from the restore part (the same input),
+            // else from the main run (1.5 events per timer).
+            let rate = report
+                .restore
+                .iter()
+                .find(|r| r.system == kind.system())
+                .map(|r| r.timers as f64 / r.ingest_s.max(0.1))
+                .or_else(|| {
+                    report
+                        .rows
+                        .iter()
+                        .find(|r| r.kind == Some(kind))
+                        .map(|r| r.events_per_s / 1.5)
+                })
+                .unwrap_or(10_000.0);
+            let timers = match kind {
+                Kind::Streams { .. } => sizes.streams_timers,
+                _ => sizes.burst,
+            };
+            report.burst.push(state::burst(
+                &env,
+                kind,
+                &format!("burst-{id}-{i}"),
+                timers,
+                rate,
+            ));
+        }
+    }
+    if part("engine") {
+        report.engine = var("BENCH_ENGINE_BIN").map(|bin| {
+            eprintln!("[bench] engine alone");
+            let mut c = Command::new(bin);
+            if quick {
+                c.arg("--quick");
+            }
+            let out = c.output().expect("running the engine benchmark");
+            String::from_utf8_lossy(&out.stdout).trim().to_string()
+        });
+    }
+
+    report.load_at_end = load_average();
+    let tables = report.tables(&sizes);
+    println!();
+    for t in &tables {
+        println!("{}", t.text());
+    }
+    if let Some(engine) = &report.engine {
+        println!("{engine}\n");
+    }
+    for line in report.targets(&sizes) {
+        println!("{line}");
+    }
+    if let Some(doc) = var("BENCH_DOC") {
+        let doc = PathBuf::from(doc);
+        let chart = doc.with_extension("svg");
+        let bars: Vec<Bar> = report
+            .rows
+            .iter()
+            .map(|r| Bar {
+                label: format!("{} — {}", r.system, r.mode),
+                system: r.system.clone(),
+                events_per_s: r.events_per_s,
+                cpu_per_m: r.cpu_per_m,
+            })
+            .collect();
+        if !bars.is_empty() {
+            let title = format!(
+                "{} events of the follow-on workload, {} partitions, one broker on the same machine",
+                thousands(sizes.events as f64),
+                env.partitions
+            );
+            std::fs::write(&chart, report::svg(&title, &bars)).expect("writing the chart");
+        }
+        let text = report.markdown(&sizes, &env, &tables, quick, chart.file_name());
+        std::fs::write(&doc, text).expect("writing the benchmark page");
+        eprintln!("[bench] wrote {} and {}", doc.display(), chart.display());
+    }
+}
+
+/// The 1, 5 and 15 minute load averages: how busy the machine was besides the suite.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+#[derive(Default)]
+struct Report {
+    load_at_start: String,
+    load_at_end: String,
+    workload: String,
+    produce_s: f64,
+    rows: Vec<throughput::Row>,
+    lateness: Vec<lateness::Row>,
+    burst: Vec<state::BurstRow>,
+    restore: Vec<state::RestoreRow>,
+    engine: Option<String>,
+}
+
+fn throughput_part(
+    env: &Env,
+    sizes: &Sizes,
+    id: &str,
+    broker_pid: Option<u32>,
+    report: &mut Report,
+) {
+    let prefix = format!("bench-{id}");
+    let inputs = Inputs {
+        interactions: format!("{prefix}-interactions"),
+        user_events: format!("{prefix}-user-events"),
+    };
+    let campaigns = format!("{prefix}-campaigns");
+    let delay_ms = sizes.delay_s * 1000;
+    let catalog = Setup::new(
+        EOS_100,
+        &format!("{prefix}-catalog"),
+        &inputs,
+        &campaigns,
+        delay_ms,
+    );
+    catalog.publish(env, &campaigns_yaml(delay_ms, delay_ms));
+
+    // Event time spans six delays and ends now, so most timers come due by stream time
+    // during the run and the last delay's worth stays pending.
+    let span = 6 * delay_ms;
+    let step = (span / sizes.events.max(1) as i64).max(1);
+    let start = now_ms() - step * sizes.events as i64;
+    let mut workload = Workload::new(Params {
+        seed: sizes.seed,
+        users: sizes.users,
+        start_ms: start,
+        step_ms: step,
+        delay_ms,
+        reeligible_ms: delay_ms,
+    });
+    eprintln!("[bench] producing {} events", sizes.events);
+    let started = std::time::Instant::now();
+    let mut producer = EventProducer::new(&env.bootstrap, &inputs, 20);
+    let mut last = start;
+    for _ in 0..sizes.events {
+        let (_, event) = workload.next_event();
+        last = event.occurred_at();
+        producer.send(&event);
+    }
+    producer.flush();
+    report.produce_s = started.elapsed().as_secs_f64();
+    // Every partition has records in the last minutes of event time, so every task's stream
+    // time passes this cutoff: the sends due by then are exactly the model's.
+    let cutoff = last - 600_000;
+    let expected = workload.sends_until(cutoff);
+    let s = &workload.stats;
+    report.workload = format!(
+        "{}; {} send-commands due by the end of the stream (less 10 minutes), {} timers pending after it; \
+         {} users, delay {} s, re-eligible {} s after a send, event time spanning {:.1} days",
+        s.describe(),
+        expected.len(),
+        workload.pending_after(cutoff),
+        sizes.users,
+        sizes.delay_s,
+        sizes.delay_s,
+        span as f64 / 86_400_000.0
+    );
+    eprintln!("[bench] workload: {}", report.workload);
+    let backlog = throughput::Backlog {
+        inputs: &inputs,
+        campaigns: &campaigns,
+        events: sizes.events,
+        delay_ms,
+        cutoff,
+        expected: &expected,
+        broker_pid,
+    };
+    let copy = |exactly_once, commit_ms| Kind::Copy {
+        exactly_once,
+        commit_ms,
+    };
+    let connector = |exactly_once, commit_ms, decisions| Kind::Connector {
+        exactly_once,
+        commit_ms,
+        decisions,
+    };
+    let plan = [
+        copy(false, 100),
+        copy(true, 100),
+        copy(true, 1000),
+        connector(true, 100, true),
+        connector(true, 1000, true),
+        connector(false, 100, true),
+        connector(true, 100, false),
+        connector(true, 1000, false),
+        connector(false, 100, false),
+        STREAMS_100,
+    ];
+    // BENCH_RUNS="connector|copy": only the runs whose "system: mode" contains one of these.
+    let filters: Vec<String> = var("BENCH_RUNS")
+        .map(|f| f.split('|').map(|x| x.trim().to_string()).collect())
+        .unwrap_or_default();
+    for (n, kind) in plan.into_iter().enumerate() {
+        let label = format!("{}: {}", kind.system(), kind.mode());
+        if !filters.is_empty() && !filters.iter().any(|f| label.contains(f.as_str())) {
+            continue;
+        }
+        let row = throughput::run(env, &backlog, n, kind, &prefix);
+        eprintln!(
+            "[bench]   {} events/s, {:.2} CPU s per 1 M events",
+            thousands(row.events_per_s),
+            row.cpu_per_m
+        );
+        report.rows.push(row);
+    }
+}
+
+fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "–".into())
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() {
+        format!("{:.2}", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+impl Report {
+    fn find(&self, kind: Kind) -> Option<&throughput::Row> {
+        self.rows.iter().find(|r| r.kind == Some(kind))
+    }
+
+    fn tables(&self, sizes: &Sizes) -> Vec<Table> {
+        let mut out = Vec::new();
+        if !self.rows.is_empty() {
+            let mut t = Table::new(
+                &format!(
+                    "Throughput: {} events over the same topics, one system at a time",
+                    thousands(sizes.events as f64)
+                ),
+                &[
+                    "system",
+                    "mode",
+                    "events/s",
+                    "CPU s / 1M events",
+                    "broker CPU s / 1M",
+                    "wall s from start",
+                    "peak RSS MiB",
+                    "restart: ready s",
+                    "peak RSS after restart MiB",
+                    "pending timers",
+                    "send-commands (model)",
+                ],
+            );
+            for r in &self.rows {
+                t.row(vec![
+                    r.system.clone(),
+                    if r.note.is_empty() {
+                        r.mode.clone()
+                    } else {
+                        format!("{} ({})", r.mode, r.note)
+                    },
+                    thousands(r.events_per_s),
+                    format!("{:.2}", r.cpu_per_m),
+                    format!("{:.2}", r.broker_cpu_per_m),
+                    format!("{:.1}", r.wall_s),
+                    mib(r.rss_ingest),
+                    opt(r.ready_s, |s| format!("{s:.1}")),
+                    opt(r.rss_restart, mib),
+                    opt(r.pending, |p| thousands(p as f64)),
+                    opt(r.sends, |(n, same)| {
+                        format!(
+                            "{} {}",
+                            thousands(n as f64),
+                            if same { "= model" } else { "≠ model" }
+                        )
+                    }),
+                ]);
+            }
+            out.push(t);
+
+            let mut t = Table::new(
+                "Ratios (connector ÷ bare copy in the same mode; connector ÷ Kafka Streams at 100 ms)",
+                &[
+                    "connector",
+                    "against",
+                    "events/s ratio",
+                    "CPU per event ratio",
+                    "peak RSS ratio",
+                ],
+            );
+            for decisions in [true, false] {
+                for (eos, ms) in [(true, 100), (true, 1000), (false, 100)] {
+                    let c = self.find(Kind::Connector {
+                        exactly_once: eos,
+                        commit_ms: ms,
+                        decisions,
+                    });
+                    let copy = self.find(Kind::Copy {
+                        exactly_once: eos,
+                        commit_ms: ms,
+                    });
+                    if let (Some(c), Some(b)) = (c, copy) {
+                        t.row(vec![
+                            c.mode.clone(),
+                            format!("bare copy, {}", b.mode),
+                            ratio(c.events_per_s, b.events_per_s),
+                            ratio(c.cpu_per_m, b.cpu_per_m),
+                            ratio(c.rss_ingest as f64, b.rss_ingest as f64),
+                        ]);
+                    }
+                }
+                let c = self.find(Kind::Connector {
+                    exactly_once: true,
+                    commit_ms: 100,
+                    decisions,
+                });
+                if let (Some(c), Some(s)) = (c, self.find(STREAMS_100)) {
+                    t.row(vec![
+                        c.mode.clone(),
+                        format!("Kafka Streams, {}", s.mode),
+                        ratio(c.events_per_s, s.events_per_s),
+                        ratio(c.cpu_per_m, s.cpu_per_m),
+                        ratio(c.rss_ingest as f64, s.rss_ingest as f64),
+                    ]);
+                }
+            }
+            out.push(t);
+        }
+        if !self.lateness.is_empty() {
+            let mut t = Table::new(
+                "Fire lateness at steady load (ms after due_at; caught up, timers due by the wall clock)",
+                &[
+                    "system",
+                    "mode",
+                    "load",
+                    "sends",
+                    "emitted p50",
+                    "emitted p99",
+                    "emitted max",
+                    "visible p50",
+                    "visible p99",
+                    "visible max",
+                ],
+            );
+            for r in &self.lateness {
+                t.row(vec![
+                    r.system.clone(),
+                    r.mode.clone(),
+                    format!("{} ev/s × {} s", thousands(r.rate as f64), r.seconds),
+                    thousands(r.fired as f64),
+                    r.emitted[0].to_string(),
+                    r.emitted[1].to_string(),
+                    r.emitted[2].to_string(),
+                    r.visible[0].to_string(),
+                    r.visible[1].to_string(),
+                    r.visible[2].to_string(),
+                ]);
+            }
+            out.push(t);
+        }
+        if !self.burst.is_empty() {
+            let mut t = Table::new(
+                "Burst: timers due in the same second",
+                &[
+                    "system",
+                    "mode",
+                    "timers",
+                    "ingest s",
+                    "all committed, s after the second",
+                ],
+            );
+            for r in &self.burst {
+                t.row(vec![
+                    r.system.clone(),
+                    r.mode.clone(),
+                    thousands(r.timers as f64),
+                    format!(
+                        "{:.1}{}",
+                        r.ingest_s,
+                        if r.ingested_before_due {
+                            ""
+                        } else {
+                            " (not done when due)"
+                        }
+                    ),
+                    if r.all_committed_s.is_finite() {
+                        format!("{:.2}", r.all_committed_s)
+                    } else {
+                        "not all within 10 min".into()
+                    },
+                ]);
+            }
+            out.push(t);
+        }
+        if !self.restore.is_empty() {
+            let mut t = Table::new(
+                "Restore: pending timers after a restart",
+                &[
+                    "system",
+                    "mode",
+                    "timers",
+                    "ingest s",
+                    "peak RSS ingest MiB",
+                    "ready s, empty state",
+                    "restart: ready s",
+                    "pending reported",
+                    "RSS restored MiB",
+                    "peak RSS restore MiB",
+                    "RSS bytes / timer",
+                    "state dir bytes / timer",
+                ],
+            );
+            for r in &self.restore {
+                t.row(vec![
+                    r.system.clone(),
+                    r.mode.clone(),
+                    thousands(r.timers as f64),
+                    format!("{:.1}", r.ingest_s),
+                    mib(r.rss_ingest),
+                    format!("{:.1}", r.ready_empty_s),
+                    format!("{:.1}", r.ready_s),
+                    opt(r.pending, |p| thousands(p as f64)),
+                    mib(r.rss_restored),
+                    mib(r.peak_rss_restore),
+                    format!(
+                        "{:.0}",
+                        (r.rss_restored as f64 - r.baseline_rss as f64) / r.timers.max(1) as f64
+                    ),
+                    opt(r.store_bytes, |b| {
+                        format!("{:.0}", b as f64 / r.timers.max(1) as f64)
+                    }),
+                ]);
+            }
+            out.push(t);
+        }
+        let _ = sizes;
+        out
+    }
+
+    /// The suite's targets, each with the measured figure and by how much it is met or missed.
+    fn targets(&self, sizes: &Sizes) -> Vec<String> {
+        let mut out = vec!["Targets".to_string(), String::new()];
+        let mut line = |what: String, measured: String, ok: Option<bool>| {
+            let verdict = match ok {
+                Some(true) => "met",
+                Some(false) => "MISSED",
+                None => "not measured",
+            };
+            out.push(format!("- {what}: {measured} — {verdict}"));
+        };
+        for (eos, ms) in [(true, 100), (true, 1000), (false, 100)] {
+            let c = self.find(Kind::Connector {
+                exactly_once: eos,
+                commit_ms: ms,
+                decisions: true,
+            });
+            let b = self.find(Kind::Copy {
+                exactly_once: eos,
+                commit_ms: ms,
+            });
+            if let (Some(c), Some(b)) = (c, b) {
+                let wall = c.events_per_s / b.events_per_s;
+                let cpu = c.cpu_per_m / b.cpu_per_m;
+                line(
+                    format!(
+                        "wall, connector ÷ bare copy ≥ 0.9 ({}, decisions on)",
+                        b.mode
+                    ),
+                    format!("{wall:.2}"),
+                    Some(wall >= 0.9),
+                );
+                line(
+                    format!(
+                        "CPU per event ≤ 1.5 × the copy's ({}, decisions on)",
+                        b.mode
+                    ),
+                    format!("{cpu:.2} ×"),
+                    Some(cpu <= 1.5),
+                );
+            }
+        }
+        if let (Some(c), Some(s)) = (self.find(EOS_100), self.find(STREAMS_100)) {
+            let per_core = s.cpu_per_m / c.cpu_per_m;
+            let memory = c.rss_ingest as f64 / s.rss_ingest as f64;
+            line(
+                "throughput per core ≥ 3 × Kafka Streams' (events per CPU second, exactly-once 100 ms)".into(),
+                format!("{per_core:.2} ×"),
+                Some(per_core >= 3.0),
+            );
+            line(
+                "memory ≤ ⅓ of Kafka Streams' (peak RSS while ingesting)".into(),
+                format!("{memory:.2} ×"),
+                Some(memory <= 1.0 / 3.0),
+            );
+        }
+        if let Some(r) = self.restore.iter().find(|r| r.system == "connector") {
+            // The restore proper: ready after the restart less ready on empty state.
+            let restore = (r.ready_s - r.ready_empty_s).max(0.0);
+            let at_10m = r.ready_empty_s + restore * 10_000_000.0 / r.timers.max(1) as f64;
+            line(
+                "restore of 10 M timers ≤ 15 s (time until ready)".into(),
+                format!(
+                    "ready {:.1} s after a restart with {} timers, {:.1} s on empty state (≈ {at_10m:.0} s at 10 M, scaling the difference linearly)",
+                    r.ready_s,
+                    thousands(r.timers as f64),
+                    r.ready_empty_s
+                ),
+                Some(at_10m <= 15.0),
+            );
+            let per = (r.rss_restored as f64 - r.baseline_rss as f64) / r.timers.max(1) as f64;
+            line(
+                "memory per pending timer ≤ 100 B (whole process, after a restore)".into(),
+                format!("{per:.0} B"),
+                Some(per <= 100.0),
+            );
+        }
+        if let Some(r) = self.lateness.iter().find(|r| r.system == "connector") {
+            line(
+                "fire lateness p99 ≤ commit interval + 100 ms (visible, exactly-once 100 ms)"
+                    .into(),
+                format!("{} ms", r.visible[1]),
+                Some(r.visible[1] <= 200),
+            );
+        }
+        if let Some(r) = self.burst.iter().find(|r| r.system == "connector") {
+            line(
+                "1 M timers due in one second committed ≤ 5 s".into(),
+                format!(
+                    "{:.2} s for {}",
+                    r.all_committed_s,
+                    thousands(r.timers as f64)
+                ),
+                (r.timers >= 1_000_000).then_some(r.all_committed_s <= 5.0),
+            );
+        }
+        let _ = sizes;
+        out
+    }
+
+    fn markdown(
+        &self,
+        sizes: &Sizes,
+        env: &Env,
+        tables: &[Table],
+        quick: bool,
+        chart: Option<&std::ffi::OsStr>,
+    ) -> String {
+        let nproc = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let mem_gib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .map(|kb| kb / 1_048_576.0)
+            .unwrap_or(0.0);
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|c| {
+                c.lines()
+                    .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+                    .map(|s| s.trim().to_string())
+            })
+            .unwrap_or_else(|| "unknown CPU".into());
+        let date = Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        let command = var("BENCH_COMMAND").unwrap_or_else(|| "scripts/bench.sh".into());
+        let mut s = String::new();
+        let _ = writeln!(s, "# Benchmarks\n");
+        let _ = writeln!(
+            s,
+            "Written by `scripts/bench.sh`{}; every figure below comes from that run. Re-run it to \
+             measure another build or machine; sizes are set by environment variables (see the \
+             script).\n",
+            if quick { " in `--quick` mode (small sizes, a smoke run)" } else { "" }
+        );
+        let _ = writeln!(s, "- machine: {nproc} cores ({cpu}), {mem_gib:.0} GiB memory; the broker, the system under test and the load generator share them");
+        let _ = writeln!(s, "- date: {date}");
+        let _ = writeln!(
+            s,
+            "- load average (1, 5, 15 min) before the run: {}; after it: {} — other work on the machine shows here",
+            self.load_at_start, self.load_at_end
+        );
+        let _ = writeln!(s, "- command: `{command}`");
+        let _ = writeln!(
+            s,
+            "- one local Apache Kafka broker (KRaft, single node), {} partitions per topic; Kafka Streams with {} stream thread(s), JVM options `{}`",
+            env.partitions,
+            env.streams_threads,
+            env.streams_jvm_opts.join(" ")
+        );
+        if !self.workload.is_empty() {
+            let _ = writeln!(
+                s,
+                "- workload (`benches/common/workload.rs`; produced in {:.1} s): {}",
+                self.produce_s, self.workload
+            );
+        }
+        let _ = writeln!(s);
+        let _ = writeln!(s, "## What is compared\n");
+        let _ = writeln!(
+            s,
+            "The rule is the abandoned-cart example of the README (trigger `PUSH_RECEIVED` on \
+             `abandoned-cart`, a delay, exceptions: a purchase or `PUSH_DIRECT_OPEN` on the same \
+             campaign), re-eligible one delay after a send. Every system reads the same input \
+             topics (Avro single-object encoding) with its own consumer group:\n\n\
+             - **bare copy** (`benches/copy.rs`): consume → produce every record unchanged, with \
+             the connector's client settings; the floor for any Kafka consumer-producer.\n\
+             - **connector**: `campaign-connector run`, exactly-once at commit intervals of 100 ms \
+             and 1 s, at-least-once; with the decision log (the production setting) and without.\n\
+             - **Kafka Streams** (`bench/streams-peer/`): the same rule written with the \
+             Processor API — exactly-once v2, RocksDB stores for pending sends and receipts, \
+             punctuators by stream time and (when caught up) by wall clock.\n\n\
+             events/s and CPU are measured from the group's first committed offset to the commit \
+             that covers the whole backlog (start-up excluded for all alike; `wall s from start` \
+             includes it). CPU is the process's user + system time from `/proc/<pid>/stat` \
+             (all threads); the broker's CPU in the same window is shown beside it. Peak RSS is \
+             `VmHWM`. The restart is a new process on the same changelog (Kafka Streams with an \
+             empty state directory, so it restores from its changelog as the connector does). The \
+             send-commands of each stateful run are read back and compared with the workload's \
+             model of the rule (user, trigger, due time).\n"
+        );
+        if let (Some(chart), false) = (chart, self.rows.is_empty()) {
+            let _ = writeln!(
+                s,
+                "![events/s and CPU per event of every system]({})\n",
+                chart.to_string_lossy()
+            );
+        }
+        for t in tables {
+            let _ = writeln!(s, "## {}\n\n{}", t.title, t.markdown());
+        }
+        if let Some(engine) = &self.engine {
+            let _ = writeln!(
+                s,
+                "## Engine alone (`cargo bench --bench engine`{})\n\n```text\n{engine}\n```\n",
+                if quick { " -- --quick" } else { "" }
+            );
+        }
+        let targets = self.targets(sizes);
+        let _ = writeln!(s, "## Targets\n");
+        for l in targets.iter().skip(2) {
+            let _ = writeln!(s, "{l}");
+        }
+        let _ = writeln!(
+            s,
+            "\nThe restore target is extrapolated linearly from the size measured when it is \
+             smaller than 10 M; the burst target is judged only when 1 M timers were measured."
+        );
+        s
+    }
+}

@@ -1,0 +1,166 @@
+//! Value bytes as the different producers of the workload write them: this build's schemas
+//! (through the product's codec), a newer interaction producer (writer schema v2: a new kind
+//! and a new optional field), an older user-event producer (v0), and an incompatible v3
+//! whose records no reader can resolve.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use apache_avro::rabin::Rabin;
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use campaign_connector::codec::{Codec, EncodingSettings, SINGLE_OBJECT_MARKER};
+use campaign_connector::model::{Interaction, UserEvent};
+
+/// A schema read from a file, with its single-object header.
+struct Writer {
+    schema: Schema,
+    header: Vec<u8>,
+}
+
+impl Writer {
+    fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let schema = Schema::parse_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut header = SINGLE_OBJECT_MARKER.to_vec();
+        header.extend_from_slice(&schema.fingerprint::<Rabin>().bytes);
+        Ok(Self { schema, header })
+    }
+
+    fn encode(&self, value: Value) -> Vec<u8> {
+        let datum = apache_avro::writer::datum::GenericDatumWriter::builder(&self.schema)
+            .build()
+            .and_then(|w| w.write_value_to_vec(value))
+            .expect("the workload builds values that fit the writer schema");
+        let mut out = self.header.clone();
+        out.extend_from_slice(&datum);
+        out
+    }
+}
+
+pub struct Encoders {
+    interactions: Codec<Interaction>,
+    user_events: Codec<UserEvent>,
+    interaction_v2: Writer,
+    user_event_v0: Writer,
+    interaction_v3: Writer,
+}
+
+/// Interaction kinds only a newer producer knows (v2).
+pub const EMAIL_FORWARD: &str = "EMAIL_FORWARD";
+/// User event types only an older producer knows (v0).
+pub const REFUND: &str = "REFUND";
+
+impl Encoders {
+    /// `evolved`: the directory of the evolved writer schemas the connector is given
+    /// (`tests/fixtures/writer_schemas`); `incompatible`: the v3 schema file.
+    pub fn new(evolved: &Path, incompatible: &Path) -> Result<Self, String> {
+        let avro = EncodingSettings::avro();
+        Ok(Self {
+            interactions: Codec::new("interactions", &avro).map_err(|e| e.to_string())?,
+            user_events: Codec::new("user-events", &avro).map_err(|e| e.to_string())?,
+            interaction_v2: Writer::load(&evolved.join("interaction_v2.avsc"))?,
+            user_event_v0: Writer::load(&evolved.join("user_event_v0.avsc"))?,
+            interaction_v3: Writer::load(incompatible)?,
+        })
+    }
+
+    pub fn interaction(&self, i: &Interaction) -> Vec<u8> {
+        self.interactions
+            .encode(i)
+            .expect("interactions fit their schema")
+    }
+
+    pub fn user_event(&self, e: &UserEvent) -> Vec<u8> {
+        self.user_events
+            .encode(e)
+            .expect("user events fit their schema")
+    }
+
+    /// Writer schema v2: `kind_symbol` may be one only v2 knows; `channel_hint` is new.
+    pub fn interaction_v2(
+        &self,
+        i: &Interaction,
+        kind_symbol: &str,
+        channel_hint: Option<&str>,
+    ) -> Vec<u8> {
+        let kind = enum_value(&self.interaction_v2.schema, "kind", kind_symbol);
+        self.interaction_v2.encode(Value::Record(vec![
+            ("event_id".into(), Value::String(i.event_id.clone())),
+            ("user_id".into(), Value::String(i.user_id.clone())),
+            ("campaign_id".into(), Value::String(i.campaign_id.clone())),
+            ("kind".into(), kind),
+            ("qualifier".into(), optional(i.qualifier.as_deref())),
+            ("occurred_at".into(), Value::TimestampMillis(i.occurred_at)),
+            (
+                "user_time_zone".into(),
+                optional(i.user_time_zone.as_deref()),
+            ),
+            (
+                "properties".into(),
+                Value::Map(
+                    i.properties
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                        .collect::<HashMap<_, _>>(),
+                ),
+            ),
+            ("channel_hint".into(), optional(channel_hint)),
+        ]))
+    }
+
+    /// Writer schema v0 (no name, time zone or properties; `type_symbol` may be `REFUND`).
+    pub fn user_event_v0(&self, e: &UserEvent, type_symbol: &str) -> Vec<u8> {
+        let ty = enum_value(&self.user_event_v0.schema, "type", type_symbol);
+        self.user_event_v0.encode(Value::Record(vec![
+            ("event_id".into(), Value::String(e.event_id.clone())),
+            ("user_id".into(), Value::String(e.user_id.clone())),
+            ("type".into(), ty),
+            ("occurred_at".into(), Value::TimestampMillis(e.occurred_at)),
+        ]))
+    }
+
+    /// Writer schema v3, which changed `occurred_at` to a string: no reader resolves it.
+    pub fn interaction_v3(&self, i: &Interaction) -> Vec<u8> {
+        let kind = enum_value(&self.interaction_v3.schema, "kind", i.kind.symbol());
+        self.interaction_v3.encode(Value::Record(vec![
+            ("event_id".into(), Value::String(i.event_id.clone())),
+            ("user_id".into(), Value::String(i.user_id.clone())),
+            ("campaign_id".into(), Value::String(i.campaign_id.clone())),
+            ("kind".into(), kind),
+            (
+                "occurred_at".into(),
+                Value::String(campaign_connector::time::format_timestamp(i.occurred_at)),
+            ),
+            ("tenant".into(), Value::String("chaos".into())),
+        ]))
+    }
+}
+
+fn optional(s: Option<&str>) -> Value {
+    match s {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(s) => Value::Union(1, Box::new(Value::String(s.to_string()))),
+    }
+}
+
+/// The enum value of `symbol` for the record field `field` of `schema`.
+fn enum_value(schema: &Schema, field: &str, symbol: &str) -> Value {
+    let Schema::Record(record) = schema else {
+        panic!("writer schemas are records")
+    };
+    let f = record
+        .fields
+        .iter()
+        .find(|f| f.name == field)
+        .unwrap_or_else(|| panic!("field {field}"));
+    let Schema::Enum(e) = &f.schema else {
+        panic!("{field} is an enum")
+    };
+    let index = e
+        .symbols
+        .iter()
+        .position(|s| s == symbol)
+        .unwrap_or_else(|| panic!("{field} has no symbol {symbol}"));
+    Value::Enum(index as u32, symbol.to_string())
+}
