@@ -449,8 +449,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 for c in live.values() {
                     let kind = match &c.follow_on {
                         Some(f) => format!(
-                            "follow-on of {} {:?}",
-                            f.trigger.campaign_id, f.trigger.kinds
+                            "follow-on of {} {:?}{}",
+                            f.trigger.campaign_id,
+                            f.trigger.kinds,
+                            c.backfill_since
+                                .map(|t| format!(
+                                    ", backfill from {}",
+                                    campaign_connector::time::format_timestamp(t)
+                                ))
+                                .unwrap_or_default()
                         ),
                         None => "campaign".into(),
                     };
