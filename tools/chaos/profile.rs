@@ -18,8 +18,8 @@ pub struct Profile {
     pub recover_deadline: Duration,
     /// The run gives up when the group commits nothing for this long while it has work.
     pub give_up_after: Duration,
-    /// Fetch responses per broker, KB/s (0: unlimited): keeps the group busy with a backlog
-    /// for as long as the faults take, without a workload of millions of records.
+    /// Fetch responses per consumer connection, KB/s (0: unlimited): keeps the group busy
+    /// with a backlog for as long as the faults take, without millions of records.
     pub fetch_kb_per_s: u64,
 }
 
@@ -49,7 +49,7 @@ pub fn profile(name: &str) -> Option<Profile> {
             stall: Duration::from_secs(12),
             recover_deadline: Duration::from_secs(150),
             give_up_after: Duration::from_secs(180),
-            fetch_kb_per_s: 40,
+            fetch_kb_per_s: 10,
         }),
         "full" => Some(Profile {
             name: "full",
@@ -75,7 +75,7 @@ pub fn profile(name: &str) -> Option<Profile> {
             stall: Duration::from_secs(15),
             recover_deadline: Duration::from_secs(240),
             give_up_after: Duration::from_secs(300),
-            fetch_kb_per_s: 45,
+            fetch_kb_per_s: 12,
         }),
         _ => None,
     }
@@ -94,11 +94,13 @@ pub struct Args {
     pub dry_run: bool,
     pub instances: Option<usize>,
     pub fetch_limit: Option<u64>,
+    /// Write the input in transactions (one per chunk), as an exactly-once upstream does.
+    pub transactional_input: bool,
     pub poison: workload::PoisonKinds,
 }
 
 pub const USAGE: &str = "usage: chaos [--profile ci|full] [--seed N] [--faults all|none|KIND,...] \
-[--poison all|none|KIND,...] [--instances N] [--events N] [--fetch-limit KB/s] [--dry-run] [--port-base B] [--bin CONNECTOR] [--repo DIR] [--work DIR] [--report FILE.md]
+[--poison all|none|KIND,...] [--instances N] [--events N] [--fetch-limit KB/s] [--transactional-input] [--dry-run] [--port-base B] [--bin CONNECTOR] [--repo DIR] [--work DIR] [--report FILE.md]
 fault kinds: kill, kill-restore, kill-rebalance, broker-kill, broker-restart, storm, zombie, \
 drop, stall, commit-stall
 poison kinds: garbage, truncated, v3, time-range, time-negative, 2099, key, empty-user";
@@ -117,6 +119,7 @@ pub fn parse_args() -> Result<Args, String> {
         dry_run: false,
         instances: None,
         fetch_limit: None,
+        transactional_input: false,
         poison: workload::Poison::ALL.to_vec(),
     };
     let mut it = std::env::args().skip(1);
@@ -146,6 +149,7 @@ pub fn parse_args() -> Result<Args, String> {
                 }
             }
             "--dry-run" => a.dry_run = true,
+            "--transactional-input" => a.transactional_input = true,
             "--fetch-limit" => {
                 a.fetch_limit = Some(
                     value()?

@@ -248,7 +248,12 @@ pub fn run(args: Args) -> Result<Report, String> {
     let producer = background::spawn_producer(
         background::ProducerJob {
             generator,
-            producer: kafka::WorkloadProducer::new(&direct)?,
+            producer: kafka::WorkloadProducer::new(
+                &direct,
+                args.transactional_input
+                    .then(|| format!("{}-workload", names.app_id))
+                    .as_deref(),
+            )?,
             oracle,
             topics: [names.interactions.clone(), names.user_events.clone()],
             partitions: PARTITIONS,
@@ -291,6 +296,7 @@ pub fn run(args: Args) -> Result<Report, String> {
         progress.clone(),
         fleet.clone(),
         stop.clone(),
+        work.clone(),
     );
     let mut barrier = Barrier {
         progress: progress.clone(),
@@ -517,9 +523,17 @@ pub fn run(args: Args) -> Result<Report, String> {
                 "proxies: {accepted} connections accepted, {refused} refused by a broker that was down; {} MB of fetch responses{}",
                 fetched / (1 << 20),
                 if prof.fetch_kb_per_s > 0 {
-                    format!(", at most {} KB/s per broker", prof.fetch_kb_per_s)
+                    format!(", at most {} KB/s per consumer connection", prof.fetch_kb_per_s)
                 } else {
                     String::new()
+                }
+            ),
+            format!(
+                "input written by an idempotent producer{}",
+                if args.transactional_input {
+                    ", one transaction per chunk"
+                } else {
+                    ""
                 }
             ),
             format!("logs and configs: {}", work.display()),
@@ -528,6 +542,7 @@ pub fn run(args: Args) -> Result<Report, String> {
         extra_rows,
         verification: Some(verification),
         checks,
+        notes: p.notes.clone(),
         elapsed: started.elapsed(),
         reproduce: std::env::var("CHAOS_REPRODUCE").unwrap_or_else(|_| {
             format!(
