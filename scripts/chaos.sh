@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Usage: scripts/chaos.sh [--profile ci|full] [--seed N] [--faults all|none|KIND,...]
 #                         [--poison all|none|KIND,...] [--instances N] [--events N]
-#                         [--fetch-limit KB/s]
+#                         [--fetch-limit KB/s] [--transactional-input]
 #                         [--debug] [--bin CONNECTOR] [--write-docs]
 #
 # The fault matrix: starts a local three-broker Kafka cluster (scripts/kafka/cluster.sh)
@@ -23,6 +23,8 @@
 #   --poison LIST    only these poison kinds (garbage, truncated, v3, time-range,
 #                    time-negative, 2099, key, empty-user), or none
 #   --instances N    instances running between faults (default 2)
+#   --transactional-input  write the input in transactions (one per chunk), as an
+#                    upstream application with exactly-once output does
 #   --events N       override the profile's number of events
 #   --fetch-limit K  Fetch responses per broker in KB/s through the proxies (0: unlimited;
 #                    default per profile: the group then has a backlog for as long as the
@@ -55,6 +57,7 @@ while [[ $# -gt 0 ]]; do
     --faults|--events|--poison|--instances|--fetch-limit) pass+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
     --write-docs) write_docs=true; shift ;;
     --debug) build_profile=debug; shift ;;
+    --transactional-input) pass+=("$1"); shift ;;
     --bin) connector="${2:?--bin needs a path}"; shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;

@@ -151,6 +151,7 @@ pub fn spawn_monitor(
     progress: SharedProgress,
     fleet: Arc<Mutex<Fleet>>,
     stop: Arc<AtomicBool>,
+    work: std::path::PathBuf,
 ) -> JoinHandle<()> {
     thread::Builder::new()
         .name("monitor".into())
@@ -170,11 +171,30 @@ pub fn spawn_monitor(
                 vec![Default::default(); partitions as usize];
             let mut done = vec![false; partitions as usize];
             let mut restart_at: Vec<(String, Instant)> = Vec::new();
+            // A stall (no progress for a minute with work to do) is described once: what
+            // the group and every instance say about it, for whoever reads the report.
+            let mut stall_described = false;
+            let mut offsets_unread_since: Option<Instant> = None;
             let mut crashes_per_instance: std::collections::BTreeMap<String, usize> =
                 Default::default();
             while !stop.load(Ordering::Relaxed) {
                 let tick = Instant::now();
-                if let Ok(committed) = offsets.committed(&inputs, Duration::from_secs(5)) {
+                let answer = offsets.committed(&inputs, Duration::from_secs(5));
+                let readable = answer.as_ref().is_ok_and(|c| c.iter().all(Option::is_some));
+                match (readable, offsets_unread_since) {
+                    (false, None) => offsets_unread_since = Some(Instant::now()),
+                    (true, Some(since)) => {
+                        if since.elapsed() > Duration::from_secs(10) {
+                            lock(&progress).notes.push(format!(
+                                "the group's committed offsets could not be read for {:.0} s",
+                                since.elapsed().as_secs_f64()
+                            ));
+                        }
+                        offsets_unread_since = None;
+                    }
+                    _ => {}
+                }
+                if let Ok(committed) = answer {
                     let now = Instant::now();
                     let mut p = lock(&progress);
                     // Committed offsets only move forward; an answer with an error for a
@@ -238,6 +258,22 @@ pub fn spawn_monitor(
                         p.group_at = Some(Instant::now());
                     }
                 }
+                let stalled = lock(&progress).stalled_for();
+                if stalled > Duration::from_secs(60) && !stall_described {
+                    stall_described = true;
+                    let file = work.join(format!(
+                        "stall-{}.txt",
+                        crate::STARTED.get().map_or(0, |s| s.elapsed().as_secs())
+                    ));
+                    let text = describe_stall(&progress, &fleet);
+                    let _ = std::fs::write(&file, text);
+                    lock(&progress).notes.push(format!(
+                        "no progress for a minute with work to do; the group and the instances then: {}",
+                        file.display()
+                    ));
+                } else if stalled.is_zero() {
+                    stall_described = false;
+                }
                 // Supervision: what crashed is restarted a second later, up to a bound.
                 if let Ok(mut f) = fleet.try_lock() {
                     for id in f.reap() {
@@ -270,4 +306,71 @@ pub fn spawn_monitor(
             }
         })
         .expect("spawn monitor")
+}
+
+/// The group's members and assignments, and every instance's `/admin/tasks` and the
+/// lag and readiness lines of its `/metrics`.
+fn describe_stall(progress: &SharedProgress, fleet: &Arc<Mutex<Fleet>>) -> String {
+    let mut out = String::new();
+    {
+        let p = lock(progress);
+        out.push_str(&format!(
+            "committed {:?}\nends      {:?}\ngroup {}:\n",
+            p.committed, p.ends, p.group.state
+        ));
+        for m in &p.group.members {
+            out.push_str(&format!(
+                "  {} {} {:?}\n",
+                m.client_id, m.member_id, m.assigned
+            ));
+        }
+    }
+    let ports: Vec<(String, u16)> = match fleet.try_lock() {
+        Ok(f) => f
+            .running()
+            .into_iter()
+            .map(|id| {
+                let port = f.http_port(&id);
+                (id, port)
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    for (id, port) in ports {
+        out.push_str(&format!("\n== {id} /admin/tasks\n"));
+        out.push_str(&http_get(port, "/admin/tasks").unwrap_or_else(|e| e));
+        out.push_str(&format!(
+            "\n== {id} /metrics (lag, ready, restore, aborts)\n"
+        ));
+        let metrics = http_get(port, "/metrics").unwrap_or_else(|e| e);
+        for line in metrics.lines().filter(|l| {
+            !l.starts_with('#')
+                && ["lag", "ready", "restore", "abort"]
+                    .iter()
+                    .any(|k| l.contains(k))
+        }) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// A plain HTTP GET on 127.0.0.1; the body, or why there is none.
+fn http_get(port: u16, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(text))
 }

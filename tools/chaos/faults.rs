@@ -560,3 +560,32 @@ impl Injector {
         }
     }
 }
+
+/// When each fault happens: a chunk of the input (the fault comes once the group has
+/// committed that far), spread over the run.
+pub fn schedule(
+    rng: &mut Rng,
+    faults: &[(FaultKind, usize)],
+    chunks: usize,
+) -> Vec<(usize, FaultKind)> {
+    let mut kinds: Vec<FaultKind> = faults
+        .iter()
+        .flat_map(|(k, n)| std::iter::repeat_n(*k, *n))
+        .collect();
+    // Shuffle (Fisher–Yates), then give the i-th fault a point in the i-th slice.
+    for i in (1..kinds.len()).rev() {
+        let j = rng.below(i as u64 + 1) as usize;
+        kinds.swap(i, j);
+    }
+    let (first, last) = (chunks * 5 / 100, chunks * 95 / 100);
+    let n = kinds.len().max(1);
+    kinds
+        .into_iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let lo = first + (last - first) * i / n;
+            let hi = (first + (last - first) * (i + 1) / n).max(lo + 1);
+            (rng.range(lo as i64, hi as i64) as usize, k)
+        })
+        .collect()
+}

@@ -56,11 +56,18 @@ impl ProducerContext for Deliveries {
 
 pub struct WorkloadProducer {
     producer: BaseProducer<Deliveries>,
+    transactional: bool,
 }
 
 impl WorkloadProducer {
-    pub fn new(bootstrap: &str) -> Result<Self, String> {
-        let producer = client(bootstrap)
+    /// `transactional_id`: write each batch in one transaction, as an upstream application
+    /// with exactly-once output does (its partitions then end in transaction markers).
+    pub fn new(bootstrap: &str, transactional_id: Option<&str>) -> Result<Self, String> {
+        let mut config = client(bootstrap);
+        if let Some(id) = transactional_id {
+            config.set("transactional.id", id);
+        }
+        let producer: BaseProducer<Deliveries> = config
             .set("enable.idempotence", "true")
             .set("acks", "all")
             // Hash keys like the Java client, as the connector's co-partitioning expects.
@@ -72,7 +79,15 @@ impl WorkloadProducer {
             .set("message.timeout.ms", "600000")
             .create_with_context(Deliveries::default())
             .map_err(|e| e.to_string())?;
-        Ok(Self { producer })
+        if transactional_id.is_some() {
+            producer
+                .init_transactions(Duration::from_secs(60))
+                .map_err(|e| format!("init_transactions: {e}"))?;
+        }
+        Ok(Self {
+            producer,
+            transactional: transactional_id.is_some(),
+        })
     }
 
     /// Produces `records` (topic, key, value) in order and waits for every delivery. Returns
@@ -85,6 +100,11 @@ impl WorkloadProducer {
             .lock()
             .expect("deliveries lock")
             .clear();
+        if self.transactional {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| format!("begin_transaction: {e}"))?;
+        }
         for (i, (topic, key, value)) in records.iter().enumerate() {
             let mut record = BaseRecord::with_opaque_to(topic, Box::new(i))
                 .key(*key)
@@ -106,6 +126,11 @@ impl WorkloadProducer {
                 }
             }
             self.producer.poll(Duration::ZERO);
+        }
+        if self.transactional {
+            self.producer
+                .commit_transaction(Duration::from_secs(600))
+                .map_err(|e| format!("commit_transaction: {e}"))?;
         }
         self.producer
             .flush(Duration::from_secs(600))

@@ -47,10 +47,9 @@ struct Shared {
     connections: Mutex<Vec<(u64, TcpStream, TcpStream)>>,
     next_id: AtomicU64,
     accepted: AtomicU64,
-    /// Fetch response bytes per second (0: no limit) for the clients named, and the bucket.
+    /// Fetch response bytes per second and connection (0: no limit) for the clients named.
     fetch_rate: AtomicU64,
     paced_clients: Mutex<Vec<String>>,
-    fetch_tokens: Mutex<(f64, Instant)>,
     fetch_bytes: AtomicU64,
     /// Connections closed at once because the broker refused (it was down).
     refused: AtomicU64,
@@ -78,7 +77,6 @@ impl Proxy {
             accepted: AtomicU64::new(0),
             fetch_rate: AtomicU64::new(0),
             paced_clients: Mutex::new(Vec::new()),
-            fetch_tokens: Mutex::new((0.0, Instant::now())),
             fetch_bytes: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             stop: AtomicBool::new(false),
@@ -129,7 +127,8 @@ impl Proxy {
     }
 
     /// Delivers Fetch responses to the clients with these client ids at no more than
-    /// `bytes_per_second` in all (0: no limit): a slower network for those consumers. Other
+    /// `bytes_per_second` per connection (0: no limit): a slower network for those
+    /// consumers, each connection paced on its own so that none starves another. Other
     /// clients, and every other response, pass at full speed.
     pub fn limit_fetch(&self, bytes_per_second: u64, client_ids: &[String]) {
         *lock(&self.shared.paced_clients) = client_ids.to_vec();
@@ -218,6 +217,8 @@ struct InFlightState {
     /// Known from the client id of the connection's first request.
     paced: AtomicBool,
     seen_first: AtomicBool,
+    /// The connection's fetch token bucket: (tokens, last refill).
+    tokens: Mutex<Option<(f64, Instant)>>,
 }
 
 type InFlight = Arc<InFlightState>;
@@ -284,7 +285,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64, dir: D
                 if fetched > 0 {
                     shared.fetch_bytes.fetch_add(fetched, Ordering::Relaxed);
                     if in_flight.paced.load(Ordering::Relaxed) {
-                        pace_fetch(shared, fetched);
+                        pace_fetch(shared, in_flight, fetched);
                     }
                 }
             }
@@ -300,15 +301,16 @@ fn pump(mut from: TcpStream, mut to: TcpStream, shared: &Shared, id: u64, dir: D
     lock(&shared.connections).retain(|(c, _, _)| *c != id);
 }
 
-/// Takes `bytes` from the fetch token bucket, sleeping off any debt.
-fn pace_fetch(shared: &Shared, bytes: u64) {
+/// Takes `bytes` from the connection's fetch token bucket, sleeping off any debt.
+fn pace_fetch(shared: &Shared, connection: &InFlightState, bytes: u64) {
     let rate = shared.fetch_rate.load(Ordering::Relaxed);
     if rate == 0 {
         return;
     }
     let debt = {
-        let mut t = lock(&shared.fetch_tokens);
+        let mut guard = lock(&connection.tokens);
         let now = Instant::now();
+        let t = guard.get_or_insert((rate as f64, now));
         // Up to one second of burst.
         t.0 = (t.0 + now.duration_since(t.1).as_secs_f64() * rate as f64).min(rate as f64);
         t.1 = now;
@@ -443,6 +445,59 @@ mod tests {
         let mut r = FrameScanner::new(RESPONSE_HEADER);
         let h = r.scan(&response);
         assert_eq!((h[0].size, h[0].correlation_id), (12, 9));
+    }
+
+    /// An echo server: what a client sends comes back as the "response".
+    fn echo_server() -> SocketAddr {
+        let echo = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = echo.local_addr().unwrap();
+        thread::spawn(move || {
+            for s in echo.incoming() {
+                let mut s = s.unwrap();
+                thread::spawn(move || {
+                    let mut b = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut b) {
+                        if n == 0 || s.write_all(&b[..n]).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    /// Sends a Fetch request (api key 1, version 0) whose echo parses as its own response:
+    /// the echoed bytes after the size are the api key and version, read as a correlation
+    /// id — so the request's correlation id is chosen to be exactly that, 0x0001_0000.
+    fn fetch_round_trip(proxy: &Proxy, client: &str, body: usize) -> Duration {
+        let mut r = ((10 + client.len() + body) as i32).to_be_bytes().to_vec();
+        r.extend_from_slice(&API_FETCH.to_be_bytes());
+        r.extend_from_slice(&0i16.to_be_bytes());
+        r.extend_from_slice(&0x0001_0000i32.to_be_bytes());
+        r.extend_from_slice(&(client.len() as i16).to_be_bytes());
+        r.extend_from_slice(client.as_bytes());
+        r.extend(std::iter::repeat_n(0u8, body));
+        let mut c = TcpStream::connect(proxy.listen).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let started = Instant::now();
+        c.write_all(&r).unwrap();
+        let mut back = vec![0u8; r.len()];
+        c.read_exact(&mut back).unwrap();
+        started.elapsed()
+    }
+
+    #[test]
+    fn fetch_responses_of_the_named_clients_are_paced() {
+        let proxy = Proxy::start("127.0.0.1:0".parse().unwrap(), echo_server()).unwrap();
+        proxy.limit_fetch(1_000, &["paced".to_string()]);
+        assert!(fetch_round_trip(&proxy, "free", 3_000) < Duration::from_millis(500));
+        let took = fetch_round_trip(&proxy, "paced", 3_000);
+        assert!(
+            took >= Duration::from_millis(1_500),
+            "3 KB at 1 KB/s (one second of burst at most) took {took:?}"
+        );
+        assert!(proxy.fetch_bytes() >= 6_000);
     }
 
     /// An echo server behind the proxy: bytes pass, a stall holds them, drop_all closes.

@@ -34,6 +34,8 @@ pub struct Report {
     pub extra_rows: Vec<(String, usize, String)>,
     pub verification: Option<Verification>,
     pub checks: Vec<Check>,
+    /// What the harness noticed on the way (restarts refused, stalls described, …).
+    pub notes: Vec<String>,
     pub elapsed: Duration,
     pub reproduce: String,
 }
@@ -167,6 +169,12 @@ impl Report {
                 o.detail
             );
         }
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "\nnotes:");
+            for n in &self.notes {
+                let _ = writeln!(s, "  {n}");
+            }
+        }
         let _ = writeln!(s, "\nchecks:");
         for c in &self.checks {
             let _ = writeln!(s, "  {} {}", if c.passed { "PASS" } else { "FAIL" }, c.name);
@@ -228,6 +236,12 @@ impl Report {
                     kind.name(),
                     classes.join(", ")
                 );
+            }
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "\nNotes:\n");
+            for n in &self.notes {
+                let _ = writeln!(s, "- {}", n.replace('|', "\\|"));
             }
         }
         let _ = writeln!(s, "\nChecks:\n");
