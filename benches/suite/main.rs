@@ -804,7 +804,9 @@ impl Report {
              and 1 s, at-least-once; with the decision log (the production setting) and without.\n\
              - **Kafka Streams** (`bench/streams-peer/`): the same rule written with the \
              Processor API — exactly-once v2, RocksDB stores for pending sends and receipts, \
-             punctuators by stream time and (when caught up) by wall clock.\n\n\
+             punctuators by stream time and (when caught up) by wall clock; store caching on, \
+             static membership and the connector's 5 ms producer linger, Kafka Streams' defaults \
+             otherwise.\n\n\
              events/s and CPU are measured from the group's first committed offset to the commit \
              that covers the whole backlog (start-up excluded for all alike; `wall s from start` \
              includes it). CPU is the process's user + system time from `/proc/<pid>/stat` \
@@ -813,6 +815,20 @@ impl Report {
              empty state directory, so it restores from its changelog as the connector does). The \
              send-commands of each stateful run are read back and compared with the workload's \
              model of the rule (user, trigger, due time).\n"
+        );
+        let _ = writeln!(
+            s,
+            "The other parts, each on its own topics: **fire lateness** — the workload produced \
+             live at a fixed rate with `occurred_at` = now and a delay of {} s, so timers come due \
+             continuously while the system is caught up; for every send-command due during the \
+             load, `emitted_at − due_at` and the time a `read_committed` reader received it − \
+             `due_at` (visible, after the commit). **Burst** — one trigger per user (and a session \
+             start for every other one, so that both inputs carry records), all due in the same \
+             second of wall time; measured from the end of that second until a reader has every \
+             send-command. **Restore** — one pending timer per user (a week's delay), then a \
+             restart: time until ready, the pending count the system reports, and resident memory \
+             after the restore over that of the first start on empty state, per timer.\n",
+            sizes.lateness_delay_s
         );
         if let (Some(chart), false) = (chart, self.rows.is_empty()) {
             let _ = writeln!(
