@@ -21,7 +21,8 @@
 #   BENCH_HTTP_PORTS (19650-19699): ports of the connectors' HTTP servers
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command_line="scripts/bench.sh${*:+ $*}"
+# The command as given, with the sizes and options set in the environment.
+command_line="$({ env | grep -E '^(BENCH|KAFKA_BENCH)_' || true; } | sort | tr '\n' ' ')scripts/bench.sh${*:+ $*}"
 for arg in "$@"; do
   case "$arg" in
     --quick) ;;

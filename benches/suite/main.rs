@@ -29,6 +29,7 @@ mod workload;
 
 mod kafka;
 mod lateness;
+mod page;
 mod process;
 mod report;
 mod state;
@@ -36,17 +37,17 @@ mod systems;
 mod throughput;
 
 use std::cell::Cell;
-use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::Command;
 
 use kafka::{EventProducer, Inputs};
+use page::{load_average, Report};
 use process::now_ms;
-use report::{mib, thousands, Bar, Table};
+use report::{thousands, Bar};
 use systems::{Env, Kind, Setup};
 use workload::{campaigns_yaml, Params, Workload};
 
-fn var(name: &str) -> Option<String> {
+pub(crate) fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
@@ -67,7 +68,7 @@ fn number(name: &str, default: u64) -> u64 {
     }
 }
 
-struct Sizes {
+pub(crate) struct Sizes {
     events: u64,
     users: u64,
     delay_s: i64,
@@ -100,12 +101,12 @@ impl Sizes {
     }
 }
 
-const EOS_100: Kind = Kind::Connector {
+pub(crate) const EOS_100: Kind = Kind::Connector {
     exactly_once: true,
     commit_ms: 100,
     decisions: true,
 };
-const STREAMS_100: Kind = Kind::Streams { commit_ms: 100 };
+pub(crate) const STREAMS_100: Kind = Kind::Streams { commit_ms: 100 };
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -267,26 +268,6 @@ fn main() {
     }
 }
 
-/// The 1, 5 and 15 minute load averages: how busy the machine was besides the suite.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
-
-#[derive(Default)]
-struct Report {
-    load_at_start: String,
-    load_at_end: String,
-    workload: String,
-    produce_s: f64,
-    rows: Vec<throughput::Row>,
-    lateness: Vec<lateness::Row>,
-    burst: Vec<state::BurstRow>,
-    restore: Vec<state::RestoreRow>,
-    engine: Option<String>,
-}
-
 fn throughput_part(
     env: &Env,
     sizes: &Sizes,
@@ -397,450 +378,5 @@ fn throughput_part(
             row.cpu_per_m
         );
         report.rows.push(row);
-    }
-}
-
-fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
-    v.map(f).unwrap_or_else(|| "–".into())
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if b > 0.0 && a.is_finite() {
-        format!("{:.2}", a / b)
-    } else {
-        "–".into()
-    }
-}
-
-impl Report {
-    fn find(&self, kind: Kind) -> Option<&throughput::Row> {
-        self.rows.iter().find(|r| r.kind == Some(kind))
-    }
-
-    fn tables(&self, sizes: &Sizes) -> Vec<Table> {
-        let mut out = Vec::new();
-        if !self.rows.is_empty() {
-            let mut t = Table::new(
-                &format!(
-                    "Throughput: {} events over the same topics, one system at a time",
-                    thousands(sizes.events as f64)
-                ),
-                &[
-                    "system",
-                    "mode",
-                    "events/s",
-                    "CPU s / 1M events",
-                    "broker CPU s / 1M",
-                    "wall s from start",
-                    "peak RSS MiB",
-                    "restart: ready s",
-                    "peak RSS after restart MiB",
-                    "pending timers",
-                    "send-commands (model)",
-                ],
-            );
-            for r in &self.rows {
-                t.row(vec![
-                    r.system.clone(),
-                    if r.note.is_empty() {
-                        r.mode.clone()
-                    } else {
-                        format!("{} ({})", r.mode, r.note)
-                    },
-                    thousands(r.events_per_s),
-                    format!("{:.2}", r.cpu_per_m),
-                    format!("{:.2}", r.broker_cpu_per_m),
-                    format!("{:.1}", r.wall_s),
-                    mib(r.rss_ingest),
-                    opt(r.ready_s, |s| format!("{s:.1}")),
-                    opt(r.rss_restart, mib),
-                    opt(r.pending, |p| thousands(p as f64)),
-                    opt(r.sends, |(n, same)| {
-                        format!(
-                            "{} {}",
-                            thousands(n as f64),
-                            if same { "= model" } else { "≠ model" }
-                        )
-                    }),
-                ]);
-            }
-            out.push(t);
-
-            let mut t = Table::new(
-                "Ratios (connector ÷ bare copy in the same mode; connector ÷ Kafka Streams at 100 ms)",
-                &[
-                    "connector",
-                    "against",
-                    "events/s ratio",
-                    "CPU per event ratio",
-                    "peak RSS ratio",
-                ],
-            );
-            for decisions in [true, false] {
-                for (eos, ms) in [(true, 100), (true, 1000), (false, 100)] {
-                    let c = self.find(Kind::Connector {
-                        exactly_once: eos,
-                        commit_ms: ms,
-                        decisions,
-                    });
-                    let copy = self.find(Kind::Copy {
-                        exactly_once: eos,
-                        commit_ms: ms,
-                    });
-                    if let (Some(c), Some(b)) = (c, copy) {
-                        t.row(vec![
-                            c.mode.clone(),
-                            format!("bare copy, {}", b.mode),
-                            ratio(c.events_per_s, b.events_per_s),
-                            ratio(c.cpu_per_m, b.cpu_per_m),
-                            ratio(c.rss_ingest as f64, b.rss_ingest as f64),
-                        ]);
-                    }
-                }
-                let c = self.find(Kind::Connector {
-                    exactly_once: true,
-                    commit_ms: 100,
-                    decisions,
-                });
-                if let (Some(c), Some(s)) = (c, self.find(STREAMS_100)) {
-                    t.row(vec![
-                        c.mode.clone(),
-                        format!("Kafka Streams, {}", s.mode),
-                        ratio(c.events_per_s, s.events_per_s),
-                        ratio(c.cpu_per_m, s.cpu_per_m),
-                        ratio(c.rss_ingest as f64, s.rss_ingest as f64),
-                    ]);
-                }
-            }
-            out.push(t);
-        }
-        if !self.lateness.is_empty() {
-            let mut t = Table::new(
-                "Fire lateness at steady load (ms after due_at; caught up, timers due by the wall clock)",
-                &[
-                    "system",
-                    "mode",
-                    "load",
-                    "sends",
-                    "emitted p50",
-                    "emitted p99",
-                    "emitted max",
-                    "visible p50",
-                    "visible p99",
-                    "visible max",
-                ],
-            );
-            for r in &self.lateness {
-                t.row(vec![
-                    r.system.clone(),
-                    r.mode.clone(),
-                    format!("{} ev/s × {} s", thousands(r.rate as f64), r.seconds),
-                    thousands(r.fired as f64),
-                    r.emitted[0].to_string(),
-                    r.emitted[1].to_string(),
-                    r.emitted[2].to_string(),
-                    r.visible[0].to_string(),
-                    r.visible[1].to_string(),
-                    r.visible[2].to_string(),
-                ]);
-            }
-            out.push(t);
-        }
-        if !self.burst.is_empty() {
-            let mut t = Table::new(
-                "Burst: timers due in the same second",
-                &[
-                    "system",
-                    "mode",
-                    "timers",
-                    "ingest s",
-                    "all committed, s after the second",
-                ],
-            );
-            for r in &self.burst {
-                t.row(vec![
-                    r.system.clone(),
-                    r.mode.clone(),
-                    thousands(r.timers as f64),
-                    format!(
-                        "{:.1}{}",
-                        r.ingest_s,
-                        if r.ingested_before_due {
-                            ""
-                        } else {
-                            " (not done when due)"
-                        }
-                    ),
-                    if r.all_committed_s.is_finite() {
-                        format!("{:.2}", r.all_committed_s)
-                    } else {
-                        "not all within 10 min".into()
-                    },
-                ]);
-            }
-            out.push(t);
-        }
-        if !self.restore.is_empty() {
-            let mut t = Table::new(
-                "Restore: pending timers after a restart",
-                &[
-                    "system",
-                    "mode",
-                    "timers",
-                    "ingest s",
-                    "peak RSS ingest MiB",
-                    "ready s, empty state",
-                    "restart: ready s",
-                    "pending reported",
-                    "RSS restored MiB",
-                    "peak RSS restore MiB",
-                    "RSS bytes / timer",
-                    "state dir bytes / timer",
-                ],
-            );
-            for r in &self.restore {
-                t.row(vec![
-                    r.system.clone(),
-                    r.mode.clone(),
-                    thousands(r.timers as f64),
-                    format!("{:.1}", r.ingest_s),
-                    mib(r.rss_ingest),
-                    format!("{:.1}", r.ready_empty_s),
-                    format!("{:.1}", r.ready_s),
-                    opt(r.pending, |p| thousands(p as f64)),
-                    mib(r.rss_restored),
-                    mib(r.peak_rss_restore),
-                    format!(
-                        "{:.0}",
-                        (r.rss_restored as f64 - r.baseline_rss as f64) / r.timers.max(1) as f64
-                    ),
-                    opt(r.store_bytes, |b| {
-                        format!("{:.0}", b as f64 / r.timers.max(1) as f64)
-                    }),
-                ]);
-            }
-            out.push(t);
-        }
-        let _ = sizes;
-        out
-    }
-
-    /// The suite's targets, each with the measured figure and by how much it is met or missed.
-    fn targets(&self, sizes: &Sizes) -> Vec<String> {
-        let mut out = vec!["Targets".to_string(), String::new()];
-        let mut line = |what: String, measured: String, ok: Option<bool>| {
-            let verdict = match ok {
-                Some(true) => "met",
-                Some(false) => "MISSED",
-                None => "not measured",
-            };
-            out.push(format!("- {what}: {measured} — {verdict}"));
-        };
-        for (eos, ms) in [(true, 100), (true, 1000), (false, 100)] {
-            let c = self.find(Kind::Connector {
-                exactly_once: eos,
-                commit_ms: ms,
-                decisions: true,
-            });
-            let b = self.find(Kind::Copy {
-                exactly_once: eos,
-                commit_ms: ms,
-            });
-            if let (Some(c), Some(b)) = (c, b) {
-                let wall = c.events_per_s / b.events_per_s;
-                let cpu = c.cpu_per_m / b.cpu_per_m;
-                line(
-                    format!(
-                        "wall, connector ÷ bare copy ≥ 0.9 ({}, decisions on)",
-                        b.mode
-                    ),
-                    format!("{wall:.2}"),
-                    Some(wall >= 0.9),
-                );
-                line(
-                    format!(
-                        "CPU per event ≤ 1.5 × the copy's ({}, decisions on)",
-                        b.mode
-                    ),
-                    format!("{cpu:.2} ×"),
-                    Some(cpu <= 1.5),
-                );
-            }
-        }
-        if let (Some(c), Some(s)) = (self.find(EOS_100), self.find(STREAMS_100)) {
-            let per_core = s.cpu_per_m / c.cpu_per_m;
-            let memory = c.rss_ingest as f64 / s.rss_ingest as f64;
-            line(
-                "throughput per core ≥ 3 × Kafka Streams' (events per CPU second, exactly-once 100 ms)".into(),
-                format!("{per_core:.2} ×"),
-                Some(per_core >= 3.0),
-            );
-            line(
-                "memory ≤ ⅓ of Kafka Streams' (peak RSS while ingesting)".into(),
-                format!("{memory:.2} ×"),
-                Some(memory <= 1.0 / 3.0),
-            );
-        }
-        if let Some(r) = self.restore.iter().find(|r| r.system == "connector") {
-            // The restore proper: ready after the restart less ready on empty state.
-            let restore = (r.ready_s - r.ready_empty_s).max(0.0);
-            let at_10m = r.ready_empty_s + restore * 10_000_000.0 / r.timers.max(1) as f64;
-            line(
-                "restore of 10 M timers ≤ 15 s (time until ready)".into(),
-                format!(
-                    "ready {:.1} s after a restart with {} timers, {:.1} s on empty state (≈ {at_10m:.0} s at 10 M, scaling the difference linearly)",
-                    r.ready_s,
-                    thousands(r.timers as f64),
-                    r.ready_empty_s
-                ),
-                Some(at_10m <= 15.0),
-            );
-            let per = (r.rss_restored as f64 - r.baseline_rss as f64) / r.timers.max(1) as f64;
-            line(
-                "memory per pending timer ≤ 100 B (whole process, after a restore)".into(),
-                format!("{per:.0} B"),
-                Some(per <= 100.0),
-            );
-        }
-        if let Some(r) = self.lateness.iter().find(|r| r.system == "connector") {
-            line(
-                "fire lateness p99 ≤ commit interval + 100 ms (visible, exactly-once 100 ms)"
-                    .into(),
-                format!("{} ms", r.visible[1]),
-                Some(r.visible[1] <= 200),
-            );
-        }
-        if let Some(r) = self.burst.iter().find(|r| r.system == "connector") {
-            line(
-                "1 M timers due in one second committed ≤ 5 s".into(),
-                format!(
-                    "{:.2} s for {}",
-                    r.all_committed_s,
-                    thousands(r.timers as f64)
-                ),
-                (r.timers >= 1_000_000).then_some(r.all_committed_s <= 5.0),
-            );
-        }
-        let _ = sizes;
-        out
-    }
-
-    fn markdown(
-        &self,
-        sizes: &Sizes,
-        env: &Env,
-        tables: &[Table],
-        quick: bool,
-        chart: Option<&std::ffi::OsStr>,
-    ) -> String {
-        let nproc = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1);
-        let mem_gib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            })
-            .map(|kb| kb / 1_048_576.0)
-            .unwrap_or(0.0);
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|c| {
-                c.lines()
-                    .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
-                    .map(|s| s.trim().to_string())
-            })
-            .unwrap_or_else(|| "unknown CPU".into());
-        let date = Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        let command = var("BENCH_COMMAND").unwrap_or_else(|| "scripts/bench.sh".into());
-        let mut s = String::new();
-        let _ = writeln!(s, "# Benchmarks\n");
-        let _ = writeln!(
-            s,
-            "Written by `scripts/bench.sh`{}; every figure below comes from that run. Re-run it to \
-             measure another build or machine; sizes are set by environment variables (see the \
-             script).\n",
-            if quick { " in `--quick` mode (small sizes, a smoke run)" } else { "" }
-        );
-        let _ = writeln!(s, "- machine: {nproc} cores ({cpu}), {mem_gib:.0} GiB memory; the broker, the system under test and the load generator share them");
-        let _ = writeln!(s, "- date: {date}");
-        let _ = writeln!(
-            s,
-            "- load average (1, 5, 15 min) before the run: {}; after it: {} — other work on the machine shows here",
-            self.load_at_start, self.load_at_end
-        );
-        let _ = writeln!(s, "- command: `{command}`");
-        let _ = writeln!(
-            s,
-            "- one local Apache Kafka broker (KRaft, single node), {} partitions per topic; Kafka Streams with {} stream thread(s), JVM options `{}`",
-            env.partitions,
-            env.streams_threads,
-            env.streams_jvm_opts.join(" ")
-        );
-        if !self.workload.is_empty() {
-            let _ = writeln!(
-                s,
-                "- workload (`benches/common/workload.rs`; produced in {:.1} s): {}",
-                self.produce_s, self.workload
-            );
-        }
-        let _ = writeln!(s);
-        let _ = writeln!(s, "## What is compared\n");
-        let _ = writeln!(
-            s,
-            "The rule is the abandoned-cart example of the README (trigger `PUSH_RECEIVED` on \
-             `abandoned-cart`, a delay, exceptions: a purchase or `PUSH_DIRECT_OPEN` on the same \
-             campaign), re-eligible one delay after a send. Every system reads the same input \
-             topics (Avro single-object encoding) with its own consumer group:\n\n\
-             - **bare copy** (`benches/copy.rs`): consume → produce every record unchanged, with \
-             the connector's client settings; the floor for any Kafka consumer-producer.\n\
-             - **connector**: `campaign-connector run`, exactly-once at commit intervals of 100 ms \
-             and 1 s, at-least-once; with the decision log (the production setting) and without.\n\
-             - **Kafka Streams** (`bench/streams-peer/`): the same rule written with the \
-             Processor API — exactly-once v2, RocksDB stores for pending sends and receipts, \
-             punctuators by stream time and (when caught up) by wall clock.\n\n\
-             events/s and CPU are measured from the group's first committed offset to the commit \
-             that covers the whole backlog (start-up excluded for all alike; `wall s from start` \
-             includes it). CPU is the process's user + system time from `/proc/<pid>/stat` \
-             (all threads); the broker's CPU in the same window is shown beside it. Peak RSS is \
-             `VmHWM`. The restart is a new process on the same changelog (Kafka Streams with an \
-             empty state directory, so it restores from its changelog as the connector does). The \
-             send-commands of each stateful run are read back and compared with the workload's \
-             model of the rule (user, trigger, due time).\n"
-        );
-        if let (Some(chart), false) = (chart, self.rows.is_empty()) {
-            let _ = writeln!(
-                s,
-                "![events/s and CPU per event of every system]({})\n",
-                chart.to_string_lossy()
-            );
-        }
-        for t in tables {
-            let _ = writeln!(s, "## {}\n\n{}", t.title, t.markdown());
-        }
-        if let Some(engine) = &self.engine {
-            let _ = writeln!(
-                s,
-                "## Engine alone (`cargo bench --bench engine`{})\n\n```text\n{engine}\n```\n",
-                if quick { " -- --quick" } else { "" }
-            );
-        }
-        let targets = self.targets(sizes);
-        let _ = writeln!(s, "## Targets\n");
-        for l in targets.iter().skip(2) {
-            let _ = writeln!(s, "{l}");
-        }
-        let _ = writeln!(
-            s,
-            "\nThe restore target is extrapolated linearly from the size measured when it is \
-             smaller than 10 M; the burst target is judged only when 1 M timers were measured."
-        );
-        s
     }
 }
