@@ -30,6 +30,7 @@ use super::admin_api::{self, AdminView};
 use super::catalog_feed::CatalogFeed;
 use super::codecs::Codecs;
 use super::config::{ProcessingGuarantee, Settings};
+use super::ends::Ends;
 use super::error::{Recovery, RuntimeError};
 use super::http::{AdminRequest, Health};
 use super::input::{arrive, EdgeChecks, InputTopics};
@@ -68,6 +69,8 @@ pub struct Core {
     pub codecs: Codecs,
     pub output: Output,
     pub restorer: Restorer,
+    /// Asks the broker where inputs end, off the loop.
+    pub ends: Ends,
     /// Tasks owned whole by this instance: being restored, or active.
     pub tasks: BTreeMap<i32, Task>,
     /// Tasks committed and released by an eager revocation, kept in case the same
@@ -222,11 +225,17 @@ fn run_member(
         settings.topics.changelog.clone(),
         settings.restore_log_interval.as_millis() as i64,
     );
+    let topics = Arc::new(InputTopics::new(
+        &settings.topics.interactions,
+        &settings.topics.user_events,
+    )?);
+    let ends = Ends::start(&settings, topics.clone())?;
     let seed = now_ms() as u64 ^ (std::process::id() as u64) << 32;
     let core = Arc::new(Mutex::new(Some(Core {
         codecs,
         output,
         restorer,
+        ends,
         tasks: BTreeMap::new(),
         suspended: BTreeMap::new(),
         positions_unknown: BTreeSet::new(),
@@ -244,10 +253,7 @@ fn run_member(
         metrics: metrics.clone(),
         decisions_reported: HashMap::new(),
         partitions,
-        topics: Arc::new(InputTopics::new(
-            &settings.topics.interactions,
-            &settings.topics.user_events,
-        )?),
+        topics,
         paused: BTreeSet::new(),
         last_consumer_error_log: 0,
         settings: settings.clone(),

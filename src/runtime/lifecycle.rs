@@ -94,15 +94,15 @@ impl Core {
         let committed = consumer
             .committed_offsets(tpl, OFFSETS_TIMEOUT)
             .map_err(RuntimeError::kafka("fetching committed offsets"))?;
-        let mut highs = BTreeMap::new();
-        for p in &self.positions_unknown {
-            for (i, t) in self.topics.names.iter().enumerate() {
-                let (_, high) = consumer
-                    .fetch_watermarks(t, *p, OFFSETS_TIMEOUT)
-                    .map_err(RuntimeError::kafka("fetching high watermarks"))?;
-                highs.insert((i, *p), high);
-            }
-        }
+        // Asked on a client of its own: on the group consumer the request would wait
+        // behind its long-polling fetch.
+        let inputs: Vec<(usize, i32)> = self
+            .positions_unknown
+            .iter()
+            .flat_map(|p| (0..self.topics.names.len()).map(move |i| (i, *p)))
+            .collect();
+        let answers = self.ends.ask_and_wait(&inputs)?;
+        let highs: BTreeMap<(usize, i32), i64> = inputs.into_iter().zip(answers).collect();
         for p in std::mem::take(&mut self.positions_unknown) {
             let Some(task) = self.tasks.get_mut(&p) else {
                 continue;

@@ -27,6 +27,7 @@ pub mod catalog_feed;
 pub mod codecs;
 mod commit;
 pub mod config;
+mod ends;
 pub mod error;
 pub mod http;
 pub mod input;

@@ -9,7 +9,7 @@ use tracing::{debug, warn};
 use super::catalog_feed::CatalogUpdate;
 use super::error::RuntimeError;
 use super::input::redecode;
-use super::instance::{now_ms, Core, BATCH, MAX_BUFFERED, OFFSETS_TIMEOUT};
+use super::instance::{now_ms, Core, BATCH, MAX_BUFFERED};
 use super::kafka::cached_high_watermark;
 use super::output::Source;
 use super::rebalance::GroupContext;
@@ -17,6 +17,9 @@ use super::rules::{confirm_at, input_at_end, needs_confirmation, Backpressure, F
 use super::task::{BadInput, Decoded};
 use crate::merge::Next;
 use crate::model::{InputCoordinates, TimestampMs};
+
+/// How soon the loop looks again for the answer to a question about an input's end.
+const ANSWER_POLL_MS: TimestampMs = 1;
 
 impl Core {
     /// Processes buffered records of every active task.
@@ -162,12 +165,42 @@ impl Core {
     /// input "is at its end" would put them ahead of earlier records still being parsed.
     /// So an empty input counts as at its end for the merge only once the broker confirmed
     /// it after the other input's newest record arrived.
+    ///
+    /// The broker is asked off the loop ([`Ends`](super::ends::Ends)): until the answer has come the input is
+    /// not at its end (the merge waits for it, other tasks go on). An answer confirms the
+    /// records that had arrived when the question was sent, and only if the input's
+    /// position is still past the end the broker reported.
     pub(super) fn refresh_ends(
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
         now: TimestampMs,
         wake: &mut Wakeup,
     ) -> Result<(), RuntimeError> {
+        while let Some(answer) = self.ends.answered() {
+            // Answers to a task's earlier incarnation (dropped, rewound, resumed) are not
+            // about its records: only the question an input still waits for counts.
+            let Some(q) = self
+                .tasks
+                .get_mut(&answer.partition)
+                .map(|t| &mut t.inputs[answer.rank])
+            else {
+                continue;
+            };
+            let Some((token, asked_seq)) = q.asked else {
+                continue;
+            };
+            if token != answer.token {
+                continue;
+            }
+            q.asked = None;
+            let high = answer
+                .high
+                .map_err(RuntimeError::kafka("fetching high watermarks"))?;
+            q.fresh_high = Some(q.fresh_high.map_or(high, |f| f.max(high)));
+            if input_at_end(q.records.len(), q.position, Some(high)) {
+                q.verified_seq = q.verified_seq.max(asked_seq);
+            }
+        }
         for (p, task) in self.tasks.iter_mut() {
             for i in 0..task.inputs.len() {
                 let cached = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
@@ -180,21 +213,20 @@ impl Core {
                     .map(|fresh| cached.map_or(fresh, |c| c.max(fresh)));
                 q.at_end = input_at_end(q.records.len(), q.position, high);
                 if needs_confirmation(q.at_end, newest_other, q.verified_seq) {
-                    if let Some(later) = confirm_at(q.confirmed_at, now) {
-                        // Not yet: the merge waits and more records gather meanwhile.
-                        q.at_end = false;
-                        wake.retry_at = Some(wake.retry_at.map_or(later, |r| r.min(later)));
-                        continue;
-                    }
-                    q.confirmed_at = now;
-                    let (_, high) = consumer
-                        .fetch_watermarks(&self.topics[i], *p, OFFSETS_TIMEOUT)
-                        .map_err(RuntimeError::kafka("fetching high watermarks"))?;
-                    q.fresh_high = Some(q.fresh_high.map_or(high, |f| f.max(high)));
-                    q.at_end = input_at_end(q.records.len(), q.position, Some(high));
-                    if q.at_end {
-                        q.verified_seq = last_seq;
-                    }
+                    // Not before the broker confirmed it: the merge waits, and more records
+                    // gather meanwhile.
+                    q.at_end = false;
+                    let later = if q.asked.is_some() {
+                        // Look for the answer again shortly.
+                        now + ANSWER_POLL_MS
+                    } else if let Some(later) = confirm_at(q.confirmed_at, now) {
+                        later
+                    } else {
+                        q.confirmed_at = now;
+                        q.asked = Some((self.ends.ask(i, *p)?, last_seq));
+                        now + ANSWER_POLL_MS
+                    };
+                    wake.retry_at = Some(wake.retry_at.map_or(later, |r| r.min(later)));
                 }
             }
         }

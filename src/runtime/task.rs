@@ -80,6 +80,9 @@ pub struct InputQueue {
     pub verified_seq: u64,
     /// When the broker was last asked to confirm this input's end (wall clock, ms).
     pub confirmed_at: TimestampMs,
+    /// The question about this input's end not answered yet: its token, and the arrival
+    /// number of the task's last record when it was sent (what its answer can confirm).
+    pub asked: Option<(u64, u64)>,
 }
 
 /// One task.

@@ -1,0 +1,171 @@
+//! Asking the broker where inputs end, off the loop.
+//!
+//! An empty input counts as at its end for the merge only once the broker confirmed it
+//! after the other input's newest record arrived (see `Core::refresh_ends`). The answer is
+//! a ListOffsets request: the high watermark, or the last stable offset under
+//! `read_committed`. Asked through the group consumer, that request queues on the same
+//! connection behind the consumer's long-polling fetch (up to `fetch.wait.max.ms`, 500 ms)
+//! and the loop would block meanwhile. Here a client of its own (also `read_committed`)
+//! asks on a thread of its own: the loop sends a question, goes on with its other tasks and
+//! reads the answer when it has come.
+//!
+//! ```text
+//!   loop ── Ask{token, rank, partition} ──► ends thread ── ListOffsets ──► broker
+//!   loop ◄── Answer{token, high} ───────────┘
+//! ```
+
+use std::collections::VecDeque;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+
+use super::config::Settings;
+use super::error::RuntimeError;
+use super::input::InputTopics;
+use super::kafka::standalone_consumer;
+
+/// Bound of one ListOffsets request.
+const ASK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A question: where does input `rank` of task `partition` end?
+#[derive(Debug, Clone, Copy)]
+struct Ask {
+    token: u64,
+    rank: usize,
+    partition: i32,
+}
+
+/// The broker's answer to the question with `token`.
+#[derive(Debug)]
+pub struct Answer {
+    pub token: u64,
+    pub rank: usize,
+    pub partition: i32,
+    /// The high watermark (the last stable offset under `read_committed`), taken by the
+    /// broker after the question was sent.
+    pub high: Result<i64, KafkaError>,
+}
+
+pub struct Ends {
+    asks: Option<Sender<Ask>>,
+    answers: Receiver<Answer>,
+    /// Answers read while waiting for others ([`Ends::ask_and_wait`]).
+    stash: VecDeque<Answer>,
+    next_token: u64,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl Ends {
+    pub fn start(settings: &Settings, topics: Arc<InputTopics>) -> Result<Self, RuntimeError> {
+        let client: BaseConsumer = standalone_consumer(settings, "ends")?;
+        let (ask_tx, ask_rx) = channel::<Ask>();
+        let (answer_tx, answer_rx) = channel::<Answer>();
+        let worker = std::thread::Builder::new()
+            .name("input-ends".into())
+            .spawn(move || {
+                // Ends when the loop drops its side.
+                while let Ok(ask) = ask_rx.recv() {
+                    let high = client
+                        .fetch_watermarks(&topics[ask.rank], ask.partition, ASK_TIMEOUT)
+                        .map(|(_, high)| high);
+                    let answer = Answer {
+                        token: ask.token,
+                        rank: ask.rank,
+                        partition: ask.partition,
+                        high,
+                    };
+                    if answer_tx.send(answer).is_err() {
+                        break;
+                    }
+                }
+            })
+            .map_err(|e| RuntimeError::Setup(format!("starting the input-ends thread: {e}")))?;
+        Ok(Self {
+            asks: Some(ask_tx),
+            answers: answer_rx,
+            stash: VecDeque::new(),
+            next_token: 1,
+            worker: Some(worker),
+        })
+    }
+
+    /// Sends a question; the answer carries the returned token.
+    pub fn ask(&mut self, rank: usize, partition: i32) -> Result<u64, RuntimeError> {
+        let token = self.next_token;
+        self.next_token += 1;
+        self.asks
+            .as_ref()
+            .and_then(|a| {
+                a.send(Ask {
+                    token,
+                    rank,
+                    partition,
+                })
+                .ok()
+            })
+            .ok_or_else(|| RuntimeError::Setup("the input-ends thread stopped".into()))?;
+        Ok(token)
+    }
+
+    /// An answer that has come, if any (without waiting).
+    pub fn answered(&mut self) -> Option<Answer> {
+        self.stash
+            .pop_front()
+            .or_else(|| self.answers.try_recv().ok())
+    }
+
+    /// Asks where each of `inputs` (rank, partition) ends and waits for the answers, in the
+    /// same order. Other answers that come meanwhile are kept for [`Ends::answered`].
+    pub fn ask_and_wait(&mut self, inputs: &[(usize, i32)]) -> Result<Vec<i64>, RuntimeError> {
+        let tokens = inputs
+            .iter()
+            .map(|&(rank, p)| self.ask(rank, p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut highs: Vec<Option<i64>> = vec![None; tokens.len()];
+        let deadline = Instant::now() + ASK_TIMEOUT * (tokens.len() as u32 + 1);
+        while highs.iter().any(Option::is_none) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = match self.answers.recv_timeout(left) {
+                Ok(a) => a,
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(RuntimeError::kafka("fetching high watermarks")(
+                        KafkaError::MetadataFetch(
+                            rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
+                        ),
+                    ))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(RuntimeError::Setup("the input-ends thread stopped".into()))
+                }
+            };
+            match tokens.iter().position(|t| *t == answer.token) {
+                Some(k) => {
+                    highs[k] = Some(
+                        answer
+                            .high
+                            .map_err(RuntimeError::kafka("fetching high watermarks"))?,
+                    )
+                }
+                None => self.stash.push_back(answer),
+            }
+        }
+        Ok(highs
+            .into_iter()
+            .map(|h| h.expect("all answered"))
+            .collect())
+    }
+}
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once its request (bounded) returns.
+        self.asks.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
