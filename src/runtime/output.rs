@@ -37,6 +37,10 @@ const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `init_transactions` of a new producer: it waits for the previous incarnation's
 /// transaction to be aborted.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long delivery reports are served at a time while waiting for deliveries.
+const DELIVERY_SLICE: Duration = Duration::from_millis(1);
+/// The part of [`TXN_CALL_TIMEOUT`] kept for `commit_transaction` after the deliveries.
+const COMMIT_CALL_SHARE: Duration = Duration::from_secs(1);
 
 /// Where a dead letter came from.
 pub struct Source<'a> {
@@ -93,6 +97,28 @@ impl Output {
     /// Serves delivery reports and transaction events without blocking.
     pub fn poll(&self) {
         self.producer.poll(Duration::ZERO);
+    }
+
+    /// Waits until every record produced so far is delivered, serving delivery reports
+    /// meanwhile, for at most `timeout`.
+    ///
+    /// The client's own flush (also the first step of `commit_transaction`) serves them in
+    /// slices of 100 ms, each waited out whole however soon the last report came: every
+    /// commit of a busy loop took a tenth of a second. Here the reports are served in
+    /// slices of a millisecond.
+    fn deliver_all(&self, timeout: Duration) -> Result<(), KafkaError> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.producer.flush(Duration::ZERO) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    self.producer.poll(DELIVERY_SLICE);
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     fn begin(&mut self) -> Result<(), RuntimeError> {
@@ -328,12 +354,20 @@ impl Output {
                     .map_err(RuntimeError::kafka("sending offsets to the transaction"))?;
                 *offsets_sent = true;
             }
+            // Delivered first, so that the commit itself finds nothing left to flush.
+            // Deliveries still outstanding at the end are left to the commit call, which
+            // reports them as before (retriable: the call is repeated); both together stay
+            // within the bound of one call.
+            let started = std::time::Instant::now();
+            let _ = self.deliver_all(TXN_CALL_TIMEOUT - COMMIT_CALL_SHARE);
+            let left = TXN_CALL_TIMEOUT
+                .saturating_sub(started.elapsed())
+                .max(COMMIT_CALL_SHARE);
             self.producer
-                .commit_transaction(TXN_CALL_TIMEOUT)
+                .commit_transaction(left)
                 .map_err(RuntimeError::kafka("committing the transaction"))?;
         } else {
-            self.producer
-                .flush(TXN_CALL_TIMEOUT)
+            self.deliver_all(TXN_CALL_TIMEOUT)
                 .map_err(RuntimeError::kafka("flushing output"))?;
             if offsets.count() > 0 {
                 consumer
