@@ -317,6 +317,8 @@ fn init_tracing() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Each processing thread is a group member of its own (`member-<k>`): name it.
+        .with_thread_names(true)
         .with_writer(std::io::stderr);
     if std::env::var("CONNECTOR_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
