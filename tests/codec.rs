@@ -950,6 +950,91 @@ fn confluent_round_trip_registers_once_and_fetches_each_id_once() {
     assert_eq!(registry.count("GET", "/schemas/ids/"), 1);
 }
 
+/// What `campaign-connector schemas` shows of a confluent topic: the versions under the
+/// subject the codec registers with, matched with this build's schema by canonical form.
+#[test]
+fn confluent_subject_lookup_finds_the_ids_of_this_builds_schema_by_canonical_form() {
+    let registry = FakeRegistry::start();
+    let topic = "campaign-interactions";
+    let own = SchemaIdentity::of::<Interaction>().unwrap();
+    let bytes = Codec::<Interaction>::new(topic, &registry.settings())
+        .unwrap()
+        .encode(&interaction())
+        .unwrap();
+    let own_id = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
+    assert_eq!(confluent_subject(topic), "campaign-interactions-value");
+    // The schema file (with its docs): another text and id, the same canonical form.
+    let (file_id, _) = registry.register(
+        "campaign-interactions-value",
+        &schema_text(&schemas_dir().join("interaction.avsc")),
+    );
+    let newer = schema_text(&writer_schemas_dir().join("interaction_v2.avsc"));
+    let (newer_id, _) = registry.register("campaign-interactions-value", &newer);
+    assert!(file_id != own_id);
+
+    let report = lookup_subject(topic, &registry.settings(), &own)
+        .unwrap()
+        .expect("a confluent topic has a subject");
+    assert_eq!(report.subject, "campaign-interactions-value");
+    assert_eq!(report.registry_url, registry.url);
+    let newer_fp = canonical::Fingerprinted::of_text(&newer)
+        .unwrap()
+        .fingerprint;
+    assert_eq!(
+        report.versions.as_deref().unwrap(),
+        [
+            RegisteredVersion {
+                version: 1,
+                id: own_id,
+                fingerprint: Some(own.fingerprint),
+                unusable: None,
+                matches: true,
+            },
+            RegisteredVersion {
+                version: 2,
+                id: file_id,
+                fingerprint: Some(own.fingerprint),
+                unusable: None,
+                matches: true,
+            },
+            RegisteredVersion {
+                version: 3,
+                id: newer_id,
+                fingerprint: Some(newer_fp),
+                unusable: None,
+                matches: false,
+            },
+        ]
+    );
+    assert_eq!(report.matching().count(), 2);
+
+    // Another topic has no subject; an avro topic has no registry to ask.
+    let missing = lookup_subject("t", &registry.settings(), &own)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (missing.subject.as_str(), missing.versions),
+        ("t-value", None)
+    );
+    let requests = registry.requests().len();
+    assert_eq!(
+        lookup_subject(topic, &EncodingSettings::avro(), &own).unwrap(),
+        None
+    );
+    assert_eq!(registry.requests().len(), requests);
+
+    // A registry that does not answer: the error names the subject and the registry.
+    registry.fail_with(Some(503));
+    let e = lookup_subject(topic, &registry.settings(), &own).unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!(
+            "looking up subject campaign-interactions-value at the schema registry {}: {}/subjects/campaign-interactions-value/versions: HTTP 503",
+            registry.url, registry.url
+        )),
+        "{e}"
+    );
+}
+
 #[test]
 fn confluent_fetches_an_id_once_under_concurrent_decodes() {
     let registry = FakeRegistry::start();
