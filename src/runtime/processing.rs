@@ -3,7 +3,7 @@
 //! task, and task metrics are reported.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::TopicPartitionList;
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
 use super::catalog_feed::CatalogUpdate;
@@ -168,12 +168,27 @@ impl Core {
         now: TimestampMs,
         wake: &mut Wakeup,
     ) -> Result<(), RuntimeError> {
+        // Where the client is: past every record delivered and past transaction markers,
+        // which a `read_committed` consumer passes without delivering a message (input
+        // written by an upstream exactly-once application ends in one).
+        let client_positions = consumer.position().ok();
         for (p, task) in self.tasks.iter_mut() {
             for i in 0..task.inputs.len() {
                 let cached = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
                 let newest_other = task.newest_other(i);
                 let last_seq = task.last_seq;
                 let q = &mut task.inputs[i];
+                if let (Some(known), Some(Offset::Offset(client))) = (
+                    q.position,
+                    client_positions
+                        .as_ref()
+                        .and_then(|tpl| tpl.find_partition(&self.topics[i], *p))
+                        .map(|e| e.offset()),
+                ) {
+                    // Only forward, and only once the task knows where it resumed: every
+                    // message delivered is already in the queue.
+                    q.position = Some(known.max(client));
+                }
                 // Not at the end before the broker said where the end is.
                 let high = q
                     .fresh_high
