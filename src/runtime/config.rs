@@ -119,6 +119,10 @@ pub struct RawConfig {
     /// How long the event-time merge waits for an empty input partition that is not at its
     /// end before going on without it.
     pub merge_max_wait: String,
+    /// How long the event-time merge waits for records of an empty input partition that the
+    /// broker has confirmed exist (a fetch that starts slowly after an assignment, a leader
+    /// that moves) before going on without them; at least `merge_max_wait`.
+    pub merge_fetch_wait: String,
     /// Transaction timeout (`transaction.timeout.ms`); a crashed instance's open transaction
     /// blocks readers of its partitions at most this long.
     pub transaction_timeout: String,
@@ -176,6 +180,7 @@ impl Default for RawConfig {
             max_delay: "30d".into(),
             max_backfill: "7d".into(),
             merge_max_wait: "500ms".into(),
+            merge_fetch_wait: "30s".into(),
             transaction_timeout: "10s".into(),
             restore_log_interval: "5s".into(),
             max_future_skew: "1h".into(),
@@ -205,6 +210,7 @@ pub struct Settings {
     pub commit_interval: Duration,
     pub limits: Limits,
     pub merge_max_wait: Duration,
+    pub merge_fetch_wait: Duration,
     pub transaction_timeout: Duration,
     pub restore_log_interval: Duration,
     pub max_future_skew: Duration,
@@ -367,6 +373,7 @@ impl RawConfig {
             commit_interval,
             limits,
             merge_max_wait: duration("merge_max_wait", &self.merge_max_wait)?,
+            merge_fetch_wait: duration("merge_fetch_wait", &self.merge_fetch_wait)?,
             transaction_timeout: duration("transaction_timeout", &self.transaction_timeout)?,
             restore_log_interval: duration("restore_log_interval", &self.restore_log_interval)?,
             max_future_skew: duration("max_future_skew", &self.max_future_skew)?,

@@ -121,7 +121,10 @@ impl Core {
         let mut task = Task::new(
             partition,
             self.settings.limits,
-            self.settings.merge_max_wait.as_millis() as i64,
+            (
+                self.settings.merge_max_wait.as_millis() as i64,
+                self.settings.merge_fetch_wait.as_millis() as i64,
+            ),
             self.settings.decisions_topic().is_some(),
         );
         let mut sink = Vec::new();

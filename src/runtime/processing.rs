@@ -70,6 +70,13 @@ impl Core {
                             taken = usize::MAX;
                             continue;
                         }
+                        if let Some(j) = (0..task.inputs.len()).find(|&j| {
+                            j != i && task.inputs[j].records.is_empty() && !task.inputs[j].at_end
+                        }) {
+                            let q = &task.inputs[j];
+                            debug!(task = p, waited_for = topics[j].as_str(), position = ?q.position, fresh_high = ?q.fresh_high,
+                                "merge: the bounded wait ran out; taking the other input's record");
+                        }
                         let arrived = task.inputs[i].records.pop_front().expect("head exists");
                         task.inputs[i].next_offset = Some(arrived.offset + 1);
                         match &arrived.event {
