@@ -28,12 +28,11 @@ pub struct Evidence<'a> {
 
 pub fn checks(e: &Evidence<'_>) -> Vec<Check> {
     let (p, f, v, oracle) = (e.progress, e.fleet, e.verification, e.oracle);
-    let mut checks = Vec::new();
-    checks.push(Check::new(
+    let mut checks = vec![Check::new(
         "every expected send-command is present",
         v.commands.missing == 0,
         v.commands.of(&["MISSING"]),
-    ));
+    )];
     checks.push(Check::new(
         "no unexpected send-command, and each carries the expected content",
         v.commands.extra == 0 && v.commands.different == 0,
