@@ -9,6 +9,8 @@
 //!   input offsets ──┘   commit: send_offsets_to_transaction + commit_transaction
 //! ```
 
+use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -37,6 +39,9 @@ const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `init_transactions` of a new producer: it waits for the previous incarnation's
 /// transaction to be aborted.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long past its own bound the loop waits for `send_offsets_to_transaction` before it
+/// gives the producer up (see [`Output::send_offsets`]).
+const OFFSETS_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a dead letter came from.
 pub struct Source<'a> {
@@ -61,7 +66,12 @@ impl<'a> Source<'a> {
 }
 
 pub struct Output {
-    producer: BaseProducer,
+    /// Shared only with a helper thread that may still be inside a call the loop stopped
+    /// waiting for (see [`Output::send_offsets`]); the loop is its one user otherwise.
+    producer: Arc<BaseProducer>,
+    /// A transactional call did not return within its bound: the producer is not used
+    /// again, only replaced.
+    wedged: bool,
     exactly_once: bool,
     /// A transaction is open (exactly-once) / output is unflushed (at-least-once).
     open: bool,
@@ -75,7 +85,8 @@ pub struct Output {
 impl Output {
     pub fn new(settings: &Settings) -> Result<Self, RuntimeError> {
         Ok(Self {
-            producer: create_producer(settings)?,
+            producer: Arc::new(create_producer(settings)?),
+            wedged: false,
             exactly_once: settings.processing_guarantee == ProcessingGuarantee::ExactlyOnce,
             open: false,
             send_commands: settings.topics.send_commands.clone(),
@@ -95,7 +106,19 @@ impl Output {
         self.producer.poll(Duration::ZERO);
     }
 
+    /// The error of any call on a wedged producer: it waits to be replaced.
+    fn usable(&self) -> Result<(), RuntimeError> {
+        if self.wedged {
+            return Err(RuntimeError::Wedged {
+                during: "using a producer given up",
+                waited_ms: 0,
+            });
+        }
+        Ok(())
+    }
+
     fn begin(&mut self) -> Result<(), RuntimeError> {
+        self.usable()?;
         if !self.open {
             if self.exactly_once {
                 self.producer
@@ -318,14 +341,13 @@ impl Output {
         if !self.open {
             return Ok(());
         }
+        self.usable()?;
         if self.exactly_once {
             if offsets.count() > 0 && !*offsets_sent {
                 let metadata = consumer
                     .group_metadata()
                     .ok_or_else(|| RuntimeError::Setup("no consumer group metadata".into()))?;
-                self.producer
-                    .send_offsets_to_transaction(offsets, &metadata, TXN_CALL_TIMEOUT)
-                    .map_err(RuntimeError::kafka("sending offsets to the transaction"))?;
+                self.send_offsets(offsets, metadata)?;
                 *offsets_sent = true;
             }
             self.producer
@@ -345,11 +367,53 @@ impl Output {
         Ok(())
     }
 
+    /// `send_offsets_to_transaction`, bounded by the loop itself.
+    ///
+    /// librdkafka does not always honour the call's timeout: the offsets go to the group
+    /// coordinator through a coordinator request whose own timeout is never checked, and
+    /// when the cached coordinator is a broker that left the cluster's metadata (a broker
+    /// shut down cleanly) the request waits for a broker state change that may never come.
+    /// The call then blocks forever — the member stops polling, its tasks stall, and it
+    /// never sees a SIGTERM. So the call runs on a helper thread; when it has not returned
+    /// `OFFSETS_GRACE` after its bound, the producer counts as wedged: the error says so
+    /// (retried with a new producer, whose `init_transactions` fences this one and aborts
+    /// its transaction), and the helper thread keeps the old producer until the call
+    /// returns, then destroys it away from the loop.
+    fn send_offsets(
+        &mut self,
+        offsets: &TopicPartitionList,
+        metadata: rdkafka::consumer::ConsumerGroupMetadata,
+    ) -> Result<(), RuntimeError> {
+        let producer = Arc::clone(&self.producer);
+        let offsets = offsets.clone();
+        let (done, result) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("txn-offsets".into())
+            .spawn(move || {
+                let r = producer.send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT);
+                let _ = done.send(r);
+            })
+            .map_err(|e| RuntimeError::Setup(format!("starting a transaction call: {e}")))?;
+        match result.recv_timeout(TXN_CALL_TIMEOUT + OFFSETS_GRACE) {
+            Ok(r) => r.map_err(RuntimeError::kafka("sending offsets to the transaction")),
+            Err(_) => {
+                self.wedged = true;
+                Err(RuntimeError::Wedged {
+                    during: "sending offsets to the transaction",
+                    waited_ms: (TXN_CALL_TIMEOUT + OFFSETS_GRACE).as_millis() as u64,
+                })
+            }
+        }
+    }
+
     /// Aborts the open transaction if the producer can, within a short bound; `false` when it
     /// could not (the caller re-creates the producer later, from the loop, with backoff).
     pub fn try_abort(&mut self) -> bool {
         if !self.open {
             return true;
+        }
+        if self.wedged {
+            return false;
         }
         let aborted = !self.exactly_once || self.producer.abort_transaction(ABORT_TIMEOUT).is_ok();
         if aborted {
@@ -364,19 +428,28 @@ impl Output {
     pub fn abort(&mut self, settings: &Settings, new_producer: bool) -> Result<(), RuntimeError> {
         if self.exactly_once {
             let aborted = !new_producer
+                && !self.wedged
                 && (!self.open || self.producer.abort_transaction(ABORT_TIMEOUT).is_ok());
             if !aborted {
                 warn!("re-creating the producer (its transactional id fences the old one)");
-                self.producer = create_producer(settings)?;
+                self.replace_producer(settings)?;
             }
-        } else if new_producer {
-            self.producer = create_producer(settings)?;
+        } else if new_producer || self.wedged {
+            self.replace_producer(settings)?;
         } else {
             // Unflushed at-least-once output may still be delivered: harmless, the inputs
             // are re-processed and produce the same command ids.
             let _ = self.producer.flush(ABORT_TIMEOUT);
         }
         self.open = false;
+        Ok(())
+    }
+
+    /// A new producer in place of the current one. A wedged producer is still referenced by
+    /// the helper thread stuck in its call: dropping our reference here does not block.
+    fn replace_producer(&mut self, settings: &Settings) -> Result<(), RuntimeError> {
+        self.producer = Arc::new(create_producer(settings)?);
+        self.wedged = false;
         Ok(())
     }
 }
