@@ -75,6 +75,8 @@ pub struct Core {
     pub suspended: BTreeMap<i32, Task>,
     /// Active tasks whose input positions are not known yet (committed offsets to fetch).
     pub positions_unknown: BTreeSet<i32>,
+    /// No read of committed offsets for `positions_unknown` before this (after a failure).
+    pub positions_retry_at: TimestampMs,
     pub ownership: Ownership,
     /// The group gave this instance an assignment (possibly empty).
     pub joined: bool,
@@ -279,6 +281,7 @@ fn run_member(
         tasks: BTreeMap::new(),
         suspended: BTreeMap::new(),
         positions_unknown: BTreeSet::new(),
+        positions_retry_at: 0,
         ownership: Ownership::default(),
         joined: false,
         catalog: BTreeMap::new(),
@@ -466,7 +469,7 @@ fn step(
         c.activate(done.partition)?;
     }
     wake.restoring = !c.restorer.progress().is_empty();
-    c.learn_positions(consumer)?;
+    c.learn_positions(consumer, now);
     c.refresh_ends(consumer, now, wake)?;
     c.flow_control(consumer)?;
     c.process(now, wake)?;

@@ -9,14 +9,21 @@ use tracing::{debug, warn};
 use super::catalog_feed::CatalogUpdate;
 use super::error::RuntimeError;
 use super::input::redecode;
-use super::instance::{now_ms, Core, BATCH, MAX_BUFFERED, OFFSETS_TIMEOUT};
+use super::instance::{now_ms, Core, BATCH, MAX_BUFFERED};
 use super::kafka::cached_high_watermark;
 use super::output::Source;
 use super::rebalance::GroupContext;
-use super::rules::{confirm_at, input_at_end, needs_confirmation, Backpressure, Flow, Wakeup};
+use super::rules::{
+    confirm_at, input_at_end, needs_confirmation, Backpressure, Flow, Wakeup, CONFIRM_INTERVAL_MS,
+};
 use super::task::{BadInput, Decoded};
 use crate::merge::Next;
 use crate::model::{InputCoordinates, TimestampMs};
+
+/// Bound of a request confirming an input's end (a read: on failure it is asked again).
+const CONFIRM_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long after a failed confirmation it is asked again.
+const CONFIRM_RETRY_MS: i64 = 1_000;
 
 impl Core {
     /// Processes buffered records of every active task.
@@ -180,6 +187,10 @@ impl Core {
         // written by an upstream exactly-once application ends in one).
         let client_positions = consumer.position().ok();
         for (p, task) in self.tasks.iter_mut() {
+            // Nothing of a task is processed before its restore is done.
+            if self.restorer.is_restoring(*p) {
+                continue;
+            }
             for i in 0..task.inputs.len() {
                 let cached = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
                 let newest_other = task.newest_other(i);
@@ -209,9 +220,22 @@ impl Core {
                         continue;
                     }
                     q.confirmed_at = now;
-                    let (_, high) = consumer
-                        .fetch_watermarks(&self.topics[i], *p, OFFSETS_TIMEOUT)
-                        .map_err(RuntimeError::kafka("fetching high watermarks"))?;
+                    // A read that failed leaves the input unconfirmed, nothing else: the
+                    // merge keeps waiting (boundedly) and the end is asked again later. It
+                    // is no reason to drop the open transaction.
+                    let high = match consumer.fetch_watermarks(&self.topics[i], *p, CONFIRM_TIMEOUT)
+                    {
+                        Ok((_, high)) => high,
+                        Err(e) => {
+                            warn!(task = *p, input = self.topics[i].as_str(), error = %e,
+                                "confirming an input's end failed; asking again later");
+                            q.at_end = false;
+                            let later = now + CONFIRM_RETRY_MS;
+                            q.confirmed_at = later - CONFIRM_INTERVAL_MS;
+                            wake.retry_at = Some(wake.retry_at.map_or(later, |r| r.min(later)));
+                            continue;
+                        }
+                    };
                     q.fresh_high = Some(q.fresh_high.map_or(high, |f| f.max(high)));
                     q.at_end = input_at_end(q.records.len(), q.position, Some(high));
                     if q.at_end {
