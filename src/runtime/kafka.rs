@@ -295,6 +295,7 @@ pub fn check_co_partitioning(settings: &Settings) -> Result<usize, TopicError> {
         t.campaigns.as_str(),
         t.send_commands.as_str(),
         t.dlq.as_str(),
+        t.shadow.as_str(),
     ]
     .into_iter()
     .chain(settings.decisions_topic())
@@ -320,6 +321,9 @@ pub fn create_topics(settings: &Settings) -> Result<Vec<String>, TopicError> {
         (&t.campaigns, 1, true),
         (&t.send_commands, p, false),
         (&t.dlq, 1, false),
+        // As many partitions as send-commands: a shadow follow-on's output is as large as
+        // the live one's would be.
+        (&t.shadow, p, false),
     ];
     if let Some(d) = settings.decisions_topic() {
         specs.push((d, p, false));

@@ -82,6 +82,7 @@ impl World {
             ("CHANGELOG", "changelog"),
             ("DECISIONS", "decisions"),
             ("DLQ", "dlq"),
+            ("SHADOW", "shadow"),
         ] {
             set(&format!("TOPICS__{key}"), format!("{topic}-{id}"));
         }
@@ -213,13 +214,18 @@ impl World {
         let producer: BaseProducer = self
             .client_config()
             .set("partitioner", "murmur2_random")
-            .set("transactional.id", format!("upstream-{}-{}", self.id, now_ms()))
+            .set(
+                "transactional.id",
+                format!("upstream-{}-{}", self.id, now_ms()),
+            )
             .create()
             .unwrap();
         producer.init_transactions(Duration::from_secs(30)).unwrap();
         producer.begin_transaction().unwrap();
         self.produce_events(&producer, events);
-        producer.commit_transaction(Duration::from_secs(30)).unwrap();
+        producer
+            .commit_transaction(Duration::from_secs(30))
+            .unwrap();
     }
 
     fn produce_events(&self, producer: &BaseProducer, events: &[InputEvent]) {
