@@ -190,7 +190,7 @@ fn check_mode(p: &mut Problems, campaign: &Campaign) {
         CampaignMode::Live if suffixed => p.add(
             "mode",
             format!(
-                "campaign id {:?} ends with {SHADOW_SUFFIX}, which only shadow follow-ons                  have: publish the file with campaigns publish --shadow",
+                "campaign id {:?} ends with {SHADOW_SUFFIX}, which only shadow follow-ons have: publish the file with campaigns publish --shadow",
                 campaign.campaign_id
             ),
         ),
@@ -211,7 +211,7 @@ fn check_mode(p: &mut Problems, campaign: &Campaign) {
             if campaign.backfill_since.is_some() {
                 p.add(
                     "backfill_since",
-                    "a SHADOW follow-on has no backfill start: it evaluates triggers from                      its publish on",
+                    "a SHADOW follow-on has no backfill start: it evaluates triggers from its publish on",
                 );
             }
         }

@@ -547,6 +547,15 @@ impl Reader {
             .collect()
     }
 
+    /// The records of the shadow topic.
+    pub fn shadow_records(&self) -> Vec<ShadowRecord> {
+        let codec: Codec<ShadowRecord> = Codec::new("shadow", &EncodingSettings::avro()).unwrap();
+        self.records
+            .iter()
+            .map(|r| codec.decode(r.payload.as_deref().unwrap()).unwrap())
+            .collect()
+    }
+
     pub fn decisions(&self) -> Vec<Decision> {
         let codec: Codec<Decision> = Codec::new("decisions", &EncodingSettings::avro()).unwrap();
         self.records
