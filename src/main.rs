@@ -715,6 +715,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             if shadow {
                 campaigns = campaign_connector::shadow::shadow_versions(&campaigns)?;
+                if !runtime::kafka::shadow_topic_exists(&settings)? {
+                    anyhow::bail!(
+                        "the shadow topic {:?} does not exist: create it with `campaign-connector topics create` (the connector needs it for shadow follow-ons); nothing was published",
+                        settings.topics.shadow
+                    );
+                }
             }
             let backfill_since = backfill_since
                 .map(|t| time_or_ago("--backfill-since", &t, now_ms()?))

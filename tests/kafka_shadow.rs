@@ -296,3 +296,35 @@ fn a_shadow_writes_only_to_the_shadow_topic_and_its_promotion_sends_from_then_on
         BTreeSet::from(["b1".to_string(), "b2".to_string()])
     );
 }
+
+/// A deployment that never uses shadow mode need not have the shadow topic: the connector
+/// starts and runs without it, and publishing a shadow is refused with the topic named
+/// (rather than leaving the connector unable to write the shadow's output).
+#[test]
+fn without_the_shadow_topic_the_connector_runs_and_a_shadow_publish_is_refused() {
+    let mut w = World::new("no-shadow-topic", 2);
+    w.create_topics();
+    let missing = format!("shadow-never-created-{}", now_ms());
+    w.set("TOPICS__SHADOW", &missing);
+    let (ok, out, err) = w.cli(&["topics", "check"]);
+    assert!(
+        ok,
+        "topics check must pass without the shadow topic: {out}{err}"
+    );
+    w.publish(LIVE);
+    let instance = w.start("i0");
+    w.send_events(&[push("p1", "u1", now_ms())]);
+    let mut commands = w.send_commands();
+    commands.until_count(1, Duration::from_secs(60));
+
+    let file = w.dir.path().join("new.yaml");
+    std::fs::write(&file, NEW).unwrap();
+    let (ok, out, err) = w.cli(&["campaigns", "publish", "--shadow", file.to_str().unwrap()]);
+    assert!(!ok, "publish --shadow without the topic must fail: {out}");
+    assert!(
+        err.contains(&missing) && err.contains("topics create"),
+        "the error names the topic and the fix: {err}"
+    );
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+    assert_commands(&w, &["u1".to_string()].into());
+}
