@@ -74,6 +74,10 @@ enum Command {
         /// How long to read, e.g. 3s.
         #[arg(long, default_value = "3s")]
         read_for: String,
+        /// Show the shadow topic instead: what shadow follow-ons would have sent, and their
+        /// decisions.
+        #[arg(long)]
+        shadow: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -181,6 +185,23 @@ enum CampaignsCommand {
         /// before the publish time.
         #[arg(long)]
         backfill_since: Option<String>,
+        /// Shadow mode: publish each follow-on of the files as `<id>@shadow`, which the
+        /// running connector evaluates like any follow-on but whose send-commands and
+        /// decisions go to the shadow topic only. Plain campaigns are not published.
+        #[arg(long, conflicts_with = "backfill_since")]
+        shadow: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Promote a shadow follow-on: publish its rule as a new live version of `<id>`, counting
+    /// triggers from now on, and stop the shadow.
+    Promote {
+        /// The shadow's id, `<id>@shadow`.
+        shadow_id: String,
+        /// Refused: the promoted version counts triggers from the promotion on, so that it
+        /// never sends for a trigger its shadow already handled.
+        #[arg(long, hide = true)]
+        backfill_since: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -269,6 +290,11 @@ fn role_schemas() -> Result<Vec<(&'static str, &'static str, SchemaIdentity)>> {
             "task_state.avsc",
             SchemaIdentity::of::<TaskStateRecord>()?,
         ),
+        (
+            "shadow",
+            "shadow_record.avsc",
+            SchemaIdentity::of::<ShadowRecord>()?,
+        ),
     ])
 }
 
@@ -282,6 +308,7 @@ fn role_topic<'a>(settings: &'a Settings, role: &str) -> Option<&'a str> {
         "send_commands" => Some(&t.send_commands),
         "decisions" => settings.decisions_topic(),
         "changelog" => Some(&t.changelog),
+        "shadow" => Some(&t.shadow),
         _ => None,
     }
 }
@@ -618,13 +645,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Outputs { read_for, config } => {
+        Command::Outputs {
+            read_for,
+            shadow,
+            config,
+        } => {
             let settings = config.settings()?;
             let ms =
                 campaign_connector::time::parse_duration_ms(&read_for).context("--read-for")?;
             let outputs = runtime::admin::read_outputs(
                 &settings,
                 std::time::Duration::from_millis(ms as u64),
+                shadow,
             )?;
             let report = campaign_connector::simulate::Report {
                 outputs,
@@ -648,15 +680,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("topics ok: inputs and changelog co-partitioned with {partitions} partitions");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Campaigns(CampaignsCommand::Promote {
+            shadow_id,
+            backfill_since,
+            config,
+        }) => {
+            if backfill_since.is_some() {
+                anyhow::bail!(
+                    "{}",
+                    campaign_connector::shadow::ShadowError::PromoteWithBackfill
+                );
+            }
+            let settings = config.settings()?;
+            let (live, stopped) = runtime::admin::promote(&settings, &shadow_id)?;
+            println!(
+                "promoted {shadow_id} to {} v{}: triggers from {} on count",
+                live.campaign_id,
+                live.version,
+                campaign_connector::time::format_timestamp(live.published_at.unwrap_or(0))
+            );
+            println!("stopped {} v{}", stopped.campaign_id, stopped.version);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Campaigns(CampaignsCommand::Publish {
             files,
             backfill_since,
+            shadow,
             config,
         }) => {
             let settings = config.settings()?;
             let mut campaigns = Vec::new();
             for file in &files {
                 campaigns.extend(load_campaigns_file(file, &settings.limits)?);
+            }
+            if shadow {
+                campaigns = campaign_connector::shadow::shadow_versions(&campaigns)?;
+                if !runtime::kafka::shadow_topic_exists(&settings)? {
+                    anyhow::bail!(
+                        "the shadow topic {:?} does not exist: create it with `campaign-connector topics create` (the connector needs it for shadow follow-ons); nothing was published",
+                        settings.topics.shadow
+                    );
+                }
             }
             let backfill_since = backfill_since
                 .map(|t| time_or_ago("--backfill-since", &t, now_ms()?))
@@ -674,13 +738,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     _ => String::new(),
                 }
             };
+            let mode = |id: &str| {
+                if campaign_connector::model::Campaign::live_id_of(id).is_some() {
+                    ", shadow: its output goes to the shadow topic only"
+                } else {
+                    ""
+                }
+            };
             for p in runtime::admin::publish_with(&settings, &campaigns, options)? {
                 match p {
                     Published::New(id, v) => {
-                        println!("published {id} v{v} (new){}", backfill(&id))
+                        println!("published {id} v{v} (new){}{}", backfill(&id), mode(&id))
                     }
                     Published::Updated(id, v) => {
-                        println!("published {id} v{v} (updated){}", backfill(&id))
+                        println!(
+                            "published {id} v{v} (updated){}{}",
+                            backfill(&id),
+                            mode(&id)
+                        )
                     }
                     Published::Unchanged(id, v) => println!("unchanged {id} v{v}"),
                 }
@@ -708,6 +783,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                                 .unwrap_or_default()
                         ),
                         None => "campaign".into(),
+                    };
+                    let kind = match c.mode {
+                        campaign_connector::model::CampaignMode::Shadow => format!("shadow {kind}"),
+                        campaign_connector::model::CampaignMode::Live => kind,
                     };
                     println!(
                         "{:<32} v{:<4} {:<9?} {kind}",

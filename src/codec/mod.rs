@@ -415,8 +415,9 @@ where
 /// versions of the connector and its CLI wrote stays in the topics (in the compacted
 /// catalog and changelog for as long as its key is not written again). Each is known under
 /// its specification fingerprint and its legacy one. `schemas/previous/1/`: before
-/// `Campaign.backfill_since` and the decision reason `backfill`.
-const PREVIOUS_SCHEMAS: [(&str, &str); 3] = [
+/// `Campaign.backfill_since` and the decision reason `backfill`; `schemas/previous/2/`:
+/// before `Campaign.mode` (its records read as `LIVE`).
+const PREVIOUS_SCHEMAS: [(&str, &str); 5] = [
     (
         "schemas/previous/1/campaign.avsc",
         include_str!("../../schemas/previous/1/campaign.avsc"),
@@ -428,6 +429,14 @@ const PREVIOUS_SCHEMAS: [(&str, &str); 3] = [
     (
         "schemas/previous/1/task_state.avsc",
         include_str!("../../schemas/previous/1/task_state.avsc"),
+    ),
+    (
+        "schemas/previous/2/campaign.avsc",
+        include_str!("../../schemas/previous/2/campaign.avsc"),
+    ),
+    (
+        "schemas/previous/2/task_state.avsc",
+        include_str!("../../schemas/previous/2/task_state.avsc"),
     ),
 ];
 

@@ -79,6 +79,9 @@ pub struct TopicsConfig {
     pub decisions: String,
     /// Dead-letter topic for bad input.
     pub dlq: String,
+    /// Shadow output: every would-be send-command and decision of a `SHADOW` follow-on
+    /// (keyed by user id), never on the send-command topic or the decision log.
+    pub shadow: String,
 }
 
 impl Default for TopicsConfig {
@@ -91,6 +94,7 @@ impl Default for TopicsConfig {
             changelog: "campaign-connector-changelog".into(),
             decisions: "connector-decisions".into(),
             dlq: "connector-dlq".into(),
+            shadow: "connector-shadow".into(),
         }
     }
 }
@@ -163,7 +167,7 @@ pub struct RawConfig {
     /// Default value encoding of every topic.
     pub encoding: EncodingConfig,
     /// Per-topic encodings, by topic role (`interactions`, `user_events`, `campaigns`,
-    /// `send_commands`, `decisions`, `changelog`); missing roles use `encoding`.
+    /// `send_commands`, `decisions`, `changelog`, `shadow`); missing roles use `encoding`.
     pub encodings: BTreeMap<String, EncodingConfig>,
     /// librdkafka properties passed through to every client (security, tuning).
     pub kafka: BTreeMap<String, String>,
@@ -232,13 +236,14 @@ pub struct Settings {
 }
 
 /// The topic roles that have an encoding.
-pub const ENCODED_ROLES: [&str; 6] = [
+pub const ENCODED_ROLES: [&str; 7] = [
     "interactions",
     "user_events",
     "campaigns",
     "send_commands",
     "decisions",
     "changelog",
+    "shadow",
 ];
 
 impl Settings {
@@ -340,6 +345,7 @@ impl RawConfig {
             ("topics.send_commands", &t.send_commands),
             ("topics.changelog", &t.changelog),
             ("topics.dlq", &t.dlq),
+            ("topics.shadow", &t.shadow),
         ] {
             if name.trim().is_empty() {
                 return Err(invalid(key, "must not be empty".into()));

@@ -5,9 +5,13 @@
 //! ```text
 //!   engine effects ─┐
 //!   dead letters ───┼─► Output ─► transactional producer ─► send-commands, decisions,
-//!   changelog ──────┤                                       changelog[p], dlq
+//!   changelog ──────┤                                       shadow, changelog[p], dlq
 //!   input offsets ──┘   commit: send_offsets_to_transaction + commit_transaction
 //! ```
+//!
+//! A `SHADOW` follow-on's effects arrive as [`Effect::Shadow`] and go to the shadow topic
+//! only, in the same transaction as everything else: its would-be send-commands never
+//! reach `send-commands`, its decisions never the decision log.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -79,6 +83,7 @@ pub struct Output {
     decisions: Option<String>,
     changelog: String,
     dlq: String,
+    shadow: String,
     buffer: Vec<u8>,
 }
 
@@ -93,6 +98,7 @@ impl Output {
             decisions: settings.decisions_topic().map(str::to_string),
             changelog: settings.topics.changelog.clone(),
             dlq: settings.topics.dlq.clone(),
+            shadow: settings.topics.shadow.clone(),
             buffer: Vec::with_capacity(512),
         })
     }
@@ -220,6 +226,37 @@ impl Output {
                             )
                         });
                     self.decisions = Some(topic);
+                    self.buffer = buf;
+                    r?;
+                }
+                Effect::Shadow(record) => {
+                    let what = if record.send_command.is_some() {
+                        "send_command"
+                    } else {
+                        "decision"
+                    };
+                    metrics.shadow_records.with_label_values(&[what]).inc();
+                    let mut buf = std::mem::take(&mut self.buffer);
+                    buf.clear();
+                    let topic = std::mem::take(&mut self.shadow);
+                    let r = codecs
+                        .shadow
+                        .encode_into(&record, &mut buf)
+                        .map_err(|source| RuntimeError::Encode {
+                            record: "shadow record",
+                            topic: topic.clone(),
+                            source: Box::new(source),
+                        })
+                        .and_then(|()| {
+                            self.produce(
+                                &topic,
+                                None,
+                                record.user_id().as_bytes(),
+                                Some(&buf),
+                                None,
+                            )
+                        });
+                    self.shadow = topic;
                     self.buffer = buf;
                     r?;
                 }

@@ -82,6 +82,7 @@ impl World {
             ("CHANGELOG", "changelog"),
             ("DECISIONS", "decisions"),
             ("DLQ", "dlq"),
+            ("SHADOW", "shadow"),
         ] {
             set(&format!("TOPICS__{key}"), format!("{topic}-{id}"));
         }
@@ -540,6 +541,15 @@ impl Reader {
     pub fn commands(&self) -> Vec<SendCommand> {
         let codec: Codec<SendCommand> =
             Codec::new("send-commands", &EncodingSettings::avro()).unwrap();
+        self.records
+            .iter()
+            .map(|r| codec.decode(r.payload.as_deref().unwrap()).unwrap())
+            .collect()
+    }
+
+    /// The records of the shadow topic.
+    pub fn shadow_records(&self) -> Vec<ShadowRecord> {
+        let codec: Codec<ShadowRecord> = Codec::new("shadow", &EncodingSettings::avro()).unwrap();
         self.records
             .iter()
             .map(|r| codec.decode(r.payload.as_deref().unwrap()).unwrap())

@@ -233,7 +233,8 @@ impl Oracle {
             match e {
                 Effect::Send(s) => self.sends.push(s),
                 Effect::Decision(d) => self.decisions.push(d),
-                Effect::PutState(_) | Effect::UserChanged { .. } => {}
+                // The chaos campaigns have no shadow follow-on.
+                Effect::Shadow(_) | Effect::PutState(_) | Effect::UserChanged { .. } => {}
             }
         }
     }
