@@ -74,7 +74,16 @@ impl Core {
                             task.inputs[i].records.front().map(|r| &r.event),
                             Some(Decoded::Retry(_))
                         ) {
-                            taken = usize::MAX;
+                            // A record that arrived while the registry did not answer: try
+                            // again now (the registry may be back, the schema cached since)
+                            // rather than one record per loop turn. If it still waits, the
+                            // task is held (above) from the next turn on. Either way the
+                            // merge chooses again: the record's event time is known now.
+                            let head = task.inputs[i].records.front_mut().expect("head exists");
+                            redecode(&self.codecs, i, head, edge);
+                            if matches!(head.event, Decoded::Retry(_)) {
+                                taken = usize::MAX;
+                            }
                             continue;
                         }
                         if let Some(j) = (0..task.inputs.len()).find(|&j| {

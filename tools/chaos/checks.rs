@@ -176,7 +176,7 @@ pub fn checks(e: &Evidence<'_>) -> Vec<Check> {
         oracle.codec_mismatches.iter().take(5).cloned().collect(),
     ));
     checks.push(Check::new(
-        "every barrier: input e.drained, every task's clock past the input, the edit applied by every task",
+        "every barrier: input drained, every task's clock past the input, the edit applied by every task",
         e.barriers.len() == e.edits && e.barriers.iter().all(|(_, ok)| *ok),
         e.barriers.iter().map(|(what, _)| what.clone()).collect(),
     ));
