@@ -84,11 +84,13 @@ report_dir=".cache/chaos"
 report="$report_dir/report-$profile-$seed.md"
 
 chaos_pid=""
+chaos_group=""
 cleanup() {
-  if [[ -n "$chaos_pid" ]] && kill -0 "$chaos_pid" 2>/dev/null; then
-    # The run and the connector instances it started share its process group.
-    kill -KILL -- "-$chaos_pid" 2>/dev/null || true
-    wait "$chaos_pid" 2>/dev/null || true
+  if [[ -n "$chaos_group" ]]; then
+    # The run and the connector instances it started share its process group: end them
+    # all, also when the run itself is gone already (interrupted, crashed).
+    kill -KILL -- "-$chaos_group" 2>/dev/null || true
+    [[ -n "$chaos_pid" ]] && wait "$chaos_pid" 2>/dev/null || true
   fi
   scripts/kafka/cluster.sh stop --clean >/dev/null 2>&1 || true
 }
@@ -113,7 +115,8 @@ if [[ "$build_profile" == release ]]; then
 else
   cargo build --locked --bin campaign-connector --example chaos
 fi
-scripts/kafka/cluster.sh start
+# The lock (fd 9) stays with this script: nothing it starts inherits it.
+scripts/kafka/cluster.sh start 9>&-
 scripts/kafka/cluster.sh wait-ready
 mkdir -p "$report_dir"
 
@@ -122,8 +125,9 @@ echo "[chaos] profile $profile, seed $seed (reproduce: $reproduce)"
 set -m
 "target/$build_profile/examples/chaos" --profile "$profile" --seed "$seed" --port-base "$base" \
   --bin "${connector:-target/$build_profile/campaign-connector}" --repo . --report "$report" \
-  ${pass[@]+"${pass[@]}"} &
+  ${pass[@]+"${pass[@]}"} 9>&- &
 chaos_pid=$!
+chaos_group=$chaos_pid
 set +m
 rc=0
 wait "$chaos_pid" || rc=$?
