@@ -40,6 +40,20 @@ pub struct PublishOptions {
     pub backfill_since: Option<crate::model::TimestampMs>,
 }
 
+/// The error that refuses to publish `c` when it is not valid (nothing is published then).
+fn refuse_invalid(c: &Campaign, settings: &Settings) -> Result<(), RuntimeError> {
+    let problems = crate::validate::validate_campaign(c, &settings.limits);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    Err(RuntimeError::Setup(format!(
+        "campaign {:?}: {}; nothing was published",
+        c.campaign_id,
+        list.join("; ")
+    )))
+}
+
 /// Publishes validated campaigns. A campaign identical to the live one is skipped; a changed
 /// one must carry a higher version than the live one. An `ACTIVE` campaign without
 /// `published_at` gets the live one's, or now.
@@ -71,15 +85,7 @@ pub fn publish_with(
         if c.follow_on.is_some() && options.backfill_since.is_some() {
             c.backfill_since = options.backfill_since;
         }
-        let problems = crate::validate::validate_campaign(&c, &settings.limits);
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-            return Err(RuntimeError::Setup(format!(
-                "campaign {:?}: {}; nothing was published",
-                c.campaign_id,
-                list.join("; ")
-            )));
-        }
+        refuse_invalid(&c, settings)?;
         // A live version published with a backfill start is what this file describes,
         // unless the file asks for a backfill of its own: republishing it is no change.
         let same = |l: &Campaign| {
@@ -142,15 +148,7 @@ pub fn promote(settings: &Settings, shadow_id: &str) -> Result<(Campaign, Campai
     let (promoted, stopped) = crate::shadow::promotion(&live, shadow_id, now_ms())
         .map_err(|e| RuntimeError::Setup(e.to_string()))?;
     for c in [&promoted, &stopped] {
-        let problems = crate::validate::validate_campaign(c, &settings.limits);
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-            return Err(RuntimeError::Setup(format!(
-                "campaign {:?}: {}; nothing was published",
-                c.campaign_id,
-                list.join("; ")
-            )));
-        }
+        refuse_invalid(c, settings)?;
     }
     // The stopped shadow first: a connector that sees only one record of the two for a
     // moment then has neither running rather than both.

@@ -30,6 +30,7 @@ use super::error::RuntimeError;
 use super::kafka::base_config;
 use super::metrics::Metrics;
 use super::task::{Arrived, BadInput, Task};
+use crate::codec::Codec;
 use crate::engine::Effect;
 use crate::model::TaskStateRecord;
 
@@ -169,6 +170,33 @@ impl Output {
         }
     }
 
+    /// Encodes `value` into the reused buffer and produces it to `topic` (partitioned by
+    /// `key`, the user id).
+    fn encode_and_produce<T>(
+        &mut self,
+        codec: &Codec<T>,
+        record: &'static str,
+        topic: &str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), RuntimeError>
+    where
+        T: apache_avro::AvroSchema + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let mut buf = std::mem::take(&mut self.buffer);
+        buf.clear();
+        let r = codec
+            .encode_into(value, &mut buf)
+            .map_err(|source| RuntimeError::Encode {
+                record,
+                topic: topic.to_string(),
+                source: Box::new(source),
+            })
+            .and_then(|()| self.produce(topic, None, key, Some(&buf), None));
+        self.buffer = buf;
+        r
+    }
+
     /// Executes one task's effects. State changes of users are noted on the task and
     /// written at commit ([`Output::write_state`]), once per user per transaction.
     pub fn execute(
@@ -185,48 +213,29 @@ impl Output {
                     metrics.send_commands.inc();
                     let late_ms = (command.emitted_at.saturating_sub(command.due_at)).max(0);
                     metrics.fire_lateness.observe(late_ms as f64 / 1000.0);
-                    let mut buf = std::mem::take(&mut self.buffer);
-                    buf.clear();
-                    codecs
-                        .send_commands
-                        .encode_into(&command, &mut buf)
-                        .map_err(|source| RuntimeError::Encode {
-                            record: "send-command",
-                            topic: self.send_commands.clone(),
-                            source: Box::new(source),
-                        })?;
                     let topic = std::mem::take(&mut self.send_commands);
-                    let r =
-                        self.produce(&topic, None, command.user_id.as_bytes(), Some(&buf), None);
+                    let r = self.encode_and_produce(
+                        &codecs.send_commands,
+                        "send-command",
+                        &topic,
+                        command.user_id.as_bytes(),
+                        &command,
+                    );
                     self.send_commands = topic;
-                    self.buffer = buf;
                     r?;
                 }
                 Effect::Decision(decision) => {
                     let Some(topic) = self.decisions.take() else {
                         continue;
                     };
-                    let mut buf = std::mem::take(&mut self.buffer);
-                    buf.clear();
-                    let r = codecs
-                        .decisions
-                        .encode_into(&decision, &mut buf)
-                        .map_err(|source| RuntimeError::Encode {
-                            record: "decision",
-                            topic: topic.clone(),
-                            source: Box::new(source),
-                        })
-                        .and_then(|()| {
-                            self.produce(
-                                &topic,
-                                None,
-                                decision.user_id.as_bytes(),
-                                Some(&buf),
-                                None,
-                            )
-                        });
+                    let r = self.encode_and_produce(
+                        &codecs.decisions,
+                        "decision",
+                        &topic,
+                        decision.user_id.as_bytes(),
+                        &decision,
+                    );
                     self.decisions = Some(topic);
-                    self.buffer = buf;
                     r?;
                 }
                 Effect::Shadow(record) => {
@@ -236,28 +245,15 @@ impl Output {
                         "decision"
                     };
                     metrics.shadow_records.with_label_values(&[what]).inc();
-                    let mut buf = std::mem::take(&mut self.buffer);
-                    buf.clear();
                     let topic = std::mem::take(&mut self.shadow);
-                    let r = codecs
-                        .shadow
-                        .encode_into(&record, &mut buf)
-                        .map_err(|source| RuntimeError::Encode {
-                            record: "shadow record",
-                            topic: topic.clone(),
-                            source: Box::new(source),
-                        })
-                        .and_then(|()| {
-                            self.produce(
-                                &topic,
-                                None,
-                                record.user_id().as_bytes(),
-                                Some(&buf),
-                                None,
-                            )
-                        });
+                    let r = self.encode_and_produce(
+                        &codecs.shadow,
+                        "shadow record",
+                        &topic,
+                        record.user_id().as_bytes(),
+                        &record,
+                    );
                     self.shadow = topic;
-                    self.buffer = buf;
                     r?;
                 }
                 Effect::PutState(record) => {
