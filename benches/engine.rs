@@ -23,6 +23,7 @@ const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 fn campaign(id: &str, follow_on: Option<FollowOnRule>) -> Campaign {
     Campaign {
         backfill_since: None,
+        mode: Default::default(),
         campaign_id: id.into(),
         name: id.into(),
         kind: CampaignKind::Campaign,

@@ -8,7 +8,8 @@
 # whose client listener is advertised at TCP proxies, runs connector instances (the release
 # binary) against it through those proxies, produces a large seeded workload, injects faults
 # at moments drawn from the seed (connector SIGKILL, broker kill and restart, rebalance
-# storms, a zombie, dropped connections and stalls, poison records, evolved writer schemas),
+# storms, a zombie, dropped connections and stalls, a schema registry outage, poison records,
+# evolved writer schemas),
 # then reads every output with read_committed and compares it with the engine run over the
 # same input. Prints what it injected and verified; exits 0 only if every check passed.
 # Everything it starts is stopped again, also on failure or Ctrl-C.
@@ -19,7 +20,9 @@
 #   --seed N         the seed (default: a random one, printed); the same seed gives the
 #                    same input and the same fault schedule
 #   --faults LIST    only these fault kinds (kill, kill-restore, kill-rebalance, broker-kill,
-#                    broker-restart, storm, zombie, drop, stall, commit-stall), or none
+#                    broker-restart, storm, zombie, drop, stall, commit-stall, registry),
+#                    or none. With `registry` in the list the interactions are written in
+#                    the Confluent wire format, through a schema registry the run starts
 #   --poison LIST    only these poison kinds (garbage, truncated, v3, time-range,
 #                    time-negative, 2099, key, empty-user), or none
 #   --instances N    instances running between faults (default 2)
@@ -38,7 +41,7 @@
 # Env:
 #   CHAOS_PORT_BASE  first of the 20 ports on 127.0.0.1 the run uses (default 19300):
 #                    the cluster takes BASE..BASE+14 (see cluster.sh), the connectors' HTTP
-#                    servers BASE+15..BASE+18
+#                    servers BASE+15..BASE+18, the schema registry's gate BASE+19
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -81,11 +84,13 @@ report_dir=".cache/chaos"
 report="$report_dir/report-$profile-$seed.md"
 
 chaos_pid=""
+chaos_group=""
 cleanup() {
-  if [[ -n "$chaos_pid" ]] && kill -0 "$chaos_pid" 2>/dev/null; then
-    # The run and the connector instances it started share its process group.
-    kill -KILL -- "-$chaos_pid" 2>/dev/null || true
-    wait "$chaos_pid" 2>/dev/null || true
+  if [[ -n "$chaos_group" ]]; then
+    # The run and the connector instances it started share its process group: end them
+    # all, also when the run itself is gone already (interrupted, crashed).
+    kill -KILL -- "-$chaos_group" 2>/dev/null || true
+    [[ -n "$chaos_pid" ]] && wait "$chaos_pid" 2>/dev/null || true
   fi
   scripts/kafka/cluster.sh stop --clean >/dev/null 2>&1 || true
 }
@@ -110,7 +115,8 @@ if [[ "$build_profile" == release ]]; then
 else
   cargo build --locked --bin campaign-connector --example chaos
 fi
-scripts/kafka/cluster.sh start
+# The lock (fd 9) stays with this script: nothing it starts inherits it.
+scripts/kafka/cluster.sh start 9>&-
 scripts/kafka/cluster.sh wait-ready
 mkdir -p "$report_dir"
 
@@ -119,8 +125,9 @@ echo "[chaos] profile $profile, seed $seed (reproduce: $reproduce)"
 set -m
 "target/$build_profile/examples/chaos" --profile "$profile" --seed "$seed" --port-base "$base" \
   --bin "${connector:-target/$build_profile/campaign-connector}" --repo . --report "$report" \
-  ${pass[@]+"${pass[@]}"} &
+  ${pass[@]+"${pass[@]}"} 9>&- &
 chaos_pid=$!
+chaos_group=$chaos_pid
 set +m
 rc=0
 wait "$chaos_pid" || rc=$?

@@ -22,7 +22,7 @@
 #        CHAOS_TEST_PORT_BASE (default 19350): the fault matrix's ports (20 from there).
 #        CHAOS_ARGS: extra arguments of scripts/chaos.sh (e.g. "--seed 42").
 #        CHAOS=0 skips the fault matrix; CHAOS=1 runs it even when arguments select targets.
-# Exports to the tests: KAFKA_BOOTSTRAP; KAFKA_SASL_BOOTSTRAP, KAFKA_SASL_CA,
+# Exports to the tests: KAFKA_BOOTSTRAP; KAFKA_CLUSTER_TEST_PORT_BASE; KAFKA_SASL_BOOTSTRAP, KAFKA_SASL_CA,
 #        KAFKA_SASL_USER, KAFKA_SASL_PASSWORD, KAFKA_SASL_PLAINTEXT_BOOTSTRAP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +78,9 @@ sasl_broker scripts/kafka/wait-ready.sh & secured=$!
 wait_all "$main" "$secured"
 
 export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+# tests/kafka_cluster_restart.rs starts (and stops) a three-node cluster of its own on the
+# fault matrix's ports, which are free until the matrix runs after the tests.
+export KAFKA_CLUSTER_TEST_PORT_BASE="${CHAOS_TEST_PORT_BASE:-19350}"
 export KAFKA_SASL_PLAINTEXT_BOOTSTRAP="127.0.0.1:$SASL_PORT_BASE"
 export KAFKA_SASL_BOOTSTRAP KAFKA_SASL_CA KAFKA_SASL_USER KAFKA_SASL_PASSWORD
 unset KAFKA_SASL_FORMAT_ARGS

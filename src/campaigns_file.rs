@@ -32,9 +32,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 
 use crate::model::{
-    Campaign, CampaignKind, CampaignStatus, Channel, Delay, DelayType, ExceptionMatcher,
-    ExceptionType, FollowOnRule, InteractionKind, Message, Overdue, OverduePolicy, Reeligibility,
-    ReeligibilityPolicy, RepeatTrigger, Trigger, Weekday,
+    Campaign, CampaignKind, CampaignMode, CampaignStatus, Channel, Delay, DelayType,
+    ExceptionMatcher, ExceptionType, FollowOnRule, InteractionKind, Message, Overdue,
+    OverduePolicy, Reeligibility, ReeligibilityPolicy, RepeatTrigger, Trigger, Weekday,
 };
 use crate::time::{format_timestamp, parse_duration, parse_timestamp, DAY_SECONDS};
 use crate::validate::{validate_campaign, FieldError, Limits};
@@ -160,6 +160,9 @@ struct RawCampaign {
     /// This version's backfill start (normally set by `campaigns publish --backfill-since`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     backfill_since: Option<String>,
+    /// `LIVE` (default) or `SHADOW` (normally set by `campaigns publish --shadow`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    mode: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     starts_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -706,6 +709,10 @@ const STATUSES: [(&str, CampaignStatus); 4] = [
     ("STOPPED", CampaignStatus::Stopped),
     ("ARCHIVED", CampaignStatus::Archived),
 ];
+const MODES: [(&str, CampaignMode); 2] = [
+    ("LIVE", CampaignMode::Live),
+    ("SHADOW", CampaignMode::Shadow),
+];
 const REPEATS: [(&str, RepeatTrigger); 2] = [
     ("KEEP_FIRST", RepeatTrigger::KeepFirst),
     ("RESTART", RepeatTrigger::Restart),
@@ -811,6 +818,13 @@ fn convert_campaign(raw: &RawCampaign) -> (Campaign, Problems) {
         p.add("status", e);
         CampaignStatus::Draft
     });
+    let mode = match &raw.mode {
+        None => CampaignMode::Live,
+        Some(text) => parse_symbol(text, &MODES, "mode").unwrap_or_else(|e| {
+            p.add("mode", e);
+            CampaignMode::Live
+        }),
+    };
     let campaign = Campaign {
         campaign_id: raw.campaign_id.clone(),
         name: raw.name.clone(),
@@ -822,6 +836,7 @@ fn convert_campaign(raw: &RawCampaign) -> (Campaign, Problems) {
         ends_at: parse_optional_timestamp(&mut p, "ends_at", &raw.ends_at),
         follow_on: raw.follow_on.as_ref().map(|f| convert_follow_on(&mut p, f)),
         backfill_since: parse_optional_timestamp(&mut p, "backfill_since", &raw.backfill_since),
+        mode,
     };
     (campaign, p)
 }
@@ -1238,6 +1253,8 @@ fn raw_campaign(c: &Campaign) -> RawCampaign {
         version: Some(c.version),
         published_at: c.published_at.map(format_timestamp),
         backfill_since: c.backfill_since.map(format_timestamp),
+        // Only a shadow says so: `LIVE` is the default and the common case.
+        mode: (c.mode != CampaignMode::Live).then(|| symbol_of(&MODES, c.mode).to_string()),
         starts_at: c.starts_at.map(format_timestamp),
         ends_at: c.ends_at.map(format_timestamp),
         follow_on: c.follow_on.as_ref().map(raw_follow_on),

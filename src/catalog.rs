@@ -23,6 +23,7 @@ use thiserror::Error;
 use crate::model::{
     Campaign, CampaignStatus, DelayType, ExceptionType, InteractionKind, OverduePolicy,
     ReeligibilityPolicy, RepeatTrigger, TimestampMs, UserEvent, UserEventType, Weekday,
+    SHADOW_SUFFIX,
 };
 use crate::time::{self, SECOND_MS};
 use crate::validate::{validate_campaign, FieldError, Limits};
@@ -312,6 +313,14 @@ impl Catalog {
 
     pub fn follow_on_name(&self, idx: FollowOnIdx) -> &str {
         &self.follow_on_names[idx as usize]
+    }
+
+    /// Is follow-on `idx` a `SHADOW` one, whose output goes to the shadow topic? Read from
+    /// the id: validation keeps `<id>@shadow` and the mode `SHADOW` together in every record
+    /// the catalog accepts, so the answer is the same for every version and stays right
+    /// for pending sends of a follow-on that has since been deleted.
+    pub fn is_shadow(&self, idx: FollowOnIdx) -> bool {
+        self.follow_on_name(idx).ends_with(SHADOW_SUFFIX)
     }
 
     pub fn follow_on_idx(&self, follow_on_id: &str) -> Option<FollowOnIdx> {

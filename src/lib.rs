@@ -17,6 +17,8 @@
 //! - [`merge`]: the event-time merge of a task's input partitions (which record next, how
 //!   long to wait for an empty partition), as pure logic.
 //! - [`campaigns_file`]: campaigns-as-code: the YAML format, loading and its error messages.
+//! - [`shadow`]: shadow mode on the catalog side — the `<id>@shadow` versions of a file's
+//!   follow-ons, and what promoting one publishes.
 //! - [`runtime`]: the Kafka consumer-group service around the engine: tasks, restore,
 //!   rebalances, exactly-once transactions, dead letters.
 //! - [`events_file`]: the JSONL events file of `simulate` and `send`, bad lines by number.
@@ -33,6 +35,7 @@ pub mod merge;
 pub mod model;
 pub mod preview;
 pub mod runtime;
+pub mod shadow;
 pub mod simulate;
 pub mod time;
 pub mod validate;

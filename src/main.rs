@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use campaign_connector::campaigns_file::load_campaigns_file;
-use campaign_connector::codec::SchemaIdentity;
+use campaign_connector::codec::{SchemaIdentity, SubjectLookupError, SubjectReport};
 use campaign_connector::runtime::{self, admin::Published, config, config::Settings};
 use campaign_connector::simulate::render_table;
 use campaign_connector::time::{check_event_range, parse_duration, parse_rfc3339};
@@ -56,12 +56,15 @@ enum Command {
     Dlq(DlqCommand),
     /// Print each Avro schema's name, fingerprint (CRC-64-AVRO of the Parsing Canonical
     /// Form, as Java prints it and in hex), single-object header and canonical form: this
-    /// build's schemas, or the given .avsc files.
+    /// build's schemas, or the given .avsc files. For a topic in the confluent encoding,
+    /// also the registry ids and versions of the schema under the topic's subject.
     Schemas {
         /// Schema files to describe instead of this build's schemas.
         files: Vec<PathBuf>,
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Preview a campaigns file on a window of the real input topics, read-only: what its
     /// follow-ons would have sent, and why not.
@@ -71,6 +74,10 @@ enum Command {
         /// How long to read, e.g. 3s.
         #[arg(long, default_value = "3s")]
         read_for: String,
+        /// Show the shadow topic instead: what shadow follow-ons would have sent, and their
+        /// decisions.
+        #[arg(long)]
+        shadow: bool,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -178,6 +185,23 @@ enum CampaignsCommand {
         /// before the publish time.
         #[arg(long)]
         backfill_since: Option<String>,
+        /// Shadow mode: publish each follow-on of the files as `<id>@shadow`, which the
+        /// running connector evaluates like any follow-on but whose send-commands and
+        /// decisions go to the shadow topic only. Plain campaigns are not published.
+        #[arg(long, conflicts_with = "backfill_since")]
+        shadow: bool,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Promote a shadow follow-on: publish its rule as a new live version of `<id>`, counting
+    /// triggers from now on, and stop the shadow.
+    Promote {
+        /// The shadow's id, `<id>@shadow`.
+        shadow_id: String,
+        /// Refused: the promoted version counts triggers from the promotion on, so that it
+        /// never sends for a trigger its shadow already handled.
+        #[arg(long, hide = true)]
+        backfill_since: Option<String>,
         #[command(flatten)]
         config: ConfigArg,
     },
@@ -232,30 +256,131 @@ fn time_or_ago(option: &str, text: &str, now: i64) -> Result<i64> {
     Ok(now.saturating_sub(ago))
 }
 
-/// This build's schemas, each with the file in `schemas/` it equals.
-fn builtin_schemas() -> Result<Vec<(String, SchemaIdentity)>> {
+/// Each topic role's record schema (this build's), by role.
+fn role_schemas() -> Result<Vec<(&'static str, &'static str, SchemaIdentity)>> {
     use campaign_connector::model::*;
-    let source = |file: &str| format!("this build's schema (schemas/{file})");
     Ok(vec![
         (
-            source("interaction.avsc"),
+            "interactions",
+            "interaction.avsc",
             SchemaIdentity::of::<Interaction>()?,
         ),
         (
-            source("user_event.avsc"),
+            "user_events",
+            "user_event.avsc",
             SchemaIdentity::of::<UserEvent>()?,
         ),
-        (source("campaign.avsc"), SchemaIdentity::of::<Campaign>()?),
         (
-            source("send_command.avsc"),
+            "campaigns",
+            "campaign.avsc",
+            SchemaIdentity::of::<Campaign>()?,
+        ),
+        (
+            "send_commands",
+            "send_command.avsc",
             SchemaIdentity::of::<SendCommand>()?,
         ),
-        (source("decision.avsc"), SchemaIdentity::of::<Decision>()?),
         (
-            source("task_state.avsc"),
+            "decisions",
+            "decision.avsc",
+            SchemaIdentity::of::<Decision>()?,
+        ),
+        (
+            "changelog",
+            "task_state.avsc",
             SchemaIdentity::of::<TaskStateRecord>()?,
         ),
+        (
+            "shadow",
+            "shadow_record.avsc",
+            SchemaIdentity::of::<ShadowRecord>()?,
+        ),
     ])
+}
+
+/// The topic of a role, if it is on (the decision log can be turned off).
+fn role_topic<'a>(settings: &'a Settings, role: &str) -> Option<&'a str> {
+    let t = &settings.topics;
+    match role {
+        "interactions" => Some(&t.interactions),
+        "user_events" => Some(&t.user_events),
+        "campaigns" => Some(&t.campaigns),
+        "send_commands" => Some(&t.send_commands),
+        "decisions" => settings.decisions_topic(),
+        "changelog" => Some(&t.changelog),
+        "shadow" => Some(&t.shadow),
+        _ => None,
+    }
+}
+
+/// One schema as `schemas` describes it: where it comes from, its identity, and — when its
+/// record is a topic's — that topic and, in the confluent encoding, what the registry holds.
+struct Described {
+    source: String,
+    schema: SchemaIdentity,
+    topic: Option<TopicOf>,
+}
+
+struct TopicOf {
+    role: &'static str,
+    name: String,
+    format: campaign_connector::codec::Format,
+    /// `None` unless the topic's encoding is confluent; the error is always a
+    /// [`SubjectLookupError::Registry`].
+    registry: Option<Result<SubjectReport, SubjectLookupError>>,
+}
+
+/// Describes this build's schemas (no files) or the given files; a file whose record is a
+/// topic role's (same full name) is compared with that topic's registry subject too.
+fn describe_schemas(files: &[PathBuf], settings: &Settings) -> Result<Vec<Described>> {
+    let roles = role_schemas()?;
+    let schemas: Vec<(String, SchemaIdentity)> = if files.is_empty() {
+        roles
+            .iter()
+            .map(|(_, file, s)| (format!("this build's schema (schemas/{file})"), s.clone()))
+            .collect()
+    } else {
+        files
+            .iter()
+            .map(|f| Ok((f.display().to_string(), SchemaIdentity::of_file(f)?)))
+            .collect::<Result<_>>()?
+    };
+    let mut described = Vec::with_capacity(schemas.len());
+    for (source, schema) in schemas {
+        let role = roles
+            .iter()
+            .find(|(_, _, own)| own.name == schema.name)
+            .map(|(role, _, _)| *role);
+        let topic = match role.and_then(|r| Some((r, role_topic(settings, r)?))) {
+            None => None,
+            Some((role, name)) => {
+                let encoding = settings
+                    .encoding(role)
+                    .validate()
+                    .with_context(|| format!("encoding of {role}"))?;
+                let registry =
+                    match campaign_connector::codec::lookup_subject(name, &encoding, &schema) {
+                        Ok(report) => report.map(Ok),
+                        Err(e @ SubjectLookupError::Registry { .. }) => Some(Err(e)),
+                        Err(e @ SubjectLookupError::Setup(_)) => {
+                            return Err(anyhow::Error::new(e).context(format!("encoding of {role}")))
+                        }
+                    };
+                Some(TopicOf {
+                    role,
+                    name: name.to_string(),
+                    format: encoding.encoding.format(),
+                    registry,
+                })
+            }
+        };
+        described.push(Described {
+            source,
+            schema,
+            topic,
+        });
+    }
+    Ok(described)
 }
 
 fn hex_bytes(bytes: &[u8]) -> String {
@@ -266,10 +391,12 @@ fn hex_bytes(bytes: &[u8]) -> String {
         .join(" ")
 }
 
-fn render_schema(source: &str, s: &SchemaIdentity) -> String {
+fn render_schema(d: &Described) -> String {
+    let s = &d.schema;
     let mut text = format!(
-        "{}\n  source          {source}\n  fingerprint     {} (0x{:016x})\n  header          {}\n",
+        "{}\n  source          {}\n  fingerprint     {} (0x{:016x})\n  header          {}\n",
         s.name,
+        d.source,
         s.fingerprint as i64,
         s.fingerprint,
         hex_bytes(&s.single_object_header()),
@@ -280,20 +407,151 @@ fn render_schema(source: &str, s: &SchemaIdentity) -> String {
             s.legacy_fingerprint as i64, s.legacy_fingerprint
         ));
     }
+    if let Some(topic) = &d.topic {
+        text.push_str(&format!(
+            "  topic           {} ({}, format {})\n",
+            topic.name, topic.role, topic.format
+        ));
+        match &topic.registry {
+            None => {}
+            Some(Err(e)) => {
+                if let SubjectLookupError::Registry {
+                    registry_url,
+                    subject,
+                    ..
+                } = e
+                {
+                    text.push_str(&format!("  subject         {subject} at {registry_url}\n"));
+                }
+                text.push_str(&format!("  registered      unknown: {e}\n"));
+            }
+            Some(Ok(report)) => {
+                text.push_str(&format!(
+                    "  subject         {} at {}\n  registered      {}\n",
+                    report.subject,
+                    report.registry_url,
+                    registered_text(report)
+                ));
+            }
+        }
+    }
     text.push_str(&format!("  canonical form  {}\n\n", s.canonical_form));
     text
 }
 
-fn schema_json(source: &str, s: &SchemaIdentity) -> serde_json::Value {
+/// The ids and versions of the schema under the subject, or plainly why there are none.
+fn registered_text(report: &SubjectReport) -> String {
+    let Some(versions) = &report.versions else {
+        return format!("no: the registry has no subject {}", report.subject);
+    };
+    let matching: Vec<String> = report
+        .matching()
+        .map(|v| format!("id {} (version {})", v.id, v.version))
+        .collect();
+    if !matching.is_empty() {
+        return matching.join(", ");
+    }
+    if versions.is_empty() {
+        return format!("no: subject {} has no versions", report.subject);
+    }
+    let others: Vec<String> = versions
+        .iter()
+        .map(|v| match (v.fingerprint, &v.unusable) {
+            (Some(fp), _) => format!(
+                "version {}: id {}, fingerprint {} (0x{fp:016x})",
+                v.version, v.id, fp as i64
+            ),
+            (None, why) => format!(
+                "version {}: id {}, {}",
+                v.version,
+                v.id,
+                why.as_deref().unwrap_or("no fingerprint")
+            ),
+        })
+        .collect();
+    format!(
+        "no: none of the {} versions of subject {} is this schema ({})",
+        versions.len(),
+        report.subject,
+        others.join("; ")
+    )
+}
+
+fn schema_json(d: &Described) -> serde_json::Value {
+    let s = &d.schema;
+    let topic = d.topic.as_ref().map(|t| {
+        serde_json::json!({
+            "role": t.role,
+            "name": t.name,
+            "format": t.format.to_string(),
+        })
+    });
+    let registry = d
+        .topic
+        .as_ref()
+        .and_then(|t| t.registry.as_ref())
+        .map(|r| match r {
+            Err(e) => {
+                let (url, subject) = match e {
+                    SubjectLookupError::Registry {
+                        registry_url,
+                        subject,
+                        ..
+                    } => (Some(registry_url), Some(subject)),
+                    SubjectLookupError::Setup(_) => (None, None),
+                };
+                serde_json::json!({
+                    "status": "error",
+                    "url": url,
+                    "subject": subject,
+                    "error": e.to_string(),
+                })
+            }
+            Ok(report) => {
+                let status = match &report.versions {
+                    None => "subject_not_found",
+                    Some(_) if report.matching().next().is_some() => "registered",
+                    Some(_) => "no_matching_version",
+                };
+                let versions: Vec<_> = report
+                    .versions
+                    .iter()
+                    .flatten()
+                    .map(|v| {
+                        serde_json::json!({
+                            "version": v.version,
+                            "id": v.id,
+                            "fingerprint": v.fingerprint.map(|fp| fp as i64),
+                            "fingerprint_hex": v.fingerprint.map(|fp| format!("{fp:016x}")),
+                            "unusable": v.unusable,
+                            "matches": v.matches,
+                        })
+                    })
+                    .collect();
+                let matches: Vec<_> = report
+                    .matching()
+                    .map(|v| serde_json::json!({ "id": v.id, "version": v.version }))
+                    .collect();
+                serde_json::json!({
+                    "status": status,
+                    "url": report.registry_url,
+                    "subject": report.subject,
+                    "matches": matches,
+                    "versions": versions,
+                })
+            }
+        });
     serde_json::json!({
         "name": s.name,
-        "source": source,
+        "source": d.source,
         "fingerprint": s.fingerprint as i64,
         "fingerprint_hex": format!("{:016x}", s.fingerprint),
         "single_object_header": hex_bytes(&s.single_object_header()),
         "legacy_fingerprint": s.legacy_fingerprint as i64,
         "legacy_fingerprint_hex": format!("{:016x}", s.legacy_fingerprint),
         "canonical_form": s.canonical_form,
+        "topic": topic,
+        "registry": registry,
     })
 }
 
@@ -317,6 +575,8 @@ fn init_tracing() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // Each processing thread is a group member of its own (`member-<k>`): name it.
+        .with_thread_names(true)
         .with_writer(std::io::stderr);
     if std::env::var("CONNECTOR_LOG_FORMAT").as_deref() == Ok("json") {
         builder.json().init();
@@ -353,30 +613,50 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("read {} dead letters, {verb} {}", done.read, done.replayed);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Schemas { files, format } => {
-            let schemas = if files.is_empty() {
-                builtin_schemas()?
-            } else {
-                files
-                    .iter()
-                    .map(|f| Ok((f.display().to_string(), SchemaIdentity::of_file(f)?)))
-                    .collect::<Result<_>>()?
-            };
-            for (source, schema) in &schemas {
+        Command::Schemas {
+            files,
+            format,
+            config,
+        } => {
+            let settings = config.settings()?;
+            let described = describe_schemas(&files, &settings)?;
+            for d in &described {
                 match format {
-                    Format::Table => print!("{}", render_schema(source, schema)),
-                    Format::Jsonl => println!("{}", schema_json(source, schema)),
+                    Format::Table => print!("{}", render_schema(d)),
+                    Format::Jsonl => println!("{}", schema_json(d)),
                 }
             }
-            Ok(ExitCode::SUCCESS)
+            // A registry that could not be asked is a failure of the command (it is in the
+            // output too); a missing subject or version is an answer.
+            let mut failed = false;
+            for d in &described {
+                if let Some(TopicOf {
+                    registry: Some(Err(e)),
+                    ..
+                }) = &d.topic
+                {
+                    eprintln!("error: {e}");
+                    failed = true;
+                }
+            }
+            Ok(if failed {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        Command::Outputs { read_for, config } => {
+        Command::Outputs {
+            read_for,
+            shadow,
+            config,
+        } => {
             let settings = config.settings()?;
             let ms =
                 campaign_connector::time::parse_duration_ms(&read_for).context("--read-for")?;
             let outputs = runtime::admin::read_outputs(
                 &settings,
                 std::time::Duration::from_millis(ms as u64),
+                shadow,
             )?;
             let report = campaign_connector::simulate::Report {
                 outputs,
@@ -400,15 +680,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("topics ok: inputs and changelog co-partitioned with {partitions} partitions");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Campaigns(CampaignsCommand::Promote {
+            shadow_id,
+            backfill_since,
+            config,
+        }) => {
+            if backfill_since.is_some() {
+                anyhow::bail!(
+                    "{}",
+                    campaign_connector::shadow::ShadowError::PromoteWithBackfill
+                );
+            }
+            let settings = config.settings()?;
+            let (live, stopped) = runtime::admin::promote(&settings, &shadow_id)?;
+            println!(
+                "promoted {shadow_id} to {} v{}: triggers from {} on count",
+                live.campaign_id,
+                live.version,
+                campaign_connector::time::format_timestamp(live.published_at.unwrap_or(0))
+            );
+            println!("stopped {} v{}", stopped.campaign_id, stopped.version);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Campaigns(CampaignsCommand::Publish {
             files,
             backfill_since,
+            shadow,
             config,
         }) => {
             let settings = config.settings()?;
             let mut campaigns = Vec::new();
             for file in &files {
                 campaigns.extend(load_campaigns_file(file, &settings.limits)?);
+            }
+            if shadow {
+                campaigns = campaign_connector::shadow::shadow_versions(&campaigns)?;
+                if !runtime::kafka::shadow_topic_exists(&settings)? {
+                    anyhow::bail!(
+                        "the shadow topic {:?} does not exist: create it with `campaign-connector topics create` (the connector needs it for shadow follow-ons); nothing was published",
+                        settings.topics.shadow
+                    );
+                }
             }
             let backfill_since = backfill_since
                 .map(|t| time_or_ago("--backfill-since", &t, now_ms()?))
@@ -426,13 +738,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     _ => String::new(),
                 }
             };
+            let mode = |id: &str| {
+                if campaign_connector::model::Campaign::live_id_of(id).is_some() {
+                    ", shadow: its output goes to the shadow topic only"
+                } else {
+                    ""
+                }
+            };
             for p in runtime::admin::publish_with(&settings, &campaigns, options)? {
                 match p {
                     Published::New(id, v) => {
-                        println!("published {id} v{v} (new){}", backfill(&id))
+                        println!("published {id} v{v} (new){}{}", backfill(&id), mode(&id))
                     }
                     Published::Updated(id, v) => {
-                        println!("published {id} v{v} (updated){}", backfill(&id))
+                        println!(
+                            "published {id} v{v} (updated){}{}",
+                            backfill(&id),
+                            mode(&id)
+                        )
                     }
                     Published::Unchanged(id, v) => println!("unchanged {id} v{v}"),
                 }
@@ -460,6 +783,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                                 .unwrap_or_default()
                         ),
                         None => "campaign".into(),
+                    };
+                    let kind = match c.mode {
+                        campaign_connector::model::CampaignMode::Shadow => format!("shadow {kind}"),
+                        campaign_connector::model::CampaignMode::Live => kind,
                     };
                     println!(
                         "{:<32} v{:<4} {:<9?} {kind}",

@@ -15,7 +15,11 @@
 //! records stay in offset order. A partition with nothing buffered that is *not* at its
 //! end may still hold an earlier record, so the merge waits for it — but only for a bounded
 //! time, after which it proceeds without it (a stalled producer must not stall the task).
-//! A partition at its end (position = high watermark) is not waited for.
+//! A partition at its end (position = high watermark) is not waited for. A partition the
+//! broker has confirmed to hold records past the position (*behind*) is waited for longer:
+//! those records exist and are on their way (a fetch that starts slowly after an
+//! assignment, a leader moving), and taking the other input's records first would put
+//! them ahead of earlier ones.
 
 use crate::model::TimestampMs;
 
@@ -35,6 +39,8 @@ pub struct InputState {
     pub head: Option<Head>,
     /// Everything up to the high watermark has been read: nothing earlier can turn up.
     pub at_end: bool,
+    /// The broker confirmed records past the position that have not arrived yet.
+    pub behind: bool,
 }
 
 /// The merge's answer.
@@ -53,14 +59,17 @@ pub enum Next {
 #[derive(Debug, Clone, Default)]
 pub struct Merge {
     max_wait_ms: i64,
+    fetch_wait_ms: i64,
     waiting_since: Option<TimestampMs>,
 }
 
 impl Merge {
-    /// `max_wait_ms`: how long to wait for an empty partition that is not at its end.
-    pub fn new(max_wait_ms: i64) -> Self {
+    /// `max_wait_ms`: how long to wait for an empty partition that is not at its end;
+    /// `fetch_wait_ms`: how long for one that is *behind* (never less than `max_wait_ms`).
+    pub fn new(max_wait_ms: i64, fetch_wait_ms: i64) -> Self {
         Self {
             max_wait_ms,
+            fetch_wait_ms: fetch_wait_ms.max(max_wait_ms),
             waiting_since: None,
         }
     }
@@ -77,10 +86,16 @@ impl Merge {
             self.waiting_since = None;
             return Next::Idle;
         };
-        let lagging = inputs.iter().any(|s| s.head.is_none() && !s.at_end);
-        if lagging {
+        let mut lagging = inputs.iter().filter(|s| s.head.is_none() && !s.at_end);
+        if let Some(first) = lagging.next() {
+            let behind = first.behind || lagging.any(|s| s.behind);
+            let bound = if behind {
+                self.fetch_wait_ms
+            } else {
+                self.max_wait_ms
+            };
             let since = *self.waiting_since.get_or_insert(now);
-            let until = since.saturating_add(self.max_wait_ms);
+            let until = since.saturating_add(bound);
             if now < until {
                 return Next::Wait { until };
             }
@@ -96,6 +111,7 @@ mod tests {
 
     fn input(rank: u8, head: Option<(i64, i64)>, at_end: bool) -> InputState {
         InputState {
+            behind: false,
             rank,
             head: head.map(|(occurred_at, offset)| Head {
                 occurred_at,
@@ -107,7 +123,7 @@ mod tests {
 
     #[test]
     fn takes_the_earliest_event_time_then_the_lower_rank() {
-        let mut m = Merge::new(100);
+        let mut m = Merge::new(100, 100);
         let inputs = [
             input(0, Some((20, 5)), false),
             input(1, Some((10, 9)), false),
@@ -122,7 +138,7 @@ mod tests {
 
     #[test]
     fn waits_a_bounded_time_for_an_empty_partition_that_is_not_at_its_end() {
-        let mut m = Merge::new(100);
+        let mut m = Merge::new(100, 100);
         let inputs = [input(0, Some((10, 0)), false), input(1, None, false)];
         assert_eq!(m.choose(&inputs, 1_000), Next::Wait { until: 1_100 });
         assert_eq!(m.choose(&inputs, 1_050), Next::Wait { until: 1_100 });
@@ -132,8 +148,24 @@ mod tests {
     }
 
     #[test]
+    fn waits_longer_for_a_partition_the_broker_says_has_records() {
+        let mut m = Merge::new(100, 5_000);
+        let behind = InputState {
+            behind: true,
+            ..input(1, None, false)
+        };
+        let inputs = [input(0, Some((10, 0)), false), behind];
+        assert_eq!(m.choose(&inputs, 1_000), Next::Wait { until: 6_000 });
+        assert_eq!(m.choose(&inputs, 1_100), Next::Wait { until: 6_000 });
+        assert_eq!(m.choose(&inputs, 6_000), Next::Take(0));
+        // A fetch wait shorter than the plain one is the plain one.
+        let mut m = Merge::new(100, 10);
+        assert_eq!(m.choose(&inputs, 0), Next::Wait { until: 100 });
+    }
+
+    #[test]
     fn does_not_wait_for_a_partition_at_its_end() {
-        let mut m = Merge::new(100);
+        let mut m = Merge::new(100, 100);
         let inputs = [input(0, Some((10, 0)), false), input(1, None, true)];
         assert_eq!(m.choose(&inputs, 0), Next::Take(0));
         assert_eq!(

@@ -276,6 +276,60 @@ pub struct Campaign {
     #[serde(default)]
     #[avro(with = optional_timestamp_schema, default = "null")]
     pub backfill_since: Option<TimestampMs>,
+    /// `LIVE`: sends for real. `SHADOW`: evaluated like any follow-on, but every send-command
+    /// and decision goes to the shadow topic instead (id `<id>@shadow`). Records written
+    /// before the field read as `LIVE`.
+    #[serde(default)]
+    #[avro(default = "\"LIVE\"")]
+    pub mode: CampaignMode,
+}
+
+/// Whether a follow-on sends for real or only writes what it would send to the shadow
+/// topic. No enum default: a mode added later must not be read as `LIVE` by an older reader
+/// (it would send for real), so such a record fails to decode instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, AvroSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[avro(namespace = "campaign_connector")]
+pub enum CampaignMode {
+    Live,
+    Shadow,
+}
+
+// Written out rather than derived: the derived `#[default]` would also become the Avro
+// enum's default symbol, which is exactly what the mode must not have.
+#[allow(clippy::derivable_impls)]
+impl Default for CampaignMode {
+    fn default() -> Self {
+        Self::Live
+    }
+}
+
+impl CampaignMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "LIVE",
+            Self::Shadow => "SHADOW",
+        }
+    }
+}
+
+/// The suffix of a shadow follow-on's id: `campaigns publish --shadow` publishes follow-on
+/// `cart-email` as `cart-email@shadow`, and validation keeps the suffix and the mode
+/// together, so a follow-on's id alone says where its output goes.
+pub const SHADOW_SUFFIX: &str = "@shadow";
+
+impl Campaign {
+    /// The id of the shadow version of follow-on `live_id`.
+    pub fn shadow_id(live_id: &str) -> String {
+        format!("{live_id}{SHADOW_SUFFIX}")
+    }
+
+    /// The live follow-on a shadow id shadows (`cart-email@shadow` → `cart-email`).
+    pub fn live_id_of(shadow_id: &str) -> Option<&str> {
+        shadow_id
+            .strip_suffix(SHADOW_SUFFIX)
+            .filter(|id| !id.is_empty())
+    }
 }
 
 /// What makes a campaign a follow-on: its trigger, delay, exceptions and message.
@@ -695,6 +749,44 @@ pub struct UserState {
 #[avro(namespace = "campaign_connector")]
 pub struct RuleSnapshot {
     pub campaign: Campaign,
+}
+
+/// One record of the shadow topic (default `connector-shadow`, key `user_id`): what a
+/// `SHADOW` follow-on would have sent, or one of its decisions. Exactly one field is set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]
+#[avro(namespace = "campaign_connector")]
+pub struct ShadowRecord {
+    /// A would-be send-command: never on `send-commands`.
+    #[serde(default)]
+    pub send_command: Option<SendCommand>,
+    /// A decision about the shadow follow-on: never in the decision log.
+    #[serde(default)]
+    pub decision: Option<Decision>,
+}
+
+impl ShadowRecord {
+    pub fn send_command(command: SendCommand) -> Self {
+        Self {
+            send_command: Some(command),
+            decision: None,
+        }
+    }
+
+    pub fn decision(decision: Decision) -> Self {
+        Self {
+            send_command: None,
+            decision: Some(decision),
+        }
+    }
+
+    /// The user the record is about (its key on the shadow topic).
+    pub fn user_id(&self) -> &str {
+        match (&self.send_command, &self.decision) {
+            (Some(c), _) => &c.user_id,
+            (None, Some(d)) => &d.user_id,
+            (None, None) => "",
+        }
+    }
 }
 
 /// How far a task's clock has come: timers due at or before `stream_time` have fired.

@@ -4,7 +4,8 @@
 use std::fmt;
 
 use crate::model::{
-    Campaign, DelayType, ExceptionType, InteractionKind, OverduePolicy, ReeligibilityPolicy,
+    Campaign, CampaignMode, DelayType, ExceptionType, InteractionKind, OverduePolicy,
+    ReeligibilityPolicy, SHADOW_SUFFIX,
 };
 use crate::time::{
     self, format_duration, DAY_SECONDS, MAX_REELIGIBILITY_SECONDS, TWO_YEARS_SECONDS,
@@ -179,6 +180,44 @@ fn check_backfill(p: &mut Problems, campaign: &Campaign, limits: &Limits) {
     }
 }
 
+/// The mode: only a follow-on can be a shadow, a shadow's id ends with `@shadow` and only a
+/// shadow's does (so the id alone says where a follow-on's output goes, even after it is
+/// deleted), and a shadow has no backfill start (it evaluates live traffic from its publish
+/// on, and its promotion must never send for a trigger it already handled).
+fn check_mode(p: &mut Problems, campaign: &Campaign) {
+    let suffixed = campaign.campaign_id.ends_with(SHADOW_SUFFIX);
+    match campaign.mode {
+        CampaignMode::Live if suffixed => p.add(
+            "mode",
+            format!(
+                "campaign id {:?} ends with {SHADOW_SUFFIX}, which only shadow follow-ons have: publish the file with campaigns publish --shadow",
+                campaign.campaign_id
+            ),
+        ),
+        CampaignMode::Live => {}
+        CampaignMode::Shadow => {
+            if campaign.follow_on.is_none() {
+                p.add("mode", "only a follow-on campaign can be a SHADOW");
+            }
+            if Campaign::live_id_of(&campaign.campaign_id).is_none() {
+                p.add(
+                    "mode",
+                    format!(
+                        "a SHADOW follow-on's id is <id>{SHADOW_SUFFIX}, got {:?}",
+                        campaign.campaign_id
+                    ),
+                );
+            }
+            if campaign.backfill_since.is_some() {
+                p.add(
+                    "backfill_since",
+                    "a SHADOW follow-on has no backfill start: it evaluates triggers from its publish on",
+                );
+            }
+        }
+    }
+}
+
 /// Every problem with `campaign`, empty when it is valid.
 pub fn validate_campaign(campaign: &Campaign, limits: &Limits) -> Vec<FieldError> {
     let mut p = Problems(Vec::new());
@@ -197,6 +236,7 @@ pub fn validate_campaign(campaign: &Campaign, limits: &Limits) -> Vec<FieldError
         }
     }
     check_backfill(&mut p, campaign, limits);
+    check_mode(&mut p, campaign);
     let Some(rule) = &campaign.follow_on else {
         return p.0;
     };

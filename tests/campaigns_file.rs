@@ -725,6 +725,7 @@ fn everything_set() -> Campaign {
     .collect();
     Campaign {
         backfill_since: Some(parse_timestamp("2026-11-28T08:00:00Z").unwrap()),
+        mode: Default::default(),
         campaign_id: "winter-sale-2026-follow-up".into(),
         name: "Winter sale: follow-up for clickers".into(),
         kind: CampaignKind::NewsFeedCard,
@@ -828,6 +829,7 @@ fn a_campaign_with_every_option_set_round_trips() {
     }
     variants.push(Campaign {
         backfill_since: None,
+        mode: Default::default(),
         campaign_id: "12345".into(),
         name: "true".into(),
         kind: CampaignKind::Campaign,
@@ -1055,6 +1057,7 @@ fn campaign() -> impl Strategy<Value = Campaign> {
                 follow_on,
             )| Campaign {
                 backfill_since: None,
+                mode: Default::default(),
                 campaign_id,
                 name,
                 kind: if card {

@@ -48,16 +48,19 @@ fn fixture_schema(name: &str) -> Schema {
 /// 1.12.1, `SchemaNormalization.parsingFingerprint64`, printed by
 /// `tests/java/AvroInterop.java fingerprints`); `tests/java_interop.rs` compares the
 /// connector with the Java library itself.
-const JAVA_FINGERPRINTS: [(&str, i64); 11] = [
+const JAVA_FINGERPRINTS: [(&str, i64); 14] = [
     ("schemas/interaction.avsc", 4549145532987997388),
     ("schemas/user_event.avsc", -3483402422219281623),
-    ("schemas/campaign.avsc", -629878984196063117),
+    ("schemas/campaign.avsc", 1672898075615485862),
     ("schemas/send_command.avsc", 4311927111472793438),
     ("schemas/decision.avsc", -1922514570068492612),
-    ("schemas/task_state.avsc", -8808291205308911657),
+    ("schemas/task_state.avsc", -4279664699420134485),
+    ("schemas/shadow_record.avsc", 5363274113205121446),
     ("schemas/previous/1/campaign.avsc", -1792033766350249236),
     ("schemas/previous/1/decision.avsc", 8371373099044245309),
     ("schemas/previous/1/task_state.avsc", 8041091228935747992),
+    ("schemas/previous/2/campaign.avsc", -629878984196063117),
+    ("schemas/previous/2/task_state.avsc", -8808291205308911657),
     (
         "tests/fixtures/writer_schemas/interaction_v2.avsc",
         3621888637557358703,
@@ -72,16 +75,19 @@ const JAVA_FINGERPRINTS: [(&str, i64); 11] = [
 /// headers (apache-avro 0.22's form, which keeps logical types), as read from their records
 /// (`tests/fixtures/interaction.single_object.hex` carries the first). Records with these
 /// headers are in topics and must keep decoding.
-const LEGACY_FINGERPRINTS: [(&str, i64); 11] = [
+const LEGACY_FINGERPRINTS: [(&str, i64); 14] = [
     ("schemas/interaction.avsc", -7405638181771140547),
     ("schemas/user_event.avsc", -969176825702567721),
-    ("schemas/campaign.avsc", 6927592255160084649),
+    ("schemas/campaign.avsc", 567585160300428042),
     ("schemas/send_command.avsc", -6796112760334513819),
     ("schemas/decision.avsc", -1517533335403441859),
-    ("schemas/task_state.avsc", -8395298182782523741),
+    ("schemas/task_state.avsc", 1139070324986719366),
+    ("schemas/shadow_record.avsc", 2079775527327427317),
     ("schemas/previous/1/campaign.avsc", 1022710618303233087),
     ("schemas/previous/1/decision.avsc", -2326648409614330049),
     ("schemas/previous/1/task_state.avsc", -5092946886917005126),
+    ("schemas/previous/2/campaign.avsc", 6927592255160084649),
+    ("schemas/previous/2/task_state.avsc", -8395298182782523741),
     (
         "tests/fixtures/writer_schemas/interaction_v2.avsc",
         2864675739188946413,
@@ -188,6 +194,7 @@ fn trigger_ref() -> TriggerRef {
 fn campaign() -> Campaign {
     Campaign {
         backfill_since: None,
+        mode: Default::default(),
         campaign_id: "cart-email".into(),
         name: "Cart reminder".into(),
         kind: CampaignKind::Campaign,
@@ -614,27 +621,32 @@ fn single_object_bytes_are_the_java_encoders() {
     assert_eq!(codec.decode(&bytes).unwrap(), interaction());
 }
 
-/// `value` without any `backfill_since` field, at any depth: a record as the previous
-/// schemas (before that field) hold it.
-fn without_backfill(value: Value) -> Value {
+/// `value` without the fields named `names`, at any depth: a record as a previous schema
+/// (before those fields) holds it.
+fn without_fields(value: Value, names: &[&str]) -> Value {
     match value {
         Value::Record(fields) => Value::Record(
             fields
                 .into_iter()
-                .filter(|(name, _)| name != "backfill_since")
-                .map(|(name, v)| (name, without_backfill(v)))
+                .filter(|(name, _)| !names.contains(&name.as_str()))
+                .map(|(name, v)| (name, without_fields(v, names)))
                 .collect(),
         ),
-        Value::Union(i, v) => Value::Union(i, Box::new(without_backfill(*v))),
-        Value::Array(items) => Value::Array(items.into_iter().map(without_backfill).collect()),
+        Value::Union(i, v) => Value::Union(i, Box::new(without_fields(*v, names))),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| without_fields(v, names))
+                .collect(),
+        ),
         other => other,
     }
 }
 
-/// What the previous versions of this build's schemas wrote (before
-/// `Campaign.backfill_since` and the decision reason `backfill`) is in the topics: it
-/// decodes under the specification fingerprint and the legacy one of those versions, the
-/// new field read as its default.
+/// What the previous versions of this build's schemas wrote (1: before
+/// `Campaign.backfill_since` and the decision reason `backfill`; 2: before `Campaign.mode`)
+/// is in the topics: it decodes under the specification fingerprint and the legacy one of
+/// those versions, the new fields read as their defaults (a campaign of version 2 is `LIVE`).
 #[test]
 fn records_of_the_previous_schema_versions_decode_by_either_fingerprint() {
     fn previous<T>(file: &str, record: T)
@@ -642,7 +654,12 @@ fn records_of_the_previous_schema_versions_decode_by_either_fingerprint() {
         T: AvroSchema + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
     {
         let writer = Schema::parse_str(&schema_text(&root().join(file))).unwrap();
-        let value = without_backfill(apache_avro::to_value(&record).unwrap());
+        let newer: &[&str] = if file.contains("/1/") {
+            &["backfill_since", "mode"]
+        } else {
+            &["mode"]
+        };
+        let value = without_fields(apache_avro::to_value(&record).unwrap(), newer);
         let datum = datum(&writer, value.resolve(&writer).unwrap());
         let codec = codec_for::<T>(&EncodingSettings::avro());
         for (table, legacy) in [(&JAVA_FINGERPRINTS, 0), (&LEGACY_FINGERPRINTS, 1)] {
@@ -661,6 +678,56 @@ fn records_of_the_previous_schema_versions_decode_by_either_fingerprint() {
     previous("schemas/previous/1/campaign.avsc", campaign());
     previous("schemas/previous/1/decision.avsc", decision());
     previous("schemas/previous/1/task_state.avsc", task_state());
+    let mut backfilled = campaign();
+    backfilled.backfill_since = Some(1_699_000_000_000);
+    previous("schemas/previous/2/campaign.avsc", backfilled);
+    previous("schemas/previous/2/task_state.avsc", task_state());
+}
+
+/// A reader of the schema before `Campaign.mode` reads a shadow follow-on's record — the
+/// mode skipped, so such a reader would take it for a live one: why every instance must be
+/// upgraded before the first `campaigns publish --shadow` (docs/encodings.md). And a
+/// `SHADOW` record round-trips through this build's codec.
+#[test]
+fn readers_of_the_schema_before_mode_skip_it_and_this_build_keeps_it() {
+    let mut c = campaign();
+    c.campaign_id = "cart-email@shadow".into();
+    c.mode = CampaignMode::Shadow;
+    let writer = schema_file("campaign.avsc");
+    let old = Schema::parse_str(&schema_text(
+        &root().join("schemas/previous/2/campaign.avsc"),
+    ))
+    .unwrap();
+    let bytes = record_datum(&writer, &c);
+    let read = apache_avro::reader::datum::GenericDatumReader::builder(&writer)
+        .reader_schema(&old)
+        .build()
+        .unwrap()
+        .read_value(&mut &bytes[..])
+        .unwrap();
+    let Value::Record(fields) = read else {
+        panic!("a record")
+    };
+    assert!(fields.iter().all(|(n, _)| n != "mode"));
+    let codec = codec_for::<Campaign>(&EncodingSettings::avro());
+    assert_eq!(codec.decode(&codec.encode(&c).unwrap()).unwrap(), c);
+    // The mode has no enum default: a symbol this build does not know fails to resolve
+    // rather than being read as LIVE.
+    let text = schema_text(&root().join("schemas/campaign.avsc"));
+    let newer = text.replace("\"SHADOW\"", "\"SHADOW\", \"CANARY\"");
+    let newer = Schema::parse_str(&newer).unwrap();
+    let mut value = apache_avro::to_value(&c).unwrap().resolve(&newer).unwrap();
+    if let Value::Record(fields) = &mut value {
+        let mode = fields.iter_mut().find(|(n, _)| n == "mode").unwrap();
+        mode.1 = Value::Enum(2, "CANARY".into());
+    }
+    let bytes = datum(&newer, value);
+    let read = apache_avro::reader::datum::GenericDatumReader::builder(&newer)
+        .reader_schema(&writer)
+        .build()
+        .unwrap()
+        .read_value(&mut &bytes[..]);
+    assert!(read.is_err(), "{read:?}");
 }
 
 /// The other way round: a reader that still has the previous decision schema reads the
@@ -948,6 +1015,91 @@ fn confluent_round_trip_registers_once_and_fetches_each_id_once() {
     }
     assert_eq!(registry.count("GET", "/schemas/ids/2"), 1);
     assert_eq!(registry.count("GET", "/schemas/ids/"), 1);
+}
+
+/// What `campaign-connector schemas` shows of a confluent topic: the versions under the
+/// subject the codec registers with, matched with this build's schema by canonical form.
+#[test]
+fn confluent_subject_lookup_finds_the_ids_of_this_builds_schema_by_canonical_form() {
+    let registry = FakeRegistry::start();
+    let topic = "campaign-interactions";
+    let own = SchemaIdentity::of::<Interaction>().unwrap();
+    let bytes = Codec::<Interaction>::new(topic, &registry.settings())
+        .unwrap()
+        .encode(&interaction())
+        .unwrap();
+    let own_id = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
+    assert_eq!(confluent_subject(topic), "campaign-interactions-value");
+    // The schema file (with its docs): another text and id, the same canonical form.
+    let (file_id, _) = registry.register(
+        "campaign-interactions-value",
+        &schema_text(&schemas_dir().join("interaction.avsc")),
+    );
+    let newer = schema_text(&writer_schemas_dir().join("interaction_v2.avsc"));
+    let (newer_id, _) = registry.register("campaign-interactions-value", &newer);
+    assert!(file_id != own_id);
+
+    let report = lookup_subject(topic, &registry.settings(), &own)
+        .unwrap()
+        .expect("a confluent topic has a subject");
+    assert_eq!(report.subject, "campaign-interactions-value");
+    assert_eq!(report.registry_url, registry.url);
+    let newer_fp = canonical::Fingerprinted::of_text(&newer)
+        .unwrap()
+        .fingerprint;
+    assert_eq!(
+        report.versions.as_deref().unwrap(),
+        [
+            RegisteredVersion {
+                version: 1,
+                id: own_id,
+                fingerprint: Some(own.fingerprint),
+                unusable: None,
+                matches: true,
+            },
+            RegisteredVersion {
+                version: 2,
+                id: file_id,
+                fingerprint: Some(own.fingerprint),
+                unusable: None,
+                matches: true,
+            },
+            RegisteredVersion {
+                version: 3,
+                id: newer_id,
+                fingerprint: Some(newer_fp),
+                unusable: None,
+                matches: false,
+            },
+        ]
+    );
+    assert_eq!(report.matching().count(), 2);
+
+    // Another topic has no subject; an avro topic has no registry to ask.
+    let missing = lookup_subject("t", &registry.settings(), &own)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (missing.subject.as_str(), missing.versions),
+        ("t-value", None)
+    );
+    let requests = registry.requests().len();
+    assert_eq!(
+        lookup_subject(topic, &EncodingSettings::avro(), &own).unwrap(),
+        None
+    );
+    assert_eq!(registry.requests().len(), requests);
+
+    // A registry that does not answer: the error names the subject and the registry.
+    registry.fail_with(Some(503));
+    let e = lookup_subject(topic, &registry.settings(), &own).unwrap_err();
+    assert!(
+        e.to_string().starts_with(&format!(
+            "looking up subject campaign-interactions-value at the schema registry {}: {}/subjects/campaign-interactions-value/versions: HTTP 503",
+            registry.url, registry.url
+        )),
+        "{e}"
+    );
 }
 
 #[test]
@@ -1317,6 +1469,7 @@ fn the_fingerprint_table_of_the_docs_is_this_builds() {
         SchemaIdentity::of::<SendCommand>().unwrap(),
         SchemaIdentity::of::<Decision>().unwrap(),
         SchemaIdentity::of::<TaskStateRecord>().unwrap(),
+        SchemaIdentity::of::<ShadowRecord>().unwrap(),
     ];
     assert_eq!(rows.len(), own.len(), "{rows:?}");
     for schema in own {

@@ -67,6 +67,7 @@ fn trigger_ref() -> TriggerRef {
 fn campaign() -> Campaign {
     Campaign {
         backfill_since: None,
+        mode: Default::default(),
         campaign_id: "cart-email".into(),
         name: "Cart reminder".into(),
         kind: CampaignKind::Campaign,
@@ -179,6 +180,7 @@ fn parse_json(text: &str) -> Json {
 fn every_schema_files_fingerprint_and_canonical_form_are_the_java_librarys() {
     let mut files = avsc_files("schemas");
     files.extend(avsc_files("schemas/previous/1"));
+    files.extend(avsc_files("schemas/previous/2"));
     files.extend(avsc_files(WRITER_SCHEMAS));
     files.extend(avsc_files("tests/fixtures/reader_schemas"));
     let args: Vec<&str> = files.iter().map(String::as_str).collect();

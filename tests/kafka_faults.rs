@@ -158,6 +158,37 @@ fn an_exception_in_the_backlog_cancels_even_when_its_timer_is_overdue() {
     assert_commands(&w, &["ben".to_string(), "zed".to_string()].into());
 }
 
+/// Upstream exactly-once applications write their records in transactions: the last
+/// offset of every partition they wrote is a transaction marker, never delivered. A task
+/// caught up with such input is at its end all the same, so its timers fire by the wall
+/// clock — and an exception in the same input still cancels.
+#[test]
+fn input_written_in_transactions_is_caught_up_and_fires_on_time() {
+    let w = World::new("txn-input", 2);
+    w.create_topics();
+    w.publish(&cart_campaigns("3s"));
+    let instance = w.start("i0");
+    let t = now_ms();
+    w.send_events_in_a_transaction(&[
+        interaction("a1", "ada", "abandoned-cart", PushReceived, t),
+        interaction("b1", "ben", "abandoned-cart", PushReceived, t),
+    ]);
+    w.send_events_in_a_transaction(&[user_event(
+        "a2",
+        "ada",
+        UserEventType::Purchase,
+        None,
+        t + 1_000,
+    )]);
+    // Nothing else arrives: only the wall clock can fire ben's timer.
+    let mut commands = w.send_commands();
+    commands.until_count(1, Duration::from_secs(60));
+    // Ada's cancelled send would have come due with ben's.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+    assert_commands(&w, &["ben".to_string()].into());
+}
+
 #[test]
 fn poison_records_go_to_the_dead_letter_topic_once_and_processing_goes_on() {
     let w = World::new("poison", 2);

@@ -47,7 +47,7 @@ fn partitions() -> impl Strategy<Value = [Partition; 2]> {
 /// partition 0 arrives, `false`: of partition 1), asking the merge what to do after every
 /// arrival. The merge never times out here (the bounded wait is for stalled producers).
 fn merged(parts: &[Partition; 2], schedule: &[bool]) -> Vec<InputEvent> {
-    let mut merge = Merge::new(i64::MAX);
+    let mut merge = Merge::new(i64::MAX, i64::MAX);
     let mut pending: [VecDeque<(i64, i64, InputEvent)>; 2] = Default::default();
     let mut to_arrive: [VecDeque<(i64, i64, InputEvent)>; 2] = std::array::from_fn(|i| {
         parts[i]
@@ -69,6 +69,7 @@ fn merged(parts: &[Partition; 2], schedule: &[bool]) -> Vec<InputEvent> {
                         offset: *o,
                     }),
                     at_end: to_arrive[i].is_empty(),
+                    behind: false,
                 })
                 .collect();
             match merge.choose(&states, 0) {

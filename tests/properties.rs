@@ -394,6 +394,7 @@ fn window() -> impl Strategy<Value = Window> {
 fn trigger_campaign(id: &str, status: CampaignStatus, news_feed: bool) -> Campaign {
     Campaign {
         backfill_since: None,
+        mode: Default::default(),
         campaign_id: id.to_string(),
         name: format!("campaign {id}"),
         kind: if news_feed {
@@ -413,6 +414,7 @@ fn trigger_campaign(id: &str, status: CampaignStatus, news_feed: bool) -> Campai
 fn follow_on(id: &str, status: CampaignStatus, w: Window, rule: FollowOnRule) -> Campaign {
     Campaign {
         backfill_since: None,
+        mode: Default::default(),
         campaign_id: id.to_string(),
         name: format!("follow-on {id}"),
         kind: CampaignKind::Campaign,
@@ -1667,6 +1669,7 @@ fn generators_reach_every_decision() {
         for (_, e) in positioned(&run_engine(&s)) {
             let k = match e {
                 Effect::Send(_) => "send".to_string(),
+                Effect::Shadow(_) => "shadow".to_string(),
                 Effect::Decision(d) => format!("{:?}/{:?}", d.outcome, d.reason),
                 Effect::PutState(_) => "put".into(),
                 Effect::UserChanged { .. } => "user changed".into(),

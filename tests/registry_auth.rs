@@ -384,6 +384,322 @@ fn unreadable_certificate_and_key_files_stop_startup_with_key_and_path() {
 }
 
 // ---------------------------------------------------------------------------------------
+// `campaign-connector schemas` with the registry: ids and versions per confluent topic
+
+/// Runs `campaign-connector schemas` with only `env` in the environment: (exit code,
+/// stdout, stderr).
+fn schemas_cli(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_campaign-connector"))
+        .arg("schemas")
+        .args(args)
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The table block of one schema (from its name line to the blank line after it).
+fn block<'a>(table: &'a str, name: &str) -> &'a str {
+    let start = table
+        .find(&format!("{name}\n"))
+        .unwrap_or_else(|| panic!("no block for {name} in:\n{table}"));
+    let rest = &table[start..];
+    &rest[..rest.find("\n\n").unwrap_or(rest.len())]
+}
+
+fn jsonl_by_name(out: &str) -> BTreeMap<String, serde_json::Value> {
+    out.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|v| (v["name"].as_str().unwrap().to_string(), v))
+        .collect()
+}
+
+fn schema_json<T: AvroSchema>() -> String {
+    serde_json::to_string(&T::get_schema()).unwrap()
+}
+
+/// The same schema with a `doc` on the record: another text, so another registry id, but
+/// the same Parsing Canonical Form.
+fn with_doc<T: AvroSchema>() -> String {
+    let mut json = serde_json::to_value(T::get_schema()).unwrap();
+    json["doc"] = "registered by another producer, with documentation".into();
+    json.to_string()
+}
+
+#[test]
+fn the_schemas_command_prints_the_registry_ids_and_versions_of_each_confluent_topic() {
+    let pki = TestPki::new();
+    let registry = FakeRegistry::start_with(basic(), Some((&pki, true)));
+    // interactions: an unrelated version, this build's schema, the same with a doc.
+    let (other_id, _) = registry.register("ix-value", r#""string""#);
+    let (own_id, own_version) = registry.register("ix-value", &schema_json::<Interaction>());
+    let (doc_id, doc_version) = registry.register("ix-value", &with_doc::<Interaction>());
+    assert_eq!((own_version, doc_version), (2, 3));
+    assert!(own_id != doc_id && own_id != other_id);
+    // campaigns: only another schema of the record (an older campaign without a field).
+    let mut older = serde_json::to_value(Campaign::get_schema()).unwrap();
+    older["fields"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|f| f["name"] != "backfill_since");
+    let (older_id, _) = registry.register("cp-value", &older.to_string());
+    // send-commands: registered by the connector's own codec (the subject it writes to).
+    let settings = registry
+        .settings_basic("connector", "s3cret-pw")
+        .with_registry_tls(pki.client_tls(Some((&pki.client_cert, &pki.client_key))));
+    let send_command = SendCommand {
+        command_id: "c1".into(),
+        user_id: "u1".into(),
+        campaign_id: "promo".into(),
+        campaign_version: 1,
+        channel: Channel::Email,
+        template_id: "t".into(),
+        payload: BTreeMap::new(),
+        trigger: TriggerRef {
+            campaign_id: "cart-push".into(),
+            kind: InteractionKind::PushReceived,
+            event_id: "e1".into(),
+            occurred_at: 1,
+        },
+        due_at: 2,
+        emitted_at: 3,
+    };
+    let bytes = Codec::<SendCommand>::new("sc", &settings)
+        .unwrap()
+        .encode(&send_command)
+        .unwrap();
+    let sc_id = u32::from_be_bytes(bytes[1..5].try_into().unwrap());
+    // user-events ("ue-value"): no subject at all. The changelog is avro, decisions are off.
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("connector.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "topics:\n  interactions: ix\n  user_events: ue\n  campaigns: cp\n  send_commands: sc\n  changelog: cl\n  decisions: ''\n\
+             encoding:\n  format: confluent\n  registry_url: {}\n  registry_username: connector\n  registry_ca_location: {}\n  registry_certificate_location: {}\n  registry_key_location: {}\n\
+             encodings:\n  changelog:\n    format: avro\n",
+            registry.url,
+            pki.ca.display(),
+            pki.client_cert.display(),
+            pki.client_key.display()
+        ),
+    )
+    .unwrap();
+    // The password from the environment, the rest from the file.
+    let env = [(
+        "CONNECTOR_ENCODING__REGISTRY_PASSWORD",
+        "s3cret-pw".to_string(),
+    )];
+    let config_arg = config.to_str().unwrap();
+
+    let (code, table, err) = schemas_cli(&["--config", config_arg], &env);
+    assert_eq!(code, 0, "{table}{err}");
+    let url = &registry.url;
+    let ix = block(&table, "campaign_connector.Interaction");
+    assert!(
+        ix.contains("  topic           ix (interactions, format confluent)\n")
+            && ix.contains(&format!("  subject         ix-value at {url}\n"))
+            && ix.contains(&format!(
+                "  registered      id {own_id} (version 2), id {doc_id} (version 3)\n"
+            )),
+        "{ix}"
+    );
+    let ue = block(&table, "campaign_connector.UserEvent");
+    assert!(
+        ue.contains("  registered      no: the registry has no subject ue-value\n"),
+        "{ue}"
+    );
+    let cp = block(&table, "campaign_connector.Campaign");
+    let older_fp = canonical::Fingerprinted::of_text(&older.to_string())
+        .unwrap()
+        .fingerprint;
+    assert!(
+        cp.contains(&format!(
+            "  registered      no: none of the 1 versions of subject cp-value is this schema (version 1: id {older_id}, fingerprint {} (0x{older_fp:016x}))\n",
+            older_fp as i64
+        )),
+        "{cp}"
+    );
+    let sc = block(&table, "campaign_connector.SendCommand");
+    assert!(
+        sc.contains(&format!("  registered      id {sc_id} (version 1)\n")),
+        "{sc}"
+    );
+    let cl = block(&table, "campaign_connector.TaskStateRecord");
+    assert!(
+        cl.contains("  topic           cl (changelog, format avro)\n")
+            && !cl.contains("registered"),
+        "{cl}"
+    );
+    let decision = block(&table, "campaign_connector.Decision");
+    assert!(
+        !decision.contains("  topic  ") && !decision.contains("  registered  "),
+        "{decision}"
+    );
+    // Every request carried the credentials, over mutual TLS, and nothing was registered.
+    assert!(registry.handshake_failures.lock().unwrap().is_empty());
+    assert!(registry
+        .requests()
+        .iter()
+        .all(|r| r.authorization.as_deref() == Some("Basic Y29ubmVjdG9yOnMzY3JldC1wdw==")));
+    assert_eq!(registry.count("POST", "/subjects/"), 1, "only the codec's");
+
+    let (code, out, err) = schemas_cli(&["--config", config_arg, "--format", "jsonl"], &env);
+    assert_eq!(code, 0, "{out}{err}");
+    let json = jsonl_by_name(&out);
+    let ix = &json["campaign_connector.Interaction"];
+    assert_eq!(
+        ix["topic"],
+        serde_json::json!({"role": "interactions", "name": "ix", "format": "confluent"})
+    );
+    assert_eq!(ix["registry"]["status"], "registered");
+    assert_eq!(ix["registry"]["url"], url.as_str());
+    assert_eq!(ix["registry"]["subject"], "ix-value");
+    assert_eq!(
+        ix["registry"]["matches"],
+        serde_json::json!([{"id": own_id, "version": 2}, {"id": doc_id, "version": 3}])
+    );
+    let versions = ix["registry"]["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 3);
+    assert_eq!(versions[1]["fingerprint"], ix["fingerprint"]);
+    assert_eq!(versions[0]["matches"], false);
+    let ue = &json["campaign_connector.UserEvent"]["registry"];
+    assert_eq!(ue["status"], "subject_not_found");
+    assert_eq!(ue["subject"], "ue-value");
+    let cp = &json["campaign_connector.Campaign"]["registry"];
+    assert_eq!(cp["status"], "no_matching_version");
+    assert_eq!(cp["matches"], serde_json::json!([]));
+    assert_eq!(cp["versions"][0]["fingerprint"], older_fp as i64);
+    assert_eq!(
+        json["campaign_connector.SendCommand"]["registry"]["matches"],
+        serde_json::json!([{"id": sc_id, "version": 1}])
+    );
+    assert!(json["campaign_connector.TaskStateRecord"]["registry"].is_null());
+    assert!(json["campaign_connector.Decision"]["topic"].is_null());
+
+    // A schema file is compared with its record's topic: the older campaign is version 1.
+    let older_file = dir.path().join("older-campaign.avsc");
+    std::fs::write(&older_file, older.to_string()).unwrap();
+    let (code, out, err) = schemas_cli(
+        &["--config", config_arg, older_file.to_str().unwrap()],
+        &env,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("  registered      id {older_id} (version 1)\n")),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_schemas_command_without_a_registry_prints_no_registry_lines() {
+    let (code, table, err) = schemas_cli(&[], &[]);
+    assert_eq!(code, 0, "{table}{err}");
+    assert!(
+        !table.contains("  registered  ") && !table.contains("  subject  "),
+        "{table}"
+    );
+    assert!(
+        table.contains("  topic           campaign-interactions (interactions, format avro)\n"),
+        "{table}"
+    );
+    let (code, out, err) = schemas_cli(&["--format", "jsonl"], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let json = jsonl_by_name(&out);
+    assert_eq!(json.len(), 6);
+    assert!(json.values().all(|v| v["registry"].is_null()), "{out}");
+}
+
+#[test]
+fn the_schemas_command_names_the_registry_and_subject_it_could_not_ask() {
+    // A port nobody listens on.
+    let url = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let env = [
+        ("CONNECTOR_ENCODING__FORMAT", "confluent".to_string()),
+        ("CONNECTOR_ENCODING__REGISTRY_URL", url.clone()),
+        ("CONNECTOR_ENCODING__REGISTRY_TIMEOUT_MS", "2000".into()),
+        ("CONNECTOR_ENCODINGS__USER_EVENTS__FORMAT", "json".into()),
+    ];
+    let (code, table, err) = schemas_cli(&[], &env);
+    assert_eq!(
+        code, 1,
+        "an unanswered lookup fails the command: {table}{err}"
+    );
+    let expected = format!(
+        "looking up subject campaign-interactions-value at the schema registry {url}: {url}/subjects/campaign-interactions-value/versions: "
+    );
+    let ix = block(&table, "campaign_connector.Interaction");
+    assert!(
+        ix.contains(&format!(
+            "  subject         campaign-interactions-value at {url}\n"
+        )) && ix.contains(&format!("  registered      unknown: {expected}")),
+        "{ix}"
+    );
+    assert!(err.contains(&format!("error: {expected}")), "{err}");
+    // Every confluent topic says so; the json one was not looked up.
+    for topic in [
+        "campaigns",
+        "send-commands",
+        "connector-decisions",
+        "campaign-connector-changelog",
+    ] {
+        assert!(
+            err.contains(&format!(
+                "looking up subject {topic}-value at the schema registry {url}"
+            )),
+            "{topic}: {err}"
+        );
+    }
+    assert!(!err.contains("user-events-value"), "{err}");
+    assert!(
+        block(&table, "campaign_connector.UserEvent")
+            .contains("  topic           user-events (user_events, format json)\n"),
+        "{table}"
+    );
+
+    let (code, out, _) = schemas_cli(&["--format", "jsonl"], &env);
+    assert_eq!(code, 1);
+    let ix = &jsonl_by_name(&out)["campaign_connector.Interaction"]["registry"];
+    assert_eq!(ix["status"], "error");
+    assert_eq!(ix["url"], url.as_str());
+    assert_eq!(ix["subject"], "campaign-interactions-value");
+    assert!(ix["error"].as_str().unwrap().starts_with(&expected), "{ix}");
+}
+
+#[test]
+fn the_schemas_command_says_when_the_registry_refuses_the_credentials() {
+    let registry = FakeRegistry::start_with(basic(), None);
+    let env = [
+        ("CONNECTOR_ENCODING__FORMAT", "confluent".to_string()),
+        ("CONNECTOR_ENCODING__REGISTRY_URL", registry.url.clone()),
+        ("CONNECTOR_ENCODING__REGISTRY_USERNAME", "connector".into()),
+        ("CONNECTOR_ENCODING__REGISTRY_PASSWORD", "not-the-pw".into()),
+    ];
+    let (code, table, err) = schemas_cli(&[], &env);
+    assert_eq!(code, 1, "{table}{err}");
+    assert!(
+        err.contains(&format!(
+            "error: looking up subject campaign-interactions-value at the schema registry {url}: schema registry at {url} refused the credentials (HTTP 401) on GET /subjects/campaign-interactions-value/versions",
+            url = registry.url
+        )) && err.contains(r#"sent basic authentication as user "connector""#),
+        "{err}"
+    );
+    assert!(
+        !err.contains("not-the-pw") && !table.contains("not-the-pw"),
+        "{table}{err}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // The connector binary with an authenticated registry, on the broker
 
 /// A test world whose every topic uses the `confluent` encoding with `registry`, basic

@@ -58,6 +58,7 @@ fn every_schema_file_matches_its_rust_record() {
     assert_matches_file::<SendCommand>("send_command.avsc");
     assert_matches_file::<Decision>("decision.avsc");
     assert_matches_file::<TaskStateRecord>("task_state.avsc");
+    assert_matches_file::<ShadowRecord>("shadow_record.avsc");
 }
 
 #[test]
@@ -129,6 +130,7 @@ fn props(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 fn follow_on() -> Campaign {
     Campaign {
         backfill_since: None,
+        mode: Default::default(),
         campaign_id: "cart-email".into(),
         name: "Cart reminder".into(),
         kind: CampaignKind::Campaign,
@@ -211,12 +213,29 @@ fn every_record_round_trips_through_its_schema_file() {
         },
     );
     round_trip("campaign.avsc", &follow_on());
+    let mut shadow = follow_on();
+    shadow.campaign_id = Campaign::shadow_id(&shadow.campaign_id);
+    shadow.mode = CampaignMode::Shadow;
+    round_trip("campaign.avsc", &shadow);
     let trigger = TriggerRef {
         campaign_id: "cart-push".into(),
         kind: InteractionKind::PushReceived,
         event_id: "e1".into(),
         occurred_at: 10,
     };
+    let command = SendCommand {
+        command_id: "id".into(),
+        user_id: "u1".into(),
+        campaign_id: "cart-email@shadow".into(),
+        campaign_version: 3,
+        channel: Channel::Email,
+        template_id: "tpl".into(),
+        payload: props(&[("x", "y")]),
+        trigger: trigger.clone(),
+        due_at: 20,
+        emitted_at: 21,
+    };
+    round_trip("shadow_record.avsc", &ShadowRecord::send_command(command));
     round_trip(
         "send_command.avsc",
         &SendCommand {
@@ -251,6 +270,22 @@ fn every_record_round_trips_through_its_schema_file() {
                 offset: 99,
             }),
         },
+    );
+    round_trip(
+        "shadow_record.avsc",
+        &ShadowRecord::decision(Decision {
+            user_id: "u1".into(),
+            follow_on_id: "cart-email@shadow".into(),
+            follow_on_version: Some(3),
+            outcome: DecisionOutcome::Scheduled,
+            reason: DecisionReason::Trigger,
+            command_id: None,
+            trigger_event_id: Some("e1".into()),
+            cause_event_id: Some("e1".into()),
+            due_at: Some(20),
+            decided_at: 10,
+            source: None,
+        }),
     );
     for record in [
         TaskStateRecord {

@@ -150,6 +150,7 @@ impl Setup {
                 },
             ),
             ("TOPICS__DLQ", format!("{}-dlq", self.app)),
+            ("TOPICS__SHADOW", format!("{}-shadow", self.app)),
         ];
         e.push(("HTTP_LISTEN", String::new()));
         e.into_iter()

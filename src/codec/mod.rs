@@ -56,7 +56,7 @@ pub use self::config::{
 };
 pub use self::error::{DecodeError, EncodeError, ErrorClass, SetupError};
 pub use self::registry::RegistryError;
-use self::registry::{Lookup, RegistryClient};
+use self::registry::{Lookup, RegistryClient, SubjectVersion};
 
 /// First two bytes of an Avro single-object encoded value (the Avro spec's marker `C3 01`).
 pub const SINGLE_OBJECT_MARKER: [u8; 2] = [0xC3, 0x01];
@@ -118,6 +118,123 @@ fn single_object_header(fingerprint: u64) -> [u8; SINGLE_OBJECT_HEADER_LEN] {
     header
 }
 
+/// The subject under which the `confluent` encoding registers (and looks up) the schema of
+/// `topic`'s values: `<topic>-value` (TopicNameStrategy).
+pub fn confluent_subject(topic: &str) -> String {
+    format!("{topic}-value")
+}
+
+/// What a schema registry holds under the subject of a topic, compared with one schema:
+/// what `campaign-connector schemas` prints for a topic in the `confluent` encoding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectReport {
+    /// The registry's base URL.
+    pub registry_url: String,
+    /// `<topic>-value`.
+    pub subject: String,
+    /// Every version under the subject, oldest first; `None` when the registry has no such
+    /// subject.
+    pub versions: Option<Vec<RegisteredVersion>>,
+}
+
+/// One version of a subject, compared with a schema.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisteredVersion {
+    pub version: u32,
+    /// The registry id of the version's schema (what the Confluent header carries).
+    pub id: u32,
+    /// CRC-64-AVRO of the version's Parsing Canonical Form, if it is an Avro schema.
+    pub fingerprint: Option<u64>,
+    /// Why the version has no fingerprint: not Avro, schema references, not a schema.
+    pub unusable: Option<String>,
+    /// Whether its canonical form is the compared schema's.
+    pub matches: bool,
+}
+
+impl SubjectReport {
+    /// The versions whose schema is the compared one (same Parsing Canonical Form).
+    pub fn matching(&self) -> impl Iterator<Item = &RegisteredVersion> {
+        self.versions.iter().flatten().filter(|v| v.matches)
+    }
+}
+
+/// A subject could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum SubjectLookupError {
+    #[error("looking up subject {subject} at the schema registry {registry_url}: {source}")]
+    Registry {
+        registry_url: String,
+        subject: String,
+        source: RegistryError,
+    },
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+}
+
+/// Looks up `topic`'s subject in the registry of `settings` and compares every version with
+/// `schema` by Parsing Canonical Form: which registry ids and versions are this schema.
+/// `None` when the encoding is not `confluent` (there is no registry to ask). Makes one
+/// request for the version list and one per version.
+pub fn lookup_subject(
+    topic: &str,
+    settings: &EncodingSettings,
+    schema: &SchemaIdentity,
+) -> Result<Option<SubjectReport>, SubjectLookupError> {
+    let Encoding::ConfluentAvro { registry_url } = &settings.encoding else {
+        return Ok(None);
+    };
+    let registry = RegistryClient::new(registry_url, settings)?;
+    let subject = confluent_subject(topic);
+    let error = |source: RegistryError| SubjectLookupError::Registry {
+        registry_url: registry.base_url().to_string(),
+        subject: subject.clone(),
+        source,
+    };
+    let mut report = SubjectReport {
+        registry_url: registry.base_url().to_string(),
+        subject: subject.clone(),
+        versions: None,
+    };
+    let Some(numbers) = registry.subject_versions(&subject).map_err(error)? else {
+        return Ok(Some(report));
+    };
+    let mut versions = Vec::with_capacity(numbers.len());
+    for number in numbers {
+        // A version deleted since the list was read is left out.
+        let Some(SubjectVersion {
+            version,
+            id,
+            schema: found,
+        }) = registry.subject_version(&subject, number).map_err(error)?
+        else {
+            continue;
+        };
+        let canonical = match found {
+            Lookup::Found(text) => canonical::Fingerprinted::of_text(&text),
+            Lookup::Unusable(why) => Err(why),
+            Lookup::NotFound => Err("no schema".to_string()),
+        };
+        versions.push(match canonical {
+            Ok(c) => RegisteredVersion {
+                version,
+                id,
+                fingerprint: Some(c.fingerprint),
+                unusable: None,
+                matches: c.canonical_form == schema.canonical_form,
+            },
+            Err(why) => RegisteredVersion {
+                version,
+                id,
+                fingerprint: None,
+                unusable: Some(why),
+                matches: false,
+            },
+        });
+    }
+    report.versions = Some(versions);
+    Ok(Some(report))
+}
+
 /// Encodes and decodes the values of one topic whose records are `T`.
 ///
 /// Cheap to share: build one per topic at startup and use it from any thread (`&self`).
@@ -177,7 +294,7 @@ where
             },
             Encoding::ConfluentAvro { registry_url } => Framing::Confluent(Confluent {
                 registry: RegistryClient::new(registry_url, settings)?,
-                subject: format!("{topic}-value"),
+                subject: confluent_subject(&topic),
                 writers: RwLock::new(HashMap::new()),
                 fetching: Mutex::new(()),
                 own_id: OnceLock::new(),
@@ -298,8 +415,9 @@ where
 /// versions of the connector and its CLI wrote stays in the topics (in the compacted
 /// catalog and changelog for as long as its key is not written again). Each is known under
 /// its specification fingerprint and its legacy one. `schemas/previous/1/`: before
-/// `Campaign.backfill_since` and the decision reason `backfill`.
-const PREVIOUS_SCHEMAS: [(&str, &str); 3] = [
+/// `Campaign.backfill_since` and the decision reason `backfill`; `schemas/previous/2/`:
+/// before `Campaign.mode` (its records read as `LIVE`).
+const PREVIOUS_SCHEMAS: [(&str, &str); 5] = [
     (
         "schemas/previous/1/campaign.avsc",
         include_str!("../../schemas/previous/1/campaign.avsc"),
@@ -311,6 +429,14 @@ const PREVIOUS_SCHEMAS: [(&str, &str); 3] = [
     (
         "schemas/previous/1/task_state.avsc",
         include_str!("../../schemas/previous/1/task_state.avsc"),
+    ),
+    (
+        "schemas/previous/2/campaign.avsc",
+        include_str!("../../schemas/previous/2/campaign.avsc"),
+    ),
+    (
+        "schemas/previous/2/task_state.avsc",
+        include_str!("../../schemas/previous/2/task_state.avsc"),
     ),
 ];
 

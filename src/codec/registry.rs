@@ -1,5 +1,6 @@
 //! A minimal, blocking Confluent schema registry client: look a schema up by id, register
-//! a schema under a subject, authenticated (basic or bearer) and over TLS with an optional
+//! a schema under a subject, list a subject's versions (for `campaign-connector schemas`),
+//! authenticated (basic or bearer) and over TLS with an optional
 //! private CA and client certificate. Caching is the codec's job; this only speaks HTTP.
 //!
 //! Failures are classified here, because only here is it known what happened: the registry
@@ -21,6 +22,10 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 const MAX_BODY: u64 = 4 << 20;
 /// The registry's error code for "schema not found" (with HTTP 404).
 const SCHEMA_NOT_FOUND: i64 = 40403;
+/// The registry's error code for "subject not found" (with HTTP 404).
+const SUBJECT_NOT_FOUND: i64 = 40401;
+/// The registry's error code for "version not found" (with HTTP 404).
+const VERSION_NOT_FOUND: i64 = 40402;
 
 /// The schema registry did not give a usable answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -84,6 +89,40 @@ struct SchemaById {
     references: Vec<serde_json::Value>,
 }
 
+impl SchemaById {
+    /// The schema text, unless it is one this connector cannot use.
+    fn lookup(self) -> Lookup {
+        if let Some(kind) = self.schema_type.filter(|t| t != "AVRO") {
+            return Lookup::Unusable(format!("a {kind} schema, not Avro"));
+        }
+        if !self.references.is_empty() {
+            return Lookup::Unusable(
+                "it has schema references, which this connector does not resolve".into(),
+            );
+        }
+        Lookup::Found(self.schema)
+    }
+}
+
+/// `GET /subjects/{subject}/versions/{version}`.
+#[derive(Deserialize)]
+struct VersionAnswer {
+    id: u32,
+    version: u32,
+    #[serde(flatten)]
+    schema: SchemaById,
+}
+
+/// One version of a subject, as the registry has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectVersion {
+    pub version: u32,
+    /// The registry id of the version's schema.
+    pub id: u32,
+    /// The schema (or why this connector cannot use it).
+    pub schema: Lookup,
+}
+
 #[derive(Deserialize)]
 struct Registered {
     id: u32,
@@ -134,33 +173,74 @@ impl RegistryClient {
         })
     }
 
+    /// The base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
     /// `GET /schemas/ids/{id}`.
     pub fn schema_by_id(&self, id: u32) -> Result<Lookup, RegistryError> {
         let path = format!("/schemas/ids/{id}");
+        let (url, status, body) = self.get(&path)?;
+        match status {
+            200 => Ok(parse::<SchemaById>(&url, &body)?.lookup()),
+            // Only the registry's own "schema not found" proves the id unknown; a bare 404
+            // is more likely a wrong base URL (retry, someone has to fix the configuration).
+            404 if error_code(&body) == Some(SCHEMA_NOT_FOUND) => Ok(Lookup::NotFound),
+            _ => Err(self.status_error(&format!("GET {path}"), url, status, &body)),
+        }
+    }
+
+    /// `GET /subjects/{subject}/versions`: the subject's version numbers, or `None` when the
+    /// registry has no such subject (its own "subject not found", error code 40401).
+    pub fn subject_versions(&self, subject: &str) -> Result<Option<Vec<u32>>, RegistryError> {
+        let path = format!("/subjects/{subject}/versions");
+        let (url, status, body) = self.get(&path)?;
+        match status {
+            200 => Ok(Some(parse(&url, &body)?)),
+            404 if error_code(&body) == Some(SUBJECT_NOT_FOUND) => Ok(None),
+            _ => Err(self.status_error(&format!("GET {path}"), url, status, &body)),
+        }
+    }
+
+    /// `GET /subjects/{subject}/versions/{version}`: the version's id and schema, or `None`
+    /// when the registry has no such subject or version (deleted meanwhile).
+    pub fn subject_version(
+        &self,
+        subject: &str,
+        version: u32,
+    ) -> Result<Option<SubjectVersion>, RegistryError> {
+        let path = format!("/subjects/{subject}/versions/{version}");
+        let (url, status, body) = self.get(&path)?;
+        match status {
+            200 => {
+                let answer: VersionAnswer = parse(&url, &body)?;
+                Ok(Some(SubjectVersion {
+                    version: answer.version,
+                    id: answer.id,
+                    schema: answer.schema.lookup(),
+                }))
+            }
+            404 if matches!(
+                error_code(&body),
+                Some(SUBJECT_NOT_FOUND | VERSION_NOT_FOUND)
+            ) =>
+            {
+                Ok(None)
+            }
+            _ => Err(self.status_error(&format!("GET {path}"), url, status, &body)),
+        }
+    }
+
+    /// A `GET` of `path` (below the base URL): the full URL, the status and the body.
+    fn get(&self, path: &str) -> Result<(String, u16, String), RegistryError> {
         let url = format!("{}{path}", self.base_url);
         let mut request = self.agent.get(&url).header("Accept", CONTENT_TYPE);
         if let Some(authorization) = &self.authorization {
             request = request.header("Authorization", authorization);
         }
         let (status, body) = self.read(&url, request.call())?;
-        match status {
-            200 => {
-                let answer: SchemaById = parse(&url, &body)?;
-                if let Some(kind) = answer.schema_type.filter(|t| t != "AVRO") {
-                    return Ok(Lookup::Unusable(format!("a {kind} schema, not Avro")));
-                }
-                if !answer.references.is_empty() {
-                    return Ok(Lookup::Unusable(
-                        "it has schema references, which this connector does not resolve".into(),
-                    ));
-                }
-                Ok(Lookup::Found(answer.schema))
-            }
-            // Only the registry's own "schema not found" proves the id unknown; a bare 404
-            // is more likely a wrong base URL (retry, someone has to fix the configuration).
-            404 if error_code(&body) == Some(SCHEMA_NOT_FOUND) => Ok(Lookup::NotFound),
-            _ => Err(self.status_error(&format!("GET {path}"), url, status, &body)),
-        }
+        Ok((url, status, body))
     }
 
     /// `POST /subjects/{subject}/versions`: registers the schema (or finds it registered)

@@ -37,8 +37,8 @@ use crate::catalog::{
 use crate::model::{
     Campaign, CampaignStatus, Decision, DecisionOutcome, DecisionReason, InputCoordinates,
     InputEvent, Interaction, InteractionKind, PendingSendState, ReceiptState, RuleSnapshot,
-    SendCommand, TaskProgress, TaskStateRecord, TimestampMs, TriggerRef, UserEvent, UserEventType,
-    UserState,
+    SendCommand, ShadowRecord, TaskProgress, TaskStateRecord, TimestampMs, TriggerRef, UserEvent,
+    UserEventType, UserState,
 };
 use crate::time::{self, EventTimeError};
 use crate::validate::Limits;
@@ -53,6 +53,10 @@ pub enum Effect {
     Send(SendCommand),
     /// Record a decision (decision log).
     Decision(Decision),
+    /// A would-be send-command or a decision of a `SHADOW` follow-on: for the shadow topic
+    /// only, never for the send-command topic or the decision log. Built whether the
+    /// decision log is on or not — the shadow topic is where a shadow is evaluated.
+    Shadow(ShadowRecord),
     /// Write a changelog record (a rule snapshot) under its key.
     PutState(TaskStateRecord),
     /// The user's state changed: write [`Engine::user_changelog_record`] for this user to the
@@ -553,12 +557,12 @@ impl Engine {
             Ok(plan) => plan,
             Err(Ignore { reason, due_at }) => {
                 self.counters.decided(DecisionOutcome::Ignored, reason);
+                let follow_on = self.catalog.slot(rule_id).follow_on;
                 let d = DecisionFor {
                     enabled: self.decision_log,
+                    shadow: self.catalog.is_shadow(follow_on),
                     user_id: &event.user_id,
-                    follow_on_id: self
-                        .catalog
-                        .follow_on_name(self.catalog.slot(rule_id).follow_on),
+                    follow_on_id: self.catalog.follow_on_name(follow_on),
                     version: self.catalog.slot(rule_id).version,
                     trigger_event_id: &event.event_id,
                 };
@@ -816,7 +820,11 @@ impl Engine {
             Some(p.due_at),
             Some(id),
         );
-        out.push(Effect::Send(command));
+        if self.catalog.is_shadow(follow_on) {
+            out.push(Effect::Shadow(ShadowRecord::send_command(command)));
+        } else {
+            out.push(Effect::Send(command));
+        }
         out.extend(decision);
         self.counters.decided(outcome, reason);
         self.users.set_receipt(user, follow_on, p.due_at);
@@ -1046,6 +1054,7 @@ impl Engine {
         let slot = self.catalog.slot(p.rule);
         DecisionFor {
             enabled: self.decision_log,
+            shadow: self.catalog.is_shadow(slot.follow_on),
             user_id: self.users.user_id(user),
             follow_on_id: self.catalog.follow_on_name(slot.follow_on),
             version: slot.version,
@@ -1076,8 +1085,10 @@ struct TriggerPlan {
 /// The subject of a decision: which user, follow-on version and trigger.
 #[derive(Clone, Copy)]
 struct DecisionFor<'a> {
-    /// Whether the decision log is on; when off, no decision is built.
+    /// Whether the decision log is on; when off, no decision is built (but for a shadow).
     enabled: bool,
+    /// A `SHADOW` follow-on's decision: always built, for the shadow topic.
+    shadow: bool,
     user_id: &'a str,
     follow_on_id: &'a str,
     version: i64,
@@ -1096,10 +1107,10 @@ impl DecisionFor<'_> {
         due_at: Option<TimestampMs>,
         command_id: Option<String>,
     ) -> Option<Effect> {
-        if !self.enabled {
+        if !self.enabled && !self.shadow {
             return None;
         }
-        Some(Effect::Decision(Decision {
+        let decision = Decision {
             user_id: self.user_id.to_string(),
             follow_on_id: self.follow_on_id.to_string(),
             follow_on_version: Some(self.version),
@@ -1111,7 +1122,12 @@ impl DecisionFor<'_> {
             due_at,
             decided_at,
             source: source.cloned(),
-        }))
+        };
+        Some(if self.shadow {
+            Effect::Shadow(ShadowRecord::decision(decision))
+        } else {
+            Effect::Decision(decision)
+        })
     }
 }
 

@@ -356,24 +356,32 @@ impl Tally {
     fn take(&mut self, effects: &mut Vec<Effect>) {
         for effect in effects.drain(..) {
             let output = match effect {
-                Effect::Send(s) => {
+                Effect::Send(s) => Output::Send(s),
+                Effect::Decision(d) => Output::Decision(d),
+                // A shadow follow-on in the file is evaluated like any other and tallied
+                // under its `@shadow` id; its sends are would-be sends.
+                Effect::Shadow(record) => match Output::of_shadow(record) {
+                    Some(o) => o,
+                    None => continue,
+                },
+                Effect::PutState(_) | Effect::UserChanged { .. } => continue,
+            };
+            match &output {
+                Output::Send(s) => {
                     let f = self.follow_on(&s.campaign_id);
                     f.sends += 1;
                     *f.sends_by_hour
                         .entry(s.due_at.div_euclid(HOUR_MS) * HOUR_MS)
                         .or_default() += 1;
-                    Output::Send(s)
                 }
-                Effect::Decision(d) => {
+                Output::Decision(d) => {
                     *self
                         .follow_on(&d.follow_on_id)
                         .decisions
                         .entry((d.outcome as usize, d.reason as usize))
                         .or_default() += 1;
-                    Output::Decision(d)
                 }
-                Effect::PutState(_) | Effect::UserChanged { .. } => continue,
-            };
+            }
             self.sample_output(output);
         }
     }

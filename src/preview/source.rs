@@ -154,6 +154,7 @@ impl Input {
                 offset: *offset,
             }),
             at_end: self.at_end(),
+            behind: false,
         }
     }
 }
@@ -308,7 +309,9 @@ impl Source {
             expected: self.expected,
             ..ReadStats::default()
         };
-        let mut merges: Vec<Merge> = (0..partitions).map(|_| Merge::new(i64::MAX)).collect();
+        let mut merges: Vec<Merge> = (0..partitions)
+            .map(|_| Merge::new(i64::MAX, i64::MAX))
+            .collect();
         let mut event_time = None;
         let mut last_report = Instant::now();
         let mut last_move = Instant::now();

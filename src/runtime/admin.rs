@@ -40,6 +40,20 @@ pub struct PublishOptions {
     pub backfill_since: Option<crate::model::TimestampMs>,
 }
 
+/// The error that refuses to publish `c` when it is not valid (nothing is published then).
+fn refuse_invalid(c: &Campaign, settings: &Settings) -> Result<(), RuntimeError> {
+    let problems = crate::validate::validate_campaign(c, &settings.limits);
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    Err(RuntimeError::Setup(format!(
+        "campaign {:?}: {}; nothing was published",
+        c.campaign_id,
+        list.join("; ")
+    )))
+}
+
 /// Publishes validated campaigns. A campaign identical to the live one is skipped; a changed
 /// one must carry a higher version than the live one. An `ACTIVE` campaign without
 /// `published_at` gets the live one's, or now.
@@ -59,10 +73,7 @@ pub fn publish_with(
     options: PublishOptions,
 ) -> Result<Vec<Published>, RuntimeError> {
     let live = live_catalog(settings)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now = now_ms();
     let mut outcome = Vec::new();
     let mut to_send = Vec::new();
     for c in campaigns {
@@ -74,15 +85,7 @@ pub fn publish_with(
         if c.follow_on.is_some() && options.backfill_since.is_some() {
             c.backfill_since = options.backfill_since;
         }
-        let problems = crate::validate::validate_campaign(&c, &settings.limits);
-        if !problems.is_empty() {
-            let list: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
-            return Err(RuntimeError::Setup(format!(
-                "campaign {:?}: {}; nothing was published",
-                c.campaign_id,
-                list.join("; ")
-            )));
-        }
+        refuse_invalid(&c, settings)?;
         // A live version published with a backfill start is what this file describes,
         // unless the file asks for a backfill of its own: republishing it is no change.
         let same = |l: &Campaign| {
@@ -109,11 +112,18 @@ pub fn publish_with(
         }
         to_send.push(c);
     }
+    produce_campaigns(settings, &to_send)?;
+    info!(published = to_send.len(), "campaigns published");
+    Ok(outcome)
+}
+
+/// Writes campaign records to the catalog topic, in order, and waits for them.
+fn produce_campaigns(settings: &Settings, campaigns: &[Campaign]) -> Result<(), RuntimeError> {
     let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
     let producer: BaseProducer = base_config(settings)
         .set("enable.idempotence", "true")
         .create()?;
-    for c in &to_send {
+    for c in campaigns {
         let bytes = codecs
             .campaigns
             .encode(c)
@@ -127,8 +137,31 @@ pub fn publish_with(
             .map_err(|(e, _)| e)?;
     }
     producer.flush(Duration::from_secs(30))?;
-    info!(published = to_send.len(), "campaigns published");
-    Ok(outcome)
+    Ok(())
+}
+
+/// Promotes shadow follow-on `shadow_id` (`<id>@shadow`) at the wall clock's `now`:
+/// publishes its rule as a new live version of `<id>` with `published_at = now` and stops the
+/// shadow (see [`crate::shadow::promotion`]). Returns the two records published.
+pub fn promote(settings: &Settings, shadow_id: &str) -> Result<(Campaign, Campaign), RuntimeError> {
+    let live = live_catalog(settings)?;
+    let (promoted, stopped) = crate::shadow::promotion(&live, shadow_id, now_ms())
+        .map_err(|e| RuntimeError::Setup(e.to_string()))?;
+    for c in [&promoted, &stopped] {
+        refuse_invalid(c, settings)?;
+    }
+    // The stopped shadow first: a connector that sees only one record of the two for a
+    // moment then has neither running rather than both.
+    produce_campaigns(settings, &[stopped.clone(), promoted.clone()])?;
+    info!(shadow = shadow_id, live = %promoted.campaign_id, version = promoted.version, "shadow promoted");
+    Ok((promoted, stopped))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Produces input events (the simulator's JSONL records) to the input topics, keyed by user
@@ -205,14 +238,22 @@ pub fn send_event_stream(
 pub fn read_outputs(
     settings: &Settings,
     duration: Duration,
+    shadow: bool,
 ) -> Result<Vec<crate::simulate::Output>, RuntimeError> {
     use crate::simulate::Output;
     use rdkafka::consumer::Consumer;
     use rdkafka::message::Message;
     let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
     let consumer = super::kafka::standalone_consumer(settings, "outputs")?;
-    let mut topics = vec![settings.topics.send_commands.clone()];
-    topics.extend(settings.decisions_topic().map(str::to_string));
+    // The shadow topic alone (what shadow follow-ons would have sent, and why), or the live
+    // outputs: never mixed, so that a would-be send is never read as a send.
+    let topics = if shadow {
+        vec![settings.topics.shadow.clone()]
+    } else {
+        let mut live = vec![settings.topics.send_commands.clone()];
+        live.extend(settings.decisions_topic().map(str::to_string));
+        live
+    };
     let names: Vec<&str> = topics.iter().map(String::as_str).collect();
     let counts = super::kafka::partition_counts(&consumer, &names)?;
     let mut tpl = rdkafka::TopicPartitionList::new();
@@ -227,7 +268,14 @@ pub fn read_outputs(
     while started.elapsed() < duration {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let Some(bytes) = m.payload() else { continue };
-            if m.topic() == settings.topics.send_commands {
+            if shadow {
+                let record = codecs.shadow.decode(bytes).ok().and_then(Output::of_shadow);
+                match record {
+                    Some(Output::Send(c)) => out.push((c.emitted_at, Output::Send(c))),
+                    Some(Output::Decision(d)) => out.push((d.decided_at, Output::Decision(d))),
+                    None => {}
+                }
+            } else if m.topic() == settings.topics.send_commands {
                 if let Ok(c) = codecs.send_commands.decode(bytes) {
                     out.push((c.emitted_at, Output::Send(c)));
                 }

@@ -1,7 +1,9 @@
 //! The codec of every topic the connector reads or writes, built once from the settings.
 
 use crate::codec::Codec;
-use crate::model::{Campaign, Decision, Interaction, SendCommand, TaskStateRecord, UserEvent};
+use crate::model::{
+    Campaign, Decision, Interaction, SendCommand, ShadowRecord, TaskStateRecord, UserEvent,
+};
 
 use super::config::Settings;
 
@@ -12,6 +14,7 @@ pub struct Codecs {
     pub send_commands: Codec<SendCommand>,
     pub decisions: Codec<Decision>,
     pub changelog: Codec<TaskStateRecord>,
+    pub shadow: Codec<ShadowRecord>,
 }
 
 impl Codecs {
@@ -34,6 +37,7 @@ impl Codecs {
             send_commands: codec!("send_commands", t.send_commands),
             decisions: codec!("decisions", t.decisions),
             changelog: codec!("changelog", t.changelog),
+            shadow: codec!("shadow", t.shadow),
         })
     }
 }

@@ -137,9 +137,18 @@ impl Core {
         }
         self.suspended.clear();
         let partitions: Vec<i32> = self.tasks.keys().copied().collect();
-        self.restorer.cancel_all();
         let now = now_ms();
         for p in partitions {
+            if self.restorer.is_restoring(p) {
+                // A task still restoring has processed nothing, so the dropped transaction
+                // holds nothing of it: its restore goes on (starting it again would let a
+                // failure that repeats faster than a restore takes keep it from ever
+                // finishing). Its inputs were sought back with the others.
+                if let Some(task) = self.tasks.get_mut(&p) {
+                    task.clear_inputs();
+                }
+                continue;
+            }
             let task = self.new_task(p);
             self.tasks.insert(p, task);
             self.restorer.start(p, now)?;

@@ -79,6 +79,9 @@ pub struct TopicsConfig {
     pub decisions: String,
     /// Dead-letter topic for bad input.
     pub dlq: String,
+    /// Shadow output: every would-be send-command and decision of a `SHADOW` follow-on
+    /// (keyed by user id), never on the send-command topic or the decision log.
+    pub shadow: String,
 }
 
 impl Default for TopicsConfig {
@@ -91,6 +94,7 @@ impl Default for TopicsConfig {
             changelog: "campaign-connector-changelog".into(),
             decisions: "connector-decisions".into(),
             dlq: "connector-dlq".into(),
+            shadow: "connector-shadow".into(),
         }
     }
 }
@@ -119,6 +123,10 @@ pub struct RawConfig {
     /// How long the event-time merge waits for an empty input partition that is not at its
     /// end before going on without it.
     pub merge_max_wait: String,
+    /// How long the event-time merge waits for records of an empty input partition that the
+    /// broker has confirmed exist (a fetch that starts slowly after an assignment, a leader
+    /// that moves) before going on without them; at least `merge_max_wait`.
+    pub merge_fetch_wait: String,
     /// Transaction timeout (`transaction.timeout.ms`); a crashed instance's open transaction
     /// blocks readers of its partitions at most this long.
     pub transaction_timeout: String,
@@ -159,7 +167,7 @@ pub struct RawConfig {
     /// Default value encoding of every topic.
     pub encoding: EncodingConfig,
     /// Per-topic encodings, by topic role (`interactions`, `user_events`, `campaigns`,
-    /// `send_commands`, `decisions`, `changelog`); missing roles use `encoding`.
+    /// `send_commands`, `decisions`, `changelog`, `shadow`); missing roles use `encoding`.
     pub encodings: BTreeMap<String, EncodingConfig>,
     /// librdkafka properties passed through to every client (security, tuning).
     pub kafka: BTreeMap<String, String>,
@@ -176,6 +184,7 @@ impl Default for RawConfig {
             max_delay: "30d".into(),
             max_backfill: "7d".into(),
             merge_max_wait: "500ms".into(),
+            merge_fetch_wait: "30s".into(),
             transaction_timeout: "10s".into(),
             restore_log_interval: "5s".into(),
             max_future_skew: "1h".into(),
@@ -205,6 +214,7 @@ pub struct Settings {
     pub commit_interval: Duration,
     pub limits: Limits,
     pub merge_max_wait: Duration,
+    pub merge_fetch_wait: Duration,
     pub transaction_timeout: Duration,
     pub restore_log_interval: Duration,
     pub max_future_skew: Duration,
@@ -226,13 +236,14 @@ pub struct Settings {
 }
 
 /// The topic roles that have an encoding.
-pub const ENCODED_ROLES: [&str; 6] = [
+pub const ENCODED_ROLES: [&str; 7] = [
     "interactions",
     "user_events",
     "campaigns",
     "send_commands",
     "decisions",
     "changelog",
+    "shadow",
 ];
 
 impl Settings {
@@ -334,6 +345,7 @@ impl RawConfig {
             ("topics.send_commands", &t.send_commands),
             ("topics.changelog", &t.changelog),
             ("topics.dlq", &t.dlq),
+            ("topics.shadow", &t.shadow),
         ] {
             if name.trim().is_empty() {
                 return Err(invalid(key, "must not be empty".into()));
@@ -367,6 +379,7 @@ impl RawConfig {
             commit_interval,
             limits,
             merge_max_wait: duration("merge_max_wait", &self.merge_max_wait)?,
+            merge_fetch_wait: duration("merge_fetch_wait", &self.merge_fetch_wait)?,
             transaction_timeout: duration("transaction_timeout", &self.transaction_timeout)?,
             restore_log_interval: duration("restore_log_interval", &self.restore_log_interval)?,
             max_future_skew: duration("max_future_skew", &self.max_future_skew)?,

@@ -30,6 +30,13 @@ pub enum RuntimeError {
         offset: i64,
         message: String,
     },
+    /// A client call that did not return within its bound (librdkafka does not bound every
+    /// call it is given a timeout for): the client is given up and replaced.
+    #[error("{during}: no answer within {waited_ms} ms; the producer is replaced")]
+    Wedged {
+        during: &'static str,
+        waited_ms: u64,
+    },
     #[error("codec setup: {0}")]
     Codec(String),
     #[error("{0}")]
@@ -68,6 +75,7 @@ impl RuntimeError {
             Self::Encode { .. } => Disposition::Stop,
             Self::Topics(TopicError::Kafka(e)) => kafka_disposition(e),
             Self::Topics(TopicError::Connect { .. }) => Disposition::Retry,
+            Self::Wedged { .. } => Disposition::Retry,
             // A changelog record this version cannot read: restoring without it would lose
             // state, so the task cannot be processed.
             Self::Restore { .. } => Disposition::Stop,
@@ -86,6 +94,7 @@ impl RuntimeError {
                 source.rdkafka_error_code().map(|c| c as i32)
             ),
             Self::Encode { record, topic, .. } => format!("encode {record} {topic}"),
+            Self::Wedged { during, .. } => format!("wedged: {during}"),
             Self::Restore {
                 topic, partition, ..
             } => format!("restore {topic}[{partition}]"),
@@ -133,6 +142,7 @@ pub enum Recovery {
 
 pub fn recovery(e: &RuntimeError) -> Recovery {
     match e {
+        RuntimeError::Wedged { .. } => Recovery::NewProducer,
         RuntimeError::Kafka {
             source: KafkaError::Transaction(t),
             ..

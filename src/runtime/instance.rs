@@ -25,7 +25,7 @@ use prometheus::IntCounter;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::admin_api::{self, AdminView};
 use super::catalog_feed::CatalogFeed;
@@ -79,6 +79,8 @@ pub struct Core {
     pub suspended: BTreeMap<i32, Task>,
     /// Active tasks whose input positions are not known yet (committed offsets to fetch).
     pub positions_unknown: BTreeSet<i32>,
+    /// No read of committed offsets for `positions_unknown` before this (after a failure).
+    pub positions_retry_at: TimestampMs,
     pub ownership: Ownership,
     /// The group gave this instance an assignment (possibly empty).
     pub joined: bool,
@@ -127,7 +129,10 @@ impl Core {
         let mut task = Task::new(
             partition,
             self.settings.limits,
-            self.settings.merge_max_wait.as_millis() as i64,
+            (
+                self.settings.merge_max_wait.as_millis() as i64,
+                self.settings.merge_fetch_wait.as_millis() as i64,
+            ),
             self.settings.decisions_topic().is_some(),
         );
         let mut sink = Vec::new();
@@ -198,14 +203,60 @@ pub fn run(settings: Settings, shutdown: Arc<AtomicBool>) -> Result<(), RuntimeE
                 .map_err(|e| RuntimeError::Setup(format!("starting processing thread {k}: {e}")))
         })
         .collect::<Result<_, _>>()?;
+    wait_for_members(threads, &shutdown, STOP_GRACE)
+}
+
+/// How long the member loops have, once the instance is told to stop, to finish their
+/// transactions and leave the group.
+const STOP_GRACE: Duration = Duration::from_secs(45);
+
+/// Waits for every member loop; once the instance is stopping, for at most `grace`:
+/// a loop stuck in a client call must not keep the process from exiting (its open
+/// transaction is aborted when the next owner's producer fences it, or by the transaction
+/// timeout).
+fn wait_for_members(
+    mut threads: Vec<std::thread::JoinHandle<Result<(), RuntimeError>>>,
+    shutdown: &AtomicBool,
+    grace: Duration,
+) -> Result<(), RuntimeError> {
     let mut first_error = None;
-    for t in threads {
-        let result = t
-            .join()
-            .unwrap_or_else(|_| Err(RuntimeError::Setup("a processing thread panicked".into())));
-        if let Err(e) = result {
-            first_error.get_or_insert(e);
+    let mut stopping_since: Option<std::time::Instant> = None;
+    while !threads.is_empty() {
+        let (done, running): (Vec<_>, Vec<_>) = threads.into_iter().partition(|t| t.is_finished());
+        threads = running;
+        for t in done {
+            let result = t.join().unwrap_or_else(|_| {
+                Err(RuntimeError::Setup("a processing thread panicked".into()))
+            });
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
         }
+        if threads.is_empty() {
+            break;
+        }
+        if shutdown.load(Ordering::Relaxed) {
+            let since = *stopping_since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= grace {
+                let stuck: Vec<String> = threads
+                    .iter()
+                    .map(|t| t.thread().name().unwrap_or("member").to_string())
+                    .collect();
+                error!(
+                    ?stuck,
+                    grace_s = STOP_GRACE.as_secs(),
+                    "member loops did not stop in time; exiting without them"
+                );
+                return Err(first_error.unwrap_or_else(|| {
+                    RuntimeError::Setup(format!(
+                        "stopping: {} did not finish within {:?} (stuck in a client call); exiting without them",
+                        stuck.join(", "),
+                        grace
+                    ))
+                }));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
     first_error.map_or(Ok(()), Err)
 }
@@ -247,6 +298,7 @@ fn run_member(
         tasks: BTreeMap::new(),
         suspended: BTreeMap::new(),
         positions_unknown: BTreeSet::new(),
+        positions_retry_at: 0,
         ownership: Ownership::default(),
         joined: false,
         catalog: BTreeMap::new(),
@@ -432,7 +484,7 @@ fn step(
         c.activate(done.partition)?;
     }
     wake.restoring = !c.restorer.progress().is_empty();
-    c.learn_positions(consumer)?;
+    c.learn_positions(consumer, now);
     c.refresh_ends(consumer, now, wake)?;
     c.flow_control(consumer)?;
     c.process(now, wake)?;
@@ -479,5 +531,45 @@ fn route(c: &mut Core, result: Result<BorrowedMessage<'_>, KafkaError>) {
                 warn!(error = %e, "consumer error (the client retries by itself)");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, run_ms: u64) -> std::thread::JoinHandle<Result<(), RuntimeError>> {
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || {
+                std::thread::sleep(Duration::from_millis(run_ms));
+                Ok(())
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_member_stuck_past_the_grace_does_not_keep_the_instance_from_stopping() {
+        let shutdown = AtomicBool::new(true);
+        let started = std::time::Instant::now();
+        let result = wait_for_members(
+            vec![member("member-0", 0), member("member-1", 60_000)],
+            &shutdown,
+            Duration::from_millis(300),
+        );
+        let e = result.expect_err("a stuck member is an error");
+        assert!(e.to_string().contains("member-1"), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn members_that_stop_in_time_end_cleanly() {
+        let shutdown = AtomicBool::new(true);
+        let result = wait_for_members(
+            vec![member("member-0", 50), member("member-1", 100)],
+            &shutdown,
+            Duration::from_secs(30),
+        );
+        assert!(result.is_ok());
     }
 }

@@ -303,7 +303,22 @@ pub fn check_co_partitioning(settings: &Settings) -> Result<usize, TopicError> {
             return Err(TopicError::Missing { topic: name.into() });
         }
     }
+    // Only shadow follow-ons write there, and publishing one needs the topic (see
+    // `shadow_topic_exists`): a deployment that never uses shadow mode need not have it.
+    if !shadow_topic_exists(settings)? {
+        tracing::warn!(
+            topic = t.shadow.as_str(),
+            "the shadow topic does not exist: shadow follow-ons cannot be published until it is created (`topics create`)"
+        );
+    }
     Ok(first.map(|(_, n)| n).unwrap_or(0))
+}
+
+/// Whether the shadow topic exists.
+pub fn shadow_topic_exists(settings: &Settings) -> Result<bool, TopicError> {
+    let consumer = standalone_consumer(settings, "metadata")?;
+    let name = settings.topics.shadow.as_str();
+    Ok(partition_counts(&consumer, &[name])?[name].is_some())
 }
 
 /// Creates every topic the connector uses (existing ones are left alone): the inputs and
@@ -320,6 +335,9 @@ pub fn create_topics(settings: &Settings) -> Result<Vec<String>, TopicError> {
         (&t.campaigns, 1, true),
         (&t.send_commands, p, false),
         (&t.dlq, 1, false),
+        // As many partitions as send-commands: a shadow follow-on's output is as large as
+        // the live one's would be.
+        (&t.shadow, p, false),
     ];
     if let Some(d) = settings.decisions_topic() {
         specs.push((d, p, false));

@@ -13,6 +13,9 @@ use super::instance::{now_ms, Core, OFFSETS_TIMEOUT};
 use super::rebalance::GroupContext;
 use crate::model::Campaign;
 
+/// How long after a failed read of committed offsets or watermarks it is tried again.
+const POSITIONS_RETRY_MS: i64 = 1_000;
+
 impl Core {
     /// Creates, resumes or drops tasks after the assignment changed.
     pub fn reconcile_tasks(&mut self) -> Result<(), RuntimeError> {
@@ -77,14 +80,28 @@ impl Core {
 
     /// Learns where the inputs of newly active tasks resume: their committed offsets
     /// (fetched *stable* under `read_committed`, so an open transaction's offsets are not
-    /// taken for committed).
+    /// taken for committed). These are reads: when one fails, the tasks stay unknown (not
+    /// processed) and are asked about again later — no reason to drop the transaction and
+    /// restore every task again.
     pub(super) fn learn_positions(
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
-    ) -> Result<(), RuntimeError> {
-        if self.positions_unknown.is_empty() {
-            return Ok(());
+        now: crate::model::TimestampMs,
+    ) {
+        if self.positions_unknown.is_empty() || now < self.positions_retry_at {
+            return;
         }
+        if let Err(e) = self.try_learn_positions(consumer) {
+            self.positions_retry_at = now + POSITIONS_RETRY_MS;
+            warn!(error = %e, tasks = ?self.positions_unknown, retry_in_ms = POSITIONS_RETRY_MS,
+                "learning where the inputs resume failed; asking again later");
+        }
+    }
+
+    fn try_learn_positions(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+    ) -> Result<(), RuntimeError> {
         let mut tpl = TopicPartitionList::new();
         for p in &self.positions_unknown {
             for t in &self.topics.names {

@@ -14,6 +14,9 @@ pub struct Metrics {
     pub decisions: IntCounterVec,
     /// Send-commands emitted.
     pub send_commands: IntCounter,
+    /// Records written to the shadow topic by `SHADOW` follow-ons, by record
+    /// (`send_command`, `decision`).
+    pub shadow_records: IntCounterVec,
     /// Pending timers, by task.
     pub pending_timers: IntGaugeVec,
     /// How late timers fired: emitted_at − due_at, seconds.
@@ -59,6 +62,14 @@ impl Metrics {
             send_commands: IntCounter::new(
                 "connector_send_commands_total",
                 "Send-commands emitted",
+            )
+            .expect("valid metric"),
+            shadow_records: IntCounterVec::new(
+                Opts::new(
+                    "connector_shadow_records_total",
+                    "Would-be send-commands and decisions of shadow follow-ons",
+                ),
+                &["record"],
             )
             .expect("valid metric"),
             pending_timers: IntGaugeVec::new(
@@ -141,6 +152,7 @@ impl Metrics {
             Box::new(m.events_consumed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.decisions.clone()),
             Box::new(m.send_commands.clone()),
+            Box::new(m.shadow_records.clone()),
             Box::new(m.pending_timers.clone()),
             Box::new(m.fire_lateness.clone()),
             Box::new(m.restore_duration.clone()),

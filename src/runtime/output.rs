@@ -5,10 +5,16 @@
 //! ```text
 //!   engine effects ─┐
 //!   dead letters ───┼─► Output ─► transactional producer ─► send-commands, decisions,
-//!   changelog ──────┤                                       changelog[p], dlq
+//!   changelog ──────┤                                       shadow, changelog[p], dlq
 //!   input offsets ──┘   commit: send_offsets_to_transaction + commit_transaction
 //! ```
+//!
+//! A `SHADOW` follow-on's effects arrive as [`Effect::Shadow`] and go to the shadow topic
+//! only, in the same transaction as everything else: its would-be send-commands never
+//! reach `send-commands`, its decisions never the decision log.
 
+use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
@@ -24,6 +30,7 @@ use super::error::RuntimeError;
 use super::kafka::base_config;
 use super::metrics::Metrics;
 use super::task::{Arrived, BadInput, Task};
+use crate::codec::Codec;
 use crate::engine::Effect;
 use crate::model::TaskStateRecord;
 
@@ -37,10 +44,9 @@ const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `init_transactions` of a new producer: it waits for the previous incarnation's
 /// transaction to be aborted.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long delivery reports are served at a time while waiting for deliveries.
-const DELIVERY_SLICE: Duration = Duration::from_millis(1);
-/// The part of [`TXN_CALL_TIMEOUT`] kept for `commit_transaction` after the deliveries.
-const COMMIT_CALL_SHARE: Duration = Duration::from_secs(1);
+/// How long past its own bound the loop waits for `send_offsets_to_transaction` before it
+/// gives the producer up (see [`Output::send_offsets`]).
+const OFFSETS_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a dead letter came from.
 pub struct Source<'a> {
@@ -65,7 +71,12 @@ impl<'a> Source<'a> {
 }
 
 pub struct Output {
-    producer: BaseProducer,
+    /// Shared only with a helper thread that may still be inside a call the loop stopped
+    /// waiting for (see [`Output::send_offsets`]); the loop is its one user otherwise.
+    producer: Arc<BaseProducer>,
+    /// A transactional call did not return within its bound: the producer is not used
+    /// again, only replaced.
+    wedged: bool,
     exactly_once: bool,
     /// A transaction is open (exactly-once) / output is unflushed (at-least-once).
     open: bool,
@@ -73,19 +84,22 @@ pub struct Output {
     decisions: Option<String>,
     changelog: String,
     dlq: String,
+    shadow: String,
     buffer: Vec<u8>,
 }
 
 impl Output {
     pub fn new(settings: &Settings) -> Result<Self, RuntimeError> {
         Ok(Self {
-            producer: create_producer(settings)?,
+            producer: Arc::new(create_producer(settings)?),
+            wedged: false,
             exactly_once: settings.processing_guarantee == ProcessingGuarantee::ExactlyOnce,
             open: false,
             send_commands: settings.topics.send_commands.clone(),
             decisions: settings.decisions_topic().map(str::to_string),
             changelog: settings.topics.changelog.clone(),
             dlq: settings.topics.dlq.clone(),
+            shadow: settings.topics.shadow.clone(),
             buffer: Vec::with_capacity(512),
         })
     }
@@ -99,29 +113,19 @@ impl Output {
         self.producer.poll(Duration::ZERO);
     }
 
-    /// Waits until every record produced so far is delivered, serving delivery reports
-    /// meanwhile, for at most `timeout`.
-    ///
-    /// The client's own flush (also the first step of `commit_transaction`) serves them in
-    /// slices of 100 ms, each waited out whole however soon the last report came: every
-    /// commit of a busy loop took a tenth of a second. Here the reports are served in
-    /// slices of a millisecond.
-    fn deliver_all(&self, timeout: Duration) -> Result<(), KafkaError> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            match self.producer.flush(Duration::ZERO) {
-                Ok(()) => return Ok(()),
-                Err(KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut))
-                    if std::time::Instant::now() < deadline =>
-                {
-                    self.producer.poll(DELIVERY_SLICE);
-                }
-                Err(e) => return Err(e),
-            }
+    /// The error of any call on a wedged producer: it waits to be replaced.
+    fn usable(&self) -> Result<(), RuntimeError> {
+        if self.wedged {
+            return Err(RuntimeError::Wedged {
+                during: "using a producer given up",
+                waited_ms: 0,
+            });
         }
+        Ok(())
     }
 
     fn begin(&mut self) -> Result<(), RuntimeError> {
+        self.usable()?;
         if !self.open {
             if self.exactly_once {
                 self.producer
@@ -166,6 +170,33 @@ impl Output {
         }
     }
 
+    /// Encodes `value` into the reused buffer and produces it to `topic` (partitioned by
+    /// `key`, the user id).
+    fn encode_and_produce<T>(
+        &mut self,
+        codec: &Codec<T>,
+        record: &'static str,
+        topic: &str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), RuntimeError>
+    where
+        T: apache_avro::AvroSchema + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        let mut buf = std::mem::take(&mut self.buffer);
+        buf.clear();
+        let r = codec
+            .encode_into(value, &mut buf)
+            .map_err(|source| RuntimeError::Encode {
+                record,
+                topic: topic.to_string(),
+                source: Box::new(source),
+            })
+            .and_then(|()| self.produce(topic, None, key, Some(&buf), None));
+        self.buffer = buf;
+        r
+    }
+
     /// Executes one task's effects. State changes of users are noted on the task and
     /// written at commit ([`Output::write_state`]), once per user per transaction.
     pub fn execute(
@@ -182,48 +213,47 @@ impl Output {
                     metrics.send_commands.inc();
                     let late_ms = (command.emitted_at.saturating_sub(command.due_at)).max(0);
                     metrics.fire_lateness.observe(late_ms as f64 / 1000.0);
-                    let mut buf = std::mem::take(&mut self.buffer);
-                    buf.clear();
-                    codecs
-                        .send_commands
-                        .encode_into(&command, &mut buf)
-                        .map_err(|source| RuntimeError::Encode {
-                            record: "send-command",
-                            topic: self.send_commands.clone(),
-                            source: Box::new(source),
-                        })?;
                     let topic = std::mem::take(&mut self.send_commands);
-                    let r =
-                        self.produce(&topic, None, command.user_id.as_bytes(), Some(&buf), None);
+                    let r = self.encode_and_produce(
+                        &codecs.send_commands,
+                        "send-command",
+                        &topic,
+                        command.user_id.as_bytes(),
+                        &command,
+                    );
                     self.send_commands = topic;
-                    self.buffer = buf;
                     r?;
                 }
                 Effect::Decision(decision) => {
                     let Some(topic) = self.decisions.take() else {
                         continue;
                     };
-                    let mut buf = std::mem::take(&mut self.buffer);
-                    buf.clear();
-                    let r = codecs
-                        .decisions
-                        .encode_into(&decision, &mut buf)
-                        .map_err(|source| RuntimeError::Encode {
-                            record: "decision",
-                            topic: topic.clone(),
-                            source: Box::new(source),
-                        })
-                        .and_then(|()| {
-                            self.produce(
-                                &topic,
-                                None,
-                                decision.user_id.as_bytes(),
-                                Some(&buf),
-                                None,
-                            )
-                        });
+                    let r = self.encode_and_produce(
+                        &codecs.decisions,
+                        "decision",
+                        &topic,
+                        decision.user_id.as_bytes(),
+                        &decision,
+                    );
                     self.decisions = Some(topic);
-                    self.buffer = buf;
+                    r?;
+                }
+                Effect::Shadow(record) => {
+                    let what = if record.send_command.is_some() {
+                        "send_command"
+                    } else {
+                        "decision"
+                    };
+                    metrics.shadow_records.with_label_values(&[what]).inc();
+                    let topic = std::mem::take(&mut self.shadow);
+                    let r = self.encode_and_produce(
+                        &codecs.shadow,
+                        "shadow record",
+                        &topic,
+                        record.user_id().as_bytes(),
+                        &record,
+                    );
+                    self.shadow = topic;
                     r?;
                 }
                 Effect::PutState(record) => {
@@ -344,30 +374,21 @@ impl Output {
         if !self.open {
             return Ok(());
         }
+        self.usable()?;
         if self.exactly_once {
             if offsets.count() > 0 && !*offsets_sent {
                 let metadata = consumer
                     .group_metadata()
                     .ok_or_else(|| RuntimeError::Setup("no consumer group metadata".into()))?;
-                self.producer
-                    .send_offsets_to_transaction(offsets, &metadata, TXN_CALL_TIMEOUT)
-                    .map_err(RuntimeError::kafka("sending offsets to the transaction"))?;
+                self.send_offsets(offsets, metadata)?;
                 *offsets_sent = true;
             }
-            // Delivered first, so that the commit itself finds nothing left to flush.
-            // Deliveries still outstanding at the end are left to the commit call, which
-            // reports them as before (retriable: the call is repeated); both together stay
-            // within the bound of one call.
-            let started = std::time::Instant::now();
-            let _ = self.deliver_all(TXN_CALL_TIMEOUT - COMMIT_CALL_SHARE);
-            let left = TXN_CALL_TIMEOUT
-                .saturating_sub(started.elapsed())
-                .max(COMMIT_CALL_SHARE);
             self.producer
-                .commit_transaction(left)
+                .commit_transaction(TXN_CALL_TIMEOUT)
                 .map_err(RuntimeError::kafka("committing the transaction"))?;
         } else {
-            self.deliver_all(TXN_CALL_TIMEOUT)
+            self.producer
+                .flush(TXN_CALL_TIMEOUT)
                 .map_err(RuntimeError::kafka("flushing output"))?;
             if offsets.count() > 0 {
                 consumer
@@ -379,11 +400,53 @@ impl Output {
         Ok(())
     }
 
+    /// `send_offsets_to_transaction`, bounded by the loop itself.
+    ///
+    /// librdkafka does not always honour the call's timeout: the offsets go to the group
+    /// coordinator through a coordinator request whose own timeout is never checked, and
+    /// when the cached coordinator is a broker that left the cluster's metadata (a broker
+    /// shut down cleanly) the request waits for a broker state change that may never come.
+    /// The call then blocks forever — the member stops polling, its tasks stall, and it
+    /// never sees a SIGTERM. So the call runs on a helper thread; when it has not returned
+    /// `OFFSETS_GRACE` after its bound, the producer counts as wedged: the error says so
+    /// (retried with a new producer, whose `init_transactions` fences this one and aborts
+    /// its transaction), and the helper thread keeps the old producer until the call
+    /// returns, then destroys it away from the loop.
+    fn send_offsets(
+        &mut self,
+        offsets: &TopicPartitionList,
+        metadata: rdkafka::consumer::ConsumerGroupMetadata,
+    ) -> Result<(), RuntimeError> {
+        let producer = Arc::clone(&self.producer);
+        let offsets = offsets.clone();
+        let (done, result) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("txn-offsets".into())
+            .spawn(move || {
+                let r = producer.send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT);
+                let _ = done.send(r);
+            })
+            .map_err(|e| RuntimeError::Setup(format!("starting a transaction call: {e}")))?;
+        match result.recv_timeout(TXN_CALL_TIMEOUT + OFFSETS_GRACE) {
+            Ok(r) => r.map_err(RuntimeError::kafka("sending offsets to the transaction")),
+            Err(_) => {
+                self.wedged = true;
+                Err(RuntimeError::Wedged {
+                    during: "sending offsets to the transaction",
+                    waited_ms: (TXN_CALL_TIMEOUT + OFFSETS_GRACE).as_millis() as u64,
+                })
+            }
+        }
+    }
+
     /// Aborts the open transaction if the producer can, within a short bound; `false` when it
     /// could not (the caller re-creates the producer later, from the loop, with backoff).
     pub fn try_abort(&mut self) -> bool {
         if !self.open {
             return true;
+        }
+        if self.wedged {
+            return false;
         }
         let aborted = !self.exactly_once || self.producer.abort_transaction(ABORT_TIMEOUT).is_ok();
         if aborted {
@@ -398,19 +461,28 @@ impl Output {
     pub fn abort(&mut self, settings: &Settings, new_producer: bool) -> Result<(), RuntimeError> {
         if self.exactly_once {
             let aborted = !new_producer
+                && !self.wedged
                 && (!self.open || self.producer.abort_transaction(ABORT_TIMEOUT).is_ok());
             if !aborted {
                 warn!("re-creating the producer (its transactional id fences the old one)");
-                self.producer = create_producer(settings)?;
+                self.replace_producer(settings)?;
             }
-        } else if new_producer {
-            self.producer = create_producer(settings)?;
+        } else if new_producer || self.wedged {
+            self.replace_producer(settings)?;
         } else {
             // Unflushed at-least-once output may still be delivered: harmless, the inputs
             // are re-processed and produce the same command ids.
             let _ = self.producer.flush(ABORT_TIMEOUT);
         }
         self.open = false;
+        Ok(())
+    }
+
+    /// A new producer in place of the current one. A wedged producer is still referenced by
+    /// the helper thread stuck in its call: dropping our reference here does not block.
+    fn replace_producer(&mut self, settings: &Settings) -> Result<(), RuntimeError> {
+        self.producer = Arc::new(create_producer(settings)?);
+        self.wedged = false;
         Ok(())
     }
 }

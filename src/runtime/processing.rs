@@ -3,7 +3,7 @@
 //! task, and task metrics are reported.
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::TopicPartitionList;
+use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
 use super::catalog_feed::CatalogUpdate;
@@ -13,13 +13,17 @@ use super::instance::{now_ms, Core, BATCH, MAX_BUFFERED};
 use super::kafka::cached_high_watermark;
 use super::output::Source;
 use super::rebalance::GroupContext;
-use super::rules::{confirm_at, input_at_end, needs_confirmation, Backpressure, Flow, Wakeup};
+use super::rules::{
+    confirm_at, input_at_end, needs_confirmation, Backpressure, Flow, Wakeup, CONFIRM_INTERVAL_MS,
+};
 use super::task::{BadInput, Decoded};
 use crate::merge::Next;
 use crate::model::{InputCoordinates, TimestampMs};
 
 /// How soon the loop looks again for the answer to a question about an input's end.
 const ANSWER_POLL_MS: TimestampMs = 1;
+/// How long after a failed confirmation it is asked again.
+const CONFIRM_RETRY_MS: i64 = 1_000;
 
 impl Core {
     /// Processes buffered records of every active task.
@@ -70,8 +74,24 @@ impl Core {
                             task.inputs[i].records.front().map(|r| &r.event),
                             Some(Decoded::Retry(_))
                         ) {
-                            taken = usize::MAX;
+                            // A record that arrived while the registry did not answer: try
+                            // again now (the registry may be back, the schema cached since)
+                            // rather than one record per loop turn. If it still waits, the
+                            // task is held (above) from the next turn on. Either way the
+                            // merge chooses again: the record's event time is known now.
+                            let head = task.inputs[i].records.front_mut().expect("head exists");
+                            redecode(&self.codecs, i, head, edge);
+                            if matches!(head.event, Decoded::Retry(_)) {
+                                taken = usize::MAX;
+                            }
                             continue;
+                        }
+                        if let Some(j) = (0..task.inputs.len()).find(|&j| {
+                            j != i && task.inputs[j].records.is_empty() && !task.inputs[j].at_end
+                        }) {
+                            let q = &task.inputs[j];
+                            debug!(task = p, waited_for = topics[j].as_str(), position = ?q.position, fresh_high = ?q.fresh_high,
+                                "merge: the bounded wait ran out; taking the other input's record");
                         }
                         let arrived = task.inputs[i].records.pop_front().expect("head exists");
                         task.inputs[i].next_offset = Some(arrived.offset + 1);
@@ -193,20 +213,48 @@ impl Core {
                 continue;
             }
             q.asked = None;
-            let high = answer
-                .high
-                .map_err(RuntimeError::kafka("fetching high watermarks"))?;
+            // A read that failed leaves the input unconfirmed, nothing else: the merge keeps
+            // waiting (boundedly) and the end is asked again later. It is no reason to drop
+            // the open transaction.
+            let high = match answer.high {
+                Ok(high) => high,
+                Err(e) => {
+                    warn!(task = answer.partition, input = self.topics[answer.rank].as_str(), error = %e,
+                        "confirming an input's end failed; asking again later");
+                    q.confirmed_at = now + CONFIRM_RETRY_MS - CONFIRM_INTERVAL_MS;
+                    continue;
+                }
+            };
             q.fresh_high = Some(q.fresh_high.map_or(high, |f| f.max(high)));
             if input_at_end(q.records.len(), q.position, Some(high)) {
                 q.verified_seq = q.verified_seq.max(asked_seq);
             }
         }
+        // Where the client is: past every record delivered and past transaction markers,
+        // which a `read_committed` consumer passes without delivering a message (input
+        // written by an upstream exactly-once application ends in one).
+        let client_positions = consumer.position().ok();
         for (p, task) in self.tasks.iter_mut() {
+            // Nothing of a task is processed before its restore is done.
+            if self.restorer.is_restoring(*p) {
+                continue;
+            }
             for i in 0..task.inputs.len() {
                 let cached = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
                 let newest_other = task.newest_other(i);
                 let last_seq = task.last_seq;
                 let q = &mut task.inputs[i];
+                if let (Some(known), Some(Offset::Offset(client))) = (
+                    q.position,
+                    client_positions
+                        .as_ref()
+                        .and_then(|tpl| tpl.find_partition(&self.topics[i], *p))
+                        .map(|e| e.offset()),
+                ) {
+                    // Only forward, and only once the task knows where it resumed: every
+                    // message delivered is already in the queue.
+                    q.position = Some(known.max(client));
+                }
                 // Not at the end before the broker said where the end is.
                 let high = q
                     .fresh_high

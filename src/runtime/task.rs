@@ -101,14 +101,19 @@ pub struct Task {
 }
 
 impl Task {
-    pub fn new(partition: i32, limits: Limits, merge_max_wait_ms: i64, decision_log: bool) -> Self {
+    pub fn new(
+        partition: i32,
+        limits: Limits,
+        (merge_max_wait_ms, merge_fetch_wait_ms): (i64, i64),
+        decision_log: bool,
+    ) -> Self {
         let mut engine = Engine::new(limits);
         engine.set_decision_log(decision_log);
         Self {
             partition,
             engine,
             inputs: [InputQueue::default(), InputQueue::default()],
-            merge: Merge::new(merge_max_wait_ms),
+            merge: Merge::new(merge_max_wait_ms, merge_fetch_wait_ms),
             dirty: BTreeSet::new(),
             progress_dirty: false,
             last_seq: 0,
@@ -126,6 +131,7 @@ impl Task {
                     offset: r.offset,
                 }),
                 at_end: q.at_end,
+                behind: matches!((q.position, q.fresh_high), (Some(p), Some(h)) if p < h),
             }
         });
         self.merge.choose(&states, now)

@@ -53,6 +53,28 @@ pub enum Output {
     Decision(Decision),
 }
 
+impl Output {
+    /// Is this output a `SHADOW` follow-on's (its id ends with `@shadow`)? Its send is a
+    /// would-be send, written to the shadow topic by the connector and labelled `SHADOW`
+    /// here.
+    pub fn is_shadow(&self) -> bool {
+        let id = match self {
+            Self::Send(c) => &c.campaign_id,
+            Self::Decision(d) => &d.follow_on_id,
+        };
+        id.ends_with(crate::model::SHADOW_SUFFIX)
+    }
+
+    /// The output a shadow record stands for (`None` for a record with neither field).
+    pub fn of_shadow(record: crate::model::ShadowRecord) -> Option<Self> {
+        match (record.send_command, record.decision) {
+            (Some(c), _) => Some(Self::Send(c)),
+            (None, Some(d)) => Some(Self::Decision(d)),
+            (None, None) => None,
+        }
+    }
+}
+
 /// How to run.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -92,6 +114,8 @@ pub enum SimulateError {
 pub struct Summary {
     pub events: usize,
     pub sends: usize,
+    /// Would-be send-commands of `SHADOW` follow-ons (not in `sends`).
+    pub shadow_sends: usize,
     pub decisions: usize,
     pub bad_lines: usize,
     pub until: Option<TimestampMs>,
@@ -132,7 +156,14 @@ impl Report {
     pub fn summary(&self) -> Summary {
         Summary {
             events: self.events,
-            sends: self.sends().count(),
+            sends: self
+                .sends()
+                .filter(|c| !c.campaign_id.ends_with(crate::model::SHADOW_SUFFIX))
+                .count(),
+            shadow_sends: self
+                .sends()
+                .filter(|c| c.campaign_id.ends_with(crate::model::SHADOW_SUFFIX))
+                .count(),
             decisions: self.decisions().count(),
             bad_lines: self.line_errors.len(),
             until: self.until,
@@ -474,6 +505,19 @@ impl<'d> Simulation<'d> {
                     self.summary.decisions += 1;
                     Output::Decision(d)
                 }
+                // A shadow follow-on is evaluated like any other; its output is labelled
+                // as the shadow's by its `@shadow` id.
+                Effect::Shadow(record) => match Output::of_shadow(record) {
+                    Some(o @ Output::Send(_)) => {
+                        self.summary.shadow_sends += 1;
+                        o
+                    }
+                    Some(o) => {
+                        self.summary.decisions += 1;
+                        o
+                    }
+                    None => continue,
+                },
                 Effect::PutState(_) | Effect::UserChanged { .. } => continue,
             };
             if !(self.deliver)(output) {

@@ -66,9 +66,18 @@ impl<W: Write> JsonlWriter<W> {
     }
 
     pub fn write(&mut self, output: &Output) -> std::io::Result<()> {
+        // A shadow follow-on's output is wrapped as on the shadow topic:
+        // `{"shadow": {"send_command": {...}}}`.
+        let shadow = output.is_shadow();
+        if shadow {
+            self.buffer.extend_from_slice(b"{\"shadow\":");
+        }
         match output {
             Output::Send(c) => send_json(&mut self.buffer, c),
             Output::Decision(d) => decision_json(&mut self.buffer, d),
+        }
+        if shadow {
+            self.buffer.push(b'}');
         }
         self.buffer.push(b'\n');
         if self.buffer.len() >= WRITE_BYTES {
@@ -355,6 +364,9 @@ fn fill_row(output: &Output, row: &mut Row) {
         cell.clear();
     }
     let [time, what, user, follow_on, reason, detail] = row;
+    if output.is_shadow() {
+        what.push_str("SHADOW ");
+    }
     match output {
         Output::Send(c) => {
             time.push_str(TimestampText::new(c.emitted_at).as_str());
@@ -450,8 +462,16 @@ fn push_int(out: &mut String, n: i64) {
 
 /// A one-paragraph summary for stderr.
 pub fn summary(summary: &Summary) -> String {
+    let shadow = if summary.shadow_sends > 0 {
+        format!(
+            " (and {} shadow send-commands, not sent)",
+            summary.shadow_sends
+        )
+    } else {
+        String::new()
+    };
     let mut s = format!(
-        "{} events, {} send-commands, {} decisions, {} pending at {}",
+        "{} events, {} send-commands{shadow}, {} decisions, {} pending at {}",
         summary.events,
         summary.sends,
         summary.decisions,

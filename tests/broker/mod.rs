@@ -82,6 +82,7 @@ impl World {
             ("CHANGELOG", "changelog"),
             ("DECISIONS", "decisions"),
             ("DLQ", "dlq"),
+            ("SHADOW", "shadow"),
         ] {
             set(&format!("TOPICS__{key}"), format!("{topic}-{id}"));
         }
@@ -147,6 +148,16 @@ impl World {
     /// Starts a connector instance.
     pub fn start(&self, instance: &str) -> Instance {
         let log = self.dir.path().join(format!("{instance}.log"));
+        // A restarted instance keeps its earlier life's log beside it.
+        for n in 1.. {
+            let earlier = self.dir.path().join(format!("{instance}.{n}.log"));
+            if !log.exists() || !earlier.exists() {
+                if log.exists() {
+                    std::fs::rename(&log, &earlier).unwrap();
+                }
+                break;
+            }
+        }
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_campaign-connector"))
             .arg("run")
@@ -192,6 +203,32 @@ impl World {
     /// Produces input events (Avro single-object encoding, keyed by user id) and flushes.
     pub fn send_events(&self, events: &[InputEvent]) {
         let producer = self.producer();
+        self.produce_events(&producer, events);
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    /// Produces input events in one transaction, as an upstream exactly-once application
+    /// does: every partition written ends with a transaction marker, which a
+    /// `read_committed` reader passes without a message.
+    pub fn send_events_in_a_transaction(&self, events: &[InputEvent]) {
+        let producer: BaseProducer = self
+            .client_config()
+            .set("partitioner", "murmur2_random")
+            .set(
+                "transactional.id",
+                format!("upstream-{}-{}", self.id, now_ms()),
+            )
+            .create()
+            .unwrap();
+        producer.init_transactions(Duration::from_secs(30)).unwrap();
+        producer.begin_transaction().unwrap();
+        self.produce_events(&producer, events);
+        producer
+            .commit_transaction(Duration::from_secs(30))
+            .unwrap();
+    }
+
+    fn produce_events(&self, producer: &BaseProducer, events: &[InputEvent]) {
         let interactions: Codec<Interaction> =
             Codec::new(self.topic("interactions"), &EncodingSettings::avro()).unwrap();
         let user_events: Codec<UserEvent> =
@@ -209,7 +246,6 @@ impl World {
                 .send(BaseRecord::to(&topic).key(e.user_id()).payload(&bytes))
                 .unwrap();
         }
-        producer.flush(Duration::from_secs(10)).unwrap();
     }
 
     /// Produces raw bytes to a topic.
@@ -505,6 +541,15 @@ impl Reader {
     pub fn commands(&self) -> Vec<SendCommand> {
         let codec: Codec<SendCommand> =
             Codec::new("send-commands", &EncodingSettings::avro()).unwrap();
+        self.records
+            .iter()
+            .map(|r| codec.decode(r.payload.as_deref().unwrap()).unwrap())
+            .collect()
+    }
+
+    /// The records of the shadow topic.
+    pub fn shadow_records(&self) -> Vec<ShadowRecord> {
+        let codec: Codec<ShadowRecord> = Codec::new("shadow", &EncodingSettings::avro()).unwrap();
         self.records
             .iter()
             .map(|r| codec.decode(r.payload.as_deref().unwrap()).unwrap())

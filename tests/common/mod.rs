@@ -11,10 +11,11 @@
 
 use campaign_connector::engine::{Effect, Engine};
 use campaign_connector::model::{
-    Campaign, CampaignKind, CampaignStatus, Channel, Decision, Delay, DelayType, ExceptionMatcher,
-    ExceptionType, FollowOnRule, InputCoordinates, InputEvent, Interaction, InteractionKind,
-    Message, Overdue, OverduePolicy, Properties, Reeligibility, ReeligibilityPolicy, RepeatTrigger,
-    SendCommand, TimestampMs, Trigger, UserEvent, UserEventType, Weekday,
+    Campaign, CampaignKind, CampaignMode, CampaignStatus, Channel, Decision, Delay, DelayType,
+    ExceptionMatcher, ExceptionType, FollowOnRule, InputCoordinates, InputEvent, Interaction,
+    InteractionKind, Message, Overdue, OverduePolicy, Properties, Reeligibility,
+    ReeligibilityPolicy, RepeatTrigger, SendCommand, TimestampMs, Trigger, UserEvent,
+    UserEventType, Weekday,
 };
 use campaign_connector::time::{format_timestamp, parse_timestamp};
 use campaign_connector::validate::Limits;
@@ -48,6 +49,7 @@ pub fn at(ms: TimestampMs) -> String {
 fn base_campaign(id: &str) -> Campaign {
     Campaign {
         backfill_since: None,
+        mode: Default::default(),
         campaign_id: id.to_string(),
         name: format!("{id} campaign"),
         kind: CampaignKind::Campaign,
@@ -102,6 +104,13 @@ pub struct CampaignBuilder(pub Campaign);
 impl CampaignBuilder {
     fn rule(&mut self) -> &mut FollowOnRule {
         self.0.follow_on.as_mut().expect("a follow-on campaign")
+    }
+
+    /// The shadow version of this follow-on: id `<id>@shadow`, mode `SHADOW`.
+    pub fn shadow(mut self) -> Self {
+        self.0.campaign_id = Campaign::shadow_id(&self.0.campaign_id);
+        self.0.mode = CampaignMode::Shadow;
+        self
     }
 
     pub fn version(mut self, version: i64) -> Self {
@@ -513,6 +522,11 @@ fn line(effect: &Effect) -> String {
             at(s.due_at)
         ),
         Effect::Decision(d) => decision_line(d),
+        Effect::Shadow(r) => match (&r.send_command, &r.decision) {
+            (Some(s), _) => format!("shadow {}", line(&Effect::Send(s.clone()))),
+            (None, Some(d)) => format!("shadow {}", decision_line(d)),
+            (None, None) => "shadow (empty)".into(),
+        },
         Effect::PutState(r) => match (&r.user, &r.rule, &r.progress) {
             (Some(u), _, _) => {
                 let pending: Vec<String> = u

@@ -1,6 +1,7 @@
-//! A schema registry for tests, on 127.0.0.1: the two requests the connector makes
-//! (`GET /schemas/ids/N`, `POST /subjects/S/versions`), answered the way a Confluent-
-//! compatible registry answers them — optionally only to requests with the right basic or
+//! A schema registry for tests, on 127.0.0.1: the requests the connector makes
+//! (`GET /schemas/ids/N`, `POST /subjects/S/versions`, and for `campaign-connector schemas`
+//! `GET /subjects/S/versions` and `GET /subjects/S/versions/V`), answered the way a
+//! Confluent-compatible registry answers them — optionally only to requests with the right basic or
 //! bearer credentials, and optionally over TLS with a certificate from a CA made for the test,
 //! requiring a client certificate signed by that CA (mutual TLS). Every request is recorded.
 #![allow(dead_code)]
@@ -142,6 +143,8 @@ pub struct Request {
 #[derive(Default)]
 struct RegistryState {
     schemas: Vec<String>,
+    /// Each subject's versions (version `n` is element `n - 1`), as schema ids.
+    subjects: std::collections::BTreeMap<String, Vec<u32>>,
     requests: Vec<Request>,
     /// Fail every request with this status.
     fail_with: Option<u16>,
@@ -220,6 +223,13 @@ impl FakeRegistry {
         let mut state = self.state.lock().unwrap();
         state.schemas.push(schema.to_string());
         state.schemas.len() as u32
+    }
+
+    /// Registers a schema under a subject directly, as a producer would: its id (the same
+    /// text keeps its id) and its version under the subject (a new one unless the subject
+    /// has that id already).
+    pub fn register(&self, subject: &str, schema: &str) -> (u32, u32) {
+        register(&mut self.state.lock().unwrap(), subject, schema)
     }
 
     /// How many requests with this method had a path starting with `path_prefix`.
@@ -367,20 +377,75 @@ fn answer(state: &mut RegistryState, method: &str, path: &str, body: &[u8]) -> (
                 );
             }
             let request: serde_json::Value = serde_json::from_slice(body).unwrap();
-            let schema = request["schema"].as_str().unwrap().to_string();
-            // Registries identify schemas by content: the same schema keeps its id.
-            let id = match state.schemas.iter().position(|s| *s == schema) {
-                Some(i) => i + 1,
-                None => {
-                    state.schemas.push(schema);
-                    state.schemas.len()
-                }
-            };
+            let schema = request["schema"].as_str().unwrap();
+            let (id, _) = register(state, subject, schema);
             (200, serde_json::json!({ "id": id }).to_string())
+        }
+        ("GET", ["", "subjects", subject, "versions"]) => match state.subjects.get(*subject) {
+            Some(ids) => {
+                let versions: Vec<usize> = (1..=ids.len()).collect();
+                (200, serde_json::json!(versions).to_string())
+            }
+            None => subject_not_found(subject),
+        },
+        ("GET", ["", "subjects", subject, "versions", version]) => {
+            let Some(ids) = state.subjects.get(*subject) else {
+                return subject_not_found(subject);
+            };
+            let index = match *version {
+                "latest" => Some(ids.len().wrapping_sub(1)),
+                v => v.parse::<usize>().ok().map(|v| v.wrapping_sub(1)),
+            };
+            match index.and_then(|i| Some((i, *ids.get(i)?))) {
+                Some((i, id)) => (
+                    200,
+                    serde_json::json!({
+                        "subject": subject,
+                        "version": i + 1,
+                        "id": id,
+                        "schema": state.schemas[id as usize - 1],
+                    })
+                    .to_string(),
+                ),
+                None => (
+                    404,
+                    serde_json::json!({"error_code": 40402, "message": format!("Version {version} not found.")})
+                        .to_string(),
+                ),
+            }
         }
         _ => (
             404,
             r#"{"error_code": 404, "message": "HTTP 404 Not Found"}"#.into(),
         ),
     }
+}
+
+fn subject_not_found(subject: &str) -> (u16, String) {
+    (
+        404,
+        serde_json::json!({"error_code": 40401, "message": format!("Subject '{subject}' not found.")})
+            .to_string(),
+    )
+}
+
+/// Registries identify schemas by content: the same schema text keeps its id, and a subject
+/// gets a new version only for an id it does not have yet.
+fn register(state: &mut RegistryState, subject: &str, schema: &str) -> (u32, u32) {
+    let id = match state.schemas.iter().position(|s| s == schema) {
+        Some(i) => i as u32 + 1,
+        None => {
+            state.schemas.push(schema.to_string());
+            state.schemas.len() as u32
+        }
+    };
+    let versions = state.subjects.entry(subject.to_string()).or_default();
+    let version = match versions.iter().position(|&v| v == id) {
+        Some(i) => i + 1,
+        None => {
+            versions.push(id);
+            versions.len()
+        }
+    };
+    (id, version as u32)
 }

@@ -28,12 +28,11 @@ pub struct Evidence<'a> {
 
 pub fn checks(e: &Evidence<'_>) -> Vec<Check> {
     let (p, f, v, oracle) = (e.progress, e.fleet, e.verification, e.oracle);
-    let mut checks = Vec::new();
-    checks.push(Check::new(
+    let mut checks = vec![Check::new(
         "every expected send-command is present",
         v.commands.missing == 0,
         v.commands.of(&["MISSING"]),
-    ));
+    )];
     checks.push(Check::new(
         "no unexpected send-command, and each carries the expected content",
         v.commands.extra == 0 && v.commands.different == 0,
@@ -177,7 +176,7 @@ pub fn checks(e: &Evidence<'_>) -> Vec<Check> {
         oracle.codec_mismatches.iter().take(5).cloned().collect(),
     ));
     checks.push(Check::new(
-        "every barrier: input e.drained, every task's clock past the input, the edit applied by every task",
+        "every barrier: input drained, every task's clock past the input, the edit applied by every task",
         e.barriers.len() == e.edits && e.barriers.iter().all(|(_, ok)| *ok),
         e.barriers.iter().map(|(what, _)| what.clone()).collect(),
     ));

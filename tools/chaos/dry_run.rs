@@ -31,6 +31,7 @@ pub fn dry_run(args: &Args) -> Result<(), String> {
         limits,
         topics.clone(),
         &schema_dir,
+        None,
         &campaigns,
         run_start,
     )?;

@@ -1,7 +1,8 @@
 //! Value bytes as the different producers of the workload write them: this build's schemas
 //! (through the product's codec), a newer interaction producer (writer schema v2: a new kind
 //! and a new optional field), an older user-event producer (v0), and an incompatible v3
-//! whose records no reader can resolve.
+//! whose records no reader can resolve. With a registry (see registry_outage.rs) the
+//! interactions, poison included, are framed in the Confluent wire format instead.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,6 +12,8 @@ use apache_avro::types::Value;
 use apache_avro::Schema;
 use campaign_connector::codec::{Codec, EncodingSettings, SINGLE_OBJECT_MARKER};
 use campaign_connector::model::{Interaction, UserEvent};
+
+use crate::registry_outage::{confluent_frame, ConfluentInteractions};
 
 /// A schema read from a file, with its single-object header.
 struct Writer {
@@ -44,6 +47,8 @@ pub struct Encoders {
     interaction_v2: Writer,
     user_event_v0: Writer,
     interaction_v3: Writer,
+    /// Interactions in the Confluent wire format, with these writer ids.
+    confluent: Option<ConfluentInteractions>,
 }
 
 /// Interaction kinds only a newer producer knows (v2).
@@ -62,13 +67,45 @@ impl Encoders {
             interaction_v2: Writer::load(&evolved.join("interaction_v2.avsc"))?,
             user_event_v0: Writer::load(&evolved.join("user_event_v0.avsc"))?,
             interaction_v3: Writer::load(incompatible)?,
+            confluent: None,
         })
     }
 
+    /// Frames the interactions in the Confluent wire format, with the writer ids of `ids`.
+    pub fn with_confluent_interactions(mut self, ids: ConfluentInteractions) -> Self {
+        self.confluent = Some(ids);
+        self
+    }
+
+    /// The ids the interaction producers registered, when they use a registry.
+    pub fn confluent(&self) -> Option<&ConfluentInteractions> {
+        self.confluent.as_ref()
+    }
+
+    /// Chunk `k` begins: with a registry, the interaction producer rolls out a new build.
+    pub fn start_chunk(&mut self, k: usize) {
+        if let Some(c) = &mut self.confluent {
+            c.roll(k);
+        }
+    }
+
+    fn framed(
+        &self,
+        single_object: Vec<u8>,
+        id: impl Fn(&ConfluentInteractions) -> u32,
+    ) -> Vec<u8> {
+        match &self.confluent {
+            None => single_object,
+            Some(c) => confluent_frame(&single_object, id(c)),
+        }
+    }
+
     pub fn interaction(&self, i: &Interaction) -> Vec<u8> {
-        self.interactions
+        let bytes = self
+            .interactions
             .encode(i)
-            .expect("interactions fit their schema")
+            .expect("interactions fit their schema");
+        self.framed(bytes, |c| c.current)
     }
 
     pub fn user_event(&self, e: &UserEvent) -> Vec<u8> {
@@ -85,7 +122,7 @@ impl Encoders {
         channel_hint: Option<&str>,
     ) -> Vec<u8> {
         let kind = enum_value(&self.interaction_v2.schema, "kind", kind_symbol);
-        self.interaction_v2.encode(Value::Record(vec![
+        let bytes = self.interaction_v2.encode(Value::Record(vec![
             ("event_id".into(), Value::String(i.event_id.clone())),
             ("user_id".into(), Value::String(i.user_id.clone())),
             ("campaign_id".into(), Value::String(i.campaign_id.clone())),
@@ -106,7 +143,8 @@ impl Encoders {
                 ),
             ),
             ("channel_hint".into(), optional(channel_hint)),
-        ]))
+        ]));
+        self.framed(bytes, |c| c.v2)
     }
 
     /// Writer schema v0 (no name, time zone or properties; `type_symbol` may be `REFUND`).
@@ -123,7 +161,7 @@ impl Encoders {
     /// Writer schema v3, which changed `occurred_at` to a string: no reader resolves it.
     pub fn interaction_v3(&self, i: &Interaction) -> Vec<u8> {
         let kind = enum_value(&self.interaction_v3.schema, "kind", i.kind.symbol());
-        self.interaction_v3.encode(Value::Record(vec![
+        let bytes = self.interaction_v3.encode(Value::Record(vec![
             ("event_id".into(), Value::String(i.event_id.clone())),
             ("user_id".into(), Value::String(i.user_id.clone())),
             ("campaign_id".into(), Value::String(i.campaign_id.clone())),
@@ -133,7 +171,8 @@ impl Encoders {
                 Value::String(campaign_connector::time::format_timestamp(i.occurred_at)),
             ),
             ("tenant".into(), Value::String("chaos".into())),
-        ]))
+        ]));
+        self.framed(bytes, |c| c.v3)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::fleet::Fleet;
 use crate::kafka::Cluster;
 use crate::progress::{lock, wait_until, SharedProgress};
 use crate::proxy::{Proxy, API_END_TXN};
+use crate::registry_outage::{Gate, GateMode};
 use crate::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -29,10 +30,11 @@ pub enum FaultKind {
     ConnectionsDropped,
     Stall,
     CommitStall,
+    RegistryOutage,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::ConnectorKill,
         FaultKind::KillMidRestore,
         FaultKind::KillDuringRebalance,
@@ -43,6 +45,7 @@ impl FaultKind {
         FaultKind::ConnectionsDropped,
         FaultKind::Stall,
         FaultKind::CommitStall,
+        FaultKind::RegistryOutage,
     ];
 
     /// The name on the command line (`--faults`).
@@ -58,6 +61,7 @@ impl FaultKind {
             FaultKind::ConnectionsDropped => "drop",
             FaultKind::Stall => "stall",
             FaultKind::CommitStall => "commit-stall",
+            FaultKind::RegistryOutage => "registry",
         }
     }
 
@@ -74,6 +78,7 @@ impl FaultKind {
             FaultKind::ConnectionsDropped => "network: all connections dropped",
             FaultKind::Stall => "network: stall longer than the request timeout",
             FaultKind::CommitStall => "network: stall during a commit (EndTxn)",
+            FaultKind::RegistryOutage => "schema registry down (refused, then HTTP 503)",
         }
     }
 
@@ -115,6 +120,10 @@ pub struct Injector {
     pub rng: Rng,
     /// Broker targets rotate: transaction coordinator, partition leader, group coordinator.
     pub broker_faults: usize,
+    /// The gate between the connector and the schema registry (runs with Confluent input).
+    pub registry_gate: Option<Gate>,
+    /// How long a registry outage lasts: the first half refused, the second HTTP 503.
+    pub registry_outage: Duration,
 }
 
 fn fleet(f: &Arc<Mutex<Fleet>>) -> std::sync::MutexGuard<'_, Fleet> {
@@ -256,6 +265,7 @@ impl Injector {
                 (format!("all traffic held for {:?}", self.stall), 0, true)
             }
             FaultKind::CommitStall => self.commit_stall(),
+            FaultKind::RegistryOutage => self.registry_outage(),
         };
         self.log(&format!("{}: {detail}", kind.title()));
         let recovered = wait_until(&self.progress, self.recover_deadline, |p| {
@@ -527,6 +537,70 @@ impl Injector {
             ),
             2,
             moved_on,
+        )
+    }
+
+    /// The schema registry goes away while the group works: connections refused for the
+    /// first half of the outage, every request answered HTTP 503 for the second. A task
+    /// whose next record names a writer schema id its process has not fetched yet must be
+    /// held (the connector logs it), not fail and not dead-letter; injected as meant only
+    /// if some task was held.
+    fn registry_outage(&mut self) -> (String, usize, bool) {
+        let Some(gate) = &self.registry_gate else {
+            return ("the run has no registry (Confluent input)".into(), 0, false);
+        };
+        let ids = fleet(&self.fleet).running();
+        let before: Vec<usize> = ids
+            .iter()
+            .map(|id| fleet(&self.fleet).log(id).len())
+            .collect();
+        let failed_before = gate.failed();
+        let half = self.registry_outage / 2;
+        gate.set(GateMode::Refuse);
+        std::thread::sleep(half);
+        gate.set(GateMode::Fail(503));
+        std::thread::sleep(self.registry_outage - half);
+        gate.set(GateMode::Open);
+        let answered_503 = gate.failed() - failed_before;
+        let mut held = Vec::new();
+        let mut stopped = Vec::new();
+        for (id, from) in ids.iter().zip(before) {
+            let log = fleet(&self.fleet).log(id);
+            let new = log.get(from..).unwrap_or("");
+            let tasks: BTreeSet<&str> = new
+                .lines()
+                .filter(|l| l.contains("the schema registry does not answer"))
+                .filter_map(|l| l.split("task=").nth(1))
+                .filter_map(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+                .collect();
+            if !tasks.is_empty() {
+                held.push(format!(
+                    "{id} held tasks {}",
+                    tasks.into_iter().collect::<Vec<_>>().join(",")
+                ));
+            }
+            if new.contains("stopping:") {
+                stopped.push(id.clone());
+            }
+        }
+        (
+            format!(
+                "registry refused connections for {:?}, then answered {answered_503} requests with HTTP 503 for {:?}; {}{}",
+                half,
+                self.registry_outage - half,
+                if held.is_empty() {
+                    "NO task was held (the outage met no new schema id)".to_string()
+                } else {
+                    held.join("; ")
+                },
+                if stopped.is_empty() {
+                    String::new()
+                } else {
+                    format!("; STOPPING: {}", stopped.join(", "))
+                }
+            ),
+            0,
+            !held.is_empty() && stopped.is_empty(),
         )
     }
 

@@ -26,6 +26,8 @@
 //! - `oracle`: the engine over the same records; `verify`: outputs against it;
 //!   `checks`: PASS or FAIL; `report`: the table and its Markdown.
 //! - `proxy`: the controllable TCP proxy; `fleet`: connector processes and supervision.
+//! - `registry_outage`: the interactions in the Confluent wire format, the schema registry
+//!   (`tests/registry`, the integration tests' own) and the gate that takes it away.
 //! - `kafka`: the harness's own clients; `progress`, `background`: the producer and monitor
 //!   threads; `barrier`: between segments of input; `faults`: injecting faults, measuring
 //!   recovery; `rng`: the seeded random numbers.
@@ -43,6 +45,10 @@ mod oracle;
 mod profile;
 mod progress;
 mod proxy;
+// The schema registry of the integration tests, shared rather than copied.
+#[path = "../../tests/registry/mod.rs"]
+mod registry;
+mod registry_outage;
 mod report;
 mod rng;
 mod run;

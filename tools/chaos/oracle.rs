@@ -64,13 +64,21 @@ impl Oracle {
         limits: Limits,
         topics: [String; 2],
         schema_dir: &std::path::Path,
+        interactions_registry: Option<&str>,
         campaigns: &[Campaign],
         now: i64,
     ) -> Result<Self, String> {
         let settings = EncodingSettings::avro().with_schema_dir(schema_dir);
+        // Interactions in the Confluent wire format are read through the registry itself,
+        // never through the gate that the outages close.
+        let interactions_settings = match interactions_registry {
+            Some(url) => EncodingSettings::confluent(url),
+            None => settings.clone(),
+        };
         let mut o = Self {
             tasks: (0..partitions).map(|_| Engine::new(limits)).collect(),
-            interactions: Codec::new(topics[0].clone(), &settings).map_err(|e| e.to_string())?,
+            interactions: Codec::new(topics[0].clone(), &interactions_settings)
+                .map_err(|e| e.to_string())?,
             user_events: Codec::new(topics[1].clone(), &settings).map_err(|e| e.to_string())?,
             topics,
             sends: Vec::new(),
@@ -233,7 +241,8 @@ impl Oracle {
             match e {
                 Effect::Send(s) => self.sends.push(s),
                 Effect::Decision(d) => self.decisions.push(d),
-                Effect::PutState(_) | Effect::UserChanged { .. } => {}
+                // The chaos campaigns have no shadow follow-on.
+                Effect::Shadow(_) | Effect::PutState(_) | Effect::UserChanged { .. } => {}
             }
         }
     }

@@ -15,6 +15,8 @@ pub struct Profile {
     pub baseline: usize,
     pub faults: Vec<(FaultKind, usize)>,
     pub stall: Duration,
+    /// How long a schema registry outage lasts (half refused, half HTTP 503).
+    pub registry_outage: Duration,
     pub recover_deadline: Duration,
     /// The run gives up when the group commits nothing for this long while it has work.
     pub give_up_after: Duration,
@@ -45,8 +47,10 @@ pub fn profile(name: &str) -> Option<Profile> {
                 (ConnectionsDropped, 1),
                 (Stall, 1),
                 (CommitStall, 1),
+                (RegistryOutage, 1),
             ],
             stall: Duration::from_secs(12),
+            registry_outage: Duration::from_secs(20),
             recover_deadline: Duration::from_secs(150),
             give_up_after: Duration::from_secs(180),
             fetch_kb_per_s: 10,
@@ -71,8 +75,10 @@ pub fn profile(name: &str) -> Option<Profile> {
                 (ConnectionsDropped, 3),
                 (Stall, 3),
                 (CommitStall, 3),
+                (RegistryOutage, 3),
             ],
             stall: Duration::from_secs(15),
+            registry_outage: Duration::from_secs(30),
             recover_deadline: Duration::from_secs(240),
             give_up_after: Duration::from_secs(300),
             fetch_kb_per_s: 12,
@@ -102,7 +108,7 @@ pub struct Args {
 pub const USAGE: &str = "usage: chaos [--profile ci|full] [--seed N] [--faults all|none|KIND,...] \
 [--poison all|none|KIND,...] [--instances N] [--events N] [--fetch-limit KB/s] [--transactional-input] [--dry-run] [--port-base B] [--bin CONNECTOR] [--repo DIR] [--work DIR] [--report FILE.md]
 fault kinds: kill, kill-restore, kill-rebalance, broker-kill, broker-restart, storm, zombie, \
-drop, stall, commit-stall
+drop, stall, commit-stall, registry
 poison kinds: garbage, truncated, v3, time-range, time-negative, 2099, key, empty-user";
 
 pub fn parse_args() -> Result<Args, String> {

@@ -10,10 +10,12 @@ use campaign_connector::campaigns_file::parse_campaigns;
 use campaign_connector::validate::Limits;
 
 use crate::barrier::{write_segment, Barrier};
-use crate::faults::{schedule, Injector, Outcome};
+use crate::faults::{schedule, FaultKind, Injector, Outcome};
 use crate::fleet::{Fleet, FleetConfig};
 use crate::profile::{profile, Args};
 use crate::progress::{lock, wait_until, Progress};
+use crate::registry::FakeRegistry;
+use crate::registry_outage::{ConfluentInteractions, Gate};
 use crate::report::Report;
 use crate::rng::Rng;
 use crate::timeline::Timeline;
@@ -54,8 +56,8 @@ impl Names {
     }
 
     /// The part of the connector configuration every instance (and the admin CLI) shares.
-    fn config(&self, bootstrap: &str, schema_dir: &Path) -> String {
-        format!(
+    fn config(&self, bootstrap: &str, schema_dir: &Path, registry: Option<&str>) -> String {
+        let mut yaml = format!(
             r#"bootstrap_servers: {bootstrap}
 application_id: {app}
 processing_guarantee: exactly_once
@@ -98,7 +100,21 @@ kafka:
             decisions = self.decisions,
             dlq = self.dlq,
             schema_dir = schema_dir.display(),
-        )
+        );
+        if let Some(url) = registry {
+            // The interactions in the Confluent wire format; the other topics stay Avro
+            // single-object. A short timeout: a registry that does not answer holds the
+            // task either way; it should not hold it longer than the outage.
+            yaml.push_str(&format!(
+                r#"encodings:
+  interactions:
+    format: confluent
+    registry_url: {url}
+    registry_timeout_ms: 1000
+"#
+            ));
+        }
+        yaml
     }
 }
 
@@ -146,6 +162,27 @@ pub fn run(args: Args) -> Result<Report, String> {
         .map(|n| format!("127.0.0.1:{}", port(n, 4)))
         .collect();
     let schema_dir = repo.join("tests/fixtures/writer_schemas");
+    // With a registry outage among the faults, the interactions are written in the Confluent
+    // wire format: a registry the run starts, and a gate in front of it for the connector.
+    let confluent = prof
+        .faults
+        .iter()
+        .any(|(k, n)| *k == FaultKind::RegistryOutage && *n > 0);
+    let (registry, gate) = if confluent {
+        let registry = Arc::new(FakeRegistry::start());
+        let upstream = registry
+            .url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| format!("registry address: {e}"))?;
+        let listen = format!("127.0.0.1:{}", base + 19).parse().expect("addr");
+        let gate = Gate::start(listen, upstream)
+            .map_err(|e| format!("registry gate :{}: {e}", base + 19))?;
+        (Some(registry), Some(gate))
+    } else {
+        (None, None)
+    };
+    let gate_url = gate.as_ref().map(Gate::url);
     say(&format!(
         "profile {}, seed {}, run {}; work dir {}",
         prof.name,
@@ -187,7 +224,7 @@ pub fn run(args: Args) -> Result<Report, String> {
         &admin_config,
         format!(
             "instance_id: chaos-admin\nhttp_listen: \"\"\n{}",
-            names.config(&direct, &schema_dir)
+            names.config(&direct, &schema_dir, gate_url.as_deref())
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -226,13 +263,21 @@ pub fn run(args: Args) -> Result<Report, String> {
         limits,
         [names.interactions.clone(), names.user_events.clone()],
         &schema_dir,
+        registry.as_ref().map(|r| r.url.as_str()),
         &campaigns,
         run_start,
     )?;
-    let encoders = encode::Encoders::new(
-        &schema_dir,
-        &repo.join("tools/chaos/schemas/interaction_v3.avsc"),
-    )?;
+    let v3_schema = repo.join("tools/chaos/schemas/interaction_v3.avsc");
+    let mut encoders = encode::Encoders::new(&schema_dir, &v3_schema)?;
+    if let Some(registry) = &registry {
+        encoders = encoders.with_confluent_interactions(ConfluentInteractions::new(
+            registry.clone(),
+            &names.interactions,
+            &repo.join("schemas/interaction.avsc"),
+            &schema_dir.join("interaction_v2.avsc"),
+            &v3_schema,
+        )?);
+    }
     let generator = Generator::new(
         args.seed,
         timeline,
@@ -284,7 +329,7 @@ pub fn run(args: Args) -> Result<Report, String> {
     let fleet = Arc::new(Mutex::new(Fleet::new(FleetConfig {
         bin: bin.clone(),
         dir: work.clone(),
-        common_yaml: names.config(&proxied.join(","), &schema_dir),
+        common_yaml: names.config(&proxied.join(","), &schema_dir, gate_url.as_deref()),
         http_base: base + 15,
     })));
     for id in &ids[..prof.baseline] {
@@ -343,6 +388,8 @@ pub fn run(args: Args) -> Result<Report, String> {
         recover_deadline: prof.recover_deadline,
         rng: rng.fork("targets"),
         broker_faults: 0,
+        registry_gate: gate,
+        registry_outage: prof.registry_outage,
     };
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut late_faults = 0;
@@ -536,6 +583,15 @@ pub fn run(args: Args) -> Result<Report, String> {
                     ""
                 }
             ),
+            match &injector.registry_gate {
+                Some(gate) => format!(
+                    "schema registry: interactions in the Confluent wire format ({} writer schema ids: a new producer build every chunk, v2, v3); the connector fetched through the gate {} times, {} requests answered HTTP 503 during outages",
+                    generator.confluent_ids().unwrap_or(0),
+                    gate.forwarded(),
+                    gate.failed()
+                ),
+                None => "schema registry: none (every input in Avro single-object encoding)".into(),
+            },
             format!("logs and configs: {}", work.display()),
         ],
         outcomes,

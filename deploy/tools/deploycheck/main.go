@@ -302,7 +302,7 @@ func num(o any, path ...string) (float64, bool) {
 // deny_unknown_fields). instance_id is deliberately missing: the chart sets it per pod.
 var configKeys = map[string]bool{
 	"bootstrap_servers": true, "application_id": true, "processing_guarantee": true,
-	"commit_interval": true, "max_delay": true, "merge_max_wait": true,
+	"commit_interval": true, "max_delay": true, "merge_max_wait": true, "merge_fetch_wait": true,
 	"transaction_timeout": true, "restore_log_interval": true, "group_protocol": true,
 	"max_future_skew": true, "retry_budget": true,
 	"static_membership": true, "partitions": true, "replication_factor": true,

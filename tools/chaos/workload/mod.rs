@@ -208,6 +208,11 @@ impl Generator {
         }
     }
 
+    /// How many interaction writer schema ids the producers registered (Confluent input).
+    pub fn confluent_ids(&self) -> Option<usize> {
+        self.encoders.confluent().map(|c| c.ids)
+    }
+
     pub fn done(&self) -> bool {
         self.next_chunk >= self.timeline.chunks
     }
@@ -217,6 +222,7 @@ impl Generator {
         let k = self.next_chunk;
         assert!(k < self.timeline.chunks, "no chunk {k}");
         self.next_chunk += 1;
+        self.encoders.start_chunk(k);
         let start = self.timeline.chunk_start(k);
         let end = self.timeline.chunk_start(k + 1);
         // About 1.35 events per story on average.

@@ -129,7 +129,13 @@ impl Generator {
             }
             Poison::Truncated => {
                 let full = self.encoders.interaction(&i);
-                full[..10 + (full.len() - 10) / 2].to_vec()
+                // The header whole (single-object or Confluent), half the datum.
+                let header = if self.encoders.confluent().is_some() {
+                    campaign_connector::codec::CONFLUENT_HEADER_LEN
+                } else {
+                    campaign_connector::codec::SINGLE_OBJECT_HEADER_LEN
+                };
+                full[..header + (full.len() - header) / 2].to_vec()
             }
             Poison::IncompatibleSchema => self.encoders.interaction_v3(&i),
             Poison::OccurredAtOutOfRange => {
