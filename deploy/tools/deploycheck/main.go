@@ -311,7 +311,7 @@ var configKeys = map[string]bool{
 
 var topicKeys = map[string]bool{
 	"interactions": true, "user_events": true, "campaigns": true, "send_commands": true,
-	"changelog": true, "decisions": true, "dlq": true,
+	"changelog": true, "decisions": true, "dlq": true, "shadow": true,
 }
 
 var optionalKinds = []string{"ScaledObject", "PrometheusRule", "ServiceMonitor", "ConfigMap/dashboard"}
