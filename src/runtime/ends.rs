@@ -69,9 +69,20 @@ impl Ends {
             .spawn(move || {
                 // Ends when the loop drops its side.
                 while let Ok(ask) = ask_rx.recv() {
-                    let high = client
-                        .fetch_watermarks(&topics[ask.rank], ask.partition, ASK_TIMEOUT)
+                    let topic = &topics[ask.rank];
+                    let mut high = client
+                        .fetch_watermarks(topic, ask.partition, ASK_TIMEOUT)
                         .map(|(_, high)| high);
+                    if high.is_err() {
+                        // This client reads no partition, so nothing refreshes what it
+                        // knows of the topic: after a broker restart it can keep answering
+                        // "unknown partition" from a stale view. Ask for the topic's
+                        // metadata, then once more.
+                        let _ = client.fetch_metadata(Some(topic), ASK_TIMEOUT);
+                        high = client
+                            .fetch_watermarks(topic, ask.partition, ASK_TIMEOUT)
+                            .map(|(_, high)| high);
+                    }
                     let answer = Answer {
                         token: ask.token,
                         rank: ask.rank,
