@@ -2,9 +2,10 @@
 //! restored, or resumed from suspension), activated after their restore, and their input
 //! positions learned from the committed offsets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
@@ -120,25 +121,62 @@ impl Core {
             .collect();
         let answers = self.ends.ask_and_wait(&inputs)?;
         let highs: BTreeMap<(usize, i32), i64> = inputs.into_iter().zip(answers).collect();
+        // Reading starts at the committed offsets, whatever the consumer did before: it may
+        // have delivered records while the task did not exist yet (half of it assigned, or
+        // dropped and assigned again without the partitions moving) or while it restored,
+        // and a rewind's seek may not have reached a partition. Without this seek such
+        // records would never come again and the task would wait for them for good.
+        let mut seek = TopicPartitionList::new();
+        let mut starts: BTreeMap<(usize, i32), Option<i64>> = BTreeMap::new();
+        for p in &self.positions_unknown {
+            for (i, t) in self.topics.names.iter().enumerate() {
+                let start = match committed.find_partition(t, *p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                };
+                starts.insert((i, *p), start);
+                seek.add_partition_offset(t, *p, start.map_or(Offset::Beginning, Offset::Offset))
+                    .map_err(RuntimeError::kafka("seeking to committed offsets"))?;
+            }
+        }
+        let sought = consumer
+            .seek_partitions(seek, OFFSETS_TIMEOUT)
+            .map_err(RuntimeError::kafka("seeking to committed offsets"))?;
+        let mut failed: BTreeSet<i32> = BTreeSet::new();
+        for e in sought.elements() {
+            match e.error() {
+                Ok(()) => {}
+                // Not fetching yet: the assignment starts it at the committed offset.
+                Err(KafkaError::OffsetFetch(RDKafkaErrorCode::State)) => {}
+                Err(err) => {
+                    warn!(task = e.partition(), input = e.topic(), error = %err,
+                        "seeking an input to its committed offset failed; trying again later");
+                    failed.insert(e.partition());
+                }
+            }
+        }
         for p in std::mem::take(&mut self.positions_unknown) {
+            if failed.contains(&p) {
+                self.positions_unknown.insert(p);
+                continue;
+            }
             let Some(task) = self.tasks.get_mut(&p) else {
                 continue;
             };
+            // What arrived before the seek comes again.
+            task.clear_inputs();
             for (i, t) in self.topics.names.iter().enumerate() {
                 let q = &mut task.inputs[i];
                 q.fresh_high = highs.get(&(i, p)).copied();
-                debug!(task = p, input = t.as_str(), committed = ?committed.find_partition(t, p).map(|e| e.offset()), fresh_high = ?q.fresh_high, "input positions learned");
-                match committed.find_partition(t, p).map(|e| e.offset()) {
-                    Some(Offset::Offset(o)) => {
-                        q.position = Some(q.position.map_or(o, |known| known.max(o)));
-                        q.committed_offset.get_or_insert(o);
-                    }
-                    // Nothing committed yet: reading starts at the beginning.
-                    _ => {
-                        q.position.get_or_insert(0);
-                    }
-                }
+                let start = starts.get(&(i, p)).copied().flatten();
+                debug!(task = p, input = t.as_str(), committed = ?start, fresh_high = ?q.fresh_high, "input positions learned");
+                // Nothing committed yet: reading starts at the beginning.
+                q.position = Some(start.unwrap_or(0));
+                q.committed_offset = start;
             }
+        }
+        if !self.positions_unknown.is_empty() {
+            self.positions_retry_at = now_ms() + POSITIONS_RETRY_MS;
         }
         Ok(())
     }

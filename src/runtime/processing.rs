@@ -37,7 +37,9 @@ impl Core {
         let topics = self.topics.clone();
         let edge = self.edge(now);
         for p in partitions {
-            if self.restorer.is_restoring(p) {
+            // Nothing is processed before the restore is done and reading was put at the
+            // committed offsets (`learn_positions`).
+            if self.restorer.is_restoring(p) || self.positions_unknown.contains(&p) {
                 continue;
             }
             let task = self.tasks.get_mut(&p).expect("listed");
@@ -235,8 +237,9 @@ impl Core {
         // written by an upstream exactly-once application ends in one).
         let client_positions = consumer.position().ok();
         for (p, task) in self.tasks.iter_mut() {
-            // Nothing of a task is processed before its restore is done.
-            if self.restorer.is_restoring(*p) {
+            // Nothing of a task is processed before its restore is done and its positions
+            // are known.
+            if self.restorer.is_restoring(*p) || self.positions_unknown.contains(p) {
                 continue;
             }
             for i in 0..task.inputs.len() {
