@@ -75,7 +75,7 @@ source scripts/kafka/lib.sh
 broker_pid="$(kafka_running_pid)"
 
 export KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
-export BENCH_CONNECTOR_BIN="$PWD/target/release/campaign-connector"
+export BENCH_CONNECTOR_BIN="${BENCH_CONNECTOR_BIN:-$PWD/target/release/campaign-connector}"
 BENCH_COPY_BIN="$(bin_of copy)"
 BENCH_ENGINE_BIN="$(bin_of engine)"
 suite="$(bin_of suite)"
