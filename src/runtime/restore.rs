@@ -117,6 +117,7 @@ impl Restorer {
             return Ok(Vec::new());
         }
         self.read_targets(tasks, now);
+        let mut read: BTreeMap<i32, u64> = BTreeMap::new();
         for _ in 0..budget {
             let m = match self.reader.poll(Duration::ZERO) {
                 None => break,
@@ -174,10 +175,14 @@ impl Restorer {
                     })?;
             }
             progress.record(offset);
+            *read.entry(partition).or_default() += 1;
+        }
+        // Counted once per step: a label lookup per record cost more than the engine's work.
+        for (partition, records) in read {
             metrics
                 .restore_records
                 .with_label_values(&[partition.to_string().as_str()])
-                .inc();
+                .inc_by(records);
         }
         // Control records (transaction markers) move the position without a message: ask
         // the client where it is.
@@ -264,18 +269,16 @@ fn decode(
     key: Option<&[u8]>,
     payload: Option<&[u8]>,
 ) -> Result<Option<TaskStateRecord>, (bool, String)> {
-    let key = key
-        .map(|k| String::from_utf8_lossy(k).into_owned())
-        .ok_or((false, "changelog record without a key".to_string()))?;
+    let key = key.ok_or((false, "changelog record without a key".to_string()))?;
     match payload {
         Some(bytes) => codecs
             .changelog
             .decode(bytes)
             .map(Some)
             .map_err(|e| (e.is_retriable(), e.to_string())),
-        None => Ok(key.strip_prefix("u/").map(|user_id| TaskStateRecord {
+        None => Ok(key.strip_prefix(b"u/").map(|user_id| TaskStateRecord {
             user: Some(UserState {
-                user_id: user_id.to_string(),
+                user_id: String::from_utf8_lossy(user_id).into_owned(),
                 pending: vec![],
                 receipts: vec![],
             }),
