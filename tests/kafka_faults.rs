@@ -183,8 +183,21 @@ fn input_written_in_transactions_is_caught_up_and_fires_on_time() {
     // Nothing else arrives: only the wall clock can fire ben's timer.
     let mut commands = w.send_commands();
     commands.until_count(1, Duration::from_secs(60));
-    // Ada's cancelled send would have come due with ben's.
-    std::thread::sleep(Duration::from_secs(2));
+    // Ada's send is due with ben's: once her cancellation is committed, no send of hers
+    // can follow; before it, one still could.
+    let mut decisions = w.reader("decisions");
+    wait_for(
+        "ada's pending send cancelled (committed)",
+        Duration::from_secs(60),
+        || {
+            decisions.drain(Duration::from_millis(200));
+            decisions
+                .decisions()
+                .into_iter()
+                .any(|d| d.user_id == "ada" && d.outcome == DecisionOutcome::Cancelled)
+                .then_some(())
+        },
+    );
     assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
     assert_commands(&w, &["ben".to_string()].into());
 }
