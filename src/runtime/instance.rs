@@ -51,7 +51,7 @@ pub(super) const BATCH: usize = 2_000;
 /// Changelog records replayed per loop iteration (a bounded step).
 const RESTORE_STEP: usize = 20_000;
 /// Buffered records per input partition above which the partition is paused.
-pub(super) const MAX_BUFFERED: usize = 20_000;
+pub(super) const MAX_BUFFERED: usize = 5_000;
 /// The longest the loop blocks in the consumer's poll.
 const MAX_POLL_MS: i64 = 100;
 /// Bound of a committed-offsets request.
