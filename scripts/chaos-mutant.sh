@@ -8,7 +8,8 @@
 #
 #   rewind-without-seek    after an aborted transaction the tasks are restored from the
 #                          changelog but the inputs are not sought back to the committed
-#                          offsets: the records of the aborted transaction are skipped
+#                          offsets (neither by the rewind nor when the tasks become
+#                          active): the records of the aborted transaction are skipped
 #                          (missing commands). Try: --faults stall,commit-stall
 #   offsets-after-commit   the input offsets are committed through the consumer after
 #                          commit_transaction instead of inside the transaction: a crash in
