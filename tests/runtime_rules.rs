@@ -155,6 +155,20 @@ fn commits_follow_the_interval_on_a_fake_clock() {
 }
 
 #[test]
+fn sends_fired_by_the_wall_clock_are_committed_without_waiting_for_the_interval() {
+    let mut c = CommitCadence::new(1_000, 1_000);
+    assert!(!c.due(1_050));
+    c.hurry();
+    assert_eq!(c.next_at(), 1_000 + URGENT_GAP_MS);
+    assert!(!c.due(1_000 + URGENT_GAP_MS - 1));
+    assert!(c.due(1_050));
+    // The commit ends the hurry: the next one keeps the interval again.
+    c.committed(1_060);
+    assert_eq!(c.next_at(), 2_060);
+    assert!(!c.due(1_500));
+}
+
+#[test]
 fn the_loop_blocks_until_its_next_duty_instead_of_spinning() {
     let now = 10_000;
     assert_eq!(

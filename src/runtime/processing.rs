@@ -152,6 +152,9 @@ impl Core {
                                     debug!(task = p, inputs = ?task.inputs.iter().map(|q| (q.position, q.fresh_high, q.at_end)).collect::<Vec<_>>(), "caught up: timers fire by the wall clock");
                                     task.engine.advance_to(now, now, &mut effects);
                                     task.progress_dirty = true;
+                                    if !effects.is_empty() {
+                                        self.cadence.hurry();
+                                    }
                                     self.output.execute(
                                         &self.codecs,
                                         &self.metrics,

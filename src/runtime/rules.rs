@@ -184,31 +184,51 @@ impl Backpressure {
 // ------------------------------------------------------------------------------ the loop
 
 /// When the open transaction is committed: every `interval`, and at once when asked
-/// (revocation, shutdown).
+/// (revocation, shutdown). Sends a caught-up task fired by the wall clock are *urgent*: their
+/// users wait for them, so they are committed as soon as `URGENT_GAP_MS` has passed since the
+/// last commit rather than at the next interval. A task working through a backlog fires by
+/// stream time and keeps the interval (fewer, larger transactions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitCadence {
     pub interval_ms: i64,
     pub last: TimestampMs,
+    /// The open transaction holds output fired by the wall clock.
+    pub urgent: bool,
 }
+
+/// The least time between two commits when the open one is urgent.
+pub const URGENT_GAP_MS: i64 = 10;
 
 impl CommitCadence {
     pub fn new(interval_ms: i64, now: TimestampMs) -> Self {
         Self {
             interval_ms,
             last: now,
+            urgent: false,
         }
     }
 
     pub fn due(&self, now: TimestampMs) -> bool {
-        now.saturating_sub(self.last) >= self.interval_ms
+        now >= self.next_at()
+    }
+
+    /// Output fired by the wall clock joined the open transaction.
+    pub fn hurry(&mut self) {
+        self.urgent = true;
     }
 
     pub fn committed(&mut self, now: TimestampMs) {
         self.last = now;
+        self.urgent = false;
     }
 
     pub fn next_at(&self) -> TimestampMs {
-        self.last.saturating_add(self.interval_ms)
+        let gap = if self.urgent {
+            URGENT_GAP_MS.min(self.interval_ms)
+        } else {
+            self.interval_ms
+        };
+        self.last.saturating_add(gap)
     }
 }
 
