@@ -41,7 +41,9 @@ impl Core {
             if let Some(mut task) = self.suspended.remove(&p) {
                 task.clear_inputs();
                 self.tasks.insert(p, task);
-                self.positions_unknown.insert(p);
+                // Catalog updates that arrived while it was suspended did not reach it: the
+                // catalog as it is now is applied again, as after a restore.
+                self.activate(p)?;
                 info!(
                     task = p,
                     "task resumed without a restore (committed, not moved)"
