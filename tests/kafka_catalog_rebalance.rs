@@ -6,7 +6,6 @@
 mod broker;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::Duration;
 
 use broker::*;
@@ -30,15 +29,6 @@ campaigns:
         - purchase: {}
       message: {channel: EMAIL, template_id: cart-15-off}
 "#;
-
-fn signal(instance: &Instance, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(instance.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name}");
-}
 
 #[test]
 fn a_follow_on_stopped_while_tasks_are_suspended_drops_their_pending_sends() {
@@ -69,7 +59,7 @@ fn a_follow_on_stopped_while_tasks_are_suspended_drops_their_pending_sends() {
     let stopped = parse_campaigns(STOPPED, "stopped.yaml", &Limits::default()).unwrap();
     let record = codec.encode(&stopped[0]).unwrap();
     let revoked_before = a.log_text().matches("tasks revoked").count();
-    signal(&frozen, "STOP");
+    frozen.signal("STOP");
     let c = w.start("i2");
     wait_for(
         "the first instance's tasks revoked by the rebalance",
@@ -109,7 +99,7 @@ fn a_follow_on_stopped_while_tasks_are_suspended_drops_their_pending_sends() {
         a.log_text().contains("task resumed without a restore"),
         "the rebalance resumed no task without a restore: the case under test did not occur"
     );
-    signal(&frozen, "CONT");
+    frozen.signal("CONT");
     for instance in [a, frozen, c] {
         assert_eq!(instance.stop(Duration::from_secs(60)), Some(0));
     }

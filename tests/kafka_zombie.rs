@@ -6,20 +6,10 @@
 mod broker;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use broker::*;
 use campaign_connector::model::InteractionKind::*;
-
-fn signal(instance: &Instance, name: &str) {
-    let status = Command::new("kill")
-        .arg(format!("-{name}"))
-        .arg(instance.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name}");
-}
 
 #[test]
 fn a_frozen_instance_is_fenced_and_recovers_without_a_restart() {
@@ -45,7 +35,7 @@ fn a_frozen_instance_is_fenced_and_recovers_without_a_restart() {
         users.into_iter().collect()
     };
     let mut expected = send("before", 40);
-    signal(&zombie, "STOP");
+    zombie.signal("STOP");
     expected.extend(send("frozen", 40));
     // The group moves on without it: the other instance owns every task.
     let group = w.stable_group(1, Duration::from_secs(60));
@@ -54,7 +44,7 @@ fn a_frozen_instance_is_fenced_and_recovers_without_a_restart() {
     commands.until_count(expected.len(), Duration::from_secs(60));
 
     let woken = Instant::now();
-    signal(&zombie, "CONT");
+    zombie.signal("CONT");
     let group = w.stable_group(2, Duration::from_secs(60));
     assert_tasks_whole(&w, &group, "after the zombie woke");
     let rejoined = woken.elapsed();

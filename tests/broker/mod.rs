@@ -572,6 +572,16 @@ pub struct Instance {
 }
 
 impl Instance {
+    /// Sends the process a signal by name (`STOP` freezes it, `CONT` wakes it).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name}");
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
