@@ -11,6 +11,10 @@
 #                          offsets (neither by the rewind nor when the tasks become
 #                          active): the records of the aborted transaction are skipped
 #                          (missing commands). Try: --faults stall,commit-stall
+#   offsets-skipped        the input offsets never join the transaction (nothing commits
+#                          them): after any restart or rebalance the inputs are read again
+#                          from older offsets and sent again (duplicated commands).
+#                          Try: --faults kill,kill-rebalance
 #   offsets-after-commit   the input offsets are committed through the consumer after
 #                          commit_transaction instead of inside the transaction: a crash in
 #                          between, or a zombie, sends again (duplicated commands)
