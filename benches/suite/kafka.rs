@@ -126,6 +126,7 @@ pub fn create_topics(bootstrap: &str, names: &[&str], partitions: i32) {
 /// Watches the committed offsets of a consumer group on the input topics.
 pub struct CommitWatch {
     consumer: BaseConsumer,
+    group: String,
     tpl: TopicPartitionList,
     last: std::cell::Cell<u64>,
 }
@@ -148,11 +149,30 @@ impl CommitWatch {
                 tpl.add_partition(topic, p);
             }
         }
+        // Connected and the group looked up before the system starts: the first such call
+        // of a fresh client waits for its broker connections (about a second), which would
+        // put the window's start late.
+        let _ = consumer.fetch_metadata(None, TIMEOUT);
+        let _ = consumer.fetch_group_list(Some(group), TIMEOUT);
         Self {
             consumer,
+            group: group.to_string(),
             tpl,
             last: std::cell::Cell::new(0),
         }
+    }
+
+    /// Whether the group has members and is done rebalancing: from then on every system
+    /// fetches (start-up — JVM, catalog load, group join — is behind it).
+    pub fn group_stable(&self) -> bool {
+        self.consumer
+            .fetch_group_list(Some(&self.group), TIMEOUT)
+            .map(|list| {
+                list.groups()
+                    .iter()
+                    .any(|g| g.state() == "Stable" && !g.members().is_empty())
+            })
+            .unwrap_or(false)
     }
 
     /// The sum of the committed offsets (records covered by commits); the last answer when

@@ -435,9 +435,10 @@ impl Report {
              punctuators by stream time and (when caught up) by wall clock; store caching on, \
              static membership and the connector's 5 ms producer linger, Kafka Streams' defaults \
              otherwise.\n\n\
-             events/s and CPU are measured from the group's first committed offset to the commit \
-             that covers the whole backlog (start-up excluded for all alike; `wall s from start` \
-             includes it). CPU is the process's user + system time from `/proc/<pid>/stat` \
+             events/s and CPU are measured from the moment the group is stable (members joined \
+             and assigned) to the commit that covers the whole backlog (start-up excluded for all \
+             alike; `wall s from start` includes it; the time to the covering commit counts, so a \
+             1 s commit interval shows in the figure). CPU is the process's user + system time from `/proc/<pid>/stat` \
              (all threads); the broker's CPU in the same window is shown beside it. Peak RSS is \
              `VmHWM`. The restart is a new process on the same changelog (Kafka Streams with an \
              empty state directory, so it restores from its changelog as the connector does). The \
