@@ -54,14 +54,18 @@ pub struct EdgeChecks {
     pub max_future_skew_ms: i64,
 }
 
-/// An input message as an owned, decoded and checked record.
+/// An input message as an owned, decoded and checked record. The raw key and value are
+/// kept only where they are needed again — a record to dead-letter or to decode again;
+/// copying them for every good record cost more than the engine's work on it.
 pub fn arrive(codecs: &Codecs, rank: usize, m: &BorrowedMessage<'_>, edge: EdgeChecks) -> Arrived {
+    let event = decode_input(codecs, rank, m.key(), m.payload(), edge);
+    let keep = !matches!(event, Decoded::Event(_));
     Arrived {
         offset: m.offset(),
         seq: 0,
-        key: m.key().map(<[u8]>::to_vec),
-        payload: m.payload().map(<[u8]>::to_vec),
-        event: decode_input(codecs, rank, m.key(), m.payload(), edge),
+        key: m.key().filter(|_| keep).map(<[u8]>::to_vec),
+        payload: m.payload().filter(|_| keep).map(<[u8]>::to_vec),
+        event,
     }
 }
 

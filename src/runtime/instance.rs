@@ -347,13 +347,15 @@ fn run_member(
         let mut guard = lock(&core);
         let c = guard.as_mut().expect("set");
         if let Some(result) = polled {
-            route(c, result);
+            // One reading of the clock for the batch's edge checks.
+            let edge = c.edge(now_ms());
+            route(c, result, edge);
             for _ in 0..BATCH {
                 drop(guard);
                 let next = consumer.poll(Duration::ZERO);
                 guard = lock(&core);
                 match next {
-                    Some(result) => route(guard.as_mut().expect("set"), result),
+                    Some(result) => route(guard.as_mut().expect("set"), result, edge),
                     None => break,
                 }
             }
@@ -518,7 +520,7 @@ fn release_freed_memory() {
 }
 
 /// Puts a polled message into its task (or ignores what belongs to no task here).
-fn route(c: &mut Core, result: Result<BorrowedMessage<'_>, KafkaError>) {
+fn route(c: &mut Core, result: Result<BorrowedMessage<'_>, KafkaError>, edge: EdgeChecks) {
     match result {
         Ok(m) => {
             let Some(rank) = c.topics.rank(m.topic()) else {
@@ -532,7 +534,6 @@ fn route(c: &mut Core, result: Result<BorrowedMessage<'_>, KafkaError>) {
             let partition = m.partition();
             // A task being restored has its inputs paused; what was fetched before the
             // pause took effect waits in its queues.
-            let edge = c.edge(now_ms());
             if let Some(task) = c.tasks.get_mut(&partition) {
                 task.push(rank, arrive(&c.codecs, rank, &m, edge));
             }

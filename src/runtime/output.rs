@@ -21,7 +21,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::TopicPartitionList;
+use rdkafka::{ClientConfig, TopicPartitionList};
 use tracing::warn;
 
 use super::codecs::Codecs;
@@ -487,12 +487,18 @@ impl Output {
     }
 }
 
-fn create_producer(settings: &Settings) -> Result<BaseProducer, RuntimeError> {
+/// The output producer's client configuration: the pass-through properties, what the
+/// contract needs (Java-compatible partitioning, idempotence, the transactional id), and
+/// defaults the pass-through may override.
+fn producer_config(settings: &Settings) -> ClientConfig {
     let mut c = base_config(settings);
     // Java-compatible partitioning of send-commands by user id.
     c.set("partitioner", "murmur2_random")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5");
+        .set("enable.idempotence", "true");
+    // A default, not a rule: `kafka.linger.ms` overrides it.
+    if c.get("linger.ms").is_none() {
+        c.set("linger.ms", "5");
+    }
     let exactly_once = settings.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
     if exactly_once {
         c.set("transactional.id", settings.transactional_id()).set(
@@ -500,7 +506,12 @@ fn create_producer(settings: &Settings) -> Result<BaseProducer, RuntimeError> {
             settings.transaction_timeout.as_millis().to_string(),
         );
     }
-    let producer: BaseProducer = c
+    c
+}
+
+fn create_producer(settings: &Settings) -> Result<BaseProducer, RuntimeError> {
+    let exactly_once = settings.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
+    let producer: BaseProducer = producer_config(settings)
         .create()
         .map_err(RuntimeError::kafka("creating the producer"))?;
     if exactly_once {
@@ -510,4 +521,42 @@ fn create_producer(settings: &Settings) -> Result<BaseProducer, RuntimeError> {
             .map_err(RuntimeError::kafka("initialising transactions"))?;
     }
     Ok(producer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::config::load;
+
+    fn producer_setting(env: &[(&str, &str)], key: &str) -> Option<String> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let settings = load(None, env.collect::<Vec<_>>()).unwrap();
+        producer_config(&settings).get(key).map(str::to_string)
+    }
+
+    #[test]
+    fn the_producer_lingers_5_ms_unless_the_operator_says_otherwise() {
+        assert_eq!(producer_setting(&[], "linger.ms").as_deref(), Some("5"));
+        assert_eq!(
+            producer_setting(&[("CONNECTOR_KAFKA__LINGER_MS", "20")], "linger.ms").as_deref(),
+            Some("20")
+        );
+    }
+
+    #[test]
+    fn what_the_contract_needs_is_not_overridden() {
+        let env = [
+            ("CONNECTOR_KAFKA__PARTITIONER", "random"),
+            ("CONNECTOR_APPLICATION_ID", "app"),
+            ("CONNECTOR_INSTANCE_ID", "i7"),
+        ];
+        assert_eq!(
+            producer_setting(&env, "partitioner").as_deref(),
+            Some("murmur2_random")
+        );
+        assert_eq!(
+            producer_setting(&env, "transactional.id").as_deref(),
+            Some("app-i7")
+        );
+    }
 }

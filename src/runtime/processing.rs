@@ -67,6 +67,12 @@ impl Core {
                 self.backoff.reset();
             }
             let mut taken = 0;
+            // Where the records come from, for decisions: built once, the offset set per record.
+            let mut sources: [InputCoordinates; 2] = std::array::from_fn(|i| InputCoordinates {
+                topic: topics[i].clone(),
+                partition: p,
+                offset: 0,
+            });
             while taken < BATCH {
                 taken += 1;
                 let task = self.tasks.get_mut(&p).expect("listed");
@@ -99,12 +105,9 @@ impl Core {
                         task.inputs[i].next_offset = Some(arrived.offset + 1);
                         match &arrived.event {
                             Decoded::Event(event) => {
-                                let source = InputCoordinates {
-                                    topic: topics[i].clone(),
-                                    partition: p,
-                                    offset: arrived.offset,
-                                };
-                                match task.engine.process(event, Some(&source), now, &mut effects) {
+                                let source = &mut sources[i];
+                                source.offset = arrived.offset;
+                                match task.engine.process(event, Some(source), now, &mut effects) {
                                     Ok(()) => {
                                         task.progress_dirty = true;
                                         self.output.execute(
@@ -115,7 +118,9 @@ impl Core {
                                         )?;
                                     }
                                     // The edge checks the same range; this is the engine's
-                                    // own refusal, untouched state, treated alike.
+                                    // own refusal, untouched state, treated alike. (The raw
+                                    // bytes of a decoded record are not kept: the dead letter
+                                    // names its coordinates.)
                                     Err(e) => {
                                         let bad = BadInput {
                                             class: e.class(),
