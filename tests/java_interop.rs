@@ -641,11 +641,8 @@ fn a_jvm_producer_feeds_the_connector_and_a_jvm_consumer_reads_its_outputs() {
     let mut commands = w.send_commands();
     commands.until_count(3, Duration::from_secs(60));
     let mut decisions = w.reader("decisions");
-    broker::wait_for("ann's cancellation", Duration::from_secs(30), || {
-        decisions.drain(Duration::from_millis(200));
-        decisions
-            .decisions()
-            .iter()
+    decisions.until_decisions("ann's cancellation", Duration::from_secs(30), |read| {
+        read.iter()
             .any(|d| d.user_id == "ann" && d.outcome == DecisionOutcome::Cancelled)
             .then_some(())
     });

@@ -102,13 +102,11 @@ fn a_backfill_publish_sends_for_the_triggers_since_its_start_once_across_a_resta
         push("a5-again", "a5", now),
     ]);
     let mut decisions = w.reader("decisions");
-    wait_for(
+    decisions.until_decisions(
         "b2 and b3 scheduled (committed)",
         Duration::from_secs(60),
-        || {
-            decisions.drain(Duration::from_millis(200));
-            let scheduled: BTreeSet<String> = decisions
-                .decisions()
+        |read| {
+            let scheduled: BTreeSet<String> = read
                 .into_iter()
                 .filter(|d| d.outcome == DecisionOutcome::Scheduled)
                 .map(|d| d.user_id)

@@ -73,13 +73,11 @@ fn a_follow_on_stopped_while_tasks_are_suspended_drops_their_pending_sends() {
     // Every pending send is dropped (committed) — by whichever instance holds its task now,
     // including tasks resumed without a restore — and none is sent.
     let mut decisions = w.reader("decisions");
-    let ended = wait_for(
+    let ended = decisions.until_decisions(
         "a decision about every pending send after the stop",
         Duration::from_secs(120),
-        || {
-            decisions.drain(Duration::from_millis(200));
-            let ended: Vec<_> = decisions
-                .decisions()
+        |read| {
+            let ended: Vec<_> = read
                 .into_iter()
                 .filter(|d| d.follow_on_id == "cart-email")
                 .filter(|d| d.outcome != DecisionOutcome::Scheduled)

@@ -119,13 +119,11 @@ fn examples_end_to_end(w: World) {
     // sends can no longer fire.
     let mut decisions = w.reader("decisions");
     let expected_cancellations = [("ann", "n3"), ("cal", "p1"), ("dan", "c4")];
-    wait_for(
+    decisions.until_decisions(
         "the three committed cancellations",
         Duration::from_secs(60),
-        || {
-            decisions.drain(Duration::from_millis(200));
-            let cancelled: Vec<(String, String)> = decisions
-                .decisions()
+        |read| {
+            let cancelled: Vec<(String, String)> = read
                 .into_iter()
                 .filter(|d| {
                     d.outcome == DecisionOutcome::Cancelled && d.reason == DecisionReason::Exception

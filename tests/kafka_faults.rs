@@ -38,14 +38,11 @@ fn a_pending_timer_survives_sigkill_and_fires_exactly_once_after_restart() {
 
     // The schedule is committed once its decision is visible to a read_committed reader.
     let mut decisions = w.reader("decisions");
-    wait_for(
+    decisions.until_decisions(
         "the committed SCHEDULED decision",
         Duration::from_secs(30),
-        || {
-            decisions.drain(Duration::from_millis(200));
-            decisions
-                .decisions()
-                .iter()
+        |read| {
+            read.iter()
                 .any(|d| d.outcome == DecisionOutcome::Scheduled)
                 .then_some(())
         },
@@ -186,20 +183,49 @@ fn input_written_in_transactions_is_caught_up_and_fires_on_time() {
     // Ada's send is due with ben's: once her cancellation is committed, no send of hers
     // can follow; before it, one still could.
     let mut decisions = w.reader("decisions");
-    wait_for(
+    decisions.until_decisions(
         "ada's pending send cancelled (committed)",
         Duration::from_secs(60),
-        || {
-            decisions.drain(Duration::from_millis(200));
-            decisions
-                .decisions()
-                .into_iter()
+        |read| {
+            read.into_iter()
                 .any(|d| d.user_id == "ada" && d.outcome == DecisionOutcome::Cancelled)
                 .then_some(())
         },
     );
     assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
     assert_commands(&w, &["ben".to_string()].into());
+}
+
+/// A send fired by the wall clock (its task caught up) is committed at once, not at the
+/// next commit interval: with a one-minute interval, the command is visible seconds after
+/// it is due. (Nothing else commits in between: no rebalance, and the first interval ends
+/// a minute after the start.)
+#[test]
+fn a_send_fired_by_the_wall_clock_is_committed_without_waiting_for_the_interval() {
+    let mut w = World::new("live-send", 2);
+    w.set("COMMIT_INTERVAL", "60s");
+    w.set("TRANSACTION_TIMEOUT", "120s");
+    w.create_topics();
+    w.publish(&cart_campaigns("2s"));
+    let instance = w.start("i0");
+    instance.wait_log("tasks assigned", Duration::from_secs(60));
+    let started = now_ms();
+    w.send_events(&[interaction(
+        "k1",
+        "kim",
+        "abandoned-cart",
+        PushReceived,
+        started,
+    )]);
+    let mut commands = w.send_commands();
+    commands.until_count(1, Duration::from_secs(50));
+    let visible_after_due = now_ms() - commands.commands()[0].due_at;
+    assert!(
+        visible_after_due < 20_000,
+        "the send became visible {visible_after_due} ms after its due time: it waited for the interval"
+    );
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+    assert_commands(&w, &["kim".to_string()].into());
 }
 
 #[test]
@@ -341,10 +367,11 @@ fn out_of_range_and_far_future_event_times_are_dead_lettered_and_move_no_time() 
     // ada's timer is pending (due in 12 s) when the bad records arrive.
     w.send_events(&[interaction("a1", "ada", "abandoned-cart", PushReceived, t)]);
     let mut decisions = w.reader("decisions");
-    wait_for("ada's committed schedule", Duration::from_secs(30), || {
-        decisions.drain(Duration::from_millis(200));
-        (!decisions.decisions().is_empty()).then_some(())
-    });
+    decisions.until_decisions(
+        "ada's committed schedule",
+        Duration::from_secs(30),
+        |read| (!read.is_empty()).then_some(()),
+    );
     // Year 262,000-ish on a next-weekday follow-on: once a panic, now bad input. Then a
     // record dated 2099 for ada herself: it must not move her task's stream time.
     w.send_events(&[

@@ -199,13 +199,11 @@ fn a_shadow_writes_only_to_the_shadow_topic_and_its_promotion_sends_from_then_on
     // pending; the next instance sends them from the changelog.
     let b = w.start("b");
     let mut decisions = w.reader("decisions");
-    wait_for(
+    decisions.until_decisions(
         "c1 and c2 scheduled by the promoted version",
         Duration::from_secs(90),
-        || {
-            decisions.drain(Duration::from_millis(200));
-            let scheduled: BTreeSet<String> = decisions
-                .decisions()
+        |read| {
+            let scheduled: BTreeSet<String> = read
                 .into_iter()
                 .filter(|d| {
                     d.follow_on_id == "cart-email" && d.outcome == DecisionOutcome::Scheduled

@@ -563,6 +563,21 @@ impl Reader {
             .map(|r| codec.decode(r.payload.as_deref().unwrap()).unwrap())
             .collect()
     }
+
+    /// Reads the decision log until `found` finds what the test waits for among the
+    /// decisions read so far (committed ones: the reader is `read_committed`); panics after
+    /// `deadline`, naming `what`.
+    pub fn until_decisions<T>(
+        &mut self,
+        what: &str,
+        deadline: Duration,
+        mut found: impl FnMut(Vec<Decision>) -> Option<T>,
+    ) -> T {
+        wait_for(what, deadline, || {
+            self.drain(Duration::from_millis(200));
+            found(self.decisions())
+        })
+    }
 }
 
 /// A running connector process.
