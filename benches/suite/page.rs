@@ -219,6 +219,7 @@ impl Report {
                     "peak RSS ingest MiB",
                     "ready s, empty state",
                     "restart: ready s",
+                    "restore s (longest task)",
                     "pending reported",
                     "RSS restored MiB",
                     "peak RSS restore MiB",
@@ -235,6 +236,7 @@ impl Report {
                     mib(r.rss_ingest),
                     format!("{:.1}", r.ready_empty_s),
                     format!("{:.1}", r.ready_s),
+                    opt(r.restore_s, |s| format!("{s:.1}")),
                     opt(r.pending, |p| thousands(p as f64)),
                     mib(r.rss_restored),
                     mib(r.peak_rss_restore),
@@ -310,15 +312,19 @@ impl Report {
             );
         }
         if let Some(r) = self.restore.iter().find(|r| r.system == "connector") {
-            // The restore proper: ready after the restart less ready on empty state.
-            let restore = (r.ready_s - r.ready_empty_s).max(0.0);
+            // The restore proper, as the connector measured it; without that, ready after
+            // the restart less ready on empty state (which carries the group join's spread).
+            let restore = r
+                .restore_s
+                .unwrap_or((r.ready_s - r.ready_empty_s).max(0.0));
             let at_10m = r.ready_empty_s + restore * 10_000_000.0 / r.timers.max(1) as f64;
             line(
                 "restore of 10 M timers ≤ 15 s (time until ready)".into(),
                 format!(
-                    "ready {:.1} s after a restart with {} timers, {:.1} s on empty state (≈ {at_10m:.0} s at 10 M, scaling the difference linearly)",
+                    "ready {:.1} s after a restart with {} timers ({} restoring, the longest task), {:.1} s on empty state (≈ {at_10m:.0} s at 10 M: start-up plus the restore scaled linearly)",
                     r.ready_s,
                     thousands(r.timers as f64),
+                    r.restore_s.map_or("not reported".to_string(), |s| format!("{s:.1} s")),
                     r.ready_empty_s
                 ),
                 Some(at_10m <= 15.0),
@@ -455,8 +461,11 @@ impl Report {
              start for every other one, so that both inputs carry records), all due in the same \
              second of wall time; measured from the end of that second until a reader has every \
              send-command. **Restore** — one pending timer per user (a week's delay), then a \
-             restart: time until ready, the pending count the system reports, and resident memory \
-             after the restore over that of the first start on empty state, per timer.\n",
+             restart: time until ready, the restore itself as the connector reports it (its \
+             longest task's `connector_restore_duration_seconds`: time until ready also holds \
+             the start-up and the group join, which vary by seconds between starts), the pending \
+             count the system reports, and resident memory after the restore over that of the \
+             first start on empty state, per timer.\n",
             sizes.lateness_delay_s
         );
         if let (Some(chart), false) = (chart, self.rows.is_empty()) {

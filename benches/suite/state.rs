@@ -175,6 +175,10 @@ pub struct RestoreRow {
     pub ready_s: f64,
     /// Time until ready of the first start, on empty state (start-up, catalog, group join).
     pub ready_empty_s: f64,
+    /// The restore proper as the system measured it (the connector: its longest task's
+    /// restore, `connector_restore_duration_seconds`): without the start-up and the group
+    /// join, whose time varies by seconds from one start to the next.
+    pub restore_s: Option<f64>,
     pub pending: Option<u64>,
     pub baseline_rss: u64,
     pub rss_restored: u64,
@@ -214,6 +218,7 @@ pub fn restore(env: &Env, kind: Kind, prefix: &str, n: u64) -> RestoreRow {
         rss_ingest,
         ready_s: ready.as_secs_f64(),
         ready_empty_s: ready_empty.as_secs_f64(),
+        restore_s: again.restore_seconds(),
         pending: again.pending(),
         baseline_rss,
         rss_restored: rss(pid),

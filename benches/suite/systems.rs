@@ -331,6 +331,21 @@ impl Running {
         }
     }
 
+    /// How long the longest task restore took, as the connector reports it.
+    pub fn restore_seconds(&self) -> Option<f64> {
+        let Kind::Connector { .. } = self.kind else {
+            return None;
+        };
+        let (status, body) = http_get(self.http.as_deref()?, "/metrics")?;
+        if status != 200 {
+            return None;
+        }
+        body.lines()
+            .filter(|l| l.starts_with("connector_restore_duration_seconds{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .reduce(f64::max)
+    }
+
     pub fn stop(self) {
         self.proc.stop(Duration::from_secs(90));
     }
