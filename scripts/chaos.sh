@@ -20,7 +20,7 @@
 #   --seed N         the seed (default: a random one, printed); the same seed gives the
 #                    same input and the same fault schedule
 #   --faults LIST    only these fault kinds (kill, kill-restore, kill-rebalance, broker-kill,
-#                    broker-restart, storm, zombie, drop, stall, commit-stall, registry),
+#                    broker-restart, storm, zombie, drop, stall, commit-stall, kill-commit, registry),
 #                    or none. With `registry` in the list the interactions are written in
 #                    the Confluent wire format, through a schema registry the run starts
 #   --poison LIST    only these poison kinds (garbage, truncated, v3, time-range,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::fleet::Fleet;
 use crate::kafka::Cluster;
 use crate::progress::{lock, wait_until, SharedProgress};
-use crate::proxy::{Proxy, API_END_TXN};
+use crate::proxy::{Proxy, API_END_TXN, API_OFFSET_COMMIT};
 use crate::registry_outage::{Gate, GateMode};
 use crate::rng::Rng;
 
@@ -30,11 +30,12 @@ pub enum FaultKind {
     ConnectionsDropped,
     Stall,
     CommitStall,
+    KillAtCommit,
     RegistryOutage,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         FaultKind::ConnectorKill,
         FaultKind::KillMidRestore,
         FaultKind::KillDuringRebalance,
@@ -45,6 +46,7 @@ impl FaultKind {
         FaultKind::ConnectionsDropped,
         FaultKind::Stall,
         FaultKind::CommitStall,
+        FaultKind::KillAtCommit,
         FaultKind::RegistryOutage,
     ];
 
@@ -61,6 +63,7 @@ impl FaultKind {
             FaultKind::ConnectionsDropped => "drop",
             FaultKind::Stall => "stall",
             FaultKind::CommitStall => "commit-stall",
+            FaultKind::KillAtCommit => "kill-commit",
             FaultKind::RegistryOutage => "registry",
         }
     }
@@ -78,6 +81,7 @@ impl FaultKind {
             FaultKind::ConnectionsDropped => "network: all connections dropped",
             FaultKind::Stall => "network: stall longer than the request timeout",
             FaultKind::CommitStall => "network: stall during a commit (EndTxn)",
+            FaultKind::KillAtCommit => "connector SIGKILL at a commit (its request held)",
             FaultKind::RegistryOutage => "schema registry down (refused, then HTTP 503)",
         }
     }
@@ -265,6 +269,7 @@ impl Injector {
                 (format!("all traffic held for {:?}", self.stall), 0, true)
             }
             FaultKind::CommitStall => self.commit_stall(),
+            FaultKind::KillAtCommit => self.kill_at_commit(),
             FaultKind::RegistryOutage => self.registry_outage(),
         };
         self.log(&format!("{}: {detail}", kind.title()));
@@ -601,6 +606,69 @@ impl Injector {
             ),
             0,
             !held.is_empty() && stopped.is_empty(),
+        )
+    }
+
+    /// Arms every proxy to hold the next request with `api_key` for `hold`; returns the
+    /// node whose proxy held one within `within`, disarming the others.
+    fn hold_next(&self, api_key: i16, hold: Duration, within: Duration) -> Option<usize> {
+        for p in &self.proxies {
+            p.stall_on_request(api_key, hold);
+        }
+        let started = Instant::now();
+        let mut fired = None;
+        while started.elapsed() < within && fired.is_none() {
+            fired = self.proxies.iter().position(|p| p.triggered_at().is_some());
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for p in &self.proxies {
+            p.disarm();
+        }
+        fired
+    }
+
+    /// Kills every active instance while a commit request of theirs is held at a proxy, so
+    /// that it never reaches the broker: an offset commit outside a transaction if one is
+    /// ever sent (exactly-once never sends one — its offsets go inside the transaction —
+    /// but a build that committed them after the transaction would be caught between its
+    /// two commits), otherwise a transaction's EndTxn (the transaction is then aborted by
+    /// the restarted instance's fencing, and its input processed again).
+    fn kill_at_commit(&mut self) -> (String, usize, bool) {
+        let hold = Duration::from_secs(5);
+        let (what, fired) = match self.hold_next(API_OFFSET_COMMIT, hold, Duration::from_secs(10)) {
+            Some(node) => (
+                "an OffsetCommit (offsets outside a transaction)",
+                Some(node),
+            ),
+            None => (
+                "an EndTxn",
+                self.hold_next(API_END_TXN, hold, Duration::from_secs(60)),
+            ),
+        };
+        let Some(node) = fired else {
+            return ("no commit passed within 70 s".into(), 0, false);
+        };
+        let victims = fleet(&self.fleet).active();
+        for v in &victims {
+            fleet(&self.fleet).kill(v);
+        }
+        // The held request dies with its connection instead of reaching the broker late.
+        for p in &self.proxies {
+            p.drop_all();
+            p.stall_for(Duration::ZERO);
+        }
+        self.jitter(1_000);
+        for v in &victims {
+            let _ = fleet(&self.fleet).start(v);
+        }
+        (
+            format!(
+                "{what} held at the proxy of node {}: SIGKILL {} before it reached the broker; restarted",
+                node + 1,
+                victims.join(", ")
+            ),
+            2 * victims.len(),
+            true,
         )
     }
 

@@ -47,6 +47,7 @@ pub fn profile(name: &str) -> Option<Profile> {
                 (ConnectionsDropped, 1),
                 (Stall, 1),
                 (CommitStall, 1),
+                (KillAtCommit, 1),
                 (RegistryOutage, 1),
             ],
             stall: Duration::from_secs(12),
@@ -75,6 +76,7 @@ pub fn profile(name: &str) -> Option<Profile> {
                 (ConnectionsDropped, 3),
                 (Stall, 3),
                 (CommitStall, 3),
+                (KillAtCommit, 3),
                 (RegistryOutage, 3),
             ],
             stall: Duration::from_secs(15),
@@ -108,7 +110,7 @@ pub struct Args {
 pub const USAGE: &str = "usage: chaos [--profile ci|full] [--seed N] [--faults all|none|KIND,...] \
 [--poison all|none|KIND,...] [--instances N] [--events N] [--fetch-limit KB/s] [--transactional-input] [--dry-run] [--port-base B] [--bin CONNECTOR] [--repo DIR] [--work DIR] [--report FILE.md]
 fault kinds: kill, kill-restore, kill-rebalance, broker-kill, broker-restart, storm, zombie, \
-drop, stall, commit-stall, registry
+drop, stall, commit-stall, kill-commit, registry
 poison kinds: garbage, truncated, v3, time-range, time-negative, 2099, key, empty-user";
 
 pub fn parse_args() -> Result<Args, String> {

@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 
 /// Kafka api keys the proxy knows.
 pub const API_FETCH: i16 = 1;
+pub const API_OFFSET_COMMIT: i16 = 8;
 pub const API_END_TXN: i16 = 26;
 
 #[derive(Default)]
