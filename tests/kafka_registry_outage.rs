@@ -155,3 +155,24 @@ fn an_output_schema_the_registry_refuses_stops_the_process_once_with_the_cause()
         "nothing was committed"
     );
 }
+
+/// A stop that comes while the catalog is still being read at start-up — here the registry
+/// does not answer for the catalog's schema, so the read waits — is a clean stop (exit 0),
+/// like a stop at any other moment.
+#[test]
+fn a_stop_while_the_catalog_waits_for_the_registry_is_a_clean_stop() {
+    let registry = FakeRegistry::start();
+    let mut w = World::new("registry-catalog-stop", 2);
+    w.set("ENCODINGS__CAMPAIGNS__FORMAT", "confluent");
+    w.set("ENCODINGS__CAMPAIGNS__REGISTRY_URL", &registry.url);
+    w.set("ENCODINGS__CAMPAIGNS__REGISTRY_TIMEOUT_MS", "500");
+    w.create_topics();
+    w.publish(PROMO_CHAIN);
+    registry.fail_with(Some(503));
+    let instance = w.start("i0");
+    instance.wait_log(
+        "catalog record cannot be decoded now",
+        Duration::from_secs(60),
+    );
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+}

@@ -28,6 +28,7 @@ pub fn live_catalog(settings: &Settings) -> Result<BTreeMap<String, Campaign>, R
     let codecs = Codecs::new(settings).map_err(RuntimeError::Codec)?;
     let mut feed = CatalogFeed::start(settings)?;
     let mut catalog = BTreeMap::new();
+    // Nothing sets this flag: the read always runs to its end.
     feed.load_all(&codecs, &mut catalog, &AtomicBool::new(false), &|| {})?;
     Ok(catalog)
 }

@@ -75,14 +75,15 @@ impl CatalogFeed {
         })
     }
 
-    /// Reads up to the high watermarks captured now, into `catalog`.
+    /// Reads up to the high watermarks captured now, into `catalog`. `Ok(false)`: a
+    /// shutdown came first (a stop during start-up is a clean stop, not an error).
     pub fn load_all(
         &mut self,
         codecs: &Codecs,
         catalog: &mut BTreeMap<String, Campaign>,
         shutdown: &AtomicBool,
         heartbeat: &dyn Fn(),
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<bool, RuntimeError> {
         let started = Instant::now();
         let mut high = Vec::with_capacity(self.partitions);
         for p in 0..self.partitions as i32 {
@@ -90,9 +91,7 @@ impl CatalogFeed {
             loop {
                 heartbeat();
                 if shutdown.load(Ordering::Relaxed) {
-                    return Err(RuntimeError::Setup(
-                        "shutdown while loading the catalog".into(),
-                    ));
+                    return Ok(false);
                 }
                 match high_watermark(&self.consumer, &self.topic, p) {
                     Ok(h) => break high.push(h),
@@ -108,9 +107,7 @@ impl CatalogFeed {
         while position.iter().zip(&high).any(|(p, h)| p < h) {
             heartbeat();
             if shutdown.load(Ordering::Relaxed) {
-                return Err(RuntimeError::Setup(
-                    "shutdown while loading the catalog".into(),
-                ));
+                return Ok(false);
             }
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
@@ -154,7 +151,7 @@ impl CatalogFeed {
             ms = started.elapsed().as_millis() as u64,
             "catalog read to its end"
         );
-        Ok(())
+        Ok(true)
     }
 
     /// Whatever arrived since the last call, without blocking. Reader errors are the

@@ -325,7 +325,10 @@ fn run_member(
         let mut guard = lock(&core);
         let c = guard.as_mut().expect("set");
         let heartbeat = || health.heartbeat_ms.store(now_ms(), Ordering::Relaxed);
-        catalog_reader.load_all(&c.codecs, &mut c.catalog, &shutdown, &heartbeat)?;
+        if !catalog_reader.load_all(&c.codecs, &mut c.catalog, &shutdown, &heartbeat)? {
+            info!("stopped while loading the catalog");
+            return Ok(());
+        }
         info!(campaigns = c.catalog.len(), "catalog loaded");
     }
 
