@@ -202,7 +202,7 @@ fn input_written_in_transactions_is_caught_up_and_fires_on_time() {
 /// a minute after the start.)
 #[test]
 fn a_send_fired_by_the_wall_clock_is_committed_without_waiting_for_the_interval() {
-    let mut w = World::new("live-send", 2);
+    let mut w = World::new("wall-clock-send", 2);
     w.set("COMMIT_INTERVAL", "60s");
     w.set("TRANSACTION_TIMEOUT", "120s");
     w.create_topics();

@@ -128,6 +128,7 @@ impl Core {
     pub fn new_task(&self, partition: i32) -> Task {
         let mut task = Task::new(
             partition,
+            [&self.topics[0], &self.topics[1]],
             self.settings.limits,
             (
                 self.settings.merge_max_wait.as_millis() as i64,

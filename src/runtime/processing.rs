@@ -18,7 +18,7 @@ use super::rules::{
 };
 use super::task::{BadInput, Decoded};
 use crate::merge::Next;
-use crate::model::{InputCoordinates, TimestampMs};
+use crate::model::TimestampMs;
 
 /// How soon the loop looks again for the answer to a question about an input's end.
 const ANSWER_POLL_MS: TimestampMs = 1;
@@ -67,12 +67,6 @@ impl Core {
                 self.backoff.reset();
             }
             let mut taken = 0;
-            // Where the records come from, for decisions: built once, the offset set per record.
-            let mut sources: [InputCoordinates; 2] = std::array::from_fn(|i| InputCoordinates {
-                topic: topics[i].clone(),
-                partition: p,
-                offset: 0,
-            });
             while taken < BATCH {
                 taken += 1;
                 let task = self.tasks.get_mut(&p).expect("listed");
@@ -105,7 +99,7 @@ impl Core {
                         task.inputs[i].next_offset = Some(arrived.offset + 1);
                         match &arrived.event {
                             Decoded::Event(event) => {
-                                let source = &mut sources[i];
+                                let source = &mut task.sources[i];
                                 source.offset = arrived.offset;
                                 match task.engine.process(event, Some(source), now, &mut effects) {
                                     Ok(()) => {

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use crate::engine::Engine;
 use crate::merge::{Head, InputState, Merge, Next};
-use crate::model::{InputEvent, TimestampMs};
+use crate::model::{InputCoordinates, InputEvent, TimestampMs};
 use crate::validate::Limits;
 
 /// An input record as it arrived, decoded or not.
@@ -98,11 +98,15 @@ pub struct Task {
     pub progress_dirty: bool,
     /// Arrival number of the last record buffered.
     pub last_seq: u64,
+    /// Where each input's records come from, named in decisions (built once; the offset is
+    /// set per record).
+    pub sources: [InputCoordinates; 2],
 }
 
 impl Task {
     pub fn new(
         partition: i32,
+        topics: [&str; 2],
         limits: Limits,
         (merge_max_wait_ms, merge_fetch_wait_ms): (i64, i64),
         decision_log: bool,
@@ -117,6 +121,11 @@ impl Task {
             dirty: BTreeSet::new(),
             progress_dirty: false,
             last_seq: 0,
+            sources: topics.map(|topic| InputCoordinates {
+                topic: topic.to_string(),
+                partition,
+                offset: 0,
+            }),
         }
     }
 

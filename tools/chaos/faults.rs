@@ -673,19 +673,7 @@ impl Injector {
     }
 
     fn commit_stall(&mut self) -> (String, usize, bool) {
-        for p in &self.proxies {
-            p.stall_on_request(API_END_TXN, self.stall);
-        }
-        let started = Instant::now();
-        let mut fired = None;
-        while started.elapsed() < Duration::from_secs(60) && fired.is_none() {
-            fired = self.proxies.iter().position(|p| p.triggered_at().is_some());
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        for p in &self.proxies {
-            p.disarm();
-        }
-        match fired {
+        match self.hold_next(API_END_TXN, self.stall, Duration::from_secs(60)) {
             Some(i) => {
                 std::thread::sleep(self.stall);
                 (
