@@ -165,8 +165,11 @@ pub fn spawn_monitor(
                 (p.inputs.clone(), topics, (p.inputs.len() / 2) as i32)
             };
             let mut last_group = Instant::now() - Duration::from_secs(60);
-            // Per task: the changelog's end offsets of the last samples while the task still
-            // had input to process. Two samples back is safely before it could catch up.
+            // Per task: the changelog's committed ends (last stable offsets) of the last
+            // samples while the task still had input to process. A transaction that moved the
+            // task's committed offsets to its input's end is not below them, however long its
+            // commit took; two samples back leaves room for the offsets being read before the
+            // ends within one sample.
             let mut history: Vec<std::collections::VecDeque<i64>> =
                 vec![Default::default(); partitions as usize];
             let mut done = vec![false; partitions as usize];

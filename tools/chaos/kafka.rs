@@ -432,7 +432,10 @@ pub fn watermarks(bootstrap: &str, topic: &str, isolation: &str) -> Result<Vec<i
         .collect()
 }
 
-/// High watermarks of one topic, from a client kept open (for sampling).
+/// Last stable offsets of one topic (the end a `read_committed` reader sees), from a client
+/// kept open (for sampling). Not the high watermark: records of a transaction still open
+/// (a commit held up by a broker restart or a stall) are below the high watermark long
+/// before they are committed, and a sample must not count them as written yet.
 pub struct Watermarks {
     consumer: BaseConsumer,
     topic: String,
@@ -443,7 +446,7 @@ impl Watermarks {
     pub fn new(bootstrap: &str, topic: &str, partitions: i32) -> Result<Self, String> {
         let consumer = client(bootstrap)
             .set("group.id", "chaos-watermarks")
-            .set("isolation.level", "read_uncommitted")
+            .set("isolation.level", "read_committed")
             .create()
             .map_err(|e| e.to_string())?;
         Ok(Self {
