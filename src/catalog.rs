@@ -259,19 +259,26 @@ pub enum CatalogChange {
     FollowOnDeleted(FollowOnIdx),
 }
 
+/// What an interaction on one campaign can do.
+#[derive(Debug, Default)]
+pub struct InteractionRules {
+    /// The kinds that some rule version lists as an exception on this campaign: a filter so
+    /// that events which cannot cancel anything skip the user lookup.
+    pub exception_kinds: KindSet,
+    /// The current rules triggered by interactions on this campaign, in follow-on id order.
+    pub triggered: Vec<RuleId>,
+}
+
 #[derive(Debug, Default)]
 pub struct Catalog {
     limits: Limits,
     campaigns: HashMap<String, CampaignEntry>,
-    /// Trigger campaign id → current rules triggered by it.
-    by_trigger: HashMap<String, Vec<RuleId>>,
+    /// Campaign id → what an interaction on it can do (one lookup per interaction).
+    interactions: HashMap<String, InteractionRules>,
     follow_on_names: Vec<String>,
     follow_on_index: HashMap<String, FollowOnIdx>,
     rules: Vec<RuleSlot>,
     rule_index: HashMap<(FollowOnIdx, i64), RuleId>,
-    /// Every interaction (campaign, kinds) that some rule version lists as an exception: a
-    /// filter so that events which cannot cancel anything skip the user lookup.
-    interaction_exceptions: HashMap<String, KindSet>,
     /// Whether some rule version has a custom-event / purchase / session-start exception.
     user_event_exceptions: [bool; 3],
     /// Records older than the version already known, ignored.
@@ -303,12 +310,10 @@ impl Catalog {
             .is_some_and(|c| c.status == CampaignStatus::Active)
     }
 
-    /// The current rules triggered by interactions on `campaign_id`.
-    pub fn rules_triggered_on(&self, campaign_id: &str) -> &[RuleId] {
-        self.by_trigger
-            .get(campaign_id)
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+    /// What an interaction on `campaign_id` can do: `None` when it can neither trigger nor
+    /// cancel anything.
+    pub fn interaction_rules(&self, campaign_id: &str) -> Option<&InteractionRules> {
+        self.interactions.get(campaign_id)
     }
 
     pub fn follow_on_name(&self, idx: FollowOnIdx) -> &str {
@@ -337,13 +342,6 @@ impl Catalog {
         i
     }
 
-    /// Can an interaction of `kind` on `campaign_id` be an exception of any rule version?
-    pub fn may_cancel_interaction(&self, campaign_id: &str, kind: InteractionKind) -> bool {
-        self.interaction_exceptions
-            .get(campaign_id)
-            .is_some_and(|k| k.contains(kind))
-    }
-
     /// Can a user event of this type be an exception of any rule version?
     pub fn may_cancel_user_event(&self, event_type: UserEventType) -> bool {
         match event_type {
@@ -360,11 +358,8 @@ impl Catalog {
         for e in &rule.exceptions {
             match e {
                 CompiledException::Interaction { campaign_id, kinds } => {
-                    let known = self
-                        .interaction_exceptions
-                        .entry(campaign_id.clone())
-                        .or_default();
-                    known.0 |= kinds.0;
+                    let known = self.interactions.entry(campaign_id.clone()).or_default();
+                    known.exception_kinds.0 |= kinds.0;
                 }
                 CompiledException::CustomEvent { .. } => self.user_event_exceptions[0] = true,
                 CompiledException::Purchase { .. } => self.user_event_exceptions[1] = true,
@@ -465,10 +460,11 @@ impl Catalog {
             self.fill(id, campaign);
             let names = &self.follow_on_names;
             let slots = &self.rules;
-            let list = self
-                .by_trigger
+            let list = &mut self
+                .interactions
                 .entry(r.trigger.campaign_id.clone())
-                .or_default();
+                .or_default()
+                .triggered;
             list.push(id);
             // Follow-ons triggered by one event are evaluated in id order, whatever order
             // the catalog records arrived in.
@@ -518,10 +514,10 @@ impl Catalog {
             Some(r) => r.trigger_campaign.clone(),
             None => return,
         };
-        if let Some(list) = self.by_trigger.get_mut(&trigger) {
-            list.retain(|&id| id != old);
-            if list.is_empty() {
-                self.by_trigger.remove(&trigger);
+        if let Some(r) = self.interactions.get_mut(&trigger) {
+            r.triggered.retain(|&id| id != old);
+            if r.triggered.is_empty() && r.exception_kinds == KindSet::default() {
+                self.interactions.remove(&trigger);
             }
         }
     }

@@ -31,6 +31,7 @@ pub mod catalog;
 pub mod codec;
 pub mod engine;
 pub mod events_file;
+pub mod expansion;
 pub mod merge;
 pub mod model;
 pub mod preview;

@@ -1412,7 +1412,7 @@ proptest! {
             for e in out.before.iter().chain(&out.record) {
                 match e {
                     Effect::PutState(r) => {
-                        changelog.insert(r.changelog_key(), r.clone());
+                        changelog.insert(r.changelog_key(), (**r).clone());
                     }
                     // The runtime writes the user's entry as it is when it commits.
                     Effect::UserChanged { user_id } => match live.machine.user_changelog_record(user_id) {

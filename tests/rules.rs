@@ -1726,17 +1726,17 @@ fn scheduling_writes_the_users_pending_send_and_once_per_version_a_rule_snapshot
     let out = w.on(interaction("e1", "u1", "A", EmailReceived, T0));
     assert_eq!(
         out[0],
-        Effect::PutState(TaskStateRecord {
+        Effect::PutState(Box::new(TaskStateRecord {
             user: None,
             rule: Some(RuleSnapshot {
                 campaign: v1.clone().build(),
             }),
             progress: None,
-        })
+        }))
     );
     assert_eq!(
         out[2],
-        Effect::PutState(TaskStateRecord {
+        Effect::PutState(Box::new(TaskStateRecord {
             user: Some(UserState {
                 user_id: "u1".into(),
                 pending: vec![PendingSendState {
@@ -1754,7 +1754,7 @@ fn scheduling_writes_the_users_pending_send_and_once_per_version_a_rule_snapshot
             }),
             rule: None,
             progress: None,
-        })
+        }))
     );
     // The second user: no second snapshot of v1.
     let out = w.on(interaction("e2", "u2", "A", EmailReceived, T0 + 1));

@@ -288,7 +288,9 @@ fn truncated(frame: &'static str, needed: usize, bytes: &[u8]) -> DecodeError {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Bytes as upper-case hex pairs separated by spaces (`C3 01 …`), as error messages and the
+/// `schemas` command show headers and fingerprints.
+pub fn hex(bytes: &[u8]) -> String {
     bytes
         .iter()
         .map(|b| format!("{b:02X}"))

@@ -49,6 +49,7 @@ use apache_avro::{AvroSchema, Schema};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use self::avro::hex;
 use self::avro::{Found, ReaderSchema, WriterSchema};
 pub use self::config::{
     ConfigError, Encoding, EncodingConfig, EncodingSettings, Format, RegistryAuth, RegistryTls,

@@ -59,7 +59,7 @@ impl DecisionFor<'_> {
             source: source.cloned(),
         };
         Some(if self.shadow {
-            Effect::Shadow(ShadowRecord::decision(decision))
+            Effect::Shadow(Box::new(ShadowRecord::decision(decision)))
         } else {
             Effect::Decision(decision)
         })

@@ -187,7 +187,9 @@ impl Engine {
             Some(id),
         );
         if self.catalog.is_shadow(follow_on) {
-            out.push(Effect::Shadow(ShadowRecord::send_command(command)));
+            out.push(Effect::Shadow(Box::new(ShadowRecord::send_command(
+                command,
+            ))));
         } else {
             out.push(Effect::Send(command));
         }

@@ -1,5 +1,7 @@
 //! Input records: exceptions cancel pending sends, triggers schedule them (SPEC §3).
 
+use smallvec::SmallVec;
+
 use super::*;
 
 impl Engine {
@@ -39,11 +41,17 @@ impl Engine {
             self.counters.unknown_interaction_kinds += 1;
             return;
         }
+        // One catalog lookup for both questions; the rule ids are copied out (a handful at
+        // most) because evaluating a trigger changes the engine.
+        let (may_cancel, triggered) = match self.catalog.interaction_rules(&event.campaign_id) {
+            Some(r) => (
+                r.exception_kinds.contains(event.kind),
+                r.triggered.iter().copied().collect(),
+            ),
+            None => (false, SmallVec::<[RuleId; 4]>::new()),
+        };
         let mut changed = None;
-        if self
-            .catalog
-            .may_cancel_interaction(&event.campaign_id, event.kind)
-        {
+        if may_cancel {
             let matches = |r: &Rule| {
                 r.exceptions
                     .iter()
@@ -58,9 +66,7 @@ impl Engine {
                 out,
             );
         }
-        let triggered = self.catalog.rules_triggered_on(&event.campaign_id).len();
-        for i in 0..triggered {
-            let rule_id = self.catalog.rules_triggered_on(&event.campaign_id)[i];
+        for rule_id in triggered {
             let matches = self
                 .catalog
                 .slot(rule_id)

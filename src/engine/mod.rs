@@ -49,9 +49,11 @@ use crate::time::{self, EventTimeError};
 use crate::validate::Limits;
 
 /// What the caller must do. Executed in one place (the simulator, or the Kafka task).
-// Effects live in a buffer the caller reuses; boxing the large variants would cost an
-// allocation per decision for no gain.
-#[allow(clippy::large_enum_variant)]
+///
+/// Effects live in a buffer the caller reuses, and every push copies a whole `Effect`: the
+/// common variants (sends, decisions, user changes) are held inline, the large and rare ones
+/// (shadow records, rule snapshots) boxed, so that an effect is the size of a send-command
+/// rather than of a rule snapshot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Effect {
     /// Emit a send-command.
@@ -61,9 +63,9 @@ pub enum Effect {
     /// A would-be send-command or a decision of a `SHADOW` follow-on: for the shadow topic
     /// only, never for the send-command topic or the decision log. Built whether the
     /// decision log is on or not — the shadow topic is where a shadow is evaluated.
-    Shadow(ShadowRecord),
+    Shadow(Box<ShadowRecord>),
     /// Write a changelog record (a rule snapshot) under its key.
-    PutState(TaskStateRecord),
+    PutState(Box<TaskStateRecord>),
     /// The user's state changed: write [`Engine::user_changelog_record`] for this user to the
     /// changelog before the next commit (a tombstone when it is `None`). Exporting at commit
     /// time rather than per change writes a busy user once per transaction.
@@ -131,24 +133,34 @@ const COMMAND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x3c8f_5a2e_91d4_4b7a_8e0f_6d
 /// The deterministic id of the send-command of one trigger: a UUID v5 over the follow-on id,
 /// its version at scheduling, the user id and the trigger event id (length-prefixed, so no
 /// two different tuples share an input).
+///
+/// Computed once per send: the name is hashed as it is laid out, without building it first,
+/// and the id is written out in its hyphenated lower-case form without the formatter.
 pub fn command_id(
     follow_on_id: &str,
     version: i64,
     user_id: &str,
     trigger_event_id: &str,
 ) -> String {
-    let mut bytes =
-        Vec::with_capacity(follow_on_id.len() + user_id.len() + trigger_event_id.len() + 32);
+    use sha1::{Digest, Sha1};
+
+    let mut hasher = Sha1::new();
+    hasher.update(COMMAND_ID_NAMESPACE.as_bytes());
     for part in [
         follow_on_id.as_bytes(),
         user_id.as_bytes(),
         trigger_event_id.as_bytes(),
     ] {
-        bytes.extend_from_slice(&(part.len() as u32).to_be_bytes());
-        bytes.extend_from_slice(part);
+        hasher.update((part.len() as u32).to_be_bytes());
+        hasher.update(part);
     }
-    bytes.extend_from_slice(&version.to_be_bytes());
-    Uuid::new_v5(&COMMAND_ID_NAMESPACE, &bytes).to_string()
+    hasher.update(version.to_be_bytes());
+    let digest = hasher.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    let id = uuid::Builder::from_sha1_bytes(bytes).into_uuid();
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    id.hyphenated().encode_lower(&mut text).to_string()
 }
 
 /// Where effects go: a buffer the caller drains.
@@ -275,6 +287,49 @@ impl Engine {
                 self.record_drop(user, p, reason, now, out);
             }
             self.emit_user_state(user, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The id as the definition reads: UUID v5 of the length-prefixed name.
+    fn command_id_by_definition(
+        follow_on_id: &str,
+        version: i64,
+        user: &str,
+        event: &str,
+    ) -> String {
+        let mut name = Vec::new();
+        for part in [follow_on_id, user, event] {
+            name.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            name.extend_from_slice(part.as_bytes());
+        }
+        name.extend_from_slice(&version.to_be_bytes());
+        Uuid::new_v5(&COMMAND_ID_NAMESPACE, &name).to_string()
+    }
+
+    #[test]
+    fn command_ids_are_the_uuid_v5_of_the_length_prefixed_name() {
+        let long = "x".repeat(300);
+        let ids = [
+            "",
+            "a",
+            "abandoned-cart-email",
+            "user-000000000000042",
+            "ü€",
+            long.as_str(),
+        ];
+        for f in ids {
+            for u in ids {
+                for e in ids {
+                    for v in [0, 1, -1, i64::MAX, 1_767_225_600_000] {
+                        assert_eq!(command_id(f, v, u, e), command_id_by_definition(f, v, u, e));
+                    }
+                }
+            }
         }
     }
 }

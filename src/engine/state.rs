@@ -12,13 +12,13 @@ impl Engine {
         }
         slot.persisted = true;
         if let Some(rule) = slot.rule.as_deref() {
-            out.push(Effect::PutState(TaskStateRecord {
+            out.push(Effect::PutState(Box::new(TaskStateRecord {
                 user: None,
                 rule: Some(RuleSnapshot {
                     campaign: rule.campaign.clone(),
                 }),
                 progress: None,
-            }));
+            })));
         }
     }
 

@@ -7,7 +7,7 @@
 //!  index: HashTable<u32> ──► slots: Vec<UserSlot { user_id (inline ≤ 24 B), first: Option<PendingSend> }>
 //!                                     │ only users with a 2nd pending send or a receipt
 //!                                     ▼
-//!                            extra: HashMap<u32, Extra { more: Vec<PendingSend>, receipts }>
+//!                            extra: HashMap<u32, Extra { more: Vec<PendingSend>, receipts (1 inline) }>
 //!  timers: one-minute buckets of BinaryHeap<DueEntry (12 B: due, slot)>, lazily cleaned
 //! ```
 //!
@@ -61,7 +61,9 @@ struct UserSlot {
 #[derive(Debug, Default)]
 struct Extra {
     more: Vec<PendingSend>,
-    receipts: Vec<Receipt>,
+    /// Inline for the usual one: reading a user's receipt costs no further cache miss, and
+    /// the first send to a user allocates nothing for it.
+    receipts: SmallVec<[Receipt; 1]>,
 }
 
 /// Users that have state in a task.
@@ -72,6 +74,9 @@ pub struct UserTable {
     slots: Vec<UserSlot>,
     free: Vec<UserIdx>,
     extra: HashMap<UserIdx, Extra>,
+    /// One bit a slot: whether `extra` has an entry for it. A bit set is small enough to
+    /// stay in cache, so the users without one (most of them) skip the map and its misses.
+    has_extra: Vec<u64>,
 }
 
 impl UserTable {
@@ -131,16 +136,42 @@ impl UserTable {
         i
     }
 
+    fn has_extra(&self, user: UserIdx) -> bool {
+        bit(&self.has_extra, user)
+    }
+
+    fn extra(&self, user: UserIdx) -> Option<&Extra> {
+        if self.has_extra(user) {
+            self.extra.get(&user)
+        } else {
+            None
+        }
+    }
+
+    fn extra_mut(&mut self, user: UserIdx) -> Option<&mut Extra> {
+        if self.has_extra(user) {
+            self.extra.get_mut(&user)
+        } else {
+            None
+        }
+    }
+
+    /// The user's extra entry, created empty when the user has none.
+    fn extra_or_default(&mut self, user: UserIdx) -> &mut Extra {
+        let word = user as usize / 64;
+        if self.has_extra.len() <= word {
+            self.has_extra.resize(word + 1, 0);
+        }
+        self.has_extra[word] |= 1 << (user % 64);
+        self.extra.entry(user).or_default()
+    }
+
     pub fn user_id(&self, user: UserIdx) -> &str {
         &self.slots[user as usize].user_id
     }
 
     pub fn pending(&self, user: UserIdx) -> impl Iterator<Item = &PendingSend> {
-        let more = self
-            .extra
-            .get(&user)
-            .map(|e| e.more.as_slice())
-            .unwrap_or(&[]);
+        let more = self.extra(user).map(|e| e.more.as_slice()).unwrap_or(&[]);
         self.slots[user as usize].first.iter().chain(more)
     }
 
@@ -160,7 +191,12 @@ impl UserTable {
         if slot.first.as_ref().is_some_and(&mut remove) {
             taken.extend(slot.first.take());
         }
-        if let Some(e) = self.extra.get_mut(&user) {
+        let more = if bit(&self.has_extra, user) {
+            self.extra.get_mut(&user)
+        } else {
+            None
+        };
+        if let Some(e) = more {
             let mut i = 0;
             while i < e.more.len() {
                 if remove(&e.more[i]) {
@@ -182,13 +218,12 @@ impl UserTable {
         if slot.first.is_none() {
             slot.first = Some(pending);
         } else {
-            self.extra.entry(user).or_default().more.push(pending);
+            self.extra_or_default(user).more.push(pending);
         }
     }
 
     pub fn receipts(&self, user: UserIdx) -> &[Receipt] {
-        self.extra
-            .get(&user)
+        self.extra(user)
             .map(|e| e.receipts.as_slice())
             .unwrap_or(&[])
     }
@@ -206,7 +241,7 @@ impl UserTable {
         follow_on: FollowOnIdx,
         last_sent_at: TimestampMs,
     ) {
-        let receipts = &mut self.extra.entry(user).or_default().receipts;
+        let receipts = &mut self.extra_or_default(user).receipts;
         match receipts.iter_mut().find(|r| r.follow_on == follow_on) {
             Some(r) => r.last_sent_at = last_sent_at,
             None => receipts.push(Receipt {
@@ -217,7 +252,7 @@ impl UserTable {
     }
 
     pub fn remove_receipt(&mut self, user: UserIdx, follow_on: FollowOnIdx) {
-        if let Some(e) = self.extra.get_mut(&user) {
+        if let Some(e) = self.extra_mut(user) {
             e.receipts.retain(|r| r.follow_on != follow_on);
         }
         self.drop_empty_extra(user);
@@ -225,18 +260,18 @@ impl UserTable {
 
     fn drop_empty_extra(&mut self, user: UserIdx) {
         if self
-            .extra
-            .get(&user)
+            .extra(user)
             .is_some_and(|e| e.more.is_empty() && e.receipts.is_empty())
         {
             self.extra.remove(&user);
+            self.has_extra[user as usize / 64] &= !(1 << (user % 64));
         }
     }
 
     /// Frees the user's slot when it holds nothing; returns whether it did.
     pub fn release_if_empty(&mut self, user: UserIdx) -> bool {
         let slot = &self.slots[user as usize];
-        if slot.first.is_some() || self.extra.contains_key(&user) {
+        if slot.first.is_some() || self.has_extra(user) {
             return false;
         }
         let hash = self.hasher.hash_one(slot.user_id.as_str());
@@ -252,6 +287,12 @@ impl UserTable {
     pub fn users(&self) -> impl Iterator<Item = UserIdx> + '_ {
         self.index.iter().copied()
     }
+}
+
+/// Bit `user` of a bit set (unset beyond its end).
+fn bit(set: &[u64], user: UserIdx) -> bool {
+    set.get(user as usize / 64)
+        .is_some_and(|w| w & (1 << (user % 64)) != 0)
 }
 
 /// A timer entry: `(due, slot)` packed into 12 bytes. The due time is stored with its sign
@@ -290,6 +331,9 @@ const BUCKET_MS: i64 = 60_000;
 pub struct TimerQueue {
     buckets: BTreeMap<i64, BinaryHeap<Reverse<DueEntry>>>,
     len: usize,
+    /// The earliest due time held (`None` when empty): asked before every record, so kept
+    /// at hand rather than looked up in the calendar each time.
+    earliest: Option<TimestampMs>,
 }
 
 impl TimerQueue {
@@ -299,9 +343,17 @@ impl TimerQueue {
             .or_default()
             .push(Reverse(DueEntry::new(due, user)));
         self.len += 1;
+        if self.earliest.is_none_or(|e| due < e) {
+            self.earliest = Some(due);
+        }
     }
 
     pub fn peek_due(&self) -> Option<TimestampMs> {
+        self.earliest
+    }
+
+    /// The earliest due time, read from the calendar.
+    fn first_due(&self) -> Option<TimestampMs> {
         let (_, first) = self.buckets.first_key_value()?;
         first.peek().map(|Reverse(e)| e.due())
     }
@@ -312,8 +364,8 @@ impl TimerQueue {
         until: TimestampMs,
         into: &mut Vec<UserIdx>,
     ) -> Option<TimestampMs> {
-        let due = self.peek_due().filter(|&d| d <= until)?;
-        let mut first = self.buckets.first_entry().expect("peeked");
+        let due = self.earliest.filter(|&d| d <= until)?;
+        let mut first = self.buckets.first_entry().expect("an earliest entry");
         let heap = first.get_mut();
         while let Some(Reverse(e)) = heap.peek() {
             if e.due() != due {
@@ -326,6 +378,7 @@ impl TimerQueue {
         if heap.is_empty() {
             first.remove();
         }
+        self.earliest = self.first_due();
         Some(due)
     }
 
@@ -345,6 +398,7 @@ impl TimerQueue {
     pub fn rebuild(&mut self, live: impl Iterator<Item = (TimestampMs, UserIdx)>) {
         self.buckets.clear();
         self.len = 0;
+        self.earliest = None;
         for (due, user) in live {
             self.push(due, user);
         }
@@ -388,6 +442,7 @@ mod tests {
             ]
         );
         assert_eq!(q.len(), 0);
+        assert_eq!(q.peek_due(), None);
         q.push(10, 1);
         assert_eq!(q.pop_earliest(9, &mut users), None, "not due yet");
         assert_eq!(q.peek_due(), Some(10));
@@ -406,6 +461,32 @@ mod tests {
             }
         }
         assert_eq!(std::mem::size_of::<DueEntry>(), 12);
+    }
+
+    #[test]
+    fn the_earliest_due_time_follows_pushes_pops_and_rebuilds() {
+        let mut q = TimerQueue::default();
+        let mut users = Vec::new();
+        assert_eq!(q.peek_due(), None);
+        q.push(3 * BUCKET_MS, 1);
+        assert_eq!(q.peek_due(), Some(3 * BUCKET_MS));
+        q.push(5, 2);
+        q.push(7, 3);
+        assert_eq!(q.peek_due(), Some(5));
+        assert_eq!(q.pop_earliest(i64::MAX, &mut users), Some(5));
+        assert_eq!(q.peek_due(), Some(7));
+        assert_eq!(q.pop_earliest(i64::MAX, &mut users), Some(7));
+        assert_eq!(q.peek_due(), Some(3 * BUCKET_MS), "from the next bucket");
+        q.rebuild([(9, 1), (-2, 4)].into_iter());
+        assert_eq!(q.peek_due(), Some(-2));
+        q.rebuild(std::iter::empty());
+        assert_eq!(q.peek_due(), None);
+        assert_eq!(q.pop_earliest(i64::MAX, &mut users), None);
+    }
+
+    #[test]
+    fn an_extra_entry_stays_small_with_its_receipt_inline() {
+        assert_eq!(std::mem::size_of::<Extra>(), 48);
     }
 
     #[test]

@@ -360,7 +360,7 @@ impl Tally {
                 Effect::Decision(d) => Output::Decision(d),
                 // A shadow follow-on in the file is evaluated like any other and tallied
                 // under its `@shadow` id; its sends are would-be sends.
-                Effect::Shadow(record) => match Output::of_shadow(record) {
+                Effect::Shadow(record) => match Output::of_shadow(*record) {
                     Some(o) => o,
                     None => continue,
                 },

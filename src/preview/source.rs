@@ -330,6 +330,8 @@ impl Source {
                         match decode_input(&self.codecs, rank, m.key(), m.payload(), self.edge) {
                             Decoded::Event(e) => input.buffer.push_back((m.offset(), e)),
                             Decoded::Bad(bad) => *stats.bad.entry(bad.class).or_default() += 1,
+                            // Only the runtime's expansion routing makes these.
+                            Decoded::Skip | Decoded::Forward { .. } => {}
                             Decoded::Retry(message) | Decoded::Stop(message) => {
                                 return Err(SourceError::Decode {
                                     topic: m.topic().to_string(),

@@ -17,9 +17,28 @@ pub struct AdminView<'a> {
     pub group_id: &'a str,
     pub interactions_topic: &'a str,
     pub partitions: usize,
+    /// The newest expansion of the inputs: during it a user belongs to its old task until
+    /// that task handed its users over.
+    pub layout: Option<crate::expansion::Layout>,
     pub tasks: &'a BTreeMap<i32, Task>,
     /// Tasks still being restored.
     pub restoring: &'a dyn Fn(i32) -> bool,
+}
+
+/// The task that owns a user now: during an expansion its old task while that one still
+/// reads side feeds here, otherwise the task the partition count names.
+fn owner_task(view: &AdminView<'_>, user_id: &[u8]) -> i32 {
+    if let Some(layout) = view.layout {
+        let old = layout.old_owner(user_id);
+        let keeps = view
+            .tasks
+            .get(&old)
+            .is_some_and(|t| t.phase() == Some(super::task::Phase::SideFeeds));
+        if keeps {
+            return old;
+        }
+    }
+    partition_for_key(user_id, view.partitions)
 }
 
 /// Answers an admin question from the tasks this instance owns.
@@ -41,13 +60,14 @@ pub fn answer<C: ConsumerContext>(
                         "pending_timers": t.engine.pending_count(),
                         "stream_time": t.engine.clock().map(crate::time::format_timestamp),
                         "buffered_records": t.buffered(),
+                        "expansion_phase": t.phase().map(|p| format!("{p:?}")),
                     })
                 })
                 .collect();
             let _ = reply.send((200, json!({"instance": view.instance_id, "tasks": tasks})));
         }
         AdminRequest::User { user_id, reply } => {
-            let task = partition_for_key(user_id.as_bytes(), view.partitions);
+            let task = owner_task(view, user_id.as_bytes());
             let answer = match view.tasks.get(&task) {
                 Some(t) if !(view.restoring)(task) => {
                     let state = t.engine.export_user(&user_id);
@@ -159,4 +179,63 @@ pub fn decode_assignment(bytes: &[u8]) -> Option<Vec<(String, Vec<i32>)>> {
         out.push((topic, partitions));
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expansion::Layout;
+    use crate::runtime::task::{Phase, TaskExpansion};
+    use crate::validate::Limits;
+
+    #[test]
+    fn during_an_expansion_a_user_belongs_to_its_old_task_until_that_task_hands_off() {
+        let layout = Layout {
+            epoch: 1,
+            from: 6,
+            to: 12,
+            cut_at: 1_000,
+            created_at: 0,
+        };
+        let user = (0..)
+            .map(|i| format!("user-{i}"))
+            .find(|u| layout.old_owner(u.as_bytes()) != layout.new_owner(u.as_bytes()))
+            .unwrap();
+        let (old, new) = (
+            layout.old_owner(user.as_bytes()),
+            layout.new_owner(user.as_bytes()),
+        );
+        let mut tasks = BTreeMap::new();
+        let mut task = Task::new(old, ["i", "u"], Limits::default(), (500, 50), false);
+        task.expansion = Some(TaskExpansion {
+            layout,
+            phase: Phase::SideFeeds,
+            cuts: [None, None],
+            reached: [false; 2],
+        });
+        tasks.insert(old, task);
+        let restoring = |_: i32| false;
+        let owner = |tasks: &BTreeMap<i32, Task>, layout: Option<Layout>| {
+            let view = AdminView {
+                instance_id: "i0",
+                group_id: "g",
+                interactions_topic: "interactions",
+                partitions: 12,
+                layout,
+                tasks,
+                restoring: &restoring,
+            };
+            owner_task(&view, user.as_bytes())
+        };
+        assert_eq!(owner(&tasks, Some(layout)), old);
+        tasks
+            .get_mut(&old)
+            .unwrap()
+            .expansion
+            .as_mut()
+            .unwrap()
+            .phase = Phase::Done;
+        assert_eq!(owner(&tasks, Some(layout)), new);
+        assert_eq!(owner(&tasks, None), new);
+    }
 }

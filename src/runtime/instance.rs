@@ -33,9 +33,11 @@ use super::codecs::Codecs;
 use super::config::{ProcessingGuarantee, Settings};
 use super::ends::Ends;
 use super::error::{Recovery, RuntimeError};
+use super::expanding::{forwarded, own_arrival, skipped, Arrival, FeedReader};
 use super::http::{AdminRequest, Health};
 use super::input::{arrive, EdgeChecks, InputTopics};
 use super::kafka::{check_co_partitioning, standalone_consumer};
+use super::layout::{read_layout, LayoutFeed};
 use super::metrics::Metrics;
 use super::output::Output;
 use super::rebalance::{create_group_consumer, lock, GroupContext};
@@ -44,6 +46,7 @@ use super::rules::{
     poll_timeout_ms, readiness, Backoff, CommitCadence, Ownership, Readiness, RetryBudget, Wakeup,
 };
 use super::task::Task;
+use crate::expansion::Layout;
 use crate::model::{Campaign, DecisionOutcome, DecisionReason, TimestampMs};
 
 /// Records a task processes before the loop looks at the consumer again.
@@ -110,6 +113,10 @@ pub struct Core {
     pub consumed: [IntCounter; 2],
     /// When a consumer error was last logged (they come in bursts).
     pub last_consumer_error_log: TimestampMs,
+    /// The newest expansion of the inputs, if any.
+    pub layout: Option<Layout>,
+    /// Side-feed readers of old tasks during an expansion, by task.
+    pub feed_readers: BTreeMap<i32, FeedReader>,
 }
 
 impl Core {
@@ -318,6 +325,8 @@ fn run_member(
         paused: BTreeSet::new(),
         consumed,
         last_consumer_error_log: 0,
+        layout: None,
+        feed_readers: BTreeMap::new(),
         settings: settings.clone(),
     })));
 
@@ -331,7 +340,12 @@ fn run_member(
             return Ok(());
         }
         info!(campaigns = c.catalog.len(), "catalog loaded");
+        // An expansion under way or done decides what each task owns: known before any.
+        if let Some(layout) = read_layout(&settings)? {
+            c.learn_layout(layout);
+        }
     }
+    let mut layout_feed = LayoutFeed::start(&settings)?;
 
     let consumer = create_group_consumer(&settings, core.clone())?;
     let t = &settings.topics;
@@ -377,6 +391,7 @@ fn run_member(
                     group_id: &c.settings.application_id,
                     interactions_topic: &c.settings.topics.interactions,
                     partitions: c.partitions,
+                    layout: c.layout,
                     tasks: &c.tasks,
                     restoring: &restoring,
                 };
@@ -387,6 +402,9 @@ fn run_member(
             break Err(e);
         }
         wake = Wakeup::idle();
+        if let Some(layout) = layout_feed.poll() {
+            c.learn_layout(layout);
+        }
         if let Err(e) = step(c, &consumer, &mut catalog_reader, now, &mut wake) {
             let in_commit = c.commit_pending;
             c.failed(e, in_commit);
@@ -488,6 +506,9 @@ fn step(
             .restore_records
             .with_label_values(&[label.as_str()])
             .inc_by(0);
+        if let Some(task) = c.tasks.get_mut(&done.partition) {
+            task.restored_high = done.progress.target;
+        }
         c.activate(done.partition)?;
     }
     if restores_ended {
@@ -495,6 +516,7 @@ fn step(
     }
     wake.restoring = !c.restorer.progress().is_empty();
     c.learn_positions(consumer, now);
+    c.step_expansion(consumer, now)?;
     c.refresh_ends(consumer, now, wake)?;
     c.flow_control(consumer)?;
     c.process(now, wake)?;
@@ -539,7 +561,14 @@ fn route(c: &mut Core, result: Result<BorrowedMessage<'_>, KafkaError>, edge: Ed
             // A task being restored has its inputs paused; what was fetched before the
             // pause took effect waits in its queues.
             if let Some(task) = c.tasks.get_mut(&partition) {
-                task.push(rank, arrive(&c.codecs, rank, &m, edge));
+                let arrived =
+                    match own_arrival(task, rank, m.offset(), m.timestamp().to_millis(), m.key()) {
+                        Arrival::Decode => arrive(&c.codecs, rank, &m, edge),
+                        Arrival::Skip => skipped(m.offset()),
+                        Arrival::Forward(q) => forwarded(&m, q),
+                        Arrival::Drop => return,
+                    };
+                task.push(rank, arrived);
             }
         }
         // Which input reached its end is worked out from positions (`refresh_ends`).

@@ -11,6 +11,8 @@ use rdkafka::error::RDKafkaErrorCode;
 use thiserror::Error;
 
 use super::config::Settings;
+use super::layout::{topics_state, CoPartitionCounts, TopicCount, TopicsState};
+use crate::expansion::{layout_topic, Layout};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,6 +32,30 @@ pub enum TopicError {
         second: String,
         second_count: usize,
     },
+    #[error(
+        "topics are not co-partitioned for the expansion in layout topic {layout_topic} \
+         (epoch {epoch}: {from} → {to} partitions): {counts}; {reason}. Only `partitions expand` \
+         grows these topics (the changelog first, then the inputs); if it was interrupted, run \
+         it again with `--to {to}`"
+    )]
+    NotInLayout {
+        layout_topic: String,
+        epoch: u32,
+        from: u32,
+        to: u32,
+        /// Every co-partitioned topic with its count.
+        counts: String,
+        reason: String,
+    },
+    #[error("layout topic {topic}[{partition}] at offset {offset}: {reason}")]
+    BadLayout {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    #[error("reading layout topic {topic}: {message}")]
+    LayoutRead { topic: String, message: String },
     #[error("cannot connect to Kafka at {bootstrap}: {reason}")]
     Connect { bootstrap: String, reason: String },
     #[error("creating topic {topic}: {message}")]
@@ -65,6 +91,12 @@ pub fn standalone_consumer(settings: &Settings, purpose: &str) -> Result<BaseCon
     // before its first record. The restore reader holds partitions only while restoring.
     if purpose == "restore" && c.get("fetch.wait.max.ms").is_none() {
         c.set("fetch.wait.max.ms", "20");
+    }
+    // Side feeds are partitions an expansion just added: a client that assigned one
+    // before its metadata showed it fetches nothing until its next refresh (5 minutes by
+    // default).
+    if purpose == "feeds" {
+        c.set("topic.metadata.refresh.interval.ms", "1000");
     }
     Ok(c.create()?)
 }
@@ -263,34 +295,17 @@ pub fn partition_counts(
 }
 
 /// Checks that the inputs and the changelog exist and are co-partitioned; returns the
-/// partition count. (Same count is what can be checked; producers must also use the same
-/// partitioner for the same key, e.g. the Java client's murmur2 default.)
+/// partition count a user's task is found with now. (Same count is what can be checked;
+/// producers must also use the same partitioner for the same key, e.g. the Java client's
+/// murmur2 default.) During an expansion (a layout exists, see [`co_partitioned_count`])
+/// that is the layout's new count.
 pub fn check_co_partitioning(settings: &Settings) -> Result<usize, TopicError> {
     check_connection(settings)?;
     let consumer = standalone_consumer(settings, "metadata")?;
     let t = &settings.topics;
-    let names = [
-        t.interactions.as_str(),
-        t.user_events.as_str(),
-        t.changelog.as_str(),
-    ];
-    let counts = partition_counts(&consumer, &names)?;
-    let mut first: Option<(&str, usize)> = None;
-    for name in names {
-        let count = counts[name].ok_or_else(|| TopicError::Missing { topic: name.into() })?;
-        match first {
-            None => first = Some((name, count)),
-            Some((f, n)) if n != count => {
-                return Err(TopicError::NotCoPartitioned {
-                    first: f.into(),
-                    first_count: n,
-                    second: name.into(),
-                    second_count: count,
-                })
-            }
-            Some(_) => {}
-        }
-    }
+    let counts = co_partition_counts(&consumer, settings)?;
+    let layout = super::layout::read_layout_topic(settings)?;
+    let partitions = co_partitioned_count(&counts, layout.as_ref(), &layout_topic(&t.changelog))?;
     for name in [
         t.campaigns.as_str(),
         t.send_commands.as_str(),
@@ -311,7 +326,24 @@ pub fn check_co_partitioning(settings: &Settings) -> Result<usize, TopicError> {
             "the shadow topic does not exist: shadow follow-ons cannot be published until it is created (`topics create`)"
         );
     }
-    Ok(first.map(|(_, n)| n).unwrap_or(0))
+    Ok(partitions)
+}
+
+/// The partition count a user's task is found with now, from the counts of the inputs and
+/// the changelog and the layout (`None`: no expansion was ever made). Without a layout the
+/// three must be equal. With one (`from → to`), exactly the states `partitions expand`
+/// passes through are accepted — each topic at `from` or `to`, the changelog grown before
+/// the inputs — and the count is `to`. Anything else is refused with the topics, their
+/// counts and the layout.
+pub fn co_partitioned_count(
+    counts: &CoPartitionCounts,
+    layout: Option<&Layout>,
+    layout_topic: &str,
+) -> Result<usize, TopicError> {
+    Ok(match topics_state(counts, layout, layout_topic)? {
+        TopicsState::Settled(n) => n as usize,
+        TopicsState::Expanding(l) => l.to as usize,
+    })
 }
 
 /// Whether the shadow topic exists.
@@ -321,6 +353,32 @@ pub fn shadow_topic_exists(settings: &Settings) -> Result<bool, TopicError> {
     Ok(partition_counts(&consumer, &[name])?[name].is_some())
 }
 
+/// The partition counts of the inputs and the changelog; a missing topic is an error.
+pub fn co_partition_counts(
+    consumer: &BaseConsumer,
+    settings: &Settings,
+) -> Result<CoPartitionCounts, TopicError> {
+    let t = &settings.topics;
+    let names = [
+        t.interactions.as_str(),
+        t.user_events.as_str(),
+        t.changelog.as_str(),
+    ];
+    let found = partition_counts(consumer, &names)?;
+    let count = |name: &str| -> Result<TopicCount, TopicError> {
+        let partitions = found[name].ok_or_else(|| TopicError::Missing { topic: name.into() })?;
+        Ok(TopicCount {
+            topic: name.into(),
+            partitions: u32::try_from(partitions).unwrap_or(u32::MAX),
+        })
+    };
+    Ok(CoPartitionCounts {
+        interactions: count(names[0])?,
+        user_events: count(names[1])?,
+        changelog: count(names[2])?,
+    })
+}
+
 /// Creates every topic the connector uses (existing ones are left alone): the inputs and
 /// the changelog with `partitions`, the catalog and changelog compacted.
 pub fn create_topics(settings: &Settings) -> Result<Vec<String>, TopicError> {
@@ -328,10 +386,14 @@ pub fn create_topics(settings: &Settings) -> Result<Vec<String>, TopicError> {
     let admin: AdminClient<DefaultClientContext> = base_config(settings).create()?;
     let t = &settings.topics;
     let p = settings.partitions;
+    // Created up front, so that every instance follows it from its start and reads a
+    // layout the moment `partitions expand` writes it.
+    let layout = crate::expansion::layout_topic(&t.changelog);
     let mut specs: Vec<(&str, i32, bool)> = vec![
         (&t.interactions, p, false),
         (&t.user_events, p, false),
         (&t.changelog, p, true),
+        (&layout, 1, true),
         (&t.campaigns, 1, true),
         (&t.send_commands, p, false),
         (&t.dlq, 1, false),
@@ -375,4 +437,59 @@ pub fn create_topics(settings: &Settings) -> Result<Vec<String>, TopicError> {
     let names: Vec<&str> = specs.iter().map(|(n, _, _)| *n).collect();
     wait_for_leaders(settings, &names)?;
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counts(interactions: u32, user_events: u32, changelog: u32) -> CoPartitionCounts {
+        CoPartitionCounts::of(interactions, user_events, changelog)
+    }
+
+    #[test]
+    fn without_a_layout_the_count_is_the_common_one_and_a_difference_is_named() {
+        assert_eq!(
+            co_partitioned_count(&counts(6, 6, 6), None, "l").unwrap(),
+            6
+        );
+        let err = co_partitioned_count(&counts(3, 2, 3), None, "l")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("not co-partitioned")
+                && err.contains("interactions has 3 partitions but user-events has 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn during_an_expansion_the_count_is_the_new_one() {
+        let l = Layout {
+            epoch: 2,
+            from: 6,
+            to: 9,
+            cut_at: 2_000,
+            created_at: 1_000,
+        };
+        for (i, u, c) in [(6, 6, 6), (6, 6, 9), (9, 6, 9), (6, 9, 9), (9, 9, 9)] {
+            assert_eq!(
+                co_partitioned_count(&counts(i, u, c), Some(&l), "l").unwrap(),
+                9,
+                "{i} {u} {c}"
+            );
+        }
+        for (i, u, c) in [(9, 6, 6), (6, 9, 6), (8, 8, 8), (6, 6, 12), (12, 12, 12)] {
+            let err = co_partitioned_count(&counts(i, u, c), Some(&l), "cl-layout")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("cl-layout (epoch 2: 6 → 9 partitions)")
+                    && err.contains(&format!(
+                        "interactions has {i}, user-events has {u}, changelog has {c}"
+                    )),
+                "{i} {u} {c}: {err}"
+            );
+        }
+    }
 }

@@ -78,6 +78,11 @@ impl Core {
                 .execute(&self.codecs, &self.metrics, task, &mut effects)?;
         }
         self.positions_unknown.insert(partition);
+        // A changelog partition an expansion added is refused by a producer that has not
+        // seen it in its metadata yet: teach it now rather than fail the first write.
+        let changelog = self.output.changelog_topic().to_string();
+        self.output.knows_partition(&changelog, partition);
+        self.enter_expansion(partition, now);
         Ok(())
     }
 

@@ -40,6 +40,13 @@ pub struct Metrics {
     /// Timer entries more than a minute past due (an upper bound: cancelled sends may
     /// still hold an entry).
     pub overdue_timers: IntGauge,
+    /// Where each task is in an expansion of the inputs: 1 reading side feeds, 2 waiting
+    /// for its origins' hand-off, 3 done (no series: no expansion known).
+    pub expansion_phase: IntGaugeVec,
+    /// Users handed over to their new task by expansions.
+    pub expansion_handoffs: IntCounter,
+    /// Input records forwarded to their user's new partition after an expansion's cut.
+    pub expansion_late_records: IntCounter,
 }
 
 impl Metrics {
@@ -146,6 +153,24 @@ impl Metrics {
                 "Timer entries more than a minute past due",
             )
             .expect("valid metric"),
+            expansion_phase: IntGaugeVec::new(
+                Opts::new(
+                    "connector_expansion_phase",
+                    "Expansion phase by task: 1 side feeds, 2 waiting for origins, 3 done",
+                ),
+                &["task"],
+            )
+            .expect("valid metric"),
+            expansion_handoffs: IntCounter::new(
+                "connector_expansion_handed_over_users_total",
+                "Users handed over to their new task by expansions",
+            )
+            .expect("valid metric"),
+            expansion_late_records: IntCounter::new(
+                "connector_expansion_late_records_total",
+                "Input records forwarded to their user's new partition after a cut",
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -164,6 +189,9 @@ impl Metrics {
             Box::new(m.dlq_records.clone()),
             Box::new(m.ready.clone()),
             Box::new(m.overdue_timers.clone()),
+            Box::new(m.expansion_phase.clone()),
+            Box::new(m.expansion_handoffs.clone()),
+            Box::new(m.expansion_late_records.clone()),
         ] {
             m.registry.register(c).expect("metric names are unique");
         }

@@ -6,6 +6,9 @@
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the admin API.
 //! - [`metrics`]: every exported metric.
 //! - [`kafka`]: client settings, topic creation and the co-partitioning check.
+//! - [`layout`]: the layout topic of partition expansion — written, read, followed — and
+//!   the topic counts a layout allows.
+//! - [`partitions`]: `partitions expand`: the plan, the layout, the topics grown in order.
 //! - [`codecs`]: the value codec of every topic.
 //! - [`catalog_feed`]: the campaign catalog as a global table.
 //! - [`rules`]: the runtime's rules without I/O — task ownership, restore progress, commit
@@ -29,13 +32,16 @@ mod commit;
 pub mod config;
 mod ends;
 pub mod error;
+mod expanding;
 pub mod http;
 pub mod input;
 pub mod instance;
 pub mod kafka;
+pub mod layout;
 mod lifecycle;
 pub mod metrics;
 pub mod output;
+pub mod partitions;
 mod processing;
 pub mod rebalance;
 pub mod restore;

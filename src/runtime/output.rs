@@ -86,6 +86,8 @@ pub struct Output {
     dlq: String,
     shadow: String,
     buffer: Vec<u8>,
+    /// Partition counts the producer was seen to know, by topic (see `knows_partition`).
+    known_partitions: std::collections::HashMap<String, usize>,
 }
 
 impl Output {
@@ -101,11 +103,53 @@ impl Output {
             dlq: settings.topics.dlq.clone(),
             shadow: settings.topics.shadow.clone(),
             buffer: Vec::with_capacity(512),
+            known_partitions: std::collections::HashMap::new(),
         })
     }
 
     pub fn is_open(&self) -> bool {
         self.open
+    }
+
+    /// Whether the producer knows partition `partition` of `topic`; asks the broker for
+    /// the topic's metadata if not (partitions added by an expansion are otherwise learned
+    /// only at the client's next periodic refresh, and a record for them is refused).
+    pub fn knows_partition(&mut self, topic: &str, partition: i32) -> bool {
+        if self
+            .known_partitions
+            .get(topic)
+            .is_some_and(|n| *n > partition as usize)
+        {
+            return true;
+        }
+        let count = match self
+            .producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(2))
+        {
+            Ok(md) => md.topics().first().map_or(0, |t| t.partitions().len()),
+            Err(e) => {
+                warn!(topic, error = %e, "reading a topic's metadata for the producer");
+                0
+            }
+        };
+        self.known_partitions.insert(topic.to_string(), count);
+        count > partition as usize
+    }
+
+    /// Waits until every record produced so far is written, when there is no transaction
+    /// to make a group of writes atomic.
+    pub fn flush_unless_transactional(&mut self) -> Result<(), RuntimeError> {
+        if self.exactly_once {
+            return Ok(());
+        }
+        self.producer
+            .flush(Duration::from_secs(30))
+            .map_err(RuntimeError::kafka("writing a hand-off's copies"))
+    }
+
+    pub fn changelog_topic(&self) -> &str {
+        &self.changelog
     }
 
     /// Serves delivery reports and transaction events without blocking.
@@ -303,6 +347,11 @@ impl Output {
             if let Some(record) = task.engine.progress_record() {
                 writes.push((record.changelog_key(), Some(encode(&record)?)));
             }
+            // Cuts found and side-feed positions, in the transaction of the offsets.
+            if let Some(progress) = task.expansion_progress() {
+                let json = serde_json::to_vec(&progress).expect("progress serializes");
+                writes.push((crate::expansion::PROGRESS_KEY.to_string(), Some(json)));
+            }
         }
         let topic = self.changelog.clone();
         for (key, value) in writes {
@@ -315,6 +364,53 @@ impl Output {
             )?;
         }
         Ok(())
+    }
+
+    /// Writes a record to changelog partition `partition` (an expansion's hand-off: moved
+    /// users, rule snapshots, markers, tombstones).
+    pub fn write_changelog(
+        &mut self,
+        partition: i32,
+        key: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), RuntimeError> {
+        let topic = self.changelog.clone();
+        self.produce(&topic, Some(partition), key, value, None)
+    }
+
+    /// Encodes a state record for the changelog.
+    pub fn encode_state(
+        &self,
+        codecs: &Codecs,
+        record: &TaskStateRecord,
+    ) -> Result<Vec<u8>, RuntimeError> {
+        codecs
+            .changelog
+            .encode(record)
+            .map_err(|source| RuntimeError::Encode {
+                record: "state record",
+                topic: self.changelog.clone(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Forwards an input record, as it arrived, to partition `partition` of its topic:
+    /// a record written by a producer still stale after an expansion's settle period, for
+    /// the task that owns its user now.
+    pub fn forward(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Result<(), RuntimeError> {
+        self.produce(
+            topic,
+            Some(partition),
+            key.unwrap_or_default(),
+            payload,
+            None,
+        )
     }
 
     /// Sends a bad record to the dead-letter topic, with headers naming what was wrong and

@@ -39,7 +39,10 @@ impl Core {
         for p in partitions {
             // Nothing is processed before the restore is done and reading was put at the
             // committed offsets (`learn_positions`).
-            if self.restorer.is_restoring(p) || self.positions_unknown.contains(&p) {
+            if self.restorer.is_restoring(p)
+                || self.positions_unknown.contains(&p)
+                || self.expansion_holds(&self.tasks[&p])
+            {
                 continue;
             }
             let task = self.tasks.get_mut(&p).expect("listed");
@@ -52,8 +55,9 @@ impl Core {
                     continue;
                 }
                 for i in held {
-                    let head = task.inputs[i].records.front_mut().expect("held");
-                    redecode(&self.codecs, i, head, edge);
+                    let rank = task.coordinates(i).0;
+                    let head = task.queue_mut(i).records.front_mut().expect("held");
+                    redecode(&self.codecs, rank, head, edge);
                 }
                 if task.held_inputs().next().is_some() {
                     self.retry_at = now + self.backoff.next_delay_ms();
@@ -72,8 +76,9 @@ impl Core {
                 let task = self.tasks.get_mut(&p).expect("listed");
                 match task.next(now) {
                     Next::Take(i) => {
+                        let (rank, from) = task.coordinates(i);
                         if matches!(
-                            task.inputs[i].records.front().map(|r| &r.event),
+                            task.queue(i).records.front().map(|r| &r.event),
                             Some(Decoded::Retry(_))
                         ) {
                             // A record that arrived while the registry did not answer: try
@@ -81,25 +86,34 @@ impl Core {
                             // rather than one record per loop turn. If it still waits, the
                             // task is held (above) from the next turn on. Either way the
                             // merge chooses again: the record's event time is known now.
-                            let head = task.inputs[i].records.front_mut().expect("head exists");
-                            redecode(&self.codecs, i, head, edge);
+                            let head = task.queue_mut(i).records.front_mut().expect("head exists");
+                            redecode(&self.codecs, rank, head, edge);
                             if matches!(head.event, Decoded::Retry(_)) {
                                 taken = usize::MAX;
                             }
                             continue;
                         }
-                        if let Some(j) = (0..task.inputs.len()).find(|&j| {
-                            j != i && task.inputs[j].records.is_empty() && !task.inputs[j].at_end
+                        if let Some(j) = (0..task.input_count()).find(|&j| {
+                            j != i && task.queue(j).records.is_empty() && !task.queue(j).at_end
                         }) {
-                            let q = &task.inputs[j];
-                            debug!(task = p, waited_for = topics[j].as_str(), position = ?q.position, fresh_high = ?q.fresh_high,
+                            let q = task.queue(j);
+                            debug!(task = p, waited_for = ?task.coordinates(j), position = ?q.position, fresh_high = ?q.fresh_high,
                                 "merge: the bounded wait ran out; taking the other input's record");
                         }
-                        let arrived = task.inputs[i].records.pop_front().expect("head exists");
-                        task.inputs[i].next_offset = Some(arrived.offset + 1);
+                        let q = task.queue_mut(i);
+                        let arrived = q.records.pop_front().expect("head exists");
+                        q.next_offset = Some(arrived.offset + 1);
+                        if task.expansion.is_some() {
+                            // Side-feed positions and cuts are written with the offsets.
+                            task.progress_dirty = true;
+                        }
                         match &arrived.event {
                             Decoded::Event(event) => {
-                                let source = &mut task.sources[i];
+                                let source = if i < 2 {
+                                    &mut task.sources[i]
+                                } else {
+                                    &mut task.feed_sources[i - 2]
+                                };
                                 source.offset = arrived.offset;
                                 match task.engine.process(event, Some(source), now, &mut effects) {
                                     Ok(()) => {
@@ -120,21 +134,36 @@ impl Core {
                                             class: e.class(),
                                             message: e.to_string(),
                                         };
-                                        let source = Source::of(&topics[i], p, &arrived);
+                                        let source = Source::of(&topics[rank], from, &arrived);
                                         self.output.dead_letter(&self.metrics, &source, &bad)?;
                                     }
                                 }
                             }
                             Decoded::Bad(bad) => {
-                                let source = Source::of(&topics[i], p, &arrived);
+                                let source = Source::of(&topics[rank], from, &arrived);
                                 self.output.dead_letter(&self.metrics, &source, bad)?;
                             }
                             Decoded::Retry(_) => unreachable!("checked above"),
                             Decoded::Stop(message) => {
                                 return Err(RuntimeError::Setup(format!(
-                                    "decoding {}[{p}] at offset {}: {message}",
-                                    topics[i], arrived.offset
+                                    "decoding {}[{from}] at offset {}: {message}",
+                                    topics[rank], arrived.offset
                                 )));
+                            }
+                            Decoded::Skip => {}
+                            Decoded::Forward { partition } => {
+                                warn!(topic = topics[rank].as_str(), from, offset = arrived.offset, to = partition,
+                                    "expansion: a record of a moved user after the cut (its producer was stale past the settle period); forwarded to its owner's partition");
+                                // A partition the producer does not know yet fails the
+                                // record (retried); the lookup teaches it the partition.
+                                self.output.knows_partition(&topics[rank], *partition);
+                                self.metrics.expansion_late_records.inc();
+                                self.output.forward(
+                                    &topics[rank],
+                                    *partition,
+                                    arrived.key.as_deref(),
+                                    arrived.payload.as_deref(),
+                                )?;
                             }
                         }
                     }
@@ -203,19 +232,26 @@ impl Core {
         while let Some(answer) = self.ends.answered() {
             // Answers to a task's earlier incarnation (dropped, rewound, resumed) are not
             // about its records: only the question an input still waits for counts.
-            let Some(q) = self
-                .tasks
-                .get_mut(&answer.partition)
-                .map(|t| &mut t.inputs[answer.rank])
-            else {
+            let asked = |q: &super::task::InputQueue| q.asked.map(|(token, _)| token);
+            let found = self.tasks.get(&answer.partition).and_then(|t| {
+                (asked(&t.inputs[answer.rank]) == Some(answer.token))
+                    .then_some((t.partition, answer.rank))
+            });
+            // A side feed's question: asked by an old task about another partition.
+            let found = found.or_else(|| {
+                self.tasks.values().find_map(|t| {
+                    (2..t.input_count())
+                        .find(|&i| asked(t.queue(i)) == Some(answer.token))
+                        .map(|i| (t.partition, i))
+                })
+            });
+            let Some((p, i)) = found else {
                 continue;
             };
-            let Some((token, asked_seq)) = q.asked else {
+            let q = self.tasks.get_mut(&p).expect("found").queue_mut(i);
+            let Some((_, asked_seq)) = q.asked else {
                 continue;
             };
-            if token != answer.token {
-                continue;
-            }
             q.asked = None;
             // A read that failed leaves the input unconfirmed, nothing else: the merge keeps
             // waiting (boundedly) and the end is asked again later. It is no reason to drop
@@ -241,19 +277,39 @@ impl Core {
         for (p, task) in self.tasks.iter_mut() {
             // Nothing of a task is processed before its restore is done and its positions
             // are known.
-            if self.restorer.is_restoring(*p) || self.positions_unknown.contains(p) {
+            if self.restorer.is_restoring(*p)
+                || self.positions_unknown.contains(p)
+                || task.recheck_at.is_some()
+            {
                 continue;
             }
-            for i in 0..task.inputs.len() {
-                let cached = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
+            let reader = self.feed_readers.get(p).map(|r| &r.consumer);
+            let feed_positions = match (reader, task.feeds.is_empty()) {
+                (Some(r), false) => r.position().ok(),
+                _ => None,
+            };
+            for i in 0..task.input_count() {
+                let (rank, partition) = task.coordinates(i);
+                let (cached, positions) = if i < 2 {
+                    (
+                        cached_high_watermark(consumer, &self.topics.c_names[rank], *p),
+                        client_positions.as_ref(),
+                    )
+                } else {
+                    (
+                        reader.and_then(|r| {
+                            cached_high_watermark(r, &self.topics.c_names[rank], partition)
+                        }),
+                        feed_positions.as_ref(),
+                    )
+                };
                 let newest_other = task.newest_other(i);
                 let last_seq = task.last_seq;
-                let q = &mut task.inputs[i];
+                let q = task.queue_mut(i);
                 if let (Some(known), Some(Offset::Offset(client))) = (
                     q.position,
-                    client_positions
-                        .as_ref()
-                        .and_then(|tpl| tpl.find_partition(&self.topics[i], *p))
+                    positions
+                        .and_then(|tpl| tpl.find_partition(&self.topics[rank], partition))
                         .map(|e| e.offset()),
                 ) {
                     // Only forward, and only once the task knows where it resumed: every
@@ -276,7 +332,7 @@ impl Core {
                         later
                     } else {
                         q.confirmed_at = now;
-                        q.asked = Some((self.ends.ask(i, *p)?, last_seq));
+                        q.asked = Some((self.ends.ask(rank, partition)?, last_seq));
                         now + ANSWER_POLL_MS
                     };
                     wake.retry_at = Some(wake.retry_at.map_or(later, |r| r.min(later)));
@@ -299,11 +355,17 @@ impl Core {
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
         let mut wanted: Vec<((usize, i32), bool)> = Vec::new();
+        let at_cut = self.inputs_at_cut();
         for (p, task) in &self.tasks {
             for (i, q) in task.inputs.iter().enumerate() {
                 let key = (i, *p);
                 let paused = self.paused.contains(&key);
-                if self.restorer.is_restoring(*p) {
+                // An old task's input at its cut waits for the hand-off; a task waiting for
+                // its origins reads nothing.
+                if self.restorer.is_restoring(*p)
+                    || task.recheck_at.is_some()
+                    || at_cut.contains(&key)
+                {
                     // Nothing is processed before the restore is done.
                     if !paused {
                         wanted.push((key, true));
@@ -354,6 +416,12 @@ impl Core {
                 .with_label_values(&[label.as_str()])
                 .set(task.engine.pending_count() as i64);
             overdue += task.engine.timers_due_before(now - 60_000);
+            if let Some(phase) = task.phase() {
+                self.metrics
+                    .expansion_phase
+                    .with_label_values(&[label.as_str()])
+                    .set(phase.as_metric());
+            }
             let reported = self.decisions_reported.entry(*p).or_default();
             for (outcome, reason, n) in task.engine.counters().decision_counts() {
                 let seen = reported.entry((outcome, reason)).or_default();

@@ -167,6 +167,11 @@ pub fn create_group_consumer(
     if c.get("queued.max.messages.kbytes").is_none() {
         c.set("queued.max.messages.kbytes", "8192");
     }
+    // New input partitions (an expansion) join the group when the client sees them in
+    // its metadata; librdkafka's 5-minute default would leave them unread that long.
+    if c.get("topic.metadata.refresh.interval.ms").is_none() {
+        c.set("topic.metadata.refresh.interval.ms", "5000");
+    }
     if settings.static_membership {
         c.set("group.instance.id", settings.member_id());
     }

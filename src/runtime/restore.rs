@@ -23,6 +23,7 @@ use super::error::RuntimeError;
 use super::metrics::Metrics;
 use super::rules::RestoreProgress;
 use super::task::Task;
+use crate::expansion::{parse_marker_key, Marker, PROGRESS_KEY};
 use crate::model::{TaskStateRecord, TimestampMs, UserState};
 
 /// Bound of one high-watermark request; the loop tries again later when it fails.
@@ -85,6 +86,15 @@ impl Restorer {
         Ok(())
     }
 
+    /// The high watermark of a task's changelog partition now (a task waiting for hand-off
+    /// markers reads its changelog again only when it grew).
+    pub fn high_watermark(&self, partition: i32) -> Option<i64> {
+        self.reader
+            .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
+            .ok()
+            .map(|(_, high)| high)
+    }
+
     /// Stops restoring a task (revoked, or restarted from scratch).
     pub fn cancel(&mut self, partition: i32) {
         if self.restoring.remove(&partition).is_some() {
@@ -141,6 +151,30 @@ impl Restorer {
             ) else {
                 continue;
             };
+            // An expansion's records: the task's progress in it, and hand-off markers.
+            if let Some(key) = m.key().filter(|k| k.starts_with(b"x/")) {
+                if key == PROGRESS_KEY.as_bytes() {
+                    task.restored_expansion =
+                        m.payload().and_then(|v| serde_json::from_slice(v).ok());
+                } else if let Some((epoch, origin)) = parse_marker_key(key) {
+                    let marker: Marker = m
+                        .payload()
+                        .and_then(|v| serde_json::from_slice(v).ok())
+                        .ok_or_else(|| RuntimeError::Restore {
+                        topic: self.topic.clone(),
+                        partition,
+                        offset,
+                        message: "a hand-off marker without its cuts".into(),
+                    })?;
+                    task.markers.insert((epoch, origin));
+                    for (rank, p, cut) in marker.cuts {
+                        task.marker_cuts.insert((epoch, origin, rank, p), cut);
+                    }
+                }
+                progress.record(offset);
+                *read.entry(partition).or_default() += 1;
+                continue;
+            }
             let record = match decode(codecs, m.key(), m.payload()) {
                 Ok(r) => r,
                 Err((retriable, message)) if retriable => {

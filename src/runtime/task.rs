@@ -10,6 +10,7 @@
 use std::collections::{BTreeSet, VecDeque};
 
 use crate::engine::Engine;
+use crate::expansion::{ExpansionProgress, FeedProgress, Layout};
 use crate::merge::{Head, InputState, Merge, Next};
 use crate::model::{InputCoordinates, InputEvent, TimestampMs};
 use crate::validate::Limits;
@@ -38,6 +39,15 @@ pub enum Decoded {
     /// Decoding failed for a reason no retry and no dead letter fixes (the schema registry
     /// refused the connector's credentials): the instance stops.
     Stop(String),
+    /// Another task processes it (an expansion's ownership before or after a cut): taken
+    /// without effect.
+    Skip,
+    /// A record after its partition's cut of a user another task owns now: forwarded to
+    /// that task's partition (its raw key and value are kept), timestamped when forwarded
+    /// so that it counts as after the cut there too.
+    Forward {
+        partition: i32,
+    },
 }
 
 /// Why a record is bad input (SPEC §4), with the class named in the DLQ headers.
@@ -53,7 +63,11 @@ impl Arrived {
     fn merge_time(&self) -> TimestampMs {
         match &self.event {
             Decoded::Event(e) => e.occurred_at(),
-            Decoded::Bad(_) | Decoded::Retry(_) | Decoded::Stop(_) => TimestampMs::MIN,
+            Decoded::Bad(_)
+            | Decoded::Retry(_)
+            | Decoded::Stop(_)
+            | Decoded::Skip
+            | Decoded::Forward { .. } => TimestampMs::MIN,
         }
     }
 }
@@ -85,6 +99,76 @@ pub struct InputQueue {
     pub asked: Option<(u64, u64)>,
 }
 
+/// A partition an old task reads besides its own during an expansion, until its cut.
+#[derive(Debug)]
+pub struct Feed {
+    pub rank: usize,
+    pub partition: i32,
+    pub queue: InputQueue,
+    /// The offset of the partition's cut, once a record at or after the cut time was read.
+    pub cut: Option<i64>,
+    /// The partition exists (the inputs may not have grown yet).
+    pub exists: bool,
+    /// Where reading started: the committed side-feed position.
+    pub start: i64,
+    /// The record at the cut was read: every record before it has arrived.
+    pub reached: bool,
+    /// Paused on its reader: its queue is full.
+    pub held: bool,
+    /// Where to start is looked up by the layout's time (an old partition, no position
+    /// saved yet).
+    pub by_time: bool,
+}
+
+impl Feed {
+    /// Every record before the cut was taken: nothing more comes from this feed.
+    pub fn closed(&self) -> bool {
+        self.reached && self.queue.records.is_empty()
+    }
+
+    pub fn progress(&self) -> FeedProgress {
+        FeedProgress {
+            rank: self.rank,
+            partition: self.partition,
+            next: self.queue.next_offset.unwrap_or(self.start),
+            cut: self.cut,
+        }
+    }
+}
+
+/// Where a task stands in an expansion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// An old task keeps its users until the cut, reading the partitions refreshed
+    /// producers may write them to.
+    SideFeeds,
+    /// Waits for the hand-off of every task that can give it users.
+    WaitingForOrigins,
+    /// Every origin handed over: the task owns the users the new count names.
+    Done,
+}
+
+impl Phase {
+    pub fn as_metric(self) -> i64 {
+        match self {
+            Phase::SideFeeds => 1,
+            Phase::WaitingForOrigins => 2,
+            Phase::Done => 3,
+        }
+    }
+}
+
+/// A task's part in an expansion.
+#[derive(Debug, Clone)]
+pub struct TaskExpansion {
+    pub layout: Layout,
+    pub phase: Phase,
+    /// The cut of each own input (by rank), once found.
+    pub cuts: [Option<i64>; 2],
+    /// The record at the cut of each own input was read (every record before it arrived).
+    pub reached: [bool; 2],
+}
+
 /// One task.
 pub struct Task {
     pub partition: i32,
@@ -101,6 +185,20 @@ pub struct Task {
     /// Where each input's records come from, named in decisions (built once; the offset is
     /// set per record).
     pub sources: [InputCoordinates; 2],
+    /// Side feeds during an expansion (after the own inputs in the merge's numbering).
+    pub feeds: Vec<Feed>,
+    pub feed_sources: Vec<InputCoordinates>,
+    pub expansion: Option<TaskExpansion>,
+    /// What the changelog said about an expansion: the task's progress record, and the
+    /// hand-off markers found (epoch, origin).
+    pub restored_expansion: Option<ExpansionProgress>,
+    pub markers: BTreeSet<(u32, i32)>,
+    /// The origins' cuts from their markers: (epoch, origin, rank, partition) → offset.
+    pub marker_cuts: std::collections::BTreeMap<(u32, i32, usize, i32), i64>,
+    /// While waiting for origins: when the changelog is read again for their markers.
+    pub recheck_at: Option<TimestampMs>,
+    /// The changelog's high watermark the last restore read to.
+    pub restored_high: Option<i64>,
 }
 
 impl Task {
@@ -126,50 +224,140 @@ impl Task {
                 partition,
                 offset: 0,
             }),
+            feeds: Vec::new(),
+            feed_sources: Vec::new(),
+            expansion: None,
+            restored_expansion: None,
+            markers: BTreeSet::new(),
+            marker_cuts: std::collections::BTreeMap::new(),
+            recheck_at: None,
+            restored_high: None,
         }
+    }
+
+    /// The phase of the task's expansion, if one is under way or done.
+    pub fn phase(&self) -> Option<Phase> {
+        self.expansion.as_ref().map(|x| x.phase)
+    }
+
+    /// Input `i` in the merge's numbering: own inputs, then side feeds.
+    pub fn queue(&self, i: usize) -> &InputQueue {
+        match i {
+            0 | 1 => &self.inputs[i],
+            _ => &self.feeds[i - 2].queue,
+        }
+    }
+
+    pub fn queue_mut(&mut self, i: usize) -> &mut InputQueue {
+        match i {
+            0 | 1 => &mut self.inputs[i],
+            _ => &mut self.feeds[i - 2].queue,
+        }
+    }
+
+    /// (rank, partition) of input `i`.
+    pub fn coordinates(&self, i: usize) -> (usize, i32) {
+        match i {
+            0 | 1 => (i, self.partition),
+            _ => (self.feeds[i - 2].rank, self.feeds[i - 2].partition),
+        }
+    }
+
+    pub fn input_count(&self) -> usize {
+        2 + self.feeds.len()
+    }
+
+    /// Whether own input `i` has reached its cut while the task keeps its old users: what
+    /// follows waits for the hand-off.
+    pub fn own_closed(&self, i: usize) -> bool {
+        matches!(&self.expansion, Some(x) if x.phase == Phase::SideFeeds && x.reached[i])
+            && self.inputs[i].records.is_empty()
+    }
+
+    /// Every input reached its cut with everything before it taken: time to hand off.
+    pub fn ready_to_hand_off(&self) -> bool {
+        self.phase() == Some(Phase::SideFeeds)
+            && (0..2).all(|i| self.own_closed(i))
+            && self.feeds.iter().all(|f| f.exists && f.closed())
+    }
+
+    /// The task's expansion progress record.
+    pub fn expansion_progress(&self) -> Option<ExpansionProgress> {
+        self.expansion.as_ref().map(|x| ExpansionProgress {
+            epoch: x.layout.epoch,
+            cuts: x.cuts,
+            feeds: self.feeds.iter().map(Feed::progress).collect(),
+        })
     }
 
     /// What the merge says about this task's buffered records.
     pub fn next(&mut self, now: TimestampMs) -> Next {
-        let states: [InputState; 2] = std::array::from_fn(|i| {
-            let q = &self.inputs[i];
-            InputState {
-                rank: i as u8,
-                head: q.records.front().map(|r| Head {
-                    occurred_at: r.merge_time(),
-                    offset: r.offset,
-                }),
-                at_end: q.at_end,
-                behind: matches!((q.position, q.fresh_high), (Some(p), Some(h)) if p < h),
-            }
-        });
+        let state = |rank: usize, q: &InputQueue, closed: bool| InputState {
+            rank: rank as u8,
+            head: q.records.front().map(|r| Head {
+                occurred_at: r.merge_time(),
+                offset: r.offset,
+            }),
+            // An input past its cut has nothing more for this task: no wait for it.
+            at_end: q.at_end || closed,
+            behind: !closed && matches!((q.position, q.fresh_high), (Some(p), Some(h)) if p < h),
+        };
+        if self.feeds.is_empty() && self.expansion.is_none() {
+            let states: [InputState; 2] = std::array::from_fn(|i| state(i, &self.inputs[i], false));
+            return self.merge.choose(&states, now);
+        }
+        let mut states: Vec<InputState> = (0..2)
+            .map(|i| state(i, &self.inputs[i], self.own_closed(i)))
+            .collect();
+        states.extend(
+            self.feeds
+                .iter()
+                .map(|f| state(f.rank, &f.queue, f.closed())),
+        );
         self.merge.choose(&states, now)
     }
 
     /// Whether every input is at its end with nothing buffered: the task is caught up, and
     /// its timers fire by the wall clock.
     pub fn caught_up(&self) -> bool {
-        self.inputs.iter().all(|q| q.at_end && q.records.is_empty())
+        let done = |q: &InputQueue| q.at_end && q.records.is_empty();
+        if let Some(x) = self
+            .expansion
+            .as_ref()
+            .filter(|x| x.phase == Phase::SideFeeds)
+        {
+            // Once an input reached its cut, later records of this task's users may be in
+            // partitions it no longer reads: the wall clock is the new owners' to follow.
+            if x.reached.iter().any(|r| *r) || self.feeds.iter().any(|f| f.reached) {
+                return false;
+            }
+            return self.inputs.iter().all(done)
+                && self.feeds.iter().all(|f| f.exists && done(&f.queue));
+        }
+        self.inputs.iter().all(done)
     }
 
     pub fn buffered(&self) -> usize {
-        self.inputs.iter().map(|q| q.records.len()).sum()
+        self.inputs.iter().map(|q| q.records.len()).sum::<usize>()
+            + self
+                .feeds
+                .iter()
+                .map(|f| f.queue.records.len())
+                .sum::<usize>()
     }
 
     /// The inputs whose next record waits for its decoding to be retried.
     pub fn held_inputs(&self) -> impl Iterator<Item = usize> + '_ {
-        self.inputs
-            .iter()
-            .enumerate()
-            .filter(|(_, q)| matches!(q.records.front(), Some(r) if matches!(r.event, Decoded::Retry(_))))
-            .map(|(i, _)| i)
+        (0..self.input_count()).filter(|&i| {
+            matches!(self.queue(i).records.front(), Some(r) if matches!(r.event, Decoded::Retry(_)))
+        })
     }
 
     /// Buffers an arrived record on input `i`.
     pub fn push(&mut self, i: usize, mut arrived: Arrived) {
         self.last_seq += 1;
         arrived.seq = self.last_seq;
-        let q = &mut self.inputs[i];
+        let q = self.queue_mut(i);
         q.at_end = false;
         q.position = Some(arrived.offset + 1);
         q.records.push_back(arrived);
@@ -177,11 +365,9 @@ impl Task {
 
     /// The newest arrival buffered on an input other than `i`, if any.
     pub fn newest_other(&self, i: usize) -> Option<u64> {
-        self.inputs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .filter_map(|(_, q)| q.records.back().map(|r| r.seq))
+        (0..self.input_count())
+            .filter(|j| *j != i)
+            .filter_map(|j| self.queue(j).records.back().map(|r| r.seq))
             .max()
     }
 
@@ -190,6 +376,10 @@ impl Task {
     pub fn clear_inputs(&mut self) {
         for q in self.inputs.iter_mut() {
             *q = InputQueue::default();
+        }
+        // The record at a cut comes again too.
+        if let Some(x) = self.expansion.as_mut() {
+            x.reached = [false; 2];
         }
     }
 }

@@ -507,7 +507,7 @@ impl<'d> Simulation<'d> {
                 }
                 // A shadow follow-on is evaluated like any other; its output is labelled
                 // as the shadow's by its `@shadow` id.
-                Effect::Shadow(record) => match Output::of_shadow(record) {
+                Effect::Shadow(record) => match Output::of_shadow(*record) {
                     Some(o @ Output::Send(_)) => {
                         self.summary.shadow_sends += 1;
                         o

@@ -44,6 +44,25 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
     }
 }
 
+/// Waits until `check` returns `Ok`, or panics after `deadline` naming `what` and the last
+/// `Err` it returned (what the wait saw so far, e.g. counts).
+pub fn wait_until<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let started = Instant::now();
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(seen) if started.elapsed() > deadline => {
+                panic!("timed out after {deadline:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// One test's world: topic names, config environment, and helpers.
 pub struct World {
     pub id: String,
@@ -259,20 +278,25 @@ impl World {
 
     /// A `read_committed` reader of a whole topic.
     pub fn reader(&self, role: &str) -> Reader {
+        self.reader_of_topic(&self.topic(role))
+    }
+
+    /// A `read_committed` reader of a whole topic given by its full name (e.g. a topic the
+    /// connector names after one of the world's).
+    pub fn reader_of_topic(&self, topic: &str) -> Reader {
         let consumer: BaseConsumer = self
             .client_config()
-            .set("group.id", format!("reader-{}-{role}", self.id))
+            .set("group.id", format!("reader-{}-{topic}", self.id))
             .set("isolation.level", "read_committed")
             .set("enable.auto.commit", "false")
             .create()
             .unwrap();
-        let topic = self.topic(role);
         let metadata = consumer
-            .fetch_metadata(Some(&topic), Duration::from_secs(10))
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
             .unwrap();
         let mut tpl = TopicPartitionList::new();
         for p in metadata.topics()[0].partitions() {
-            tpl.add_partition_offset(&topic, p.id(), Offset::Beginning)
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
                 .unwrap();
         }
         consumer.assign(&tpl).unwrap();
@@ -344,7 +368,8 @@ impl World {
 impl Drop for World {
     /// A failed test keeps its directory (instance logs, configs) for a look afterwards.
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        // KEEP_TEST_FILES=1 keeps them after a passing test too (to read its logs).
+        if std::thread::panicking() || std::env::var_os("KEEP_TEST_FILES").is_some() {
             let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
             eprintln!(
                 "--- the test's files (instance logs) are kept in {}",
@@ -642,7 +667,8 @@ impl Instance {
 
 impl Drop for Instance {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        // KEEP_TEST_FILES=1 keeps them after a passing test too (to read its logs).
+        if std::thread::panicking() || std::env::var_os("KEEP_TEST_FILES").is_some() {
             let log = self.log_text();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             eprintln!("--- last lines of {}:", self.log.display());
@@ -777,3 +803,299 @@ campaigns:
       delay: immediate
       message: {channel: PUSH, template_id: promo-2}
 "#;
+
+impl World {
+    /// Writes the world's configuration (its `CONNECTOR_*` settings, nested the way the
+    /// connector reads them from the environment) to a config file, for commands given
+    /// `--config FILE`. JSON, which is YAML.
+    pub fn config_file(&self) -> PathBuf {
+        use campaign_connector::runtime::config::{ENV_PREFIX, NOT_KEYS};
+        let mut tree = serde_json::Map::new();
+        for (key, value) in &self.env {
+            let Some(rest) = key
+                .strip_prefix(ENV_PREFIX)
+                .filter(|k| !NOT_KEYS.contains(k))
+            else {
+                continue;
+            };
+            let mut path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if path[0] == "kafka" && path.len() == 2 {
+                // librdkafka keys use dots.
+                path[1] = path[1].replace('_', ".");
+            }
+            // A list is written as one (`[a, b]`), everything else as text, as from the
+            // environment.
+            let value = serde_yaml_ng::from_str::<serde_json::Value>(value)
+                .ok()
+                .filter(serde_json::Value::is_array)
+                .unwrap_or_else(|| serde_json::Value::String(value.clone()));
+            let (last, parents) = path.split_last().unwrap();
+            let mut node = &mut tree;
+            for p in parents {
+                node = node
+                    .entry(p.clone())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()))
+                    .as_object_mut()
+                    .unwrap();
+            }
+            node.insert(last.clone(), value);
+        }
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(tree)).unwrap();
+        write_file(self.dir.path(), "config.yaml", &text)
+    }
+
+    /// Starts a CLI command with the world's configuration in the environment, without
+    /// waiting for it (e.g. an operation that runs while the test produces traffic).
+    pub fn spawn_cli(&self, args: &[&str]) -> CliRun {
+        let name = format!("cli-{}", now_ms());
+        let (stdout, stderr) = (
+            self.dir.path().join(format!("{name}.out")),
+            self.dir.path().join(format!("{name}.err")),
+        );
+        let child = Command::new(env!("CARGO_BIN_EXE_campaign-connector"))
+            .args(args)
+            .envs(&self.env)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout).unwrap())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        CliRun {
+            command: args.join(" "),
+            child,
+            started: Instant::now(),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The partition count of a topic given by its full name; `None` when it does not exist.
+    pub fn partition_count(&self, topic: &str) -> Option<usize> {
+        let consumer: BaseConsumer = self.client_config().create().unwrap();
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|n| *n > 0)
+    }
+
+    /// A producer of input events to partitions the caller chooses.
+    pub fn event_producer(&self) -> EventProducer {
+        EventProducer {
+            producer: self.producer(),
+            interactions: self.topic("interactions"),
+            user_events: self.topic("user-events"),
+            interaction_codec: Codec::new(self.topic("interactions"), &EncodingSettings::avro())
+                .unwrap(),
+            user_event_codec: Codec::new(self.topic("user-events"), &EncodingSettings::avro())
+                .unwrap(),
+        }
+    }
+}
+
+/// A CLI command running in the background; killed if dropped before it ended.
+pub struct CliRun {
+    pub command: String,
+    child: Child,
+    started: Instant,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+/// How a CLI command ended: success, stdout, stderr, and how long it ran.
+#[derive(Debug)]
+pub struct CliDone {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub took: Duration,
+}
+
+impl CliRun {
+    /// `Some` once the command has ended.
+    pub fn try_finish(&mut self) -> Option<CliDone> {
+        let status = self.child.try_wait().unwrap()?;
+        Some(CliDone {
+            ok: status.success(),
+            stdout: std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+            stderr: std::fs::read_to_string(&self.stderr).unwrap_or_default(),
+            took: self.started.elapsed(),
+        })
+    }
+
+    /// How long it has been running.
+    pub fn running_for(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Waits for the end; panics (and kills it) after `deadline`, with what it wrote so far.
+    pub fn wait(mut self, deadline: Duration) -> CliDone {
+        loop {
+            if let Some(done) = self.try_finish() {
+                return done;
+            }
+            if self.started.elapsed() > deadline {
+                panic!(
+                    "`{}` did not end within {deadline:?}; its output so far:\n{}{}",
+                    self.command,
+                    std::fs::read_to_string(&self.stdout).unwrap_or_default(),
+                    std::fs::read_to_string(&self.stderr).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for CliRun {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Produces input events (Avro single-object encoding, keyed by user id) to a partition the
+/// caller chooses, as an upstream producer with a partition count of its own does — one
+/// whose metadata is stale after the inputs grew, or one that has refreshed it.
+pub struct EventProducer {
+    producer: BaseProducer,
+    interactions: String,
+    user_events: String,
+    interaction_codec: Codec<Interaction>,
+    user_event_codec: Codec<UserEvent>,
+}
+
+impl EventProducer {
+    /// Produces one event to `partition` of its topic (the local queue is drained when
+    /// full; a partition the client does not know yet is waited for, up to 30 s). Returns
+    /// the topic.
+    pub fn send_to(&self, event: &InputEvent, partition: i32) -> &str {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        let (topic, bytes) = match event {
+            InputEvent::Interaction(i) => (
+                &self.interactions,
+                self.interaction_codec.encode(i).unwrap(),
+            ),
+            InputEvent::UserEvent(u) => {
+                (&self.user_events, self.user_event_codec.encode(u).unwrap())
+            }
+        };
+        let started = Instant::now();
+        let mut record = BaseRecord::to(topic)
+            .key(event.user_id())
+            .payload(&bytes)
+            .partition(partition);
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return topic,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(5));
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::UnknownPartition), r))
+                    if started.elapsed() < Duration::from_secs(30) =>
+                {
+                    // The client's metadata predates the partition: ask again.
+                    record = r;
+                    let _ = self
+                        .producer
+                        .client()
+                        .fetch_metadata(Some(topic), Duration::from_secs(5));
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err((e, _)) => panic!("producing to {topic} partition {partition}: {e}"),
+            }
+        }
+    }
+
+    /// Serves delivery reports without waiting (call it now and then while producing;
+    /// librdkafka sends on its own within its linger time).
+    pub fn poll(&self) {
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Waits until everything produced is acknowledged.
+    pub fn flush(&self) {
+        self.producer
+            .flush(Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("flushing the event producer: {e}"));
+    }
+}
+
+/// The simulator's JSONL input: one `{"interaction": ...}` or `{"user_event": ...}` per
+/// line, in the given order.
+pub fn events_jsonl(events: &[InputEvent]) -> String {
+    let mut text = String::with_capacity(events.len() * 256);
+    for e in events {
+        let line = match e {
+            InputEvent::Interaction(i) => serde_json::json!({ "interaction": i }),
+            InputEvent::UserEvent(u) => serde_json::json!({ "user_event": u }),
+        };
+        text.push_str(&line.to_string());
+        text.push('\n');
+    }
+    text
+}
+
+/// A send-command as `simulate --format jsonl` prints it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatedSend {
+    pub user_id: String,
+    pub campaign_id: String,
+    pub command_id: String,
+    pub trigger_event_id: String,
+    pub due_at: i64,
+}
+
+impl World {
+    /// Runs `simulate` with a campaigns file on `events` in the given order (both written
+    /// into the world's directory); returns its send-commands. Fails unless it exits 0.
+    pub fn simulate(&self, campaigns_yaml: &str, events: &[InputEvent]) -> Vec<SimulatedSend> {
+        let events_file = write_file(
+            self.dir.path(),
+            "simulate-events.jsonl",
+            &events_jsonl(events),
+        );
+        let campaigns_file = write_file(self.dir.path(), "simulate-campaigns.yaml", campaigns_yaml);
+        let out = Command::new(env!("CARGO_BIN_EXE_campaign-connector"))
+            .arg("simulate")
+            .arg("--campaigns")
+            .arg(&campaigns_file)
+            .arg("--events")
+            .arg(&events_file)
+            .args(["--format", "jsonl"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "simulate failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = |v: &serde_json::Value| {
+            v.as_str()
+                .unwrap_or_else(|| panic!("not a string in simulate's output: {v}"))
+                .to_string()
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|line| {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                let c = v.get("send_command")?;
+                Some(SimulatedSend {
+                    user_id: text(&c["user_id"]),
+                    campaign_id: text(&c["campaign_id"]),
+                    command_id: text(&c["command_id"]),
+                    trigger_event_id: text(&c["trigger"]["event_id"]),
+                    due_at: campaign_connector::time::parse_timestamp(&text(&c["due_at"])).unwrap(),
+                })
+            })
+            .collect()
+    }
+}

@@ -485,7 +485,7 @@ pub fn materialize(engine: &Engine, out: Vec<Effect>) -> Vec<Effect> {
     out.into_iter()
         .map(|e| match e {
             Effect::UserChanged { user_id } => match engine.user_changelog_record(&user_id).1 {
-                Some(record) => Effect::PutState(record),
+                Some(record) => Effect::PutState(Box::new(record)),
                 None => Effect::UserChanged { user_id },
             },
             other => other,

@@ -112,7 +112,7 @@ connector reads `kafka` as a map of strings).
 {{- if .Values.autoscaling.enabled }}
 {{- $partitions := int (.Values.config.partitions | default 6) }}
 {{- if gt (int .Values.autoscaling.maxReplicaCount) $partitions }}
-{{- fail (printf "autoscaling.maxReplicaCount (%d) must not exceed config.partitions (%d): instances beyond the partition count own no task" (int .Values.autoscaling.maxReplicaCount) $partitions) }}
+{{- fail (printf "autoscaling.maxReplicaCount (%d) must not exceed config.partitions (%d): instances beyond the partition count own no task; grow the partitions first with `campaign-connector partitions expand` (docs/operations.md)" (int .Values.autoscaling.maxReplicaCount) $partitions) }}
 {{- end }}
 {{- if lt (int .Values.autoscaling.maxReplicaCount) (int .Values.autoscaling.minReplicaCount) }}
 {{- fail "autoscaling.maxReplicaCount must be at least autoscaling.minReplicaCount" }}
