@@ -101,6 +101,14 @@ pub fn standalone_consumer(settings: &Settings, purpose: &str) -> Result<BaseCon
     Ok(c.create()?)
 }
 
+/// A client for metadata and watermark reads only. Without a `group.id` (which assigning
+/// partitions needs, and these never do) the client opens no connection to a group
+/// coordinator: dropped right after its reads, a client that had one still authenticating
+/// logged a SASL handshake failure.
+pub fn metadata_consumer(settings: &Settings) -> Result<BaseConsumer, TopicError> {
+    Ok(base_config(settings).create()?)
+}
+
 /// Remembers the first error librdkafka reports that explains a failed connection.
 #[derive(Default)]
 pub struct ConnectionErrors {
@@ -134,13 +142,9 @@ impl rdkafka::consumer::ConsumerContext for ConnectionErrors {}
 /// (librdkafka reports those as events on the client's main queue, which plain requests do
 /// not read; polling drains them.)
 pub fn check_connection(settings: &Settings) -> Result<(), TopicError> {
-    let mut c = base_config(settings);
-    c.set(
-        "group.id",
-        format!("{}-connection-check", settings.application_id),
-    );
+    // No `group.id`, as in `metadata_consumer`.
     let consumer: BaseConsumer<ConnectionErrors> =
-        c.create_with_context(ConnectionErrors::default())?;
+        base_config(settings).create_with_context(ConnectionErrors::default())?;
     let failed = match consumer.fetch_metadata(None, METADATA_TIMEOUT) {
         Ok(_) => return Ok(()),
         Err(e) => e,
@@ -205,7 +209,7 @@ fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
 
 /// Waits until every partition of `topics` has a leader (after creating them).
 fn wait_for_leaders(settings: &Settings, topics: &[&str]) -> Result<(), TopicError> {
-    let consumer = standalone_consumer(settings, "metadata")?;
+    let consumer = metadata_consumer(settings)?;
     let started = std::time::Instant::now();
     loop {
         let metadata = consumer.fetch_metadata(None, METADATA_TIMEOUT)?;
@@ -301,7 +305,7 @@ pub fn partition_counts(
 /// that is the layout's new count.
 pub fn check_co_partitioning(settings: &Settings) -> Result<usize, TopicError> {
     check_connection(settings)?;
-    let consumer = standalone_consumer(settings, "metadata")?;
+    let consumer = metadata_consumer(settings)?;
     let t = &settings.topics;
     let counts = co_partition_counts(&consumer, settings)?;
     let layout = super::layout::read_layout_topic(settings)?;
@@ -348,7 +352,7 @@ pub fn co_partitioned_count(
 
 /// Whether the shadow topic exists.
 pub fn shadow_topic_exists(settings: &Settings) -> Result<bool, TopicError> {
-    let consumer = standalone_consumer(settings, "metadata")?;
+    let consumer = metadata_consumer(settings)?;
     let name = settings.topics.shadow.as_str();
     Ok(partition_counts(&consumer, &[name])?[name].is_some())
 }

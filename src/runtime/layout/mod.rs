@@ -32,7 +32,8 @@ use tracing::{debug, info, warn};
 use super::config::Settings;
 use super::error::RuntimeError;
 use super::kafka::{
-    advance_positions, base_config, high_watermark, standalone_consumer, TopicError,
+    advance_positions, base_config, high_watermark, metadata_consumer, standalone_consumer,
+    TopicError,
 };
 use crate::expansion::{layout_topic, Layout, LAYOUT_KEY};
 
@@ -61,11 +62,18 @@ pub fn read_layout(settings: &Settings) -> Result<Option<Layout>, RuntimeError> 
 /// [`read_layout`] with the topics' error type (for the co-partitioning check).
 pub(crate) fn read_layout_topic(settings: &Settings) -> Result<Option<Layout>, TopicError> {
     let topic = layout_topic(&settings.topics.changelog);
-    let consumer = standalone_consumer(settings, "layout")?;
-    if !topic_exists(&consumer, &topic)? {
+    // The group-less client first: a deployment that never expanded (no layout topic, or
+    // an empty one) needs no reader.
+    let metadata = metadata_consumer(settings)?;
+    if !topic_exists(&metadata, &topic)? {
         return Ok(None);
     }
-    let high = high_watermark(&consumer, &topic, PARTITION)?;
+    let high = high_watermark(&metadata, &topic, PARTITION)?;
+    if high == 0 {
+        return Ok(None);
+    }
+    drop(metadata);
+    let consumer = standalone_consumer(settings, "layout")?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&topic, PARTITION, Offset::Beginning)?;
     consumer.assign(&tpl)?;

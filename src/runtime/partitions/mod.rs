@@ -29,7 +29,7 @@ use super::error::RuntimeError;
 use super::instance::now_ms;
 use super::kafka::{
     advance_positions, base_config, check_connection, co_partition_counts, high_watermark,
-    standalone_consumer, TopicError,
+    metadata_consumer, standalone_consumer, TopicError,
 };
 use super::layout::{read_layout_topic, write_layout, CoPartitionCounts, TopicCount};
 use crate::expansion::layout_topic;
@@ -138,7 +138,7 @@ pub fn expand(
 
 /// The partition counts of the inputs and the changelog; a missing topic is an error.
 fn read_counts(settings: &Settings) -> Result<CoPartitionCounts, ExpandError> {
-    let consumer = standalone_consumer(settings, "metadata")?;
+    let consumer = metadata_consumer(settings)?;
     Ok(co_partition_counts(&consumer, settings)?)
 }
 
@@ -161,7 +161,7 @@ fn grow(settings: &Settings, g: &Growth) -> Result<(), ExpandError> {
             return Err(fail(code.to_string()));
         }
     }
-    let consumer = standalone_consumer(settings, "metadata")?;
+    let consumer = metadata_consumer(settings)?;
     let started = Instant::now();
     loop {
         let metadata = consumer
