@@ -15,8 +15,9 @@
 #   BENCH_STREAMS_TIMERS (200000): burst and restore of the Kafka Streams application
 #   BENCH_STREAMS_THREADS (1)  BENCH_STREAMS_JVM_OPTS ("-Xms256m -Xmx1g")
 #   BENCH_PARTS (throughput,lateness,restore,burst,engine): a subset to run
-#   BENCH_RUNS ("connector: exactly-once, 100 ms|Streams"): only the throughput runs whose
-#     "system: mode" contains one of the |-separated parts (default: all ten)
+#   BENCH_RUNS ("connector: exactly-once, 100 ms|Streams"): only the runs (of every part)
+#     whose "system: mode" contains one of the |-separated parts (default: all)
+#   BENCH_CONNECTOR_LOG (warn): RUST_LOG of the connectors the suite starts
 #   BENCH_DOC (docs/benchmarks.md): where to write the page; empty: do not write it
 #   BENCH_HTTP_PORTS (19650-19699): ports of the connectors' HTTP servers
 set -euo pipefail

@@ -6,8 +6,8 @@
 //! below). Parts, in order: `throughput` (every system over one backlog), `lateness` (fire
 //! lateness at steady load), `restore` (N pending timers after a restart), `burst` (N timers
 //! due in one second), `engine` (`benches/engine.rs`). `BENCH_PARTS=throughput,engine` runs a
-//! subset; `BENCH_RUNS="connector: exactly-once, 100 ms|Streams"` only the throughput runs
-//! whose "system: mode" contains one of the `|`-separated parts.
+//! subset; `BENCH_RUNS="connector: exactly-once, 100 ms|Streams"` only the runs (of every
+//! part) whose "system: mode" contains one of the `|`-separated parts.
 //!
 //! Sizes (environment; `--quick` divides the defaults for a smoke run):
 //!
@@ -108,6 +108,13 @@ pub(crate) const EOS_100: Kind = Kind::Connector {
 };
 pub(crate) const STREAMS_100: Kind = Kind::Streams { commit_ms: 100 };
 
+/// Whether `BENCH_RUNS` (`|`-separated parts, e.g. "connector|copy") selects this system:
+/// its "system: mode" contains one of them, or the variable is unset.
+fn selected(kind: Kind) -> bool {
+    let label = format!("{}: {}", kind.system(), kind.mode());
+    var("BENCH_RUNS").is_none_or(|f| f.split('|').any(|x| label.contains(x.trim())))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let quick = args.iter().any(|a| a == "--quick");
@@ -157,7 +164,11 @@ fn main() {
         throughput_part(&env, &sizes, &id, broker_pid, &mut report);
     }
     if part("lateness") {
-        for (i, kind) in [EOS_100, STREAMS_100].into_iter().enumerate() {
+        for (i, kind) in [EOS_100, STREAMS_100]
+            .into_iter()
+            .enumerate()
+            .filter(|(_, k)| selected(*k))
+        {
             report.lateness.push(lateness::run(
                 &env,
                 kind,
@@ -174,7 +185,11 @@ fn main() {
             commit_ms: 1000,
             decisions: false,
         };
-        for (i, kind) in [connector, STREAMS_100].into_iter().enumerate() {
+        for (i, kind) in [connector, STREAMS_100]
+            .into_iter()
+            .enumerate()
+            .filter(|(_, k)| selected(*k))
+        {
             let timers = match kind {
                 Kind::Streams { .. } => sizes.streams_timers,
                 _ => sizes.restore,
@@ -188,7 +203,11 @@ fn main() {
         }
     }
     if part("burst") {
-        for (i, kind) in [EOS_100, STREAMS_100].into_iter().enumerate() {
+        for (i, kind) in [EOS_100, STREAMS_100]
+            .into_iter()
+            .enumerate()
+            .filter(|(_, k)| selected(*k))
+        {
             // Timers per second the system ingests: from the restore part (the same input),
             // else from the main run (1.5 events per timer).
             let rate = report
@@ -362,15 +381,7 @@ fn throughput_part(
         connector(false, 100, false),
         STREAMS_100,
     ];
-    // BENCH_RUNS="connector|copy": only the runs whose "system: mode" contains one of these.
-    let filters: Vec<String> = var("BENCH_RUNS")
-        .map(|f| f.split('|').map(|x| x.trim().to_string()).collect())
-        .unwrap_or_default();
-    for (n, kind) in plan.into_iter().enumerate() {
-        let label = format!("{}: {}", kind.system(), kind.mode());
-        if !filters.is_empty() && !filters.iter().any(|f| label.contains(f.as_str())) {
-            continue;
-        }
+    for (n, kind) in plan.into_iter().enumerate().filter(|(_, k)| selected(*k)) {
         let row = throughput::run(env, &backlog, n, kind, &prefix);
         eprintln!(
             "[bench]   {} events/s, {:.2} CPU s per 1 M events",

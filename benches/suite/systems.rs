@@ -231,7 +231,10 @@ impl Setup {
                     .envs(self.connector_env(env))
                     .env("CONNECTOR_HTTP_LISTEN", &addr)
                     .env("CONNECTOR_INSTANCE_ID", "bench-0")
-                    .env("RUST_LOG", "warn");
+                    .env(
+                        "RUST_LOG",
+                        crate::var("BENCH_CONNECTOR_LOG").unwrap_or_else(|| "warn".into()),
+                    );
                 Running {
                     proc: Proc::spawn(&format!("connector {}", self.app), c, log),
                     http: Some(addr),
