@@ -196,6 +196,77 @@ fn input_written_in_transactions_is_caught_up_and_fires_on_time() {
     assert_commands(&w, &["ben".to_string()].into());
 }
 
+/// Where inputs end, asked about several partitions at once (the loop asks for every
+/// empty input of every task): each question gets its own partition's end, and that end is
+/// the last stable offset — the records of a transaction still open are not there yet for a
+/// `read_committed` reader, so a task is not kept waiting for them.
+#[test]
+fn input_ends_asked_together_are_each_their_own_partitions_last_stable_offset() {
+    use campaign_connector::runtime::config::load;
+    use campaign_connector::runtime::ends::Ends;
+    use campaign_connector::runtime::input::InputTopics;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let w = World::new("ends", 3);
+    w.create_topics();
+    let interactions = w.topic("interactions");
+    let producer = w.producer();
+    for p in 0..3 {
+        for _ in 0..=p {
+            producer
+                .send(
+                    BaseRecord::to(&interactions)
+                        .partition(p)
+                        .key("k")
+                        .payload("x"),
+                )
+                .unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+    let open: BaseProducer = w
+        .client_config()
+        .set("transactional.id", format!("ends-{}", now_ms()))
+        .create()
+        .unwrap();
+    open.init_transactions(Duration::from_secs(30)).unwrap();
+    open.begin_transaction().unwrap();
+    for _ in 0..3 {
+        open.send(
+            BaseRecord::to(&interactions)
+                .partition(0)
+                .key("k")
+                .payload("x"),
+        )
+        .unwrap();
+    }
+    open.flush(Duration::from_secs(10)).unwrap();
+
+    let settings = load(None, w.env.clone()).unwrap();
+    let topics = InputTopics::new(&interactions, &w.topic("user-events")).unwrap();
+    let mut ends = Ends::start(&settings, std::sync::Arc::new(topics)).unwrap();
+    let asked = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 2), (0, 1)];
+    assert_eq!(
+        ends.ask_and_wait(&asked).unwrap(),
+        vec![1, 2, 3, 0, 0, 2],
+        "interactions 0 (1 record committed, 3 in an open transaction), 1, 2; user events 0, \
+         2; interactions 1 again"
+    );
+    open.commit_transaction(Duration::from_secs(30)).unwrap();
+    // Committed: the 3 records and the transaction's marker, once the broker has written
+    // the marker (after the commit returned).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut last = Vec::new();
+    while std::time::Instant::now() < deadline {
+        last = ends.ask_and_wait(&[(0, 0), (0, 2)]).unwrap();
+        if last == [5, 3] {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("after the commit, the ends of interactions 0 and 2: {last:?}, not [5, 3]");
+}
+
 /// A send fired by the wall clock (its task caught up) is committed at once, not at the
 /// next commit interval: with a one-minute interval, the command is visible seconds after
 /// it is due. (Nothing else commits in between: no rebalance, and the first interval ends

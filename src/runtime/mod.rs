@@ -30,7 +30,7 @@ pub mod catalog_feed;
 pub mod codecs;
 mod commit;
 pub mod config;
-mod ends;
+pub mod ends;
 pub mod error;
 mod expanding;
 pub mod http;
