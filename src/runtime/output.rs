@@ -327,16 +327,7 @@ impl Output {
 
     /// Writes the changelog entries of the task's changed users and its progress record.
     pub fn write_state(&mut self, codecs: &Codecs, task: &mut Task) -> Result<(), RuntimeError> {
-        let encode = |record: &TaskStateRecord| {
-            codecs
-                .changelog
-                .encode(record)
-                .map_err(|source| RuntimeError::Encode {
-                    record: "state record",
-                    topic: self.changelog.clone(),
-                    source: Box::new(source),
-                })
-        };
+        let encode = |record: &TaskStateRecord| self.encode_state(codecs, record);
         let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
         for user in std::mem::take(&mut task.dirty) {
             let (key, value) = task.engine.user_changelog_record(&user);
@@ -353,15 +344,8 @@ impl Output {
                 writes.push((crate::expansion::PROGRESS_KEY.to_string(), Some(json)));
             }
         }
-        let topic = self.changelog.clone();
         for (key, value) in writes {
-            self.produce(
-                &topic,
-                Some(task.partition),
-                key.as_bytes(),
-                value.as_deref(),
-                None,
-            )?;
+            self.write_changelog(task.partition, key.as_bytes(), value.as_deref())?;
         }
         Ok(())
     }
