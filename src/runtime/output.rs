@@ -301,20 +301,11 @@ impl Output {
                     r?;
                 }
                 Effect::PutState(record) => {
-                    let bytes = codecs.changelog.encode(&record).map_err(|source| {
-                        RuntimeError::Encode {
-                            record: "state record",
-                            topic: self.changelog.clone(),
-                            source: Box::new(source),
-                        }
-                    })?;
-                    let topic = self.changelog.clone();
-                    self.produce(
-                        &topic,
-                        Some(partition),
+                    let bytes = self.encode_state(codecs, &record)?;
+                    self.write_changelog(
+                        partition,
                         record.changelog_key().as_bytes(),
                         Some(&bytes),
-                        None,
                     )?;
                 }
                 Effect::UserChanged { user_id } => {
@@ -358,8 +349,11 @@ impl Output {
         key: &[u8],
         value: Option<&[u8]>,
     ) -> Result<(), RuntimeError> {
-        let topic = self.changelog.clone();
-        self.produce(&topic, Some(partition), key, value, None)
+        // Lent out for the call rather than copied: this runs once per changed user.
+        let topic = std::mem::take(&mut self.changelog);
+        let r = self.produce(&topic, Some(partition), key, value, None);
+        self.changelog = topic;
+        r
     }
 
     /// Encodes a state record for the changelog.
