@@ -126,7 +126,8 @@ fn clean_restarts_of_every_cluster_node_are_ridden_out_with_exact_output() {
     assert_eq!(
         commands.records.len(),
         expected.len(),
-        "not every command arrived within 120 s of the last restart"
+        "not every command arrived within 120 s of the last restart; {}",
+        explain_missing(&w, &commands, &expected)
     );
     assert_eq!(instance.stop(Duration::from_secs(60)), Some(0));
     assert_commands(&w, &expected);

@@ -136,3 +136,80 @@ fn a_long_restore_keeps_health_live_and_readiness_honest() {
     assert_eq!(pending as usize, n);
     assert_eq!(second.stop(Duration::from_secs(120)), Some(0));
 }
+
+/// A task's changelog may end in a transaction of its previous owner that is still open, or
+/// whose commit returned while its markers are not written yet (the window in which a
+/// moved task's new owner starts its restore). The restore waits for that transaction and
+/// brings back what it wrote: here the pending timers of twenty users, copied into a fresh
+/// world's changelog by a transaction held open, fire once it is committed.
+#[test]
+fn a_restore_waits_for_the_changelogs_open_transaction_and_keeps_what_it_wrote() {
+    // Pending timers in a first world's changelog.
+    let source = World::new("restore-source", 1);
+    source.create_topics();
+    source.publish(&cart_campaigns("25s"));
+    let first = source.start("i0");
+    first.wait_log("task restored", Duration::from_secs(60));
+    let users: Vec<String> = (0..20).map(|i| format!("u{i:02}")).collect();
+    let t = now_ms();
+    source.send_events(
+        &users
+            .iter()
+            .map(|u| interaction(&format!("{u}-t"), u, "abandoned-cart", PushReceived, t))
+            .collect::<Vec<_>>(),
+    );
+    wait_scheduled(&source, users.len());
+    assert_eq!(first.stop(Duration::from_secs(60)), Some(0));
+    let mut changelog = source.reader("changelog");
+    changelog.read_to_end(Duration::from_secs(60));
+
+    // The same state (users and rule snapshots) in a second world's changelog, written by
+    // a transaction that stays open while the connector starts.
+    let w = World::new("restore-open-txn", 1);
+    w.create_topics();
+    w.publish(&cart_campaigns("25s"));
+    let predecessor: rdkafka::producer::BaseProducer = w
+        .client_config()
+        .set("transactional.id", format!("predecessor-{}", w.id))
+        .create()
+        .unwrap();
+    predecessor
+        .init_transactions(Duration::from_secs(30))
+        .unwrap();
+    predecessor.begin_transaction().unwrap();
+    let topic = w.topic("changelog");
+    let mut copied = 0;
+    for r in &changelog.records {
+        let Some(key) = r.key.as_deref() else {
+            continue;
+        };
+        if !(key.starts_with("u/") || key.starts_with("r/")) {
+            continue;
+        }
+        let mut record = BaseRecord::to(&topic).key(key);
+        if let Some(payload) = &r.payload {
+            record = record.payload(payload);
+        }
+        predecessor.send(record).map_err(|(e, _)| e).unwrap();
+        copied += 1;
+    }
+    assert!(copied > users.len(), "{copied} changelog records copied");
+    predecessor.flush(Duration::from_secs(30)).unwrap();
+
+    let second = w.start("i0");
+    second.wait_log("restoring", Duration::from_secs(60));
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !second.log_text().contains("task restored"),
+        "the task was restored past its changelog's open transaction:\n{}",
+        second.log_text()
+    );
+    predecessor
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+    second.wait_log("task restored", Duration::from_secs(60));
+    let mut commands = w.send_commands();
+    commands.until_count(users.len(), Duration::from_secs(90));
+    assert_eq!(second.stop(Duration::from_secs(60)), Some(0));
+    assert_commands(&w, &users.into_iter().collect());
+}

@@ -36,7 +36,7 @@ use super::error::{Recovery, RuntimeError};
 use super::expanding::{forwarded, own_arrival, skipped, Arrival, FeedReader};
 use super::http::{AdminRequest, Health};
 use super::input::{arrive, EdgeChecks, InputTopics};
-use super::kafka::{check_co_partitioning, standalone_consumer};
+use super::kafka::{check_co_partitioning, standalone_consumer, uncommitted_watermarks_consumer};
 use super::layout::{read_layout, LayoutFeed};
 use super::metrics::Metrics;
 use super::output::Output;
@@ -284,6 +284,7 @@ fn run_member(
     let output = Output::new(&settings)?;
     let restorer = Restorer::new(
         standalone_consumer(&settings, "restore")?,
+        uncommitted_watermarks_consumer(&settings)?,
         settings.topics.changelog.clone(),
         settings.restore_log_interval.as_millis() as i64,
     );

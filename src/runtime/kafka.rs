@@ -101,6 +101,15 @@ pub fn standalone_consumer(settings: &Settings, purpose: &str) -> Result<BaseCon
     Ok(c.create()?)
 }
 
+/// A client for high watermarks that count every record written, committed or not
+/// (`read_uncommitted`; librdkafka's default level is `read_committed`, whose answer is the
+/// last stable offset). No `group.id`, as [`metadata_consumer`].
+pub fn uncommitted_watermarks_consumer(settings: &Settings) -> Result<BaseConsumer, TopicError> {
+    Ok(base_config(settings)
+        .set("isolation.level", "read_uncommitted")
+        .create()?)
+}
+
 /// A client for metadata and watermark reads only. Without a `group.id` (which assigning
 /// partitions needs, and these never do) the client opens no connection to a group
 /// coordinator: dropped right after its reads, a client that had one still authenticating

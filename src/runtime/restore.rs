@@ -3,7 +3,10 @@
 //! served), several tasks at once through one reader.
 //!
 //! Invariant ([`RestoreProgress`]): a task is restored only on proof that the reader's
-//! position reached the high watermark captured when its restore began. The reader is
+//! position reached the high watermark captured when its restore began — the end of
+//! everything written, committed or not, read at the `read_uncommitted` level (the
+//! `read_committed` reader would be told the last stable offset, which stays behind a
+//! transaction whose commit returned until its markers are written). The reader is
 //! `read_committed`, so a predecessor's open transaction holds the position below that
 //! watermark until the transaction is committed or aborted (by its producer, by fencing,
 //! or by the transaction timeout); the restore waits rather than take "no more data for
@@ -41,6 +44,12 @@ pub struct Restored {
 
 pub struct Restorer {
     reader: BaseConsumer,
+    /// Reads high watermarks: a client at the `read_uncommitted` level, whose answer
+    /// counts every record written, committed or not. (Asked through the
+    /// `read_committed` reader, the broker answers with the last stable offset: a
+    /// predecessor's transaction whose commit had returned but whose markers were not
+    /// written yet was not waited for, and what it wrote was not restored.)
+    watermarks: BaseConsumer,
     topic: String,
     restoring: BTreeMap<i32, RestoreProgress>,
     /// No watermark request or read before this (after a failure).
@@ -51,9 +60,15 @@ pub struct Restorer {
 }
 
 impl Restorer {
-    pub fn new(reader: BaseConsumer, topic: String, log_interval_ms: i64) -> Self {
+    pub fn new(
+        reader: BaseConsumer,
+        watermarks: BaseConsumer,
+        topic: String,
+        log_interval_ms: i64,
+    ) -> Self {
         Self {
             reader,
+            watermarks,
             topic,
             restoring: BTreeMap::new(),
             hold_until: 0,
@@ -86,10 +101,10 @@ impl Restorer {
         Ok(())
     }
 
-    /// The high watermark of a task's changelog partition now (a task waiting for hand-off
-    /// markers reads its changelog again only when it grew).
+    /// The high watermark of a task's changelog partition now, as its restore captures it
+    /// (a task waiting for hand-off markers reads its changelog again only when it grew).
     pub fn high_watermark(&self, partition: i32) -> Option<i64> {
-        self.reader
+        self.watermarks
             .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
             .ok()
             .map(|(_, high)| high)
@@ -271,7 +286,7 @@ impl Restorer {
             .collect();
         for partition in missing {
             match self
-                .reader
+                .watermarks
                 .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT)
             {
                 Ok((low, high)) => {

@@ -284,10 +284,20 @@ impl World {
     /// A `read_committed` reader of a whole topic given by its full name (e.g. a topic the
     /// connector names after one of the world's).
     pub fn reader_of_topic(&self, topic: &str) -> Reader {
+        self.reader_with_isolation(topic, "read_committed")
+    }
+
+    /// A reader of a whole topic that also sees what is not committed (open and aborted
+    /// transactions): for explaining a failure, never for asserting output.
+    pub fn uncommitted_reader(&self, role: &str) -> Reader {
+        self.reader_with_isolation(&self.topic(role), "read_uncommitted")
+    }
+
+    fn reader_with_isolation(&self, topic: &str, isolation: &str) -> Reader {
         let consumer: BaseConsumer = self
             .client_config()
             .set("group.id", format!("reader-{}-{topic}", self.id))
-            .set("isolation.level", "read_committed")
+            .set("isolation.level", isolation)
             .set("enable.auto.commit", "false")
             .create()
             .unwrap();
@@ -405,6 +415,55 @@ pub fn assert_commands(w: &World, expected: &BTreeSet<String>) {
     );
 }
 
+/// Explains commands that did not arrive, for a failure message: the users missing from
+/// what `reader` read, every record about them in the send-commands and decision topics
+/// including uncommitted ones (partition, offset, outcome), and per send-commands
+/// partition the reader's position, the last stable offset and the high watermark.
+pub fn explain_missing(w: &World, reader: &Reader, expected: &BTreeSet<String>) -> String {
+    let got: BTreeSet<String> = reader.commands().into_iter().map(|c| c.user_id).collect();
+    let missing: BTreeSet<&String> = expected.difference(&got).collect();
+    let mut out = format!("missing ({}): {missing:?}\n", missing.len());
+    let mut commands = w.uncommitted_reader("send-commands");
+    commands.drain(Duration::from_secs(5));
+    let codec: Codec<SendCommand> = Codec::new("send-commands", &EncodingSettings::avro()).unwrap();
+    for r in &commands.records {
+        if let Ok(c) = codec.decode(r.payload.as_deref().unwrap_or_default()) {
+            if missing.contains(&c.user_id) {
+                out.push_str(&format!(
+                    "  uncommitted read: command for {} at send-commands[{}]@{}\n",
+                    c.user_id, r.partition, r.offset
+                ));
+            }
+        }
+    }
+    let mut decisions = w.uncommitted_reader("decisions");
+    decisions.drain(Duration::from_secs(5));
+    for (r, d) in decisions.records.iter().zip(decisions.decisions()) {
+        if missing.contains(&d.user_id) {
+            out.push_str(&format!(
+                "  uncommitted read: decision {:?} {:?} for {} at decisions[{}]@{}\n",
+                d.outcome, d.reason, d.user_id, r.partition, r.offset
+            ));
+        }
+    }
+    let position = reader.consumer.position().ok();
+    let topic = w.topic("send-commands");
+    for (p, (low, high)) in commands.watermarks() {
+        let stable = reader
+            .consumer
+            .fetch_watermarks(&topic, p, Duration::from_secs(10))
+            .map(|(_, h)| h);
+        let at = position
+            .as_ref()
+            .and_then(|t| t.find_partition(&topic, p))
+            .map(|e| e.offset());
+        out.push_str(&format!(
+            "  send-commands[{p}]: reader at {at:?}, low {low}, last stable {stable:?}, high {high}\n"
+        ));
+    }
+    out
+}
+
 /// Reads every committed command to the end offsets; fails on a duplicate command id.
 pub fn committed_users(w: &World) -> BTreeSet<String> {
     let mut reader = w.send_commands();
@@ -468,6 +527,7 @@ pub type Member = (String, BTreeMap<String, Vec<i32>>);
 #[derive(Debug, Clone)]
 pub struct Read {
     pub partition: i32,
+    pub offset: i64,
     pub key: Option<String>,
     pub payload: Option<Vec<u8>>,
     pub headers: BTreeMap<String, String>,
@@ -500,6 +560,7 @@ impl Reader {
                     .unwrap_or_default();
                 self.records.push(Read {
                     partition: m.partition(),
+                    offset: m.offset(),
                     key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
                     payload: m.payload().map(<[u8]>::to_vec),
                     headers,
@@ -547,6 +608,22 @@ impl Reader {
             );
             self.drain(Duration::from_millis(200));
         }
+    }
+
+    /// Each assigned partition's low and high watermark, as the broker reports them to this
+    /// reader's isolation level.
+    pub fn watermarks(&self) -> Vec<(i32, (i64, i64))> {
+        let assignment = self.consumer.assignment().unwrap();
+        assignment
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                self.consumer
+                    .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+                    .ok()
+                    .map(|w| (e.partition(), w))
+            })
+            .collect()
     }
 
     /// Reads until at least `n` records arrived, or panics after `deadline`.
