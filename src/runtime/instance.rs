@@ -362,7 +362,14 @@ fn run_member(
         }
         // Poll without holding the lock: rebalance callbacks take it inside poll().
         let timeout = poll_timeout_ms(&wake, now_ms(), MAX_POLL_MS);
-        let polled = consumer.poll(Duration::from_millis(timeout as u64));
+        // While tasks restore, the loop waits on the changelog reader instead (in the
+        // restore step): its records are the work, the group consumer is polled in passing.
+        let (group_wait, restore_wait) = if wake.restoring {
+            (0, timeout)
+        } else {
+            (timeout, 0)
+        };
+        let polled = consumer.poll(Duration::from_millis(group_wait as u64));
         let mut guard = lock(&core);
         let c = guard.as_mut().expect("set");
         if let Some(result) = polled {
@@ -406,7 +413,15 @@ fn run_member(
         if let Some(layout) = layout_feed.poll() {
             c.learn_layout(layout);
         }
-        if let Err(e) = step(c, &consumer, &mut catalog_reader, now, &mut wake) {
+        let restore_wait = Duration::from_millis(restore_wait as u64);
+        if let Err(e) = step(
+            c,
+            &consumer,
+            &mut catalog_reader,
+            now,
+            restore_wait,
+            &mut wake,
+        ) {
             let in_commit = c.commit_pending;
             c.failed(e, in_commit);
         }
@@ -461,6 +476,7 @@ fn step(
     consumer: &BaseConsumer<GroupContext>,
     catalog_reader: &mut CatalogFeed,
     now: TimestampMs,
+    restore_wait: Duration,
     wake: &mut Wakeup,
 ) -> Result<(), RuntimeError> {
     if c.rewind.is_some() || c.commit_pending {
@@ -484,7 +500,13 @@ fn step(
             metrics,
             ..
         } = c;
-        restorer.step(tasks, codecs, metrics, RESTORE_STEP, now)?
+        restorer.step(tasks, codecs, metrics, RESTORE_STEP, restore_wait, now)?
+    };
+    // The restore step may have waited for its reader.
+    let now = if restore_wait.is_zero() {
+        now
+    } else {
+        now_ms()
     };
     let restores_ended = !finished.is_empty() && c.restorer.progress().is_empty();
     for done in finished {
@@ -515,7 +537,11 @@ fn step(
     if restores_ended {
         release_freed_memory();
     }
-    wake.restoring = !c.restorer.progress().is_empty();
+    // The next iteration waits on the changelog reader only if it will read it.
+    wake.restoring = c.restorer.reads_at(now);
+    if c.restorer.has_backlog() {
+        wake.runnable = true;
+    }
     c.learn_positions(consumer, now);
     c.step_expansion(consumer, now)?;
     c.refresh_ends(consumer, now, wake)?;

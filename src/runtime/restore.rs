@@ -57,6 +57,8 @@ pub struct Restorer {
     log_interval_ms: i64,
     last_log: TimestampMs,
     last_error_log: TimestampMs,
+    /// The last step ended at its budget: more records are queued, read on without waiting.
+    backlog: bool,
 }
 
 impl Restorer {
@@ -75,11 +77,22 @@ impl Restorer {
             log_interval_ms,
             last_log: 0,
             last_error_log: 0,
+            backlog: false,
         }
     }
 
     pub fn progress(&self) -> &BTreeMap<i32, RestoreProgress> {
         &self.restoring
+    }
+
+    /// Whether the last step left records queued (the next one should not wait for more).
+    pub fn has_backlog(&self) -> bool {
+        self.backlog && !self.restoring.is_empty()
+    }
+
+    /// Whether the next step reads (a restore is under way and not held back by a retry).
+    pub fn reads_at(&self, now: TimestampMs) -> bool {
+        !self.restoring.is_empty() && now >= self.hold_until
     }
 
     pub fn is_restoring(&self, partition: i32) -> bool {
@@ -143,23 +156,30 @@ impl Restorer {
         }
     }
 
-    /// Reads up to `budget` changelog records into their tasks' engines without blocking,
-    /// and returns the tasks whose restore is complete.
+    /// Reads up to `budget` changelog records into their tasks' engines, and returns the
+    /// tasks whose restore is complete. Waits up to `wait` for the first record when none
+    /// is queued: while tasks restore, the loop waits here rather than on the group
+    /// consumer, so records are taken as soon as they are fetched.
     pub fn step(
         &mut self,
         tasks: &mut BTreeMap<i32, Task>,
         codecs: &Codecs,
         metrics: &Metrics,
         budget: usize,
+        wait: Duration,
         now: TimestampMs,
     ) -> Result<Vec<Restored>, RuntimeError> {
+        self.backlog = false;
         if self.restoring.is_empty() || now < self.hold_until {
             return Ok(Vec::new());
         }
         self.read_targets(tasks, now);
         let mut read: BTreeMap<i32, u64> = BTreeMap::new();
-        for _ in 0..budget {
-            let m = match self.reader.poll(Duration::ZERO) {
+        let mut taken = 0;
+        while taken < budget {
+            let timeout = if taken == 0 { wait } else { Duration::ZERO };
+            taken += 1;
+            let m = match self.reader.poll(timeout) {
                 None => break,
                 Some(Ok(m)) => m,
                 Some(Err(KafkaError::PartitionEOF(_))) => continue,
@@ -241,6 +261,7 @@ impl Restorer {
             progress.record(offset);
             *read.entry(partition).or_default() += 1;
         }
+        self.backlog = taken == budget;
         // Counted once per step: a label lookup per record cost more than the engine's work.
         for (partition, records) in read {
             metrics

@@ -237,7 +237,8 @@ impl CommitCadence {
 pub struct Wakeup {
     /// A task can take a record right now.
     pub runnable: bool,
-    /// A task restore is under way (its reader is polled every iteration).
+    /// A task restore is under way and reads next: the loop waits on the changelog reader
+    /// (at most 10 ms) instead of the group consumer.
     pub restoring: bool,
     /// The earliest moment a waiting merge gives up on an empty input.
     pub merge_deadline: Option<TimestampMs>,
