@@ -197,8 +197,14 @@ fn a_restore_waits_for_the_changelogs_open_transaction_and_keeps_what_it_wrote()
     predecessor.flush(Duration::from_secs(30)).unwrap();
 
     let second = w.start("i0");
-    second.wait_log("restoring", Duration::from_secs(60));
-    std::thread::sleep(Duration::from_secs(3));
+    // The restore's target counts the open transaction's records (its last stable offset
+    // would be 0, and the restore done at once with nothing).
+    second.wait_log(
+        &format!("partition=0 position=0 high={copied} records=0"),
+        Duration::from_secs(60),
+    );
+    // Until the transaction ends, the restore does not.
+    std::thread::sleep(Duration::from_secs(2));
     assert!(
         !second.log_text().contains("task restored"),
         "the task was restored past its changelog's open transaction:\n{}",

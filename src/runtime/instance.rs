@@ -364,12 +364,13 @@ fn run_member(
         let timeout = poll_timeout_ms(&wake, now_ms(), MAX_POLL_MS);
         // While tasks restore, the loop waits on the changelog reader instead (in the
         // restore step): its records are the work, the group consumer is polled in passing.
+        let timeout = Duration::from_millis(timeout as u64);
         let (group_wait, restore_wait) = if wake.restoring {
-            (0, timeout)
+            (Duration::ZERO, timeout)
         } else {
-            (timeout, 0)
+            (timeout, Duration::ZERO)
         };
-        let polled = consumer.poll(Duration::from_millis(group_wait as u64));
+        let polled = consumer.poll(group_wait);
         let mut guard = lock(&core);
         let c = guard.as_mut().expect("set");
         if let Some(result) = polled {
@@ -413,7 +414,6 @@ fn run_member(
         if let Some(layout) = layout_feed.poll() {
             c.learn_layout(layout);
         }
-        let restore_wait = Duration::from_millis(restore_wait as u64);
         if let Err(e) = step(
             c,
             &consumer,

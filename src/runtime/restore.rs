@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
@@ -117,23 +117,26 @@ impl Restorer {
     /// The high watermark of a task's changelog partition now, as its restore captures it
     /// (a task waiting for hand-off markers reads its changelog again only when it grew).
     pub fn high_watermark(&self, partition: i32) -> Option<i64> {
-        self.watermarks(partition).ok().map(|(_, high)| high)
+        self.read_watermarks(partition).ok().map(|(_, high)| high)
     }
 
     /// A changelog partition's low and high watermark, counting uncommitted records.
     ///
     /// The watermark client assigns nothing, so librdkafka does not refresh its metadata
     /// for the topic by itself: a partition added by an expansion stays unknown to it
-    /// (until the periodic refresh, minutes later). A failed read asks for the topic's
-    /// metadata, which updates the client's view, before the caller tries again.
-    fn watermarks(&self, partition: i32) -> Result<(i64, i64), KafkaError> {
+    /// (until the periodic refresh, minutes later). A read that fails for an unknown
+    /// partition asks for the topic's metadata, which updates the client's view, before the
+    /// caller tries again.
+    fn read_watermarks(&self, partition: i32) -> Result<(i64, i64), KafkaError> {
         let read = self
             .watermarks
             .fetch_watermarks(&self.topic, partition, WATERMARK_TIMEOUT);
-        if read.is_err() {
-            let _ = self
-                .watermarks
-                .fetch_metadata(Some(&self.topic), WATERMARK_TIMEOUT);
+        if let Err(e) = &read {
+            if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownPartition) {
+                let _ = self
+                    .watermarks
+                    .fetch_metadata(Some(&self.topic), WATERMARK_TIMEOUT);
+            }
         }
         read
     }
@@ -321,7 +324,7 @@ impl Restorer {
             .map(|(p, _)| *p)
             .collect();
         for partition in missing {
-            match self.watermarks(partition) {
+            match self.read_watermarks(partition) {
                 Ok((low, high)) => {
                     if let Some(r) = self.restoring.get_mut(&partition) {
                         r.target = Some(high);
