@@ -18,6 +18,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use schemas_command::{describe_schemas, render_schema, schema_json, TopicOf};
 use signal_hook::consts::{SIGINT, SIGTERM};
 
+/// mimalloc: the connector allocates and frees many small values per record (decoded
+/// events, decisions, changelog entries); measured side by side in the benchmark suite it
+/// takes about a fifth less CPU per event than the C library's allocator
+/// (`docs/runtime.md`, "Where the CPU goes").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "campaign-connector",

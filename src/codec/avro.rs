@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 use apache_avro::headers::HeaderBuilder;
 use apache_avro::reader::single_object::GenericSingleObjectReader;
 use apache_avro::schema::{Names, ResolvedSchema};
-use apache_avro::writer::single_object::SpecificSingleObjectWriter;
 use apache_avro::{from_value, AvroSchema, Schema};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use super::canonical::{legacy_fingerprint, Fingerprinted};
 use super::{
@@ -54,6 +54,9 @@ pub struct ReaderSchema {
     pub name: String,
     /// The schema as JSON (with defaults and docs), as registered in a schema registry.
     pub json: String,
+    /// The same schema, prepared for serde_avro_fast: reads datums written with it and
+    /// writes every datum of this type.
+    fast: serde_avro_fast::Schema,
 }
 
 impl ReaderSchema {
@@ -70,6 +73,9 @@ impl ReaderSchema {
             .and_then(|json| Fingerprinted::of_json(&json))
             .map_err(error)?;
         let legacy_fingerprint = legacy_fingerprint(&schema);
+        let fast = json
+            .parse::<serde_avro_fast::Schema>()
+            .map_err(|e| error(e.to_string()))?;
         let names = ResolvedSchema::new(&schema)
             .map_err(|e| error(error_message(&e)))?
             .get_names()
@@ -84,7 +90,16 @@ impl ReaderSchema {
             canonical_form: canonical.canonical_form,
             name,
             json,
+            fast,
         })
+    }
+
+    /// Appends the datum of `record` (this schema as writer schema) to `out`.
+    pub fn write_datum<T: Serialize>(&self, record: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        let mut config = serde_avro_fast::ser::SerializerConfig::new(&self.fast);
+        serde_avro_fast::to_datum(record, out, &mut config)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     pub fn schema(&self) -> &Schema {
@@ -184,12 +199,11 @@ impl WriterSchema {
         reader: &ReaderSchema,
         datum: &[u8],
     ) -> Result<T, DecodeError> {
+        if self.same_as_reader {
+            return self.decode_own(reader, datum);
+        }
         let mut rest = datum;
-        let record = if self.same_as_reader {
-            self.datum
-                .read_deser::<T>(&mut rest)
-                .map_err(|e| self.datum_error(&e))?
-        } else {
+        let record = {
             let value = self
                 .datum
                 .read_value(&mut rest)
@@ -215,6 +229,40 @@ impl WriterSchema {
         Ok(record)
     }
 
+    /// Decodes a datum written with the reader's own schema: straight into `T`.
+    fn decode_own<T: DeserializeOwned>(
+        &self,
+        reader: &ReaderSchema,
+        datum: &[u8],
+    ) -> Result<T, DecodeError> {
+        use std::io::BufRead;
+
+        let mut state = serde_avro_fast::de::DeserializerState::from_slice(datum, &reader.fast);
+        let record = T::deserialize(state.deserializer()).map_err(|e| {
+            let message = e.to_string();
+            // serde_avro_fast's two ways of saying the bytes ended inside the datum.
+            let ended =
+                message.starts_with("Unexpected end of slice") || message.contains("(Reached EOF)");
+            let message = if ended {
+                format!("truncated: the value ends inside the datum ({message})")
+            } else {
+                message
+            };
+            DecodeError::Datum {
+                writer: self.label.clone(),
+                message,
+            }
+        })?;
+        let extra = state.into_reader().fill_buf().map_or(0, |rest| rest.len());
+        if extra > 0 {
+            return Err(DecodeError::TrailingBytes {
+                writer: self.label.clone(),
+                extra,
+            });
+        }
+        Ok(record)
+    }
+
     fn datum_error(&self, error: &apache_avro::Error) -> DecodeError {
         let mut message = error_message(error);
         if message.contains("failed to fill whole buffer") {
@@ -225,14 +273,6 @@ impl WriterSchema {
             message,
         }
     }
-}
-
-/// A datum writer for `T` (header-less: the codec writes the framing).
-pub fn datum_writer<T: AvroSchema>(
-    reader: &ReaderSchema,
-) -> Result<SpecificSingleObjectWriter<T>, SetupError> {
-    SpecificSingleObjectWriter::<T>::new_with_header_builder(&NoHeader)
-        .map_err(|e| reader.setup_error(error_message(&e)))
 }
 
 /// Checks the single-object header and returns the writer schema's fingerprint.

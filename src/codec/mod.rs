@@ -44,7 +44,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
-use apache_avro::writer::single_object::SpecificSingleObjectWriter;
 use apache_avro::{AvroSchema, Schema};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -244,8 +243,6 @@ pub struct Codec<T: AvroSchema> {
     encoding: Encoding,
     reader: Arc<ReaderSchema>,
     framing: Framing,
-    /// The Avro datum writer of `T` (Avro framings only).
-    datum_writer: Option<SpecificSingleObjectWriter<T>>,
     /// Values decoded through a legacy fingerprint (see [`Codec::legacy_decodes`]).
     legacy_decodes: AtomicU64,
     _record: PhantomData<fn() -> T>,
@@ -284,10 +281,6 @@ where
     pub fn new(topic: impl Into<String>, settings: &EncodingSettings) -> Result<Self, SetupError> {
         let topic = topic.into();
         let reader = Arc::new(ReaderSchema::of::<T>()?);
-        let datum_writer = match settings.encoding {
-            Encoding::Json => None,
-            _ => Some(avro::datum_writer::<T>(&reader)?),
-        };
         let framing = match &settings.encoding {
             Encoding::AvroSingleObject => Framing::SingleObject {
                 writers: single_object_writers(&reader, settings)?,
@@ -308,7 +301,6 @@ where
             encoding: settings.encoding.clone(),
             reader,
             framing,
-            datum_writer,
             legacy_decodes: AtomicU64::new(0),
             _record: PhantomData,
         })
@@ -398,16 +390,11 @@ where
     }
 
     fn write_datum(&self, record: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-        let writer = self
-            .datum_writer
-            .as_ref()
-            .expect("Avro framings have a datum writer");
-        writer
-            .write_ref(record, out)
-            .map(drop)
-            .map_err(|e| EncodeError::Avro {
+        self.reader
+            .write_datum(record, out)
+            .map_err(|message| EncodeError::Avro {
                 record: self.reader.name.clone(),
-                message: avro::error_message(&e),
+                message,
             })
     }
 }
