@@ -331,6 +331,12 @@ where
 
     /// Decodes one value.
     pub fn decode(&self, bytes: &[u8]) -> Result<T, DecodeError> {
+        self.decode_as(bytes)
+    }
+
+    /// Decodes one value of `T`'s schema into `U`: a type that reads the same fields as `T`
+    /// (by serde's names), but may keep fewer of them or keep them differently.
+    pub fn decode_as<U: DeserializeOwned>(&self, bytes: &[u8]) -> Result<U, DecodeError> {
         match &self.framing {
             Framing::SingleObject { writers, .. } => {
                 let fingerprint = avro::single_object_fingerprint(bytes)?;

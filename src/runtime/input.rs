@@ -7,12 +7,16 @@
 use std::ffi::CString;
 
 use rdkafka::message::{BorrowedMessage, Message};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
 
 use super::codecs::Codecs;
 use super::error::RuntimeError;
 use super::task::{Arrived, BadInput, Decoded};
 use crate::codec::ErrorClass;
-use crate::model::{InputEvent, TimestampMs};
+use crate::model::{
+    InputEvent, Interaction, InteractionKind, TimestampMs, UserEvent, UserEventType,
+};
 
 /// The input topics by rank (interactions, user events), also as C strings for librdkafka.
 pub struct InputTopics {
@@ -95,10 +99,13 @@ pub fn decode_input(
     let decoded = if rank == 0 {
         codecs
             .interactions
-            .decode(bytes)
-            .map(InputEvent::Interaction)
+            .decode_as::<InteractionAtEdge>(bytes)
+            .map(|i| InputEvent::Interaction(i.into()))
     } else {
-        codecs.user_events.decode(bytes).map(InputEvent::UserEvent)
+        codecs
+            .user_events
+            .decode_as::<UserEventAtEdge>(bytes)
+            .map(|e| InputEvent::UserEvent(e.into()))
     };
     let event = match decoded {
         Ok(event) => event,
@@ -136,4 +143,271 @@ pub fn decode_input(
         );
     }
     Decoded::Event(event)
+}
+
+/// An interaction as the edge reads it: every field of the schema read and checked, but the
+/// `properties` map, which no rule reads, is not kept (its strings are checked in place;
+/// building the map cost more than the engine's work on the event). Field for field
+/// [`Interaction`]'s serde form.
+#[derive(Deserialize)]
+struct InteractionAtEdge {
+    event_id: String,
+    user_id: String,
+    campaign_id: String,
+    kind: InteractionKind,
+    #[serde(default)]
+    qualifier: Option<String>,
+    occurred_at: TimestampMs,
+    #[serde(default)]
+    user_time_zone: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    properties: CheckedStrings,
+}
+
+impl From<InteractionAtEdge> for Interaction {
+    fn from(i: InteractionAtEdge) -> Self {
+        Interaction {
+            event_id: i.event_id,
+            user_id: i.user_id,
+            campaign_id: i.campaign_id,
+            kind: i.kind,
+            qualifier: i.qualifier,
+            occurred_at: i.occurred_at,
+            user_time_zone: i.user_time_zone,
+            properties: Default::default(),
+        }
+    }
+}
+
+/// A user event as the edge reads it (see [`InteractionAtEdge`]); field for field
+/// [`UserEvent`]'s serde form.
+#[derive(Deserialize)]
+struct UserEventAtEdge {
+    event_id: String,
+    user_id: String,
+    #[serde(rename = "type")]
+    event_type: UserEventType,
+    #[serde(default)]
+    name: Option<String>,
+    occurred_at: TimestampMs,
+    #[serde(default)]
+    user_time_zone: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    properties: CheckedStrings,
+}
+
+impl From<UserEventAtEdge> for UserEvent {
+    fn from(e: UserEventAtEdge) -> Self {
+        UserEvent {
+            event_id: e.event_id,
+            user_id: e.user_id,
+            event_type: e.event_type,
+            name: e.name,
+            occurred_at: e.occurred_at,
+            user_time_zone: e.user_time_zone,
+            properties: Default::default(),
+        }
+    }
+}
+
+/// A map of strings, read and checked entry by entry like a `BTreeMap<String, String>`
+/// (the same shapes accepted, the same errors), but kept nowhere.
+#[derive(Default)]
+struct CheckedStrings;
+
+impl<'de> Deserialize<'de> for CheckedStrings {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = CheckedStrings;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<CheckedStrings, A::Error> {
+                while map.next_entry::<AnyString, AnyString>()?.is_some() {}
+                Ok(CheckedStrings)
+            }
+        }
+        deserializer.deserialize_map(Entries)
+    }
+}
+
+/// A string, read (and so checked) but not kept.
+struct AnyString;
+
+impl<'de> Deserialize<'de> for AnyString {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl Visitor<'_> for Text {
+            type Value = AnyString;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<AnyString, E> {
+                Ok(AnyString)
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::{Codec, EncodingSettings};
+
+    fn interaction(properties: &[(&str, &str)]) -> Interaction {
+        Interaction {
+            event_id: "e1".into(),
+            user_id: "u1".into(),
+            campaign_id: "cart".into(),
+            kind: InteractionKind::PushReceived,
+            qualifier: Some("q".into()),
+            occurred_at: 1_764_000_000_123,
+            user_time_zone: Some("Europe/Berlin".into()),
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn user_event(properties: &[(&str, &str)]) -> UserEvent {
+        UserEvent {
+            event_id: "e2".into(),
+            user_id: "u1".into(),
+            event_type: UserEventType::Purchase,
+            name: Some("sku".into()),
+            occurred_at: 1_764_000_000_456,
+            user_time_zone: None,
+            properties: properties
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    /// Every encoding: the edge reads what the full record holds, without the properties.
+    #[test]
+    fn the_edge_reads_every_field_but_the_properties() {
+        for settings in [EncodingSettings::avro(), EncodingSettings::json()] {
+            let interactions = Codec::<Interaction>::new("t", &settings).unwrap();
+            let user_events = Codec::<UserEvent>::new("t", &settings).unwrap();
+            for props in [&[][..], &[("platform", "ios"), ("ü", "€")][..]] {
+                let full = interaction(props);
+                let bytes = interactions.encode(&full).unwrap();
+                let read: Interaction = interactions
+                    .decode_as::<InteractionAtEdge>(&bytes)
+                    .unwrap()
+                    .into();
+                assert_eq!(read, interaction(&[]));
+                let full = user_event(props);
+                let bytes = user_events.encode(&full).unwrap();
+                let read: UserEvent = user_events
+                    .decode_as::<UserEventAtEdge>(&bytes)
+                    .unwrap()
+                    .into();
+                assert_eq!(read, user_event(&[]));
+            }
+        }
+    }
+
+    /// A record of another writer schema (resolved to the reader's first) reads the same
+    /// through the edge: a newer producer's interaction with an unknown kind and an extra field.
+    #[test]
+    fn records_of_other_writer_schemas_read_the_same_at_the_edge() {
+        use apache_avro::types::Value;
+
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/writer_schemas");
+        let text = std::fs::read_to_string(dir.join("interaction_v2.avsc")).unwrap();
+        let writer = apache_avro::Schema::parse_str(&text).unwrap();
+        let apache_avro::Schema::Record(record) = &writer else {
+            panic!("a record schema")
+        };
+        let apache_avro::Schema::Enum(kinds) = &record.fields[record.lookup["kind"]].schema else {
+            panic!("kind is an enum")
+        };
+        let forward = kinds
+            .symbols
+            .iter()
+            .position(|s| s == "EMAIL_FORWARD")
+            .unwrap();
+        let value = Value::Record(vec![
+            ("event_id".into(), Value::String("e9".into())),
+            ("user_id".into(), Value::String("u1".into())),
+            ("campaign_id".into(), Value::String("c1".into())),
+            (
+                "kind".into(),
+                Value::Enum(forward as u32, "EMAIL_FORWARD".into()),
+            ),
+            ("qualifier".into(), Value::Union(0, Box::new(Value::Null))),
+            ("occurred_at".into(), Value::TimestampMillis(1_000)),
+            (
+                "user_time_zone".into(),
+                Value::Union(1, Box::new(Value::String("Asia/Tokyo".into()))),
+            ),
+            (
+                "properties".into(),
+                Value::Map([("k".to_string(), Value::String("v".into()))].into()),
+            ),
+            (
+                "channel_hint".into(),
+                Value::Union(1, Box::new(Value::String("email".into()))),
+            ),
+        ]);
+        let mut datum = Vec::new();
+        apache_avro::writer::datum::GenericDatumWriter::builder(&writer)
+            .build()
+            .unwrap()
+            .write_value(&mut datum, value)
+            .unwrap();
+        let fingerprint = crate::codec::SchemaIdentity::of_file(&dir.join("interaction_v2.avsc"))
+            .unwrap()
+            .single_object_header();
+        let mut bytes = fingerprint.to_vec();
+        bytes.extend_from_slice(&datum);
+        let codec =
+            Codec::<Interaction>::new("t", &EncodingSettings::avro().with_schema_dir(dir.clone()))
+                .unwrap();
+        let full = codec.decode(&bytes).unwrap();
+        assert_eq!(full.kind, InteractionKind::Unknown);
+        assert_eq!(full.properties.len(), 1);
+        let read: Interaction = codec.decode_as::<InteractionAtEdge>(&bytes).unwrap().into();
+        assert_eq!(
+            read,
+            Interaction {
+                properties: Default::default(),
+                ..full
+            }
+        );
+    }
+
+    /// The properties are still checked: a map value that is not UTF-8 is bad input, as it
+    /// is for the full record.
+    #[test]
+    fn properties_that_are_not_text_are_still_bad_input() {
+        let codec = Codec::<Interaction>::new("t", &EncodingSettings::avro()).unwrap();
+        let mut bytes = codec.encode(&interaction(&[("k", "vv")])).unwrap();
+        // The value "vv" is the last string of the datum, before the map's end marker.
+        let at = bytes.len() - 3;
+        assert_eq!(&bytes[at..at + 2], b"vv");
+        bytes[at] = 0xFF;
+        assert!(codec.decode(&bytes).is_err(), "the full record refuses it");
+        let e = codec
+            .decode_as::<InteractionAtEdge>(&bytes)
+            .err()
+            .expect("refused");
+        assert!(
+            e.to_string().contains("utf-8") || e.to_string().contains("UTF-8"),
+            "{e}"
+        );
+
+        let json = Codec::<Interaction>::new("t", &EncodingSettings::json()).unwrap();
+        let bad = br#"{"event_id":"e","user_id":"u","campaign_id":"c","kind":"EMAIL_OPEN","occurred_at":1,"properties":{"n":1}}"#;
+        assert!(json.decode(bad).is_err(), "the full record refuses it");
+        assert!(json.decode_as::<InteractionAtEdge>(bad).is_err());
+    }
 }
