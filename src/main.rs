@@ -311,27 +311,13 @@ fn time_or_ago(option: &str, text: &str, now: i64) -> Result<i64> {
 }
 
 fn main() -> ExitCode {
-    keep_heap_pages_small();
+    runtime::memory::keep_heap_pages_small();
     init_tracing();
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::from(2)
-        }
-    }
-}
-
-/// Turns transparent huge pages off for the process, as mimalloc's `MIMALLOC_ALLOW_THP=0`
-/// does (which, when set, is left to decide). mimalloc asks for huge pages for its arenas;
-/// measured side by side (`docs/runtime.md`, "Memory"), they made resident memory about a
-/// fifth larger while ingesting and half again as large after a restore, for no CPU saved.
-fn keep_heap_pages_small() {
-    #[cfg(target_os = "linux")]
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
-        // SAFETY: PR_SET_THP_DISABLE takes no pointers; it only sets a flag of the process.
-        unsafe {
-            libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
         }
     }
 }

@@ -535,7 +535,7 @@ fn step(
         c.activate(done.partition)?;
     }
     if restores_ended {
-        release_freed_memory();
+        super::memory::release_freed_memory();
     }
     // The next iteration waits on the changelog reader only if it will read it.
     wake.restoring = c.restorer.reads_at(now);
@@ -558,24 +558,6 @@ fn step(
         wake.commit_at = Some(c.cadence.next_at());
     }
     Ok(())
-}
-
-/// Hands memory freed after a restore back to the system. A restore decodes every changelog
-/// record into short-lived values while the engine's tables grow; without this the resident
-/// size after a restore stays well above what the state needs. Both allocators: mimalloc
-/// holds the connector's own memory (the binary's global allocator), the C library's
-/// allocator librdkafka's.
-fn release_freed_memory() {
-    // SAFETY: mi_collect only walks mimalloc's own heaps of this thread and the abandoned
-    // ones; it takes no pointers.
-    unsafe {
-        libmimalloc_sys::mi_collect(true);
-    }
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists; it takes no pointers.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// Puts a polled message into its task (or ignores what belongs to no task here).

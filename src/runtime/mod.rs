@@ -39,6 +39,7 @@ pub mod instance;
 pub mod kafka;
 pub mod layout;
 mod lifecycle;
+pub mod memory;
 pub mod metrics;
 pub mod output;
 pub mod partitions;
