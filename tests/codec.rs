@@ -848,8 +848,24 @@ fn single_object_newer_writer_with_new_kind_and_field_decodes_as_unknown() {
     );
     let codec =
         codec_for::<Interaction>(&EncodingSettings::avro().with_schema_dir(writer_schemas_dir()));
-    assert_newer_interaction(&codec.decode(&bytes).unwrap());
+    let full = codec.decode(&bytes).unwrap();
+    assert_newer_interaction(&full);
     assert_eq!(codec.legacy_decodes(), 0);
+
+    // The runtime's edge reads it the same, but for the `properties` map, which it checks
+    // and does not keep.
+    let at_edge: Interaction = codec
+        .decode_as::<campaign_connector::runtime::input::InteractionAtEdge>(&bytes)
+        .unwrap()
+        .into();
+    assert!(!full.properties.is_empty());
+    assert_eq!(
+        at_edge,
+        Interaction {
+            properties: Default::default(),
+            ..full
+        }
+    );
 }
 
 #[test]
