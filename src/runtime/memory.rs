@@ -3,7 +3,7 @@
 
 /// Turns transparent huge pages off for the process (first thing in `main`), as mimalloc's `MIMALLOC_ALLOW_THP=0`
 /// does (which, when set, is left to decide). mimalloc asks for huge pages for its arenas;
-/// measured side by side (`docs/runtime.md`, "Memory"), they made resident memory about a
+/// measured side by side (the allocator table of `docs/runtime.md`), they made resident memory about a
 /// fifth larger while ingesting and half again as large after a restore, for no CPU saved.
 pub fn keep_heap_pages_small() {
     #[cfg(target_os = "linux")]
