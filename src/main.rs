@@ -21,7 +21,7 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 /// mimalloc: the connector allocates and frees many small values per record (decoded
 /// events, decisions, changelog entries); measured side by side in the benchmark suite it
 /// takes about a fifth less CPU per event than the C library's allocator
-/// (`docs/runtime.md`, "Where the CPU goes").
+/// (the allocator table of `docs/runtime.md`).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

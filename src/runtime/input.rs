@@ -280,7 +280,7 @@ mod tests {
             event_type: UserEventType::Purchase,
             name: Some("sku".into()),
             occurred_at: 1_764_000_000_456,
-            user_time_zone: None,
+            user_time_zone: Some("Asia/Tokyo".into()),
             properties: properties
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
