@@ -2,8 +2,9 @@
 //! at all. It consumes the input topics and produces every record, key and bytes unchanged, to
 //! one output topic, with the connector's client settings — a group consumer with
 //! `read_committed`, the range assignor and `fetch.queue.backoff.ms=10`; an idempotent producer
-//! with `linger.ms=5` and the `murmur2_random` partitioner — on one thread, one message per
-//! `poll`, as the connector's loop does. It is the floor the connector is measured against
+//! with `linger.ms=5`, the `murmur2_random` partitioner and the connector's producer defaults
+//! (delivery reports only for failures), flushed as the connector flushes before a commit
+//! (`flush_promptly`) — on one thread, one message per `poll`, as the connector's loop does. It is the floor the connector is measured against
 //! (`scripts/bench.sh`).
 //!
 //! Modes:
@@ -30,6 +31,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
+
+use campaign_connector::runtime::kafka::{flush_promptly, PRODUCER_DEFAULTS};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -119,6 +122,9 @@ fn main() {
         .set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true")
         .set("linger.ms", "5");
+    for (key, value) in PRODUCER_DEFAULTS {
+        producer_config.set(key, value);
+    }
     if a.exactly_once {
         producer_config
             .set("transactional.id", format!("{}-copy", a.group))
@@ -219,12 +225,13 @@ fn commit(
         producer
             .send_offsets_to_transaction(&tpl, &metadata, CALL_TIMEOUT)
             .expect("send_offsets_to_transaction");
+        flush_promptly(producer, CALL_TIMEOUT).expect("flush");
         producer
             .commit_transaction(CALL_TIMEOUT)
             .expect("commit_transaction");
         producer.begin_transaction().expect("begin_transaction");
     } else {
-        producer.flush(CALL_TIMEOUT).expect("flush");
+        flush_promptly(producer, CALL_TIMEOUT).expect("flush");
         consumer
             .commit(&tpl, CommitMode::Async)
             .expect("commit offsets");

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use broker::*;
 use campaign_connector::model::InteractionKind::*;
+use campaign_connector::runtime::kafka::{flush_promptly, PRODUCER_DEFAULTS};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 #[test]
 fn health_readiness_metrics_and_the_admin_api() {
@@ -100,4 +102,41 @@ fn health_readiness_metrics_and_the_admin_api() {
     assert_eq!(quinn["receipts"][0]["follow_on_id"], "promo-2");
 
     assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+}
+
+/// A commit waits for its records with `flush_promptly`: it sends what lingers at once and
+/// returns only when every record is acknowledged, with the output producer's defaults.
+#[test]
+fn the_commit_flush_sends_at_once_and_returns_when_every_record_is_acknowledged() {
+    let w = World::new("flush", 3);
+    w.create_topics();
+    let topic = w.topic("send-commands");
+    let mut config = w.client_config();
+    config
+        .set("partitioner", "murmur2_random")
+        .set("enable.idempotence", "true")
+        // Lingering for a minute: only a flush sends these within the bound below.
+        .set("linger.ms", "60000");
+    for (key, value) in PRODUCER_DEFAULTS {
+        config.set(key, value);
+    }
+    let producer: BaseProducer = config.create().unwrap();
+    for i in 0..2_000 {
+        producer
+            .send(
+                BaseRecord::to(&topic)
+                    .key(&format!("user-{i}"))
+                    .payload("x"),
+            )
+            .unwrap();
+    }
+    flush_promptly(&producer, Duration::from_secs(30)).unwrap();
+    assert_eq!(
+        producer.in_flight_count(),
+        0,
+        "returned before every record was acknowledged"
+    );
+    let mut reader = w.reader_of_topic(&topic);
+    let read = reader.read_to_end(Duration::from_secs(30));
+    assert_eq!(read.len(), 2_000);
 }

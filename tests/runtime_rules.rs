@@ -169,6 +169,22 @@ fn sends_fired_by_the_wall_clock_are_committed_without_waiting_for_the_interval(
 }
 
 #[test]
+fn a_send_emitted_on_time_is_awaited_and_one_long_past_due_is_not() {
+    let due = 1_767_225_600_000;
+    // A task keeping up with live input fires by stream time, a little after the due time.
+    assert!(awaited(due, due));
+    assert!(awaited(due, due + 85));
+    assert!(awaited(due, due + AWAITED_LATENESS_MS));
+    // A backlog (restart, replay, lag) fires sends due long before: the interval stands.
+    assert!(!awaited(due, due + AWAITED_LATENESS_MS + 1));
+    assert!(!awaited(due, due + 86_400_000));
+    // A clock behind the due time (fired by stream time ahead of the wall clock).
+    assert!(awaited(due, due - 5_000));
+    // Extremes do not overflow.
+    assert!(!awaited(i64::MIN, i64::MAX));
+}
+
+#[test]
 fn the_loop_blocks_until_its_next_duty_instead_of_spinning() {
     let now = 10_000;
     assert_eq!(

@@ -547,6 +547,9 @@ fn step(
     c.refresh_ends(consumer, now, wake)?;
     c.flow_control(consumer)?;
     c.process(now, wake)?;
+    if c.output.take_awaited() {
+        c.cadence.hurry();
+    }
     if c.cadence.due(now_ms()) {
         c.commit(consumer)?;
     }

@@ -27,8 +27,9 @@ use tracing::warn;
 use super::codecs::Codecs;
 use super::config::{ProcessingGuarantee, Settings};
 use super::error::RuntimeError;
-use super::kafka::base_config;
+use super::kafka::{base_config, flush_promptly, PRODUCER_DEFAULTS};
 use super::metrics::Metrics;
+use super::rules::awaited;
 use super::task::{Arrived, BadInput, Task};
 use crate::codec::Codec;
 use crate::engine::Effect;
@@ -86,6 +87,8 @@ pub struct Output {
     dlq: String,
     shadow: String,
     buffer: Vec<u8>,
+    /// The open transaction holds a send its user waits for (see [`awaited`]).
+    awaited: bool,
     /// Partition counts the producer was seen to know, by topic (see `knows_partition`).
     known_partitions: std::collections::HashMap<String, usize>,
 }
@@ -103,12 +106,18 @@ impl Output {
             dlq: settings.topics.dlq.clone(),
             shadow: settings.topics.shadow.clone(),
             buffer: Vec::with_capacity(512),
+            awaited: false,
             known_partitions: std::collections::HashMap::new(),
         })
     }
 
     pub fn is_open(&self) -> bool {
         self.open
+    }
+
+    /// Whether a send its user waits for was produced since the last call.
+    pub fn take_awaited(&mut self) -> bool {
+        std::mem::take(&mut self.awaited)
     }
 
     /// Whether the producer knows partition `partition` of `topic`; asks the broker for
@@ -143,8 +152,7 @@ impl Output {
         if self.exactly_once {
             return Ok(());
         }
-        self.producer
-            .flush(Duration::from_secs(30))
+        flush_promptly(&self.producer, Duration::from_secs(30))
             .map_err(RuntimeError::kafka("writing a hand-off's copies"))
     }
 
@@ -257,6 +265,7 @@ impl Output {
                     metrics.send_commands.inc();
                     let late_ms = (command.emitted_at.saturating_sub(command.due_at)).max(0);
                     metrics.fire_lateness.observe(late_ms as f64 / 1000.0);
+                    self.awaited |= awaited(command.due_at, command.emitted_at);
                     let topic = std::mem::take(&mut self.send_commands);
                     let r = self.encode_and_produce(
                         &codecs.send_commands,
@@ -450,6 +459,7 @@ impl Output {
         }
         self.usable()?;
         if self.exactly_once {
+            let started = std::time::Instant::now();
             if offsets.count() > 0 && !*offsets_sent {
                 let metadata = consumer
                     .group_metadata()
@@ -457,12 +467,23 @@ impl Output {
                 self.send_offsets(offsets, metadata)?;
                 *offsets_sent = true;
             }
+            let offsets_done = started.elapsed();
+            // The commit flushes first, with the client's slow flush: done here, it finds
+            // nothing left.
+            flush_promptly(&self.producer, TXN_CALL_TIMEOUT)
+                .map_err(RuntimeError::kafka("writing the transaction's records"))?;
+            let flushed = started.elapsed();
             self.producer
                 .commit_transaction(TXN_CALL_TIMEOUT)
                 .map_err(RuntimeError::kafka("committing the transaction"))?;
+            tracing::debug!(
+                offsets_ms = offsets_done.as_millis() as u64,
+                flush_ms = (flushed - offsets_done).as_millis() as u64,
+                end_ms = (started.elapsed() - flushed).as_millis() as u64,
+                "transaction committed"
+            );
         } else {
-            self.producer
-                .flush(TXN_CALL_TIMEOUT)
+            flush_promptly(&self.producer, TXN_CALL_TIMEOUT)
                 .map_err(RuntimeError::kafka("flushing output"))?;
             if offsets.count() > 0 {
                 consumer
@@ -546,7 +567,7 @@ impl Output {
         } else {
             // Unflushed at-least-once output may still be delivered: harmless, the inputs
             // are re-processed and produce the same command ids.
-            let _ = self.producer.flush(ABORT_TIMEOUT);
+            let _ = flush_promptly(&self.producer, ABORT_TIMEOUT);
         }
         self.open = false;
         Ok(())
@@ -569,9 +590,14 @@ fn producer_config(settings: &Settings) -> ClientConfig {
     // Java-compatible partitioning of send-commands by user id.
     c.set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true");
-    // A default, not a rule: `kafka.linger.ms` overrides it.
+    // Defaults, not rules: the pass-through overrides them.
     if c.get("linger.ms").is_none() {
         c.set("linger.ms", "5");
+    }
+    for (key, value) in PRODUCER_DEFAULTS {
+        if c.get(key).is_none() {
+            c.set(key, value);
+        }
     }
     let exactly_once = settings.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
     if exactly_once {

@@ -184,10 +184,11 @@ impl Backpressure {
 // ------------------------------------------------------------------------------ the loop
 
 /// When the open transaction is committed: every `interval`, and at once when asked
-/// (revocation, shutdown). Sends a caught-up task fired by the wall clock are *urgent*: their
-/// users wait for them, so they are committed as soon as `URGENT_GAP_MS` has passed since the
-/// last commit rather than at the next interval. A task working through a backlog fires by
-/// stream time and keeps the interval (fewer, larger transactions).
+/// (revocation, shutdown). Sends their users wait for are *urgent* — those a caught-up task
+/// fired by the wall clock, and any send emitted on time ([`awaited`]) — so they are
+/// committed as soon as `URGENT_GAP_MS` has passed since the last commit rather than at the
+/// next interval. A task working through a backlog fires sends long past due and keeps the
+/// interval (fewer, larger transactions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitCadence {
     pub interval_ms: i64,
@@ -198,6 +199,18 @@ pub struct CommitCadence {
 
 /// The least time between two commits when the open one is urgent.
 pub const URGENT_GAP_MS: i64 = 10;
+
+/// How late a send may be emitted and still count as on time (see [`awaited`]).
+pub const AWAITED_LATENESS_MS: i64 = 1_000;
+
+/// Whether a send is one its user waits for now: emitted at most [`AWAITED_LATENESS_MS`]
+/// after it was due. A task that keeps up with live input fires by stream time, which
+/// trails the wall clock by the inputs' latency, so its sends are due moments ago; a task
+/// working through a backlog (a restart, a replay, lag) fires sends that were due long
+/// before, for which the commit interval adds little.
+pub fn awaited(due_at: TimestampMs, emitted_at: TimestampMs) -> bool {
+    emitted_at.saturating_sub(due_at) <= AWAITED_LATENESS_MS
+}
 
 impl CommitCadence {
     pub fn new(interval_ms: i64, now: TimestampMs) -> Self {
