@@ -433,7 +433,8 @@ impl Report {
              campaign), re-eligible one delay after a send. Every system reads the same input \
              topics (Avro single-object encoding) with its own consumer group:\n\n\
              - **bare copy** (`benches/copy.rs`): consume → produce every record unchanged, with \
-             the connector's client settings; the floor for any Kafka consumer-producer.\n\
+             the connector's client settings and its commit flush; the floor for any Kafka \
+             consumer-producer.\n\
              - **connector**: `campaign-connector run`, exactly-once at commit intervals of 100 ms \
              and 1 s, at-least-once; with the decision log (the production setting) and without.\n\
              - **Kafka Streams** (`bench/streams-peer/`): the same rule written with the \
