@@ -246,9 +246,6 @@ fn wait_for_leaders(settings: &Settings, topics: &[&str]) -> Result<(), TopicErr
     }
 }
 
-/// The high watermark the client last saw for a partition, without asking the broker:
-/// librdkafka keeps it from fetch responses (for a `read_committed` consumer it is the last
-/// stable offset). `None` while unknown.
 /// Waits until every record `producer` holds is delivered (or has failed), and returns as
 /// soon as that is so, or fails with a timeout at `timeout`.
 ///
@@ -296,6 +293,9 @@ pub fn flush_promptly<C: ProducerContext>(
 /// [`flush_promptly`] relies on acknowledged records being released without one).
 pub const PRODUCER_DEFAULTS: [(&str, &str); 1] = [("delivery.report.only.error", "true")];
 
+/// The high watermark the client last saw for a partition, without asking the broker:
+/// librdkafka keeps it from fetch responses (for a `read_committed` consumer it is the last
+/// stable offset). `None` while unknown.
 pub fn cached_high_watermark<C: rdkafka::consumer::ConsumerContext>(
     consumer: &BaseConsumer<C>,
     topic: &std::ffi::CStr,
