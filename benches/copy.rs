@@ -2,10 +2,10 @@
 //! at all. It consumes the input topics and produces every record, key and bytes unchanged, to
 //! one output topic, with the connector's client settings — a group consumer with
 //! `read_committed`, the range assignor and `fetch.queue.backoff.ms=10`; an idempotent producer
-//! with `linger.ms=5`, the `murmur2_random` partitioner and the connector's producer defaults
-//! (delivery reports only for failures), flushed as the connector flushes before a commit
-//! (`flush_promptly`) — on one thread, one message per `poll`, as the connector's loop does. It is the floor the connector is measured against
-//! (`scripts/bench.sh`).
+//! with the `murmur2_random` partitioner and the connector's producer defaults (`linger.ms=5`,
+//! delivery reports only for failures), flushed as the connector flushes before a commit
+//! (`flush_promptly`) — on one thread, one message per `poll`, as the connector's loop does.
+//! It is the floor the connector is measured against (`scripts/bench.sh`).
 //!
 //! Modes:
 //! - `alo` (at-least-once): every `--commit-ms`, flush the producer, then commit the offsets
@@ -120,8 +120,7 @@ fn main() {
     producer_config
         .set("bootstrap.servers", &a.bootstrap)
         .set("partitioner", "murmur2_random")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5");
+        .set("enable.idempotence", "true");
     for (key, value) in PRODUCER_DEFAULTS {
         producer_config.set(key, value);
     }

@@ -249,7 +249,7 @@ fn wait_for_leaders(settings: &Settings, topics: &[&str]) -> Result<(), TopicErr
 /// Waits until every record `producer` holds is delivered (or has failed), and returns as
 /// soon as that is so, or fails with a timeout at `timeout`.
 ///
-/// Use it instead of the client's `flush` wherever a caller waits (commits): that one
+/// The commit path uses it instead of the client's `flush`: that one
 /// polls in slices of 100 ms, each run to its end, so a flush that finds a single record in
 /// flight lasts at least 100 ms. Every transaction paid that in `commit_transaction` (which
 /// flushes first): measured on one local broker, the call took 101–106 ms, of which the
@@ -287,11 +287,12 @@ pub fn flush_promptly<C: ProducerContext>(
     }
 }
 
-/// Producer properties the connector's output producers (and the benchmark's bare copy)
-/// use unless the pass-through sets them: delivery reports only for failed records (nothing
-/// reads the others; each report is an event to allocate, queue and serve, and
-/// [`flush_promptly`] relies on acknowledged records being released without one).
-pub const PRODUCER_DEFAULTS: [(&str, &str); 1] = [("delivery.report.only.error", "true")];
+/// Producer properties the connector's output producer (and the benchmark's bare copy)
+/// uses unless the pass-through sets them: a 5 ms linger, and delivery reports only for
+/// failed records (nothing reads the others; each report is an event to allocate, queue and
+/// serve, and [`flush_promptly`] relies on acknowledged records being released without one).
+pub const PRODUCER_DEFAULTS: [(&str, &str); 2] =
+    [("linger.ms", "5"), ("delivery.report.only.error", "true")];
 
 /// The high watermark the client last saw for a partition, without asking the broker:
 /// librdkafka keeps it from fetch responses (for a `read_committed` consumer it is the last

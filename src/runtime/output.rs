@@ -591,9 +591,6 @@ fn producer_config(settings: &Settings) -> ClientConfig {
     c.set("partitioner", "murmur2_random")
         .set("enable.idempotence", "true");
     // Defaults, not rules: the pass-through overrides them.
-    if c.get("linger.ms").is_none() {
-        c.set("linger.ms", "5");
-    }
     for (key, value) in PRODUCER_DEFAULTS {
         if c.get(key).is_none() {
             c.set(key, value);
@@ -640,6 +637,20 @@ mod tests {
         assert_eq!(
             producer_setting(&[("CONNECTOR_KAFKA__LINGER_MS", "20")], "linger.ms").as_deref(),
             Some("20")
+        );
+    }
+
+    #[test]
+    fn the_producer_reports_failed_deliveries_only_unless_the_operator_says_otherwise() {
+        let key = "delivery.report.only.error";
+        assert_eq!(producer_setting(&[], key).as_deref(), Some("true"));
+        assert_eq!(
+            producer_setting(
+                &[("CONNECTOR_KAFKA__DELIVERY_REPORT_ONLY_ERROR", "false")],
+                key
+            )
+            .as_deref(),
+            Some("false")
         );
     }
 
