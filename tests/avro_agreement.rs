@@ -1,6 +1,7 @@
-//! The codec reads and writes Avro datums through serde_avro_fast, and derives, parses and
-//! resolves schemas through apache-avro. These properties hold the two libraries to the same
-//! bytes: for arbitrary records of every type the connector reads or writes, the codec's
+//! The codec reads and writes Avro datums through serde_avro_fast (and writes the records
+//! written per event — decisions, send-commands, user states — by hand, `codec/datum.rs`),
+//! and derives, parses and resolves schemas through apache-avro. These properties hold the
+//! writers to the same bytes: for arbitrary records of every type the connector reads or writes, the codec's
 //! datum is the one apache-avro writes with the schema file in `schemas/`, and the codec
 //! reads apache-avro's datum back into the very same record.
 
@@ -10,7 +11,7 @@ use std::path::Path;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{AvroSchema, Schema};
-use campaign_connector::codec::{Codec, EncodingSettings};
+use campaign_connector::codec::{Codec, EncodingSettings, OwnDatum};
 use campaign_connector::model::*;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -40,7 +41,7 @@ fn apache_datum<T: Serialize>(schema: &Schema, record: &T) -> Vec<u8> {
 /// datums are also byte for byte the same.
 fn agree<T>(file: &str, record: &T, same_bytes: bool) -> Result<(), TestCaseError>
 where
-    T: AvroSchema + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+    T: AvroSchema + Serialize + DeserializeOwned + OwnDatum + PartialEq + std::fmt::Debug,
 {
     let codec = Codec::<T>::new("t", &EncodingSettings::avro()).unwrap();
     let schema = schema_file(file);

@@ -580,7 +580,7 @@ fn single_object_fingerprints_are_the_java_librarys_for_every_schema_file() {
 fn single_object_fixture_bytes_from_the_schema_files_decode() {
     fn check<T>(file: &str, record: T)
     where
-        T: AvroSchema + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+        T: AvroSchema + Serialize + DeserializeOwned + OwnDatum + PartialEq + std::fmt::Debug,
     {
         let schema = schema_file(file);
         let bytes = single_object(&format!("schemas/{file}"), &record_datum(&schema, &record));
@@ -651,7 +651,7 @@ fn without_fields(value: Value, names: &[&str]) -> Value {
 fn records_of_the_previous_schema_versions_decode_by_either_fingerprint() {
     fn previous<T>(file: &str, record: T)
     where
-        T: AvroSchema + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+        T: AvroSchema + Serialize + DeserializeOwned + OwnDatum + PartialEq + std::fmt::Debug,
     {
         let writer = Schema::parse_str(&schema_text(&root().join(file))).unwrap();
         let newer: &[&str] = if file.contains("/1/") {
@@ -1309,7 +1309,7 @@ fn json_writes_field_names_and_epoch_millis() {
 fn json_round_trips_every_record() {
     fn check<T>(record: T)
     where
-        T: AvroSchema + Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+        T: AvroSchema + Serialize + DeserializeOwned + OwnDatum + PartialEq + std::fmt::Debug,
     {
         let codec = codec_for::<T>(&EncodingSettings::json());
         assert_eq!(

@@ -33,6 +33,7 @@
 mod avro;
 pub mod canonical;
 mod config;
+mod datum;
 mod error;
 mod json;
 mod registry;
@@ -54,6 +55,7 @@ pub use self::config::{
     ConfigError, Encoding, EncodingConfig, EncodingSettings, Format, RegistryAuth, RegistryTls,
     Secret, DEFAULT_REGISTRY_TIMEOUT,
 };
+pub use self::datum::OwnDatum;
 pub use self::error::{DecodeError, EncodeError, ErrorClass, SetupError};
 pub use self::registry::RegistryError;
 use self::registry::{Lookup, RegistryClient, SubjectVersion};
@@ -358,14 +360,20 @@ where
     }
 
     /// Encodes one record (with `T`'s own schema as writer schema).
-    pub fn encode(&self, record: &T) -> Result<Vec<u8>, EncodeError> {
+    pub fn encode(&self, record: &T) -> Result<Vec<u8>, EncodeError>
+    where
+        T: OwnDatum,
+    {
         let mut out = Vec::with_capacity(128);
         self.encode_into(record, &mut out)?;
         Ok(out)
     }
 
     /// Encodes one record, appending to `out` (left as it was on error).
-    pub fn encode_into(&self, record: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    pub fn encode_into(&self, record: &T, out: &mut Vec<u8>) -> Result<(), EncodeError>
+    where
+        T: OwnDatum,
+    {
         let start = out.len();
         let result = self.append(record, out);
         if result.is_err() {
@@ -374,7 +382,10 @@ where
         result
     }
 
-    fn append(&self, record: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    fn append(&self, record: &T, out: &mut Vec<u8>) -> Result<(), EncodeError>
+    where
+        T: OwnDatum,
+    {
         match &self.framing {
             Framing::SingleObject { header, .. } => {
                 out.extend_from_slice(header);
@@ -395,7 +406,15 @@ where
         }
     }
 
-    fn write_datum(&self, record: &T, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    /// The datum of `record` with its own schema: by its hand-written writer when it has
+    /// one (`datum.rs`), else by the generic serializer.
+    fn write_datum(&self, record: &T, out: &mut Vec<u8>) -> Result<(), EncodeError>
+    where
+        T: OwnDatum,
+    {
+        if record.write_own_datum(out) {
+            return Ok(());
+        }
         self.reader
             .write_datum(record, out)
             .map_err(|message| EncodeError::Avro {

@@ -306,7 +306,10 @@ mod tests {
     /// `record` encoded, then read back through the edge's type `U`.
     fn through_edge<T, U>(codec: &Codec<T>, record: &T) -> T
     where
-        T: apache_avro::AvroSchema + serde::Serialize + serde::de::DeserializeOwned,
+        T: apache_avro::AvroSchema
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + crate::codec::OwnDatum,
         U: serde::de::DeserializeOwned + Into<T>,
     {
         let bytes = codec.encode(record).unwrap();

@@ -31,7 +31,7 @@ use super::kafka::{base_config, flush_promptly, PRODUCER_DEFAULTS};
 use super::metrics::Metrics;
 use super::rules::awaited;
 use super::task::{Arrived, BadInput, Task};
-use crate::codec::Codec;
+use crate::codec::{Codec, OwnDatum};
 use crate::engine::Effect;
 use crate::model::TaskStateRecord;
 
@@ -233,7 +233,7 @@ impl Output {
         value: &T,
     ) -> Result<(), RuntimeError>
     where
-        T: apache_avro::AvroSchema + serde::Serialize + serde::de::DeserializeOwned,
+        T: apache_avro::AvroSchema + serde::Serialize + serde::de::DeserializeOwned + OwnDatum,
     {
         let mut buf = std::mem::take(&mut self.buffer);
         buf.clear();
