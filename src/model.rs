@@ -743,6 +743,52 @@ pub struct UserState {
     pub receipts: Vec<ReceiptState>,
 }
 
+/// A changelog user state read in place, borrowing the record's bytes: what a restore
+/// takes from it (`codec::read_state_datum` reads one without building a [`UserState`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserStateView<'a> {
+    pub user_id: &'a str,
+    pub pending: smallvec::SmallVec<[PendingSendView<'a>; 1]>,
+    /// Follow-on id and `last_sent_at` of each receipt.
+    pub receipts: smallvec::SmallVec<[(&'a str, TimestampMs); 1]>,
+}
+
+/// A pending send of a [`UserStateView`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PendingSendView<'a> {
+    pub follow_on_id: &'a str,
+    pub follow_on_version: i64,
+    pub trigger_kind: InteractionKind,
+    pub trigger_event_id: &'a str,
+    pub triggered_at: TimestampMs,
+    pub due_at: TimestampMs,
+}
+
+impl UserState {
+    pub fn view(&self) -> UserStateView<'_> {
+        UserStateView {
+            user_id: &self.user_id,
+            pending: self
+                .pending
+                .iter()
+                .map(|p| PendingSendView {
+                    follow_on_id: &p.follow_on_id,
+                    follow_on_version: p.follow_on_version,
+                    trigger_kind: p.trigger.kind,
+                    trigger_event_id: &p.trigger.event_id,
+                    triggered_at: p.trigger.occurred_at,
+                    due_at: p.due_at,
+                })
+                .collect(),
+            receipts: self
+                .receipts
+                .iter()
+                .map(|r| (r.follow_on_id.as_str(), r.last_sent_at))
+                .collect(),
+        }
+    }
+}
+
 /// The follow-on campaign as it was at one version, kept in the changelog so that pending
 /// sends scheduled with it keep their rule after the catalog moved on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, AvroSchema)]

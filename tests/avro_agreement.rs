@@ -11,7 +11,7 @@ use std::path::Path;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{AvroSchema, Schema};
-use campaign_connector::codec::{Codec, EncodingSettings, OwnDatum};
+use campaign_connector::codec::{read_state_datum, Codec, EncodingSettings, OwnDatum};
 use campaign_connector::model::*;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -63,6 +63,32 @@ where
     let mut value = encoded[..10].to_vec();
     value.extend_from_slice(&expected);
     prop_assert_eq!(&codec.decode(&value).unwrap(), record);
+    Ok(())
+}
+
+/// A restore reads a changelog record in place: the same user state and stream time as
+/// the decoded record, or `None` (the decoder's turn) for a record with a rule snapshot or
+/// without any part; never anything from a datum cut short.
+fn read_in_place(record: &TaskStateRecord) -> Result<(), TestCaseError> {
+    let codec = Codec::<TaskStateRecord>::new("t", &EncodingSettings::avro()).unwrap();
+    let encoded = codec.encode(record).unwrap();
+    let datum = codec
+        .own_datum(&encoded)
+        .expect("written with the own schema");
+    let read = read_state_datum(datum);
+    if record.rule.is_some() || (record.user.is_none() && record.progress.is_none()) {
+        prop_assert!(read.is_none());
+        return Ok(());
+    }
+    let read = read.expect("a user state or progress record is read in place");
+    prop_assert_eq!(read.user, record.user.as_ref().map(UserState::view));
+    prop_assert_eq!(
+        read.stream_time,
+        record.progress.as_ref().map(|p| p.stream_time)
+    );
+    for cut in 0..datum.len() {
+        prop_assert!(read_state_datum(&datum[..cut]).is_none(), "cut at {}", cut);
+    }
     Ok(())
 }
 
@@ -444,6 +470,11 @@ macro_rules! agreement {
                 #[test]
                 fn task_states(record in task_state($m)) {
                     agree("task_state.avsc", &record, $same)?;
+                }
+
+                #[test]
+                fn task_states_read_in_place(record in task_state($m)) {
+                    read_in_place(&record)?;
                 }
 
                 #[test]

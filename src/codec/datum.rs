@@ -7,8 +7,15 @@
 //! the work. Each writer follows one schema of `schemas/` field by field; the tests check
 //! every writer byte for byte against the generic serializer on arbitrary records, so a
 //! change to a record that the writer does not follow fails there.
+//!
+//! A restore reads the changelog the same way ([`read_state_datum`]): a user state read in
+//! place, its strings borrowed from the record's bytes, instead of a decoded record with an
+//! allocation per string. Anything it does not expect — a rule snapshot, a malformed datum —
+//! it leaves to the generic decoder, which reads it or says what is wrong.
 
-use crate::model::{Campaign, Properties};
+use crate::model::{
+    Campaign, InteractionKind, PendingSendView, Properties, TimestampMs, UserStateView,
+};
 use crate::model::{
     Decision, InputCoordinates, Interaction, PendingSendState, ReceiptState, SendCommand,
     ShadowRecord, TaskStateRecord, TriggerRef, UserEvent, UserState,
@@ -157,6 +164,139 @@ impl OwnDatum for TaskStateRecord {
         long(out, 0);
         optional(out, self.progress.as_ref(), |o, p| long(o, p.stream_time));
         true
+    }
+}
+
+/// A changelog record as a restore takes it: a user's state and a progress record's stream
+/// time (each `None` when the record has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateView<'a> {
+    pub user: Option<UserStateView<'a>>,
+    pub stream_time: Option<TimestampMs>,
+}
+
+/// Reads a `TaskStateRecord` datum written with this build's schema in place. `None` for a
+/// record with a rule snapshot or without any part, and for a datum that is malformed or has
+/// bytes left over: the generic decoder then reads it (or names what is wrong).
+pub fn read_state_datum(datum: &[u8]) -> Option<StateView<'_>> {
+    let mut r = Reader { rest: datum };
+    let user = match r.branch()? {
+        0 => None,
+        _ => Some(r.user_state()?),
+    };
+    if r.branch()? != 0 {
+        return None;
+    }
+    let stream_time = match r.branch()? {
+        0 => None,
+        _ => Some(r.long()?),
+    };
+    (r.rest.is_empty() && (user.is_some() || stream_time.is_some()))
+        .then_some(StateView { user, stream_time })
+}
+
+/// Avro's binary encoding, read from a slice; every read is checked (`None`: malformed).
+struct Reader<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn long(&mut self) -> Option<i64> {
+        let mut v: u64 = 0;
+        for (i, &b) in self.rest.iter().enumerate().take(10) {
+            if i == 9 && b > 1 {
+                return None; // more than 64 bits
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                self.rest = &self.rest[i + 1..];
+                return Some(((v >> 1) as i64) ^ -((v & 1) as i64));
+            }
+        }
+        None
+    }
+
+    /// A non-negative count or length that fits in what is left (each item takes a byte
+    /// at least), so that no claim of a datum allocates more than its bytes.
+    fn count(&mut self) -> Option<usize> {
+        let n = usize::try_from(self.long()?).ok()?;
+        (n <= self.rest.len()).then_some(n)
+    }
+
+    fn str(&mut self) -> Option<&'a str> {
+        let n = self.count()?;
+        let (s, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        std::str::from_utf8(s).ok()
+    }
+
+    /// The branch of a `["null", T]` union.
+    fn branch(&mut self) -> Option<u8> {
+        match self.long()? {
+            0 => Some(0),
+            1 => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The items of an array, block by block (a negative count is followed by the
+    /// block's size in bytes).
+    fn array<T>(
+        &mut self,
+        mut item: impl FnMut(&mut Self) -> Option<T>,
+    ) -> Option<smallvec::SmallVec<[T; 1]>> {
+        let mut items = smallvec::SmallVec::new();
+        loop {
+            let n = self.long()?;
+            if n == 0 {
+                return Some(items);
+            }
+            if n < 0 {
+                self.long()?;
+            }
+            let n = usize::try_from(n.unsigned_abs()).ok()?;
+            if n > self.rest.len() {
+                return None;
+            }
+            for _ in 0..n {
+                items.push(item(self)?);
+            }
+        }
+    }
+
+    fn kind(&mut self) -> Option<InteractionKind> {
+        let i = usize::try_from(self.long()?).ok()?;
+        match InteractionKind::KNOWN.get(i) {
+            Some(k) => Some(*k),
+            None => (i == InteractionKind::KNOWN.len()).then_some(InteractionKind::Unknown),
+        }
+    }
+
+    fn user_state(&mut self) -> Option<UserStateView<'a>> {
+        let user_id = self.str()?;
+        let pending = self.array(|r| {
+            let follow_on_id = r.str()?;
+            let follow_on_version = r.long()?;
+            let _trigger_campaign_id = r.str()?;
+            let trigger_kind = r.kind()?;
+            let trigger_event_id = r.str()?;
+            let triggered_at = r.long()?;
+            let due_at = r.long()?;
+            Some(PendingSendView {
+                follow_on_id,
+                follow_on_version,
+                trigger_kind,
+                trigger_event_id,
+                triggered_at,
+                due_at,
+            })
+        })?;
+        let receipts = self.array(|r| Some((r.str()?, r.long()?)))?;
+        Some(UserStateView {
+            user_id,
+            pending,
+            receipts,
+        })
     }
 }
 
@@ -321,5 +461,81 @@ mod tests {
             decision: None,
         };
         assert!(!shadow.write_own_datum(&mut out));
+    }
+
+    /// A user state datum by hand: user id, one pending send in a block of negative count
+    /// (count, then the block's size), no receipt; then no rule, no progress.
+    fn hand_state(kind: i64, user_id: &[u8]) -> Vec<u8> {
+        let mut d = vec![];
+        long(&mut d, 1);
+        long(&mut d, user_id.len() as i64);
+        d.extend_from_slice(user_id);
+        let mut item = vec![];
+        string(&mut item, "f");
+        long(&mut item, 2);
+        string(&mut item, "c");
+        long(&mut item, kind);
+        string(&mut item, "e");
+        long(&mut item, 10);
+        long(&mut item, 20);
+        long(&mut d, -1);
+        long(&mut d, item.len() as i64);
+        d.extend_from_slice(&item);
+        long(&mut d, 0);
+        long(&mut d, 0); // receipts
+        long(&mut d, 0); // rule
+        long(&mut d, 0); // progress
+        d
+    }
+
+    #[test]
+    fn states_are_read_in_place_from_any_block_form() {
+        let datum = hand_state(13, b"u-1");
+        let view = read_state_datum(&datum).expect("read");
+        let user = view.user.expect("user");
+        assert_eq!(user.user_id, "u-1");
+        assert_eq!(
+            user.pending.as_slice(),
+            [PendingSendView {
+                follow_on_id: "f",
+                follow_on_version: 2,
+                trigger_kind: InteractionKind::PushReceived,
+                trigger_event_id: "e",
+                triggered_at: 10,
+                due_at: 20,
+            }]
+        );
+        assert!(user.receipts.is_empty());
+        assert_eq!(view.stream_time, None);
+        // The last symbol is the enum's default.
+        let datum = hand_state(21, b"u");
+        let view = read_state_datum(&datum).expect("read");
+        assert_eq!(
+            view.user.unwrap().pending[0].trigger_kind,
+            InteractionKind::Unknown
+        );
+    }
+
+    #[test]
+    fn what_is_not_read_in_place_is_left_to_the_decoder() {
+        // A kind past the schema's symbols; a user id that is not UTF-8.
+        assert_eq!(read_state_datum(&hand_state(22, b"u")), None);
+        assert_eq!(read_state_datum(&hand_state(-1, b"u")), None);
+        assert_eq!(read_state_datum(&hand_state(0, &[0xff, 0xfe])), None);
+        // Bytes left over; a union branch past the two; a length past the end (nothing
+        // is allocated for it); a varint longer than 64 bits.
+        let mut d = hand_state(0, b"u");
+        d.push(0);
+        assert_eq!(read_state_datum(&d), None);
+        assert_eq!(read_state_datum(&[4]), None);
+        let mut d = vec![2];
+        long(&mut d, i64::MAX);
+        assert_eq!(read_state_datum(&d), None);
+        assert_eq!(read_state_datum(&[0x80; 11]), None);
+        assert_eq!(
+            read_state_datum(&[2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]),
+            None
+        );
+        assert_eq!(read_state_datum(&[]), None);
     }
 }

@@ -55,7 +55,7 @@ pub use self::config::{
     ConfigError, Encoding, EncodingConfig, EncodingSettings, Format, RegistryAuth, RegistryTls,
     Secret, DEFAULT_REGISTRY_TIMEOUT,
 };
-pub use self::datum::OwnDatum;
+pub use self::datum::{read_state_datum, OwnDatum, StateView};
 pub use self::error::{DecodeError, EncodeError, ErrorClass, SetupError};
 pub use self::registry::RegistryError;
 use self::registry::{Lookup, RegistryClient, SubjectVersion};
@@ -356,6 +356,21 @@ where
                 writer.decode(&self.reader, &bytes[CONFLUENT_HEADER_LEN..])
             }
             Framing::Json => json::decode(bytes, &self.reader),
+        }
+    }
+
+    /// The datum of a value written with this build's own schema of `T` — a single-object
+    /// header with its fingerprint, or the registry id this codec registered it under —
+    /// for a reader that knows that schema's shape (`datum.rs`); `None` for any other value
+    /// (the generic decoder reads those).
+    pub fn own_datum<'b>(&self, bytes: &'b [u8]) -> Option<&'b [u8]> {
+        match &self.framing {
+            Framing::SingleObject { header, .. } => bytes.strip_prefix(&header[..]),
+            Framing::Confluent(confluent) => {
+                let id = avro::confluent_schema_id(bytes).ok()?;
+                (confluent.own_id.get() == Some(&id)).then(|| &bytes[CONFLUENT_HEADER_LEN..])
+            }
+            Framing::Json => None,
         }
     }
 

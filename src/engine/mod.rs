@@ -43,7 +43,7 @@ use crate::model::{
     Campaign, CampaignStatus, Decision, DecisionOutcome, DecisionReason, InputCoordinates,
     InputEvent, Interaction, InteractionKind, PendingSendState, ReceiptState, RuleSnapshot,
     SendCommand, ShadowRecord, TaskProgress, TaskStateRecord, TimestampMs, TriggerRef, UserEvent,
-    UserEventType, UserState,
+    UserEventType, UserState, UserStateView,
 };
 use crate::time::{self, EventTimeError};
 use crate::validate::Limits;

@@ -151,38 +151,48 @@ impl Engine {
         if let Some(rule) = &record.rule {
             self.catalog.restore_snapshot(&rule.campaign)?;
         }
-        if let Some(progress) = &record.progress {
-            self.clock = Some(
-                self.clock
-                    .map_or(progress.stream_time, |c| c.max(progress.stream_time)),
-            );
-        }
-        if let Some(state) = &record.user {
-            self.restore_user(state)?;
-        }
         if record.rule.is_none() && record.progress.is_none() && record.user.is_none() {
             return Err(RestoreError::Empty {
                 key: record.changelog_key(),
             });
         }
+        self.restore_parts(
+            record.user.as_ref().map(UserState::view).as_ref(),
+            record.progress.as_ref().map(|p| p.stream_time),
+        )
+    }
+
+    /// Restores a user's state and a progress record's stream time, as read in place from
+    /// a changelog record (or taken from a decoded one).
+    pub fn restore_parts(
+        &mut self,
+        user: Option<&UserStateView<'_>>,
+        stream_time: Option<TimestampMs>,
+    ) -> Result<(), RestoreError> {
+        if let Some(t) = stream_time {
+            self.clock = Some(self.clock.map_or(t, |c| c.max(t)));
+        }
+        if let Some(state) = user {
+            self.restore_user(state)?;
+        }
         Ok(())
     }
 
-    fn restore_user(&mut self, state: &UserState) -> Result<(), RestoreError> {
+    fn restore_user(&mut self, state: &UserStateView<'_>) -> Result<(), RestoreError> {
         if state.user_id.is_empty() {
             return Err(RestoreError::User {
                 user_id: String::new(),
                 message: "empty user id".into(),
             });
         }
-        let user = self.users.find_or_insert(&state.user_id);
+        let user = self.users.find_or_insert(state.user_id);
         let previous = self.users.take_pending(user, |_| true);
         self.pending_count -= previous.len();
         for r in self.users.receipts(user).to_vec() {
             self.users.remove_receipt(user, r.follow_on);
         }
         for p in &state.pending {
-            let rule = self.catalog.rule_id(&p.follow_on_id, p.follow_on_version);
+            let rule = self.catalog.rule_id(p.follow_on_id, p.follow_on_version);
             if self.catalog.slot(rule).rule.is_none() {
                 self.counters.unresolved_rule_versions += 1;
             }
@@ -191,17 +201,17 @@ impl Engine {
                 user,
                 PendingSend {
                     due_at: p.due_at,
-                    triggered_at: p.trigger.occurred_at,
-                    trigger_event_id: CompactString::new(&p.trigger.event_id),
+                    triggered_at: p.triggered_at,
+                    trigger_event_id: CompactString::new(p.trigger_event_id),
                     rule,
-                    trigger_kind: p.trigger.kind,
+                    trigger_kind: p.trigger_kind,
                 },
             );
             self.pending_count += 1;
         }
-        for r in &state.receipts {
-            let follow_on = self.catalog.intern_follow_on(&r.follow_on_id);
-            self.users.set_receipt(user, follow_on, r.last_sent_at);
+        for &(follow_on_id, last_sent_at) in &state.receipts {
+            let follow_on = self.catalog.intern_follow_on(follow_on_id);
+            self.users.set_receipt(user, follow_on, last_sent_at);
         }
         self.users.release_if_empty(user);
         Ok(())

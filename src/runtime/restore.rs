@@ -26,6 +26,7 @@ use super::error::RuntimeError;
 use super::metrics::Metrics;
 use super::rules::RestoreProgress;
 use super::task::Task;
+use crate::codec::read_state_datum;
 use crate::expansion::{parse_marker_key, Marker, PROGRESS_KEY};
 use crate::model::{TaskStateRecord, TimestampMs, UserState};
 
@@ -198,6 +199,13 @@ impl Restorer {
                 }
             };
             let (partition, offset) = (m.partition(), m.offset());
+            let topic = &self.topic;
+            let failed = |message: String| RuntimeError::Restore {
+                topic: topic.clone(),
+                partition,
+                offset,
+                message,
+            };
             let (Some(progress), Some(task)) = (
                 self.restoring.get_mut(&partition),
                 tasks.get_mut(&partition),
@@ -210,20 +218,29 @@ impl Restorer {
                     task.restored_expansion =
                         m.payload().and_then(|v| serde_json::from_slice(v).ok());
                 } else if let Some((epoch, origin)) = parse_marker_key(key) {
-                    let marker: Marker = m
-                        .payload()
-                        .and_then(|v| serde_json::from_slice(v).ok())
-                        .ok_or_else(|| RuntimeError::Restore {
-                        topic: self.topic.clone(),
-                        partition,
-                        offset,
-                        message: "a hand-off marker without its cuts".into(),
-                    })?;
+                    let marker: Marker =
+                        m.payload()
+                            .and_then(|v| serde_json::from_slice(v).ok())
+                            .ok_or_else(|| failed("a hand-off marker without its cuts".into()))?;
                     task.markers.insert((epoch, origin));
                     for (rank, p, cut) in marker.cuts {
                         task.marker_cuts.insert((epoch, origin, rank, p), cut);
                     }
                 }
+                progress.record(offset);
+                *read.entry(partition).or_default() += 1;
+                continue;
+            }
+            // Nearly every record is a user's state written by this build: read in place.
+            if let Some(view) = m
+                .payload()
+                .filter(|_| m.key().is_some())
+                .and_then(|v| codecs.changelog.own_datum(v))
+                .and_then(read_state_datum)
+            {
+                task.engine
+                    .restore_parts(view.user.as_ref(), view.stream_time)
+                    .map_err(|e| failed(e.to_string()))?;
                 progress.record(offset);
                 *read.entry(partition).or_default() += 1;
                 continue;
@@ -242,24 +259,12 @@ impl Restorer {
                     self.hold_until = now + RETRY_MS;
                     break;
                 }
-                Err((_, message)) => {
-                    return Err(RuntimeError::Restore {
-                        topic: self.topic.clone(),
-                        partition,
-                        offset,
-                        message,
-                    })
-                }
+                Err((_, message)) => return Err(failed(message)),
             };
             if let Some(record) = record {
                 task.engine
                     .restore(&record)
-                    .map_err(|e| RuntimeError::Restore {
-                        topic: self.topic.clone(),
-                        partition,
-                        offset,
-                        message: e.to_string(),
-                    })?;
+                    .map_err(|e| failed(e.to_string()))?;
             }
             progress.record(offset);
             *read.entry(partition).or_default() += 1;
