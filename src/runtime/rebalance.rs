@@ -185,6 +185,13 @@ pub fn create_group_consumer(
                 warn!("kafka.partition.assignment.strategy ignored: tasks need the range assignor");
             }
             c.set("partition.assignment.strategy", "range");
+            // A member learns that the group rebalances from a heartbeat's answer; at the
+            // 3 s default, a member restoring the tasks it got alone (the instance's other
+            // members joined a moment later) went on restoring tasks about to move for
+            // seconds. A heartbeat twice a second costs the coordinator next to nothing.
+            if c.get("heartbeat.interval.ms").is_none() {
+                c.set("heartbeat.interval.ms", "500");
+            }
         }
         GroupProtocol::Consumer => {
             c.set("group.protocol", "consumer");

@@ -197,8 +197,12 @@ pub struct CommitCadence {
     pub urgent: bool,
 }
 
-/// The least time between two commits when the open one is urgent.
-pub const URGENT_GAP_MS: i64 = 10;
+/// The least time between two commits when the open one is urgent. Not less: the broker
+/// completes a transaction (writes its markers) after its commit returned, and the next
+/// transaction's first `AddPartitionsToTxn` and `AddOffsetsToTxn` are refused
+/// (`CONCURRENT_TRANSACTIONS`) and retried with backoff until it has — commits 10 ms apart
+/// met that nearly every time, and the loop, blocked in those commits, fired late.
+pub const URGENT_GAP_MS: i64 = 50;
 
 /// How late a send may be emitted and still count as on time (see [`awaited`]).
 pub const AWAITED_LATENESS_MS: i64 = 1_000;
