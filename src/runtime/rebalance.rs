@@ -24,7 +24,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use tracing::{info, warn};
 
 use super::config::{GroupProtocol, Settings};
@@ -146,6 +146,14 @@ pub fn create_group_consumer(
     settings: &Settings,
     core: Arc<Mutex<Option<Core>>>,
 ) -> Result<BaseConsumer<GroupContext>, RuntimeError> {
+    group_consumer_config(settings)
+        .create_with_context(GroupContext { core })
+        .map_err(RuntimeError::kafka("creating the group consumer"))
+}
+
+/// The group consumer's client configuration: what correctness needs, and defaults the
+/// pass-through may override.
+fn group_consumer_config(settings: &Settings) -> ClientConfig {
     let mut c = base_config(settings);
     c.set("group.id", &settings.application_id)
         // The admin API names owners by client id: the instance, whichever of its member
@@ -214,6 +222,34 @@ pub fn create_group_consumer(
             }
         }
     }
-    c.create_with_context(GroupContext { core })
-        .map_err(RuntimeError::kafka("creating the group consumer"))
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::config::load;
+
+    fn consumer_setting(env: &[(&str, &str)], key: &str) -> Option<String> {
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        let settings = load(None, env.collect::<Vec<_>>()).unwrap();
+        group_consumer_config(&settings)
+            .get(key)
+            .map(str::to_string)
+    }
+
+    #[test]
+    fn the_group_consumer_heartbeats_twice_a_second_unless_the_operator_says_otherwise() {
+        let key = "heartbeat.interval.ms";
+        assert_eq!(consumer_setting(&[], key).as_deref(), Some("500"));
+        assert_eq!(
+            consumer_setting(&[("CONNECTOR_KAFKA__HEARTBEAT_INTERVAL_MS", "3000")], key).as_deref(),
+            Some("3000")
+        );
+        // Under KIP-848 the broker sets it, and librdkafka refuses it.
+        assert_eq!(
+            consumer_setting(&[("CONNECTOR_GROUP_PROTOCOL", "consumer")], key),
+            None
+        );
+    }
 }
