@@ -11,6 +11,7 @@
 # Sizes and options (environment; defaults fit a 2-core machine in about 15 minutes):
 #   BENCH_EVENTS (500000)  BENCH_USERS (events/8)  BENCH_PARTITIONS (6)  BENCH_DELAY_S (86400)
 #   BENCH_LATENESS_RATE (5000 events/s)  BENCH_LATENESS_SECONDS (60)  BENCH_LATENESS_DELAY_S (10)
+#   BENCH_LATENESS_WARMUP_S (20 s of load before the measured seconds)
 #   BENCH_BURST_TIMERS (1000000)  BENCH_RESTORE_TIMERS (1000000): the connector's
 #   BENCH_STREAMS_TIMERS (200000): burst and restore of the Kafka Streams application
 #   BENCH_STREAMS_THREADS (1)  BENCH_STREAMS_JVM_OPTS ("-Xms256m -Xmx1g")

@@ -219,3 +219,127 @@ fn a_restore_waits_for_the_changelogs_open_transaction_and_keeps_what_it_wrote()
     assert_eq!(second.stop(Duration::from_secs(60)), Some(0));
     assert_commands(&w, &users.into_iter().collect());
 }
+
+/// `connector_restore_records_total` of one task in a `/metrics` body (0 when absent).
+fn restored_records(metrics: &str, task: i32) -> u64 {
+    let series = format!("connector_restore_records_total{{task=\"{task}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0)
+}
+
+/// A task revoked part way through its restore and handed back by the same rebalance goes
+/// on from where it was, not from the changelog's beginning: an instance restores two tasks
+/// up to a transaction held open at the end of their changelogs, a second instance joins
+/// (every task is revoked, one comes back), and once the transaction commits the task that
+/// stayed has read each of its changelog records exactly once — and both instances hold
+/// every pending timer.
+#[test]
+fn a_restore_interrupted_by_a_rebalance_that_keeps_the_task_goes_on_where_it_was() {
+    let mut w = World::new("restore-resume", 2);
+    w.set("PROCESSING_THREADS", "1");
+    w.set("RESTORE_LOG_INTERVAL", "200ms");
+    w.create_topics();
+    w.publish(&cart_campaigns("7d"));
+    let first = w.start("i0");
+    first.wait_log("task restored", Duration::from_secs(60));
+    let users: Vec<String> = (0..300).map(|i| format!("u{i:03}")).collect();
+    let t = now_ms();
+    w.send_events(
+        &users
+            .iter()
+            .map(|u| interaction(&format!("{u}-t"), u, "abandoned-cart", PushReceived, t))
+            .collect::<Vec<_>>(),
+    );
+    wait_scheduled(&w, users.len());
+    assert_eq!(first.stop(Duration::from_secs(60)), Some(0));
+    let mut changelog = w.reader("changelog");
+    let committed: Vec<u64> = {
+        let records = changelog.read_to_end(Duration::from_secs(60));
+        (0..2)
+            .map(|p| records.iter().filter(|r| r.partition == p).count() as u64)
+            .collect()
+    };
+    assert!(committed.iter().all(|&n| n > 20), "{committed:?}");
+
+    // A transaction held open at the end of both changelog partitions (a tombstone of a
+    // user nobody knows in each): the restores read up to it and wait.
+    let predecessor: rdkafka::producer::BaseProducer = w
+        .client_config()
+        .set("transactional.id", format!("predecessor-{}", w.id))
+        .create()
+        .unwrap();
+    predecessor
+        .init_transactions(Duration::from_secs(30))
+        .unwrap();
+    predecessor.begin_transaction().unwrap();
+    let topic = w.topic("changelog");
+    for p in 0..2 {
+        let key = format!("u/nobody-{p}");
+        let record: BaseRecord<'_, str, [u8]> =
+            BaseRecord::to(&topic).key(key.as_str()).partition(p);
+        predecessor.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    predecessor.flush(Duration::from_secs(30)).unwrap();
+
+    let addr0 = format!("127.0.0.1:{}", free_port());
+    w.set("HTTP_LISTEN", &addr0);
+    let i0 = w.start("i0");
+    wait_for(
+        "both tasks restored up to the open transaction",
+        Duration::from_secs(60),
+        || {
+            let (_, body) = http_get(&addr0, "/metrics", None)?;
+            (0..2)
+                .all(|p| restored_records(&body, p) == committed[p as usize])
+                .then_some(())
+        },
+    );
+    assert!(!i0.log_text().contains("task restored"));
+
+    // A second instance joins: every task is revoked, one comes back to the first.
+    let addr1 = format!("127.0.0.1:{}", free_port());
+    w.set("HTTP_LISTEN", &addr1);
+    let i1 = w.start("i1");
+    i0.wait_log("restore resumed", Duration::from_secs(60));
+    let log = i0.log_text();
+    let line = log.lines().find(|l| l.contains("restore resumed")).unwrap();
+    let kept: i32 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("task="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no task in {line:?}"));
+    predecessor
+        .commit_transaction(Duration::from_secs(30))
+        .unwrap();
+    i0.wait_log("task restored", Duration::from_secs(60));
+    i1.wait_log("task restored", Duration::from_secs(60));
+
+    // The task that stayed read its committed records once, then the transaction's record.
+    let (_, metrics) = http_get(&addr0, "/metrics", None).unwrap();
+    assert_eq!(
+        restored_records(&metrics, kept),
+        committed[kept as usize] + 1,
+        "task {kept} restored again from the beginning:\n{log}"
+    );
+    let pending = |addr: &str| -> u64 {
+        let (status, body) = http_get(addr, "/admin/tasks", None).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let tasks: serde_json::Value = serde_json::from_str(&body).unwrap();
+        tasks["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["pending_timers"].as_u64().unwrap())
+            .sum()
+    };
+    let held = wait_for("every timer held", Duration::from_secs(30), || {
+        let held = pending(&addr0) + pending(&addr1);
+        (held == users.len() as u64).then_some(held)
+    });
+    assert_eq!(held, users.len() as u64);
+    assert_eq!(i0.stop(Duration::from_secs(60)), Some(0));
+    assert_eq!(i1.stop(Duration::from_secs(60)), Some(0));
+}

@@ -2,7 +2,9 @@
 //! `occurred_at` = now, and a short delay, so timers come due continuously while the system
 //! is caught up. For every send-command due during the load: `emitted_at − due_at` (when the
 //! system fired it) and `seen − due_at` (when a `read_committed` reader received it, i.e.
-//! after the commit that made it visible).
+//! after the commit that made it visible). The load runs for a warm-up first, whose timers
+//! are not counted: a freshly started broker's JIT compiler alone took a quarter of the
+//! machine's CPU in its first minute, and the first seconds measured that, not the system.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,7 @@ pub struct Row {
     pub mode: String,
     pub rate: u64,
     pub seconds: u64,
+    pub warmup: u64,
     pub fired: usize,
     pub emitted: [i64; 3],
     pub visible: [i64; 3],
@@ -34,7 +37,22 @@ pub fn percentiles(mut v: Vec<i64>) -> [i64; 3] {
     [at(0.5), at(0.99), *v.last().unwrap()]
 }
 
-pub fn run(env: &Env, kind: Kind, prefix: &str, rate: u64, seconds: u64, delay_s: i64) -> Row {
+/// The load: `rate` events/s for `warmup + seconds`; counted are the timers due in the last
+/// `seconds`.
+pub struct Load {
+    pub rate: u64,
+    pub seconds: u64,
+    pub warmup: u64,
+    pub delay_s: i64,
+}
+
+pub fn run(env: &Env, kind: Kind, prefix: &str, load: &Load) -> Row {
+    let Load {
+        rate,
+        seconds,
+        warmup,
+        delay_s,
+    } = *load;
     let inputs = Inputs {
         interactions: format!("{prefix}-interactions"),
         user_events: format!("{prefix}-user-events"),
@@ -62,7 +80,7 @@ pub fn run(env: &Env, kind: Kind, prefix: &str, rate: u64, seconds: u64, delay_s
     );
     setup.prepare(env);
     eprintln!(
-        "[bench] lateness: {} {}, {rate} events/s for {seconds} s",
+        "[bench] lateness: {} {}, {rate} events/s for {warmup} s (warm-up) + {seconds} s",
         kind.system(),
         kind.mode()
     );
@@ -84,7 +102,7 @@ pub fn run(env: &Env, kind: Kind, prefix: &str, rate: u64, seconds: u64, delay_s
         })
     };
 
-    let events = rate * seconds;
+    let events = rate * (warmup + seconds);
     let mut workload = Workload::new(Params {
         seed: 0x1a7e,
         users: (events / 8).max(100),
@@ -107,6 +125,7 @@ pub fn run(env: &Env, kind: Kind, prefix: &str, rate: u64, seconds: u64, delay_s
     }
     producer.flush();
     let end = now_ms();
+    let counted_from = start + (warmup as i64) * 1000 + delay_ms;
     // Timers due during the load fire at most `delay` after it ended.
     std::thread::sleep(Duration::from_millis(delay_ms as u64 + 3_000));
     running.proc.check_alive();
@@ -119,7 +138,7 @@ pub fn run(env: &Env, kind: Kind, prefix: &str, rate: u64, seconds: u64, delay_s
     let mut emitted = Vec::new();
     let mut visible = Vec::new();
     for (c, r) in commands.iter().zip(&records) {
-        if c.due_at >= start + delay_ms && c.due_at <= end {
+        if c.due_at >= counted_from && c.due_at <= end {
             emitted.push(c.emitted_at - c.due_at);
             visible.push(r.at_ms - c.due_at);
         }
@@ -129,6 +148,7 @@ pub fn run(env: &Env, kind: Kind, prefix: &str, rate: u64, seconds: u64, delay_s
         mode: kind.mode(),
         rate,
         seconds,
+        warmup,
         fired: emitted.len(),
         emitted: percentiles(emitted),
         visible: percentiles(visible),

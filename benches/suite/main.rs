@@ -74,6 +74,7 @@ pub(crate) struct Sizes {
     delay_s: i64,
     lateness_rate: u64,
     lateness_seconds: u64,
+    lateness_warmup: u64,
     lateness_delay_s: i64,
     burst: u64,
     restore: u64,
@@ -92,6 +93,7 @@ impl Sizes {
             delay_s: number("BENCH_DELAY_S", 86_400) as i64,
             lateness_rate: number("BENCH_LATENESS_RATE", q(5_000, 2_000)),
             lateness_seconds: number("BENCH_LATENESS_SECONDS", q(60, 15)),
+            lateness_warmup: number("BENCH_LATENESS_WARMUP_S", q(20, 5)),
             lateness_delay_s: number("BENCH_LATENESS_DELAY_S", q(10, 5)) as i64,
             burst: number("BENCH_BURST_TIMERS", q(1_000_000, 50_000)),
             restore: number("BENCH_RESTORE_TIMERS", q(1_000_000, 50_000)),
@@ -173,9 +175,12 @@ fn main() {
                 &env,
                 kind,
                 &format!("lat-{id}-{i}"),
-                sizes.lateness_rate,
-                sizes.lateness_seconds,
-                sizes.lateness_delay_s,
+                &lateness::Load {
+                    rate: sizes.lateness_rate,
+                    seconds: sizes.lateness_seconds,
+                    warmup: sizes.lateness_warmup,
+                    delay_s: sizes.lateness_delay_s,
+                },
             ));
         }
     }

@@ -162,7 +162,12 @@ impl Report {
                 t.row(vec![
                     r.system.clone(),
                     r.mode.clone(),
-                    format!("{} ev/s × {} s", thousands(r.rate as f64), r.seconds),
+                    format!(
+                        "{} ev/s × {} s (after {} s)",
+                        thousands(r.rate as f64),
+                        r.seconds,
+                        r.warmup
+                    ),
                     thousands(r.fired as f64),
                     r.emitted[0].to_string(),
                     r.emitted[1].to_string(),
@@ -457,7 +462,8 @@ impl Report {
             "The other parts, each on its own topics: **fire lateness** — the workload produced \
              live at a fixed rate with `occurred_at` = now and a delay of {} s, so timers come due \
              continuously while the system is caught up; for every send-command due during the \
-             load, `emitted_at − due_at` and the time a `read_committed` reader received it − \
+             load after a warm-up (a fresh broker's JIT compiler takes much of the machine in \
+             its first minute), `emitted_at − due_at` and the time a `read_committed` reader received it − \
              `due_at` (visible, after the commit). **Burst** — one trigger per user (and a session \
              start for every other one, so that both inputs carry records), all due in the same \
              second of wall time; measured from the end of that second until a reader has every \

@@ -41,7 +41,7 @@ use super::layout::{read_layout, LayoutFeed};
 use super::metrics::Metrics;
 use super::output::Output;
 use super::rebalance::{create_group_consumer, lock, GroupContext};
-use super::restore::Restorer;
+use super::restore::{Restorer, Suspended};
 use super::rules::{
     poll_timeout_ms, readiness, Backoff, CommitCadence, Ownership, Readiness, RetryBudget, Wakeup,
 };
@@ -77,9 +77,10 @@ pub struct Core {
     pub ends: Ends,
     /// Tasks owned whole by this instance: being restored, or active.
     pub tasks: BTreeMap<i32, Task>,
-    /// Tasks committed and released by an eager revocation, kept in case the same
-    /// rebalance hands them back (then no restore is needed: nobody else owned them).
-    pub suspended: BTreeMap<i32, Task>,
+    /// Tasks released by an eager revocation — committed, or part way through their
+    /// restore — kept in case the same rebalance hands them back (then nothing is restored
+    /// again: nobody else owned them in between).
+    pub suspended: BTreeMap<i32, Suspended>,
     /// Active tasks whose input positions are not known yet (committed offsets to fetch).
     pub positions_unknown: BTreeSet<i32>,
     /// No read of committed offsets for `positions_unknown` before this (after a failure).

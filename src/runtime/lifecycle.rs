@@ -12,6 +12,7 @@ use tracing::{debug, info, warn};
 use super::error::RuntimeError;
 use super::instance::{now_ms, Core, OFFSETS_TIMEOUT};
 use super::rebalance::GroupContext;
+use super::restore::Suspended;
 use crate::model::Campaign;
 
 /// How long after a failed read of committed offsets or watermarks it is tried again.
@@ -38,16 +39,29 @@ impl Core {
             if self.tasks.contains_key(&p) {
                 continue;
             }
-            if let Some(mut task) = self.suspended.remove(&p) {
+            if let Some(Suspended { mut task, restore }) = self.suspended.remove(&p) {
                 task.clear_inputs();
                 self.tasks.insert(p, task);
-                // Catalog updates that arrived while it was suspended did not reach it: the
-                // catalog as it is now is applied again, as after a restore.
-                self.activate(p)?;
-                info!(
-                    task = p,
-                    "task resumed without a restore (committed, not moved)"
-                );
+                match restore {
+                    Some(progress) => {
+                        self.restorer.resume(p, progress)?;
+                        info!(
+                            task = p,
+                            position = progress.position,
+                            records = progress.records,
+                            "task's restore resumed where the revocation left it (not moved)"
+                        );
+                    }
+                    None => {
+                        // Catalog updates that arrived while it was suspended did not reach
+                        // it: the catalog as it is now is applied again, as after a restore.
+                        self.activate(p)?;
+                        info!(
+                            task = p,
+                            "task resumed without a restore (committed, not moved)"
+                        );
+                    }
+                }
             } else {
                 let task = self.new_task(p);
                 self.tasks.insert(p, task);

@@ -7,7 +7,11 @@
 //! co-partitioned inputs stay together under any membership. It is eager — every
 //! rebalance revokes everything first — so a revocation commits and *suspends* its tasks,
 //! and a task handed back by the same rebalance resumes without a restore (nobody else can
-//! have owned it in between: every member revoked before the new assignment was made).
+//! have owned it in between: every member revoked before the new assignment was made). A
+//! task revoked part way through its restore is suspended too, and its restore goes on
+//! from where it was rather than from the changelog's beginning: under churn (members
+//! joining one after another while large tasks restore) no restore is thrown away by a
+//! rebalance that leaves the task where it was.
 //! Cooperative-sticky would move fewer partitions but splits topics freely, and a task
 //! split across two members has two writers of its changelog. `group_protocol: consumer`
 //! (KIP-848) asks the broker for its `range` assignor, which co-partitions as well.
@@ -31,6 +35,7 @@ use super::config::{GroupProtocol, Settings};
 use super::error::{Recovery, RuntimeError};
 use super::instance::Core;
 use super::kafka::base_config;
+use super::restore::Suspended;
 
 pub struct GroupContext {
     core: Arc<Mutex<Option<Core>>>,
@@ -90,15 +95,20 @@ impl ConsumerContext for GroupContext {
             core.commit_pending = false;
             core.suspended.clear();
         }
+        // Only an eager rebalance revokes every task before anything is assigned; under
+        // KIP-848 a revoked task may be owned elsewhere before this member sees another
+        // assignment, so nothing is kept.
+        let eager = core.settings.group_protocol == GroupProtocol::Classic;
         for p in &tasks {
-            let restoring = core.restorer.is_restoring(*p);
-            core.restorer.cancel(*p);
+            let restore = core.restorer.suspend(*p);
             core.positions_unknown.remove(p);
             if let Some(task) = core.tasks.remove(p) {
                 // A task that was restored and committed keeps its state while the
-                // rebalance runs; one still restoring, or with uncommitted work, does not.
-                if clean && !restoring && task.dirty.is_empty() {
-                    core.suspended.insert(*p, task);
+                // rebalance runs, and so does one part way through its restore (it has
+                // processed nothing; its engine holds a prefix of the changelog); one with
+                // uncommitted work does not.
+                if eager && clean && (restore.is_some() || task.dirty.is_empty()) {
+                    core.suspended.insert(*p, Suspended { task, restore });
                 }
             }
         }

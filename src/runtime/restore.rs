@@ -43,6 +43,15 @@ pub struct Restored {
     pub progress: RestoreProgress,
 }
 
+/// A task released by an eager revocation, kept until the rebalance's assignment is known.
+pub struct Suspended {
+    pub task: Task,
+    /// `Some` for a task revoked part way through its restore: its engine holds the
+    /// changelog up to `position`, and its restore goes on from there towards the same
+    /// high watermark (nobody can have written to the changelog in between).
+    pub restore: Option<RestoreProgress>,
+}
+
 pub struct Restorer {
     reader: BaseConsumer,
     /// Reads high watermarks: a client at the `read_uncommitted` level, whose answer
@@ -112,6 +121,38 @@ impl Restorer {
             .incremental_assign(&tpl)
             .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
         self.restoring.insert(partition, RestoreProgress::new(now));
+        Ok(())
+    }
+
+    /// Stops restoring a task that an eager revocation releases, returning how far it got.
+    pub fn suspend(&mut self, partition: i32) -> Option<RestoreProgress> {
+        let progress = self.restoring.get(&partition).copied();
+        self.cancel(partition);
+        progress
+    }
+
+    /// Goes on with a suspended restore: reading resumes at its position, towards the high
+    /// watermark it captured.
+    pub fn resume(
+        &mut self,
+        partition: i32,
+        progress: RestoreProgress,
+    ) -> Result<(), RuntimeError> {
+        if self.restoring.contains_key(&partition) {
+            self.cancel(partition);
+        }
+        let offset = if progress.position > 0 {
+            Offset::Offset(progress.position)
+        } else {
+            Offset::Beginning
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&self.topic, partition, offset)
+            .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
+        self.reader
+            .incremental_assign(&tpl)
+            .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
+        self.restoring.insert(partition, progress);
         Ok(())
     }
 
