@@ -743,8 +743,9 @@ pub struct UserState {
     pub receipts: Vec<ReceiptState>,
 }
 
-/// A changelog user state read in place, borrowing the record's bytes: what a restore
-/// takes from it (`codec::read_state_datum` reads one without building a [`UserState`]).
+/// A user's state borrowing its strings: read in place from a changelog record by a restore
+/// (`codec::read_state_datum`), or from the engine's tables when a changed user's entry is
+/// written (`codec::write_user_state_datum`) — neither builds a [`UserState`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserStateView<'a> {
     pub user_id: &'a str,
@@ -758,10 +759,43 @@ pub struct UserStateView<'a> {
 pub struct PendingSendView<'a> {
     pub follow_on_id: &'a str,
     pub follow_on_version: i64,
+    pub trigger_campaign_id: &'a str,
     pub trigger_kind: InteractionKind,
     pub trigger_event_id: &'a str,
     pub triggered_at: TimestampMs,
     pub due_at: TimestampMs,
+}
+
+impl UserStateView<'_> {
+    /// The owned state this view describes.
+    pub fn to_state(&self) -> UserState {
+        UserState {
+            user_id: self.user_id.to_string(),
+            pending: self
+                .pending
+                .iter()
+                .map(|p| PendingSendState {
+                    follow_on_id: p.follow_on_id.to_string(),
+                    follow_on_version: p.follow_on_version,
+                    trigger: TriggerRef {
+                        campaign_id: p.trigger_campaign_id.to_string(),
+                        kind: p.trigger_kind,
+                        event_id: p.trigger_event_id.to_string(),
+                        occurred_at: p.triggered_at,
+                    },
+                    due_at: p.due_at,
+                })
+                .collect(),
+            receipts: self
+                .receipts
+                .iter()
+                .map(|&(follow_on_id, last_sent_at)| ReceiptState {
+                    follow_on_id: follow_on_id.to_string(),
+                    last_sent_at,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl UserState {
@@ -774,6 +808,7 @@ impl UserState {
                 .map(|p| PendingSendView {
                     follow_on_id: &p.follow_on_id,
                     follow_on_version: p.follow_on_version,
+                    trigger_campaign_id: &p.trigger.campaign_id,
                     trigger_kind: p.trigger.kind,
                     trigger_event_id: &p.trigger.event_id,
                     triggered_at: p.trigger.occurred_at,

@@ -11,7 +11,9 @@ use std::path::Path;
 use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{AvroSchema, Schema};
-use campaign_connector::codec::{read_state_datum, Codec, EncodingSettings, OwnDatum};
+use campaign_connector::codec::{
+    read_state_datum, write_user_state_datum, Codec, Encoding, EncodingSettings, OwnDatum,
+};
 use campaign_connector::model::*;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
@@ -88,6 +90,38 @@ fn read_in_place(record: &TaskStateRecord) -> Result<(), TestCaseError> {
     );
     for cut in 0..datum.len() {
         prop_assert!(read_state_datum(&datum[..cut]).is_none(), "cut at {}", cut);
+    }
+    Ok(())
+}
+
+/// A changed user's changelog entry, written from a view of the user's state (as the
+/// runtime writes it from the engine's tables), is byte for byte the record's encoding; and
+/// the view describes the state it was taken from.
+fn written_from_view(record: &TaskStateRecord) -> Result<(), TestCaseError> {
+    let Some(user) = record.user.as_ref() else {
+        return Ok(());
+    };
+    prop_assert_eq!(&user.view().to_state(), user);
+    let only_user = TaskStateRecord {
+        user: Some(user.clone()),
+        rule: None,
+        progress: None,
+    };
+    for settings in [EncodingSettings::avro(), EncodingSettings::json()] {
+        let codec = Codec::<TaskStateRecord>::new("t", &settings).unwrap();
+        let mut from_view = Vec::new();
+        match codec.encode_own_datum(&mut from_view, |out| {
+            write_user_state_datum(out, &user.view())
+        }) {
+            Some(written) => {
+                written.unwrap();
+                prop_assert_eq!(&from_view, &codec.encode(&only_user).unwrap());
+            }
+            None => prop_assert!(
+                settings.encoding == Encoding::Json,
+                "only JSON has no own datum"
+            ),
+        }
     }
     Ok(())
 }
@@ -475,6 +509,11 @@ macro_rules! agreement {
                 #[test]
                 fn task_states_read_in_place(record in task_state($m)) {
                     read_in_place(&record)?;
+                }
+
+                #[test]
+                fn task_states_written_from_views(record in task_state($m)) {
+                    written_from_view(&record)?;
                 }
 
                 #[test]

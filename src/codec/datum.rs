@@ -17,8 +17,8 @@ use crate::model::{
     Campaign, InteractionKind, PendingSendView, Properties, TimestampMs, UserStateView,
 };
 use crate::model::{
-    Decision, InputCoordinates, Interaction, PendingSendState, ReceiptState, SendCommand,
-    ShadowRecord, TaskStateRecord, TriggerRef, UserEvent, UserState,
+    Decision, InputCoordinates, Interaction, SendCommand, ShadowRecord, TaskStateRecord,
+    TriggerRef, UserEvent,
 };
 
 /// A record whose datum (with its own schema as writer schema) may be written by hand.
@@ -135,22 +135,37 @@ impl OwnDatum for SendCommand {
     }
 }
 
-fn pending(out: &mut Vec<u8>, p: &PendingSendState) {
-    string(out, &p.follow_on_id);
+fn pending(out: &mut Vec<u8>, p: &PendingSendView<'_>) {
+    string(out, p.follow_on_id);
     long(out, p.follow_on_version);
-    trigger(out, &p.trigger);
+    string(out, p.trigger_campaign_id);
+    symbol(out, p.trigger_kind as usize);
+    string(out, p.trigger_event_id);
+    long(out, p.triggered_at);
     long(out, p.due_at);
 }
 
-fn receipt(out: &mut Vec<u8>, r: &ReceiptState) {
-    string(out, &r.follow_on_id);
-    long(out, r.last_sent_at);
+fn user_state(out: &mut Vec<u8>, u: &UserStateView<'_>) {
+    string(out, u.user_id);
+    block(out, u.pending.iter(), pending);
+    block(
+        out,
+        u.receipts.iter(),
+        |out, (follow_on_id, last_sent_at)| {
+            string(out, follow_on_id);
+            long(out, *last_sent_at);
+        },
+    );
 }
 
-fn user_state(out: &mut Vec<u8>, u: &UserState) {
-    string(out, &u.user_id);
-    block(out, u.pending.iter(), pending);
-    block(out, u.receipts.iter(), receipt);
+/// The datum of a changelog record holding one user's state (`TaskStateRecord` with only
+/// `user`), written from a view: a changed user's entry is written from the engine's
+/// tables without building a record.
+pub fn write_user_state_datum(out: &mut Vec<u8>, user: &UserStateView<'_>) {
+    long(out, 1);
+    user_state(out, user);
+    long(out, 0);
+    long(out, 0);
 }
 
 /// User states and progress records; a rule snapshot (rare: one per follow-on version a
@@ -160,7 +175,7 @@ impl OwnDatum for TaskStateRecord {
         if self.rule.is_some() {
             return false;
         }
-        optional(out, self.user.as_ref(), user_state);
+        optional(out, self.user.as_ref(), |o, u| user_state(o, &u.view()));
         long(out, 0);
         optional(out, self.progress.as_ref(), |o, p| long(o, p.stream_time));
         true
@@ -277,7 +292,7 @@ impl<'a> Reader<'a> {
         let pending = self.array(|r| {
             let follow_on_id = r.str()?;
             let follow_on_version = r.long()?;
-            let _trigger_campaign_id = r.str()?;
+            let trigger_campaign_id = r.str()?;
             let trigger_kind = r.kind()?;
             let trigger_event_id = r.str()?;
             let triggered_at = r.long()?;
@@ -285,6 +300,7 @@ impl<'a> Reader<'a> {
             Some(PendingSendView {
                 follow_on_id,
                 follow_on_version,
+                trigger_campaign_id,
                 trigger_kind,
                 trigger_event_id,
                 triggered_at,
@@ -305,7 +321,8 @@ mod tests {
     use super::*;
     use crate::codec::avro::ReaderSchema;
     use crate::model::{
-        Channel, DecisionOutcome, DecisionReason, InteractionKind, RuleSnapshot, TaskProgress,
+        Channel, DecisionOutcome, DecisionReason, InteractionKind, PendingSendState, ReceiptState,
+        RuleSnapshot, TaskProgress, UserState,
     };
     use apache_avro::AvroSchema;
     use serde::Serialize;
@@ -499,6 +516,7 @@ mod tests {
             [PendingSendView {
                 follow_on_id: "f",
                 follow_on_version: 2,
+                trigger_campaign_id: "c",
                 trigger_kind: InteractionKind::PushReceived,
                 trigger_event_id: "e",
                 triggered_at: 10,

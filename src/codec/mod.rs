@@ -55,7 +55,7 @@ pub use self::config::{
     ConfigError, Encoding, EncodingConfig, EncodingSettings, Format, RegistryAuth, RegistryTls,
     Secret, DEFAULT_REGISTRY_TIMEOUT,
 };
-pub use self::datum::{read_state_datum, OwnDatum, StateView};
+pub use self::datum::{read_state_datum, write_user_state_datum, OwnDatum, StateView};
 pub use self::error::{DecodeError, EncodeError, ErrorClass, SetupError};
 pub use self::registry::RegistryError;
 use self::registry::{Lookup, RegistryClient, SubjectVersion};
@@ -418,6 +418,29 @@ where
                     message: e.to_string(),
                 })
             }
+        }
+    }
+
+    /// Encodes a record whose datum `write` appends with this codec's own schema (a
+    /// hand-written writer of a view, `datum.rs`), appending to `out`. `None` when the
+    /// encoding is JSON: the caller encodes a record instead.
+    pub fn encode_own_datum(
+        &self,
+        out: &mut Vec<u8>,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Option<Result<(), EncodeError>> {
+        match &self.framing {
+            Framing::SingleObject { header, .. } => {
+                out.extend_from_slice(header);
+                write(out);
+                Some(Ok(()))
+            }
+            Framing::Confluent(confluent) => Some(confluent.own_id(&self.reader).map(|id| {
+                out.push(CONFLUENT_MAGIC);
+                out.extend_from_slice(&id.to_be_bytes());
+                write(out);
+            })),
+            Framing::Json => None,
         }
     }
 

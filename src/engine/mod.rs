@@ -41,12 +41,13 @@ use crate::catalog::{
 };
 use crate::model::{
     Campaign, CampaignStatus, Decision, DecisionOutcome, DecisionReason, InputCoordinates,
-    InputEvent, Interaction, InteractionKind, PendingSendState, ReceiptState, RuleSnapshot,
-    SendCommand, ShadowRecord, TaskProgress, TaskStateRecord, TimestampMs, TriggerRef, UserEvent,
-    UserEventType, UserState, UserStateView,
+    InputEvent, Interaction, InteractionKind, PendingSendView, RuleSnapshot, SendCommand,
+    ShadowRecord, TaskProgress, TaskStateRecord, TimestampMs, TriggerRef, UserEvent, UserEventType,
+    UserState, UserStateView,
 };
 use crate::time::{self, EventTimeError};
 use crate::validate::Limits;
+use smallvec::SmallVec;
 
 /// What the caller must do. Executed in one place (the simulator, or the Kafka task).
 ///

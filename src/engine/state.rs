@@ -31,49 +31,54 @@ impl Engine {
         self.users.release_if_empty(user);
     }
 
-    fn export_slot(&self, user: UserIdx) -> Option<UserState> {
-        let mut pending: Vec<PendingSendState> = self
+    /// A user's state borrowing the engine's strings (pending sends by due time and
+    /// follow-on id, receipts by follow-on id: the same state reads the same in any engine).
+    fn slot_view(&self, user: UserIdx) -> Option<UserStateView<'_>> {
+        let mut pending: SmallVec<[PendingSendView<'_>; 1]> = self
             .users
             .pending(user)
             .map(|p| {
                 let slot = self.catalog.slot(p.rule);
-                let follow_on_id = self.catalog.follow_on_name(slot.follow_on);
-                PendingSendState {
-                    follow_on_id: follow_on_id.to_string(),
+                PendingSendView {
+                    follow_on_id: self.catalog.follow_on_name(slot.follow_on),
                     follow_on_version: slot.version,
-                    trigger: TriggerRef {
-                        campaign_id: self
-                            .catalog
-                            .rule_for_pending(p.rule)
-                            .map(|r| r.trigger_campaign.clone())
-                            .unwrap_or_default(),
-                        kind: p.trigger_kind,
-                        event_id: p.trigger_event_id.to_string(),
-                        occurred_at: p.triggered_at,
-                    },
+                    trigger_campaign_id: self
+                        .catalog
+                        .rule_for_pending(p.rule)
+                        .map_or("", |r| r.trigger_campaign.as_str()),
+                    trigger_kind: p.trigger_kind,
+                    trigger_event_id: &p.trigger_event_id,
+                    triggered_at: p.triggered_at,
                     due_at: p.due_at,
                 }
             })
             .collect();
-        let mut receipts: Vec<ReceiptState> = self
+        let mut receipts: SmallVec<[(&str, TimestampMs); 1]> = self
             .users
             .receipts(user)
             .iter()
-            .map(|r| ReceiptState {
-                follow_on_id: self.catalog.follow_on_name(r.follow_on).to_string(),
-                last_sent_at: r.last_sent_at,
-            })
+            .map(|r| (self.catalog.follow_on_name(r.follow_on), r.last_sent_at))
             .collect();
         if pending.is_empty() && receipts.is_empty() {
             return None;
         }
-        pending.sort_by(|a, b| (a.due_at, &a.follow_on_id).cmp(&(b.due_at, &b.follow_on_id)));
-        receipts.sort_by(|a, b| a.follow_on_id.cmp(&b.follow_on_id));
-        Some(UserState {
-            user_id: self.users.user_id(user).to_string(),
+        pending.sort_by(|a, b| (a.due_at, a.follow_on_id).cmp(&(b.due_at, b.follow_on_id)));
+        receipts.sort_by(|a, b| a.0.cmp(b.0));
+        Some(UserStateView {
+            user_id: self.users.user_id(user),
             pending,
             receipts,
         })
+    }
+
+    fn export_slot(&self, user: UserIdx) -> Option<UserState> {
+        self.slot_view(user).map(|v| v.to_state())
+    }
+
+    /// A user's state borrowing the engine's strings, if the user has any (what the
+    /// user's changelog entry holds).
+    pub fn user_state_view(&self, user_id: &str) -> Option<UserStateView<'_>> {
+        self.users.find(user_id).and_then(|u| self.slot_view(u))
     }
 
     /// A user's state, if the user has any.

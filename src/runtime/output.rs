@@ -31,7 +31,7 @@ use super::kafka::{base_config, flush_promptly, PRODUCER_DEFAULTS};
 use super::metrics::Metrics;
 use super::rules::awaited;
 use super::task::{Arrived, BadInput, Task};
-use crate::codec::{Codec, OwnDatum};
+use crate::codec::{write_user_state_datum, Codec, EncodeError, OwnDatum};
 use crate::engine::Effect;
 use crate::model::TaskStateRecord;
 
@@ -318,7 +318,7 @@ impl Output {
                     )?;
                 }
                 Effect::UserChanged { user_id } => {
-                    task.dirty.insert(user_id.into());
+                    task.dirty.insert(user_id);
                 }
             }
         }
@@ -327,13 +327,38 @@ impl Output {
 
     /// Writes the changelog entries of the task's changed users and its progress record.
     pub fn write_state(&mut self, codecs: &Codecs, task: &mut Task) -> Result<(), RuntimeError> {
+        // Users' entries: written from the engine's tables into buffers reused for every
+        // user (Avro); a record is built only for the JSON encoding.
+        let (mut key, mut value) = (Vec::with_capacity(32), Vec::with_capacity(128));
+        for user in std::mem::take(&mut task.dirty) {
+            key.clear();
+            key.extend_from_slice(b"u/");
+            key.extend_from_slice(user.as_bytes());
+            value.clear();
+            let present = match task.engine.user_state_view(&user) {
+                None => false,
+                Some(view) => {
+                    match codecs
+                        .changelog
+                        .encode_own_datum(&mut value, |out| write_user_state_datum(out, &view))
+                    {
+                        Some(encoded) => encoded.map_err(|e| self.state_encode_error(e))?,
+                        None => {
+                            let record = TaskStateRecord {
+                                user: Some(view.to_state()),
+                                rule: None,
+                                progress: None,
+                            };
+                            value = self.encode_state(codecs, &record)?;
+                        }
+                    }
+                    true
+                }
+            };
+            self.write_changelog(task.partition, &key, present.then_some(&value[..]))?;
+        }
         let encode = |record: &TaskStateRecord| self.encode_state(codecs, record);
         let mut writes: Vec<(String, Option<Vec<u8>>)> = Vec::new();
-        for user in std::mem::take(&mut task.dirty) {
-            let (key, value) = task.engine.user_changelog_record(&user);
-            let bytes = value.as_ref().map(encode).transpose()?;
-            writes.push((key, bytes));
-        }
         if std::mem::take(&mut task.progress_dirty) {
             if let Some(record) = task.engine.progress_record() {
                 writes.push((record.changelog_key(), Some(encode(&record)?)));
@@ -374,11 +399,15 @@ impl Output {
         codecs
             .changelog
             .encode(record)
-            .map_err(|source| RuntimeError::Encode {
-                record: "state record",
-                topic: self.changelog.clone(),
-                source: Box::new(source),
-            })
+            .map_err(|source| self.state_encode_error(source))
+    }
+
+    fn state_encode_error(&self, source: EncodeError) -> RuntimeError {
+        RuntimeError::Encode {
+            record: "state record",
+            topic: self.changelog.clone(),
+            source: Box::new(source),
+        }
     }
 
     /// Forwards an input record, as it arrived, to partition `partition` of its topic:

@@ -9,6 +9,8 @@
 
 use std::collections::{BTreeSet, VecDeque};
 
+use compact_str::CompactString;
+
 use crate::engine::Engine;
 use crate::expansion::{ExpansionProgress, FeedProgress, Layout};
 use crate::merge::{Head, InputState, Merge, Next};
@@ -176,8 +178,10 @@ pub struct Task {
     /// Interactions (rank 0), then user events (rank 1): the tie order of SPEC §3.
     pub inputs: [InputQueue; 2],
     pub merge: Merge,
-    /// Users whose changelog entry must be written before the next commit.
-    pub dirty: BTreeSet<String>,
+    /// Users whose changelog entry must be written before the next commit (a hash set of
+    /// inline ids: one change per event, where a sorted set of strings cost an allocation
+    /// and a walk of string comparisons each; the writes' order within a commit is free).
+    pub dirty: hashbrown::HashSet<CompactString>,
     /// Whether the progress record changed since the last commit.
     pub progress_dirty: bool,
     /// Arrival number of the last record buffered.
@@ -216,7 +220,7 @@ impl Task {
             engine,
             inputs: [InputQueue::default(), InputQueue::default()],
             merge: Merge::new(merge_max_wait_ms, merge_fetch_wait_ms),
-            dirty: BTreeSet::new(),
+            dirty: hashbrown::HashSet::new(),
             progress_dirty: false,
             last_seq: 0,
             sources: topics.map(|topic| InputCoordinates {
