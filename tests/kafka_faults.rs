@@ -510,3 +510,101 @@ fn out_of_range_and_far_future_event_times_are_dead_lettered_and_move_no_time() 
         ]
     );
 }
+
+/// Sets one configuration entry of a topic (the only one it then has set).
+fn set_topic_config(w: &World, topic: &str, key: &str, value: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
+    use rdkafka::client::DefaultClientContext;
+    let admin: AdminClient<DefaultClientContext> = w.client_config().create().unwrap();
+    let change = AlterConfig::new(ResourceSpecifier::Topic(topic)).set(key, value);
+    let results =
+        futures_executor::block_on(admin.alter_configs([&change], &AdminOptions::new())).unwrap();
+    for r in results {
+        r.unwrap_or_else(|e| panic!("setting {key} of {topic}: {e:?}"));
+    }
+}
+
+/// Input offsets are committed only past output that was written. The send-commands topic
+/// refuses the send (a `max.message.bytes` of 120: smaller than a batch holding a
+/// send-command, larger than a transaction marker's, so the aborted transaction can end): the send a push
+/// open causes fails delivery, the instance stops saying so — retrying cannot help —
+/// without committing the open's offset or writing the receipt of a send that never
+/// happened, also not in the revocation its leaving the group brings. With the topic fixed,
+/// a restarted instance processes the open again and the command is sent, once.
+fn a_refused_send_command_is_never_committed_past(guarantee: &str) {
+    let mut w = World::new(&format!("refused-{}", &guarantee[..3]), 1);
+    w.set("PROCESSING_GUARANTEE", guarantee);
+    w.set("PROCESSING_THREADS", "1");
+    w.set("RETRY_BUDGET", "5s");
+    {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        let admin: AdminClient<DefaultClientContext> = w.client_config().create().unwrap();
+        let topic = w.topic("send-commands");
+        let refusing =
+            NewTopic::new(&topic, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "120");
+        for r in futures_executor::block_on(admin.create_topics([&refusing], &AdminOptions::new()))
+            .unwrap()
+        {
+            r.unwrap();
+        }
+    }
+    w.create_topics();
+    w.publish(PROMO_CHAIN);
+    let first = w.start("i0");
+    first.wait_log("task restored", Duration::from_secs(60));
+    w.send_events(&[interaction(
+        "open-1",
+        "ula",
+        "free-shipping",
+        PushDirectOpen,
+        now_ms(),
+    )]);
+    let mut first = first;
+    wait_for(
+        "the instance to stop on the failed delivery",
+        Duration::from_secs(90),
+        || (!first.child_running()).then_some(()),
+    );
+    let log = first.log_text();
+    assert!(
+        log.contains("MessageSizeTooLarge"),
+        "the stop does not say what failed:\n{log}"
+    );
+    if guarantee == "at_least_once" {
+        assert!(
+            log.contains("failed delivery") && log.contains(&w.topic("send-commands")),
+            "the stop does not say which output failed:\n{log}"
+        );
+    }
+    assert_ne!(first.stop(Duration::from_secs(5)), Some(0), "{log}");
+    assert_eq!(
+        w.send_commands().read_to_end(Duration::from_secs(30)).len(),
+        0
+    );
+
+    set_topic_config(
+        &w,
+        &w.topic("send-commands"),
+        "max.message.bytes",
+        "1048576",
+    );
+    let second = w.start("i0");
+    let mut commands = w.send_commands();
+    commands.until_count(1, Duration::from_secs(60));
+    commands.drain(Duration::from_secs(3));
+    let sent = commands.commands();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].user_id, "ula");
+    assert_eq!(second.stop(Duration::from_secs(60)), Some(0));
+}
+
+#[test]
+fn at_least_once_never_commits_past_a_send_command_that_failed_delivery() {
+    a_refused_send_command_is_never_committed_past("at_least_once");
+}
+
+#[test]
+fn exactly_once_never_commits_past_a_send_command_that_failed_delivery() {
+    a_refused_send_command_is_never_committed_past("exactly_once");
+}

@@ -69,6 +69,8 @@ impl Core {
     pub fn commit(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), RuntimeError> {
         let started = Instant::now();
         let mut offsets = TopicPartitionList::new();
+        // At-least-once: the outputs are written before the state that says they were.
+        self.output.settle_unless_transactional()?;
         for task in self.tasks.values_mut() {
             self.output.write_state(&self.codecs, task)?;
             for (i, q) in task.inputs.iter().enumerate() {
@@ -80,8 +82,13 @@ impl Core {
             }
         }
         let had_work = self.output.is_open() || offsets.count() > 0;
-        self.output
-            .commit(consumer, &offsets, &mut self.offsets_sent)?;
+        if let Err(e) = self
+            .output
+            .commit(consumer, &offsets, &mut self.offsets_sent)
+        {
+            // A record the broker refused is the cause of whatever the call says.
+            return Err(self.output.failed_delivery().unwrap_or(e));
+        }
         self.offsets_sent = false;
         self.commit_pending = false;
         self.cadence.committed(now_ms());

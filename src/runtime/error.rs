@@ -37,6 +37,14 @@ pub enum RuntimeError {
         during: &'static str,
         waited_ms: u64,
     },
+    /// Records of the output failed delivery, so the input offsets are not committed past
+    /// them (at-least-once), or the transaction that holds them cannot commit.
+    #[error("{count} output record(s) failed delivery since the last commit (the last to {record}: {source}); the input offsets stay where they were committed")]
+    Delivery {
+        count: u64,
+        record: String,
+        source: KafkaError,
+    },
     #[error("codec setup: {0}")]
     Codec(String),
     #[error("{0}")]
@@ -66,7 +74,7 @@ impl RuntimeError {
     /// What the caller does with this error.
     pub fn disposition(&self) -> Disposition {
         match self {
-            Self::Kafka { source, .. } => kafka_disposition(source),
+            Self::Kafka { source, .. } | Self::Delivery { source, .. } => kafka_disposition(source),
             Self::Encode { source, .. } if source.class() == ErrorClass::Retry => {
                 Disposition::Retry
             }
@@ -95,6 +103,10 @@ impl RuntimeError {
             ),
             Self::Encode { record, topic, .. } => format!("encode {record} {topic}"),
             Self::Wedged { during, .. } => format!("wedged: {during}"),
+            Self::Delivery { record, source, .. } => format!(
+                "delivery {record}: {:?}",
+                source.rdkafka_error_code().map(|c| c as i32)
+            ),
             Self::Restore {
                 topic, partition, ..
             } => format!("restore {topic}[{partition}]"),

@@ -460,6 +460,10 @@ fn run_member(
             }
         } else {
             let _ = c.output.abort(&c.settings, false);
+            // The revocation that leaving the group brings must not commit either: the
+            // tasks' input positions and changed users are those of the output just
+            // dropped (after a fatal error, e.g. a record the broker refuses).
+            c.rewind.get_or_insert(Recovery::Abort);
         }
     }
     consumer.unsubscribe();

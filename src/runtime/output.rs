@@ -20,7 +20,8 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
 use rdkafka::{ClientConfig, TopicPartitionList};
 use tracing::warn;
 
@@ -45,6 +46,8 @@ const ABORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// `init_transactions` of a new producer: it waits for the previous incarnation's
 /// transaction to be aborted.
 const INIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a retriable `init_transactions` failure is retried before it is an error.
+const INIT_RETRY: Duration = Duration::from_secs(30);
 /// How long past its own bound the loop waits for `send_offsets_to_transaction` before it
 /// gives the producer up (see [`Output::send_offsets`]).
 const OFFSETS_GRACE: Duration = Duration::from_secs(2);
@@ -71,10 +74,43 @@ impl<'a> Source<'a> {
     }
 }
 
+/// The output producer's context: it counts failed deliveries, the only reports the
+/// producer gets (`delivery.report.only.error`). A transaction with a failed record cannot
+/// commit (librdkafka makes it abortable); at-least-once has no transaction, so its commit
+/// asks here before it commits offsets past records that were never written.
+#[derive(Default)]
+pub struct DeliveryWatch {
+    failed: std::sync::Mutex<Option<(u64, String, KafkaError)>>,
+}
+
+impl ClientContext for DeliveryWatch {}
+
+impl ProducerContext for DeliveryWatch {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, message)) = result {
+            use rdkafka::message::Message;
+            let record = format!("{}[{}]", message.topic(), message.partition());
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            let count = failed.as_ref().map_or(0, |f| f.0) + 1;
+            *failed = Some((count, record, error.clone()));
+        }
+    }
+}
+
+impl DeliveryWatch {
+    /// The failed deliveries since the last call: how many, and the last one's partition
+    /// and error.
+    fn take_failed(&self) -> Option<(u64, String, KafkaError)> {
+        self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
 pub struct Output {
     /// Shared only with a helper thread that may still be inside a call the loop stopped
     /// waiting for (see [`Output::send_offsets`]); the loop is its one user otherwise.
-    producer: Arc<BaseProducer>,
+    producer: Arc<BaseProducer<DeliveryWatch>>,
     /// A transactional call did not return within its bound: the producer is not used
     /// again, only replaced.
     wedged: bool,
@@ -144,6 +180,51 @@ impl Output {
         };
         self.known_partitions.insert(topic.to_string(), count);
         count > partition as usize
+    }
+
+    /// At-least-once: waits until every record produced so far is written, and fails when
+    /// one was not. The commit does this before it writes the changed users' state, so that
+    /// a send-command that failed leaves no changelog entry saying it was sent: the rewind
+    /// that follows restores the state from before it and sends it again.
+    pub fn settle_unless_transactional(&mut self) -> Result<(), RuntimeError> {
+        if self.exactly_once || !self.open {
+            return Ok(());
+        }
+        self.usable()?;
+        self.flush_checked()
+    }
+
+    /// The failed delivery behind a failed commit, if one is: a transaction call reports
+    /// only that the transaction cannot commit ("erroneous state", "must be aborted"); the
+    /// record the broker refused, and why, decides whether retrying can help. The flush
+    /// serves the reports still queued.
+    pub fn failed_delivery(&self) -> Option<RuntimeError> {
+        if !self.wedged {
+            let _ = flush_promptly(&self.producer, Duration::from_secs(1));
+        }
+        self.producer
+            .context()
+            .take_failed()
+            .map(|(count, record, source)| RuntimeError::Delivery {
+                count,
+                record,
+                source,
+            })
+    }
+
+    /// Flushes, then reports the failed deliveries the flush served (every report is
+    /// served by it).
+    fn flush_checked(&self) -> Result<(), RuntimeError> {
+        flush_promptly(&self.producer, TXN_CALL_TIMEOUT)
+            .map_err(RuntimeError::kafka("flushing output"))?;
+        match self.producer.context().take_failed() {
+            Some((count, record, source)) => Err(RuntimeError::Delivery {
+                count,
+                record,
+                source,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Waits until every record produced so far is written, when there is no transaction
@@ -512,8 +593,7 @@ impl Output {
                 "transaction committed"
             );
         } else {
-            flush_promptly(&self.producer, TXN_CALL_TIMEOUT)
-                .map_err(RuntimeError::kafka("flushing output"))?;
+            self.flush_checked()?;
             if offsets.count() > 0 {
                 consumer
                     .commit(offsets, rdkafka::consumer::CommitMode::Sync)
@@ -574,6 +654,8 @@ impl Output {
         }
         let aborted = !self.exactly_once || self.producer.abort_transaction(ABORT_TIMEOUT).is_ok();
         if aborted {
+            // The tasks are dropped or rewound: what failed is processed again.
+            self.producer.context().take_failed();
             self.open = false;
         }
         aborted
@@ -598,6 +680,8 @@ impl Output {
             // are re-processed and produce the same command ids.
             let _ = flush_promptly(&self.producer, ABORT_TIMEOUT);
         }
+        // What failed is processed again from the committed offsets.
+        self.producer.context().take_failed();
         self.open = false;
         Ok(())
     }
@@ -635,16 +719,29 @@ fn producer_config(settings: &Settings) -> ClientConfig {
     c
 }
 
-fn create_producer(settings: &Settings) -> Result<BaseProducer, RuntimeError> {
+fn create_producer(settings: &Settings) -> Result<BaseProducer<DeliveryWatch>, RuntimeError> {
     let exactly_once = settings.processing_guarantee == ProcessingGuarantee::ExactlyOnce;
-    let producer: BaseProducer = producer_config(settings)
-        .create()
+    let producer: BaseProducer<DeliveryWatch> = producer_config(settings)
+        .create_with_context(DeliveryWatch::default())
         .map_err(RuntimeError::kafka("creating the producer"))?;
     if exactly_once {
         // Fences any earlier incarnation of this instance and aborts its open transaction.
-        producer
-            .init_transactions(INIT_TIMEOUT)
-            .map_err(RuntimeError::kafka("initialising transactions"))?;
+        // The broker answers CONCURRENT_TRANSACTIONS (retriable) while it still completes
+        // that incarnation's last commit or abort — a process restarted at once after a stop
+        // meets it: asked again until `INIT_RETRY` has passed, not given up at start-up.
+        let started = std::time::Instant::now();
+        loop {
+            match producer.init_transactions(INIT_TIMEOUT) {
+                Ok(()) => break,
+                Err(KafkaError::Transaction(e))
+                    if e.is_retriable() && started.elapsed() < INIT_RETRY =>
+                {
+                    warn!(error = %e, "initialising transactions; asking again");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => return Err(RuntimeError::kafka("initialising transactions")(e)),
+            }
+        }
     }
     Ok(producer)
 }
