@@ -265,10 +265,12 @@ fn a_restore_interrupted_by_a_rebalance_that_keeps_the_task_goes_on_where_it_was
     assert!(committed.iter().all(|&n| n > 20), "{committed:?}");
 
     // A transaction held open at the end of both changelog partitions (a tombstone of a
-    // user nobody knows in each): the restores read up to it and wait.
+    // user nobody knows in each): the restores read up to it and wait. (Its timeout is long
+    // enough for a slow machine: the broker would abort it otherwise.)
     let predecessor: rdkafka::producer::BaseProducer = w
         .client_config()
         .set("transactional.id", format!("predecessor-{}", w.id))
+        .set("transaction.timeout.ms", "300000")
         .create()
         .unwrap();
     predecessor

@@ -394,3 +394,18 @@ fn ready_means_joined_assigned_and_restored() {
     ));
     assert_eq!(readiness(true, true, 0, &none), Readiness::Ready);
 }
+
+#[test]
+fn a_suspended_task_resumes_only_over_its_own_commits_marker() {
+    // Exactly-once: its own commit's marker may land after the watermark was read.
+    assert!(suspended_changelog_unchanged(Some(40), Some(40), 1));
+    assert!(suspended_changelog_unchanged(Some(40), Some(41), 1));
+    // Another owner's transaction: a record and its marker at least.
+    assert!(!suspended_changelog_unchanged(Some(40), Some(42), 1));
+    // At-least-once writes no markers: any growth is somebody else's.
+    assert!(suspended_changelog_unchanged(Some(40), Some(40), 0));
+    assert!(!suspended_changelog_unchanged(Some(40), Some(41), 0));
+    // Unknown is changed.
+    assert!(!suspended_changelog_unchanged(None, Some(40), 1));
+    assert!(!suspended_changelog_unchanged(Some(40), None, 1));
+}

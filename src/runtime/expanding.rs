@@ -596,7 +596,9 @@ impl Core {
             task.inputs[i].next_offset = *cut;
         }
         task.progress_dirty = true;
-        // The task's own changes first: the tombstones below come after them.
+        // The task's own changes first: the tombstones below come after them (at-least-once:
+        // after its outputs are written, as at a commit).
+        self.output.settle_unless_transactional()?;
         self.output.write_state(&self.codecs, task)?;
         let destinations = layout.destinations(p);
         let mut moved: BTreeMap<i32, usize> = BTreeMap::new();

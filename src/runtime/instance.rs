@@ -457,6 +457,8 @@ fn run_member(
             if let Err(e) = c.commit(&consumer) {
                 warn!(error = %e, "final commit failed; the next owner resumes from the last commit");
                 let _ = c.output.abort(&c.settings, false);
+                // Nor may the revocation below commit what this commit could not.
+                c.rewind.get_or_insert(Recovery::Abort);
             }
         } else {
             let _ = c.output.abort(&c.settings, false);

@@ -39,7 +39,14 @@ impl Core {
             if self.tasks.contains_key(&p) {
                 continue;
             }
-            if let Some(Suspended { mut task, restore }) = self.suspended.remove(&p) {
+            let marker = i64::from(self.exactly_once());
+            let suspended = self.suspended.remove(&p).filter(|s| {
+                s.restore.is_some() || s.unchanged(self.restorer.high_watermark(p), marker)
+            });
+            if let Some(Suspended {
+                mut task, restore, ..
+            }) = suspended
+            {
                 task.clear_inputs();
                 self.tasks.insert(p, task);
                 match restore {

@@ -78,18 +78,26 @@ impl<'a> Source<'a> {
 /// producer gets (`delivery.report.only.error`). A transaction with a failed record cannot
 /// commit (librdkafka makes it abortable); at-least-once has no transaction, so its commit
 /// asks here before it commits offsets past records that were never written.
+///
+/// Every record carries the epoch it was produced in; dropping the output (an abort, a
+/// rewind) starts a new epoch, and a failure reported later for a record of an older epoch
+/// is not counted: that record's input is processed again anyway.
 #[derive(Default)]
 pub struct DeliveryWatch {
+    epoch: std::sync::atomic::AtomicUsize,
     failed: std::sync::Mutex<Option<(u64, String, KafkaError)>>,
 }
 
 impl ClientContext for DeliveryWatch {}
 
 impl ProducerContext for DeliveryWatch {
-    type DeliveryOpaque = ();
+    type DeliveryOpaque = usize;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    fn delivery(&self, result: &DeliveryResult<'_>, epoch: usize) {
         if let Err((error, message)) = result {
+            if epoch != self.epoch() {
+                return;
+            }
             use rdkafka::message::Message;
             let record = format!("{}[{}]", message.topic(), message.partition());
             let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
@@ -100,10 +108,22 @@ impl ProducerContext for DeliveryWatch {
 }
 
 impl DeliveryWatch {
+    fn epoch(&self) -> usize {
+        self.epoch.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// The failed deliveries since the last call: how many, and the last one's partition
     /// and error.
     fn take_failed(&self) -> Option<(u64, String, KafkaError)> {
         self.failed.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The output produced so far is dropped: failures of it, reported or still to come,
+    /// no longer count.
+    fn next_epoch(&self) {
+        self.epoch
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.take_failed();
     }
 }
 
@@ -233,8 +253,7 @@ impl Output {
         if self.exactly_once {
             return Ok(());
         }
-        flush_promptly(&self.producer, Duration::from_secs(30))
-            .map_err(RuntimeError::kafka("writing a hand-off's copies"))
+        self.flush_checked()
     }
 
     pub fn changelog_topic(&self) -> &str {
@@ -281,7 +300,9 @@ impl Output {
         headers: Option<OwnedHeaders>,
     ) -> Result<(), RuntimeError> {
         self.begin()?;
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).key(key);
+        let epoch = self.producer.context().epoch();
+        let mut record: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(topic, epoch).key(key);
         if let Some(p) = partition {
             record = record.partition(p);
         }
@@ -655,7 +676,7 @@ impl Output {
         let aborted = !self.exactly_once || self.producer.abort_transaction(ABORT_TIMEOUT).is_ok();
         if aborted {
             // The tasks are dropped or rewound: what failed is processed again.
-            self.producer.context().take_failed();
+            self.producer.context().next_epoch();
             self.open = false;
         }
         aborted
@@ -681,7 +702,7 @@ impl Output {
             let _ = flush_promptly(&self.producer, ABORT_TIMEOUT);
         }
         // What failed is processed again from the committed offsets.
-        self.producer.context().take_failed();
+        self.producer.context().next_epoch();
         self.open = false;
         Ok(())
     }

@@ -108,7 +108,18 @@ impl ConsumerContext for GroupContext {
                 // processed nothing; its engine holds a prefix of the changelog); one with
                 // uncommitted work does not.
                 if eager && clean && (restore.is_some() || task.dirty.is_empty()) {
-                    core.suspended.insert(*p, Suspended { task, restore });
+                    let changelog_high = match restore {
+                        Some(_) => None,
+                        None => core.restorer.high_watermark(*p),
+                    };
+                    core.suspended.insert(
+                        *p,
+                        Suspended {
+                            task,
+                            restore,
+                            changelog_high,
+                        },
+                    );
                 }
             }
         }

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use super::codecs::Codecs;
 use super::error::RuntimeError;
 use super::metrics::Metrics;
-use super::rules::RestoreProgress;
+use super::rules::{suspended_changelog_unchanged, RestoreProgress};
 use super::task::Task;
 use crate::codec::read_state_datum;
 use crate::expansion::{parse_marker_key, Marker, PROGRESS_KEY};
@@ -47,9 +47,22 @@ pub struct Restored {
 pub struct Suspended {
     pub task: Task,
     /// `Some` for a task revoked part way through its restore: its engine holds the
-    /// changelog up to `position`, and its restore goes on from there towards the same
-    /// high watermark (nobody can have written to the changelog in between).
+    /// changelog up to `position`, and its restore goes on from there (towards a high
+    /// watermark read again).
     pub restore: Option<RestoreProgress>,
+    /// For a committed task: its changelog's high watermark when it was suspended (`None`
+    /// when it could not be read). It resumes only if the changelog has not grown by more
+    /// than its own last commit's marker since — else somebody else owned it in between (a
+    /// generation this member missed) and it is restored.
+    pub changelog_high: Option<i64>,
+}
+
+impl Suspended {
+    /// Whether a committed task may resume with its state as it is (see
+    /// [`suspended_changelog_unchanged`]).
+    pub fn unchanged(&self, high_now: Option<i64>, marker: i64) -> bool {
+        suspended_changelog_unchanged(self.changelog_high, high_now, marker)
+    }
 }
 
 pub struct Restorer {
@@ -131,13 +144,16 @@ impl Restorer {
         progress
     }
 
-    /// Goes on with a suspended restore: reading resumes at its position, towards the high
-    /// watermark it captured.
+    /// Goes on with a suspended restore: reading resumes at its position, towards a high
+    /// watermark read again (should another member have owned the task in between — a
+    /// generation this member missed — what it wrote comes after the position and is read
+    /// too).
     pub fn resume(
         &mut self,
         partition: i32,
-        progress: RestoreProgress,
+        mut progress: RestoreProgress,
     ) -> Result<(), RuntimeError> {
+        progress.target = None;
         if self.restoring.contains_key(&partition) {
             self.cancel(partition);
         }
@@ -376,9 +392,12 @@ impl Restorer {
                         r.target = Some(high);
                     }
                     if let Some(task) = tasks.get_mut(&partition) {
-                        // At most one user per record; a compacted log has fewer.
-                        let records = (high - low).clamp(0, 50_000_000) as usize;
-                        task.engine.reserve_users(records);
+                        // At most one user per record; a compacted log has fewer. A resumed
+                        // restore has room for what it read already.
+                        let read = self.restoring.get(&partition).map_or(0, |r| r.records);
+                        let records = (high - low).clamp(0, 50_000_000) as u64;
+                        task.engine
+                            .reserve_users(records.saturating_sub(read) as usize);
                     }
                 }
                 Err(e) => {

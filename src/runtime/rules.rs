@@ -116,6 +116,19 @@ impl RestoreProgress {
     }
 }
 
+/// Whether a task suspended by an eager revocation, committed, may resume with its state as
+/// it is: its changelog's high watermark `now` is at most `marker` beyond the one read when
+/// it was suspended (`then`). `marker` is 1 under exactly-once — the marker of the commit
+/// made at the revocation may be written after `then` was read — and 0 otherwise. Anything
+/// more was written by somebody else (an owner in a generation this member missed): the task
+/// is restored. A watermark that could not be read counts as changed.
+pub fn suspended_changelog_unchanged(then: Option<i64>, now: Option<i64>, marker: i64) -> bool {
+    match (then, now) {
+        (Some(then), Some(now)) => now <= then + marker,
+        _ => false,
+    }
+}
+
 // ------------------------------------------------------------------------------ inputs
 
 /// Whether an input partition has nothing left to read right now: nothing buffered, and
