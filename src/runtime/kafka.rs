@@ -524,7 +524,9 @@ mod tests {
                     .payload("v"),
             )
             .unwrap();
-        assert_eq!(producer.in_flight_count(), 1);
+        // The count holds the client's own requests too (a metadata request may be queued
+        // at this moment): at least the record.
+        assert!(producer.in_flight_count() >= 1);
         flush_promptly(&producer, Duration::from_secs(20)).unwrap();
         assert_eq!(producer.in_flight_count(), 0);
         // And a flush that cannot finish in time says so.
