@@ -52,6 +52,24 @@ fn produce_triggers(w: &World, users: usize, t: i64) {
     producer.flush(Duration::from_secs(120)).unwrap();
 }
 
+/// Schedules a pending timer for each of `count` users (`u000`, …) with a first instance,
+/// waits until every timer is committed, and stops the instance; returns the users.
+fn schedule_and_stop(w: &World, count: usize) -> Vec<String> {
+    let first = w.start("i0");
+    first.wait_log("task restored", Duration::from_secs(60));
+    let users: Vec<String> = (0..count).map(|i| format!("u{i:03}")).collect();
+    let t = now_ms();
+    w.send_events(
+        &users
+            .iter()
+            .map(|u| interaction(&format!("{u}-t"), u, "abandoned-cart", PushReceived, t))
+            .collect::<Vec<_>>(),
+    );
+    wait_scheduled(w, users.len());
+    assert_eq!(first.stop(Duration::from_secs(60)), Some(0));
+    users
+}
+
 /// The loop's age in a `/healthz` body ("ok: the processing loop ran 12 ms ago").
 fn loop_age_ms(body: &str) -> i64 {
     body.split_whitespace()
@@ -148,18 +166,7 @@ fn a_restore_waits_for_the_changelogs_open_transaction_and_keeps_what_it_wrote()
     let source = World::new("restore-source", 1);
     source.create_topics();
     source.publish(&cart_campaigns("25s"));
-    let first = source.start("i0");
-    first.wait_log("task restored", Duration::from_secs(60));
-    let users: Vec<String> = (0..20).map(|i| format!("u{i:02}")).collect();
-    let t = now_ms();
-    source.send_events(
-        &users
-            .iter()
-            .map(|u| interaction(&format!("{u}-t"), u, "abandoned-cart", PushReceived, t))
-            .collect::<Vec<_>>(),
-    );
-    wait_scheduled(&source, users.len());
-    assert_eq!(first.stop(Duration::from_secs(60)), Some(0));
+    let users = schedule_and_stop(&source, 20);
     let mut changelog = source.reader("changelog");
     changelog.read_to_end(Duration::from_secs(60));
 
@@ -243,18 +250,7 @@ fn a_restore_interrupted_by_a_rebalance_that_keeps_the_task_goes_on_where_it_was
     w.set("RESTORE_LOG_INTERVAL", "200ms");
     w.create_topics();
     w.publish(&cart_campaigns("7d"));
-    let first = w.start("i0");
-    first.wait_log("task restored", Duration::from_secs(60));
-    let users: Vec<String> = (0..300).map(|i| format!("u{i:03}")).collect();
-    let t = now_ms();
-    w.send_events(
-        &users
-            .iter()
-            .map(|u| interaction(&format!("{u}-t"), u, "abandoned-cart", PushReceived, t))
-            .collect::<Vec<_>>(),
-    );
-    wait_scheduled(&w, users.len());
-    assert_eq!(first.stop(Duration::from_secs(60)), Some(0));
+    let users = schedule_and_stop(&w, 300);
     let mut changelog = w.reader("changelog");
     let committed: Vec<u64> = {
         let records = changelog.read_to_end(Duration::from_secs(60));
