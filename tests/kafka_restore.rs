@@ -70,6 +70,23 @@ fn schedule_and_stop(w: &World, count: usize) -> Vec<String> {
     users
 }
 
+/// A transactional producer of the world's with a transaction begun: a predecessor whose
+/// transaction is still open. (Its timeout is long enough for a slow machine: the broker
+/// would abort it otherwise.)
+fn open_transaction(w: &World) -> rdkafka::producer::BaseProducer {
+    let predecessor: rdkafka::producer::BaseProducer = w
+        .client_config()
+        .set("transactional.id", format!("predecessor-{}", w.id))
+        .set("transaction.timeout.ms", "300000")
+        .create()
+        .unwrap();
+    predecessor
+        .init_transactions(Duration::from_secs(30))
+        .unwrap();
+    predecessor.begin_transaction().unwrap();
+    predecessor
+}
+
 /// The loop's age in a `/healthz` body ("ok: the processing loop ran 12 ms ago").
 fn loop_age_ms(body: &str) -> i64 {
     body.split_whitespace()
@@ -175,15 +192,7 @@ fn a_restore_waits_for_the_changelogs_open_transaction_and_keeps_what_it_wrote()
     let w = World::new("restore-open-txn", 1);
     w.create_topics();
     w.publish(&cart_campaigns("25s"));
-    let predecessor: rdkafka::producer::BaseProducer = w
-        .client_config()
-        .set("transactional.id", format!("predecessor-{}", w.id))
-        .create()
-        .unwrap();
-    predecessor
-        .init_transactions(Duration::from_secs(30))
-        .unwrap();
-    predecessor.begin_transaction().unwrap();
+    let predecessor = open_transaction(&w);
     let topic = w.topic("changelog");
     let mut copied = 0;
     for r in &changelog.records {
@@ -261,18 +270,8 @@ fn a_restore_interrupted_by_a_rebalance_that_keeps_the_task_goes_on_where_it_was
     assert!(committed.iter().all(|&n| n > 20), "{committed:?}");
 
     // A transaction held open at the end of both changelog partitions (a tombstone of a
-    // user nobody knows in each): the restores read up to it and wait. (Its timeout is long
-    // enough for a slow machine: the broker would abort it otherwise.)
-    let predecessor: rdkafka::producer::BaseProducer = w
-        .client_config()
-        .set("transactional.id", format!("predecessor-{}", w.id))
-        .set("transaction.timeout.ms", "300000")
-        .create()
-        .unwrap();
-    predecessor
-        .init_transactions(Duration::from_secs(30))
-        .unwrap();
-    predecessor.begin_transaction().unwrap();
+    // user nobody knows in each): the restores read up to it and wait.
+    let predecessor = open_transaction(&w);
     let topic = w.topic("changelog");
     for p in 0..2 {
         let key = format!("u/nobody-{p}");
