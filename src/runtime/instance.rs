@@ -449,6 +449,12 @@ fn run_member(
         }
     };
 
+    if result.is_err() {
+        // The instance stops (and restarts whole): the other members stop now, before this
+        // one leaves the group and its tasks move to them — taken over, they would meet the
+        // same failure, or go on without this member's work.
+        shutdown.store(true, Ordering::Relaxed);
+    }
     info!("shutting down: finishing the transaction");
     {
         let mut guard = lock(&core);
