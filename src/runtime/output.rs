@@ -211,7 +211,7 @@ impl Output {
             return Ok(());
         }
         self.usable()?;
-        self.flush_checked()
+        self.flush_checked(TXN_CALL_TIMEOUT)
     }
 
     /// The failed delivery behind a failed commit, if one is: a transaction call reports
@@ -222,6 +222,11 @@ impl Output {
         if !self.wedged {
             let _ = flush_promptly(&self.producer, Duration::from_secs(1));
         }
+        self.take_failure()
+    }
+
+    /// The failed deliveries reported since the last call, as an error.
+    fn take_failure(&self) -> Option<RuntimeError> {
         self.producer
             .context()
             .take_failed()
@@ -234,17 +239,9 @@ impl Output {
 
     /// Flushes, then reports the failed deliveries the flush served (every report is
     /// served by it).
-    fn flush_checked(&self) -> Result<(), RuntimeError> {
-        flush_promptly(&self.producer, TXN_CALL_TIMEOUT)
-            .map_err(RuntimeError::kafka("flushing output"))?;
-        match self.producer.context().take_failed() {
-            Some((count, record, source)) => Err(RuntimeError::Delivery {
-                count,
-                record,
-                source,
-            }),
-            None => Ok(()),
-        }
+    fn flush_checked(&self, timeout: Duration) -> Result<(), RuntimeError> {
+        flush_promptly(&self.producer, timeout).map_err(RuntimeError::kafka("flushing output"))?;
+        self.take_failure().map_or(Ok(()), Err)
     }
 
     /// Waits until every record produced so far is written, when there is no transaction
@@ -253,7 +250,8 @@ impl Output {
         if self.exactly_once {
             return Ok(());
         }
-        self.flush_checked()
+        // A hand-off's copies may be many: the longer bound it always had.
+        self.flush_checked(Duration::from_secs(30))
     }
 
     pub fn changelog_topic(&self) -> &str {
@@ -614,7 +612,7 @@ impl Output {
                 "transaction committed"
             );
         } else {
-            self.flush_checked()?;
+            self.flush_checked(TXN_CALL_TIMEOUT)?;
             if offsets.count() > 0 {
                 consumer
                     .commit(offsets, rdkafka::consumer::CommitMode::Sync)
