@@ -543,7 +543,10 @@ fn a_jvm_producer_feeds_the_connector_and_a_jvm_consumer_reads_its_outputs() {
     w.set("ENCODINGS__INTERACTIONS__SCHEMA_DIRS", &dirs);
     w.set("ENCODINGS__USER_EVENTS__SCHEMA_DIRS", &dirs);
     w.create_topics();
-    w.publish(&broker::cart_campaigns("3s"));
+    // The delay outlasts the JVM producer's start: the records carry the time taken before
+    // it starts, and a caught-up task fires by the wall clock, so a delay shorter than the
+    // start could fire ann's email before her purchase arrives (as the SPEC says it must).
+    w.publish(&broker::cart_campaigns("12s"));
     w.publish(broker::PROMO_CHAIN);
     let instance = w.start("i0");
     instance.wait_log("catalog loaded", Duration::from_secs(60));
