@@ -11,6 +11,7 @@ use broker::*;
 use campaign_connector::codec::Codec;
 use campaign_connector::model::InteractionKind::*;
 use campaign_connector::model::{InputEvent, Interaction, SendCommand};
+use rdkafka::producer::{BaseRecord, Producer};
 use registry::FakeRegistry;
 
 fn confluent_world(name: &str, registry: &FakeRegistry) -> World {
@@ -175,4 +176,82 @@ fn a_stop_while_the_catalog_waits_for_the_registry_is_a_clean_stop() {
         Duration::from_secs(60),
     );
     assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+}
+
+/// A restart while the registry is away, with the changelog written through it: the new
+/// process cannot decode its changelog yet, so the restore waits (read again from where it
+/// stopped, records of every partition in the same read kept) and completes when the
+/// registry returns — every pending timer restored once, and each fires once.
+#[test]
+fn a_restore_waits_for_the_registry_and_keeps_every_changelog_record() {
+    let registry = FakeRegistry::start();
+    let mut w = World::new("registry-restore", 2);
+    w.set("ENCODINGS__CHANGELOG__FORMAT", "confluent");
+    w.set("ENCODINGS__CHANGELOG__REGISTRY_URL", &registry.url);
+    w.set("ENCODINGS__CHANGELOG__REGISTRY_TIMEOUT_MS", "500");
+    // One member restores both tasks through one reader.
+    w.set("PROCESSING_THREADS", "1");
+    w.create_topics();
+    w.publish(&cart_campaigns("25s"));
+    // Each changelog partition begins with tombstones of users nobody knows: read without
+    // the registry, so that the restore meets its first undecodable record part way
+    // through a read, with records of both partitions read with it.
+    let producer = w.producer();
+    let changelog = w.topic("changelog");
+    for p in 0..2 {
+        for i in 0..50 {
+            let key = format!("u/ghost-{p}-{i}");
+            let record: BaseRecord<'_, str, [u8]> =
+                BaseRecord::to(&changelog).key(key.as_str()).partition(p);
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+    let instance = w.start("i0");
+    instance.wait_log("task restored", Duration::from_secs(60));
+    // Users on both partitions, each with one pending timer.
+    let users: Vec<String> = (0..12).map(|i| format!("user-{i}")).collect();
+    let t = now_ms();
+    let events: Vec<InputEvent> = users
+        .iter()
+        .map(|u| interaction(&format!("{u}-c"), u, "abandoned-cart", PushReceived, t))
+        .collect();
+    w.send_events(&events);
+    let mut decisions = w.reader("decisions");
+    decisions.until_count(users.len(), Duration::from_secs(60));
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+
+    registry.fail_with(Some(503));
+    let mut again = w.start("i0");
+    again.wait_log(
+        "changelog record cannot be decoded now",
+        Duration::from_secs(60),
+    );
+    // Long enough for both tasks to meet it.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        again.child_running(),
+        "the connector exited during the outage"
+    );
+    registry.fail_with(None);
+
+    let mut commands = w.send_commands();
+    commands.until_count(users.len(), Duration::from_secs(90));
+    assert_eq!(again.stop(Duration::from_secs(30)), Some(0));
+    commands.read_to_end(Duration::from_secs(30));
+    let mut sent: Vec<String> = commands
+        .records
+        .iter()
+        .map(|r| r.key.clone().expect("a command's key"))
+        .collect();
+    sent.sort();
+    let mut expected = users.clone();
+    expected.sort();
+    assert_eq!(sent, expected, "each pending timer fired once");
+    assert!(
+        w.reader("dlq")
+            .read_to_end(Duration::from_secs(10))
+            .is_empty(),
+        "nothing dead-lettered"
+    );
 }

@@ -340,3 +340,80 @@ fn a_restore_interrupted_by_a_rebalance_that_keeps_the_task_goes_on_where_it_was
     assert_eq!(i0.stop(Duration::from_secs(60)), Some(0));
     assert_eq!(i1.stop(Duration::from_secs(60)), Some(0));
 }
+
+/// The restore's batched reader: a stop part way through a read still shows the rest of
+/// what that read took from the client (those records left the client's queue; the
+/// restore keeps or re-reads them), each record once, and reads no further.
+#[test]
+fn the_batched_reader_shows_every_record_it_took_once_even_past_a_stop() {
+    use campaign_connector::runtime::batch_reader::BatchReader;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let w = World::new("batch-reader", 2);
+    w.create_topics();
+    let topic = w.topic("changelog");
+    let producer = w.producer();
+    for p in 0..2 {
+        for i in 0..30 {
+            let key = format!("k-{p}-{i}");
+            let record: BaseRecord<'_, str, [u8]> =
+                BaseRecord::to(&topic).key(key.as_str()).partition(p);
+            producer.send(record).map_err(|(e, _)| e).unwrap();
+        }
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let consumer: BaseConsumer = w
+        .client_config()
+        .set("group.id", format!("batch-reader-{}", now_ms()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut reader = BatchReader::new(consumer).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..2 {
+        tpl.add_partition_offset(&topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    reader.consumer().assign(&tpl).unwrap();
+    // Both partitions' records fetched into the client's queue.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // Stop at the eleventh record, part way through the first partition queued.
+    let mut shown: Vec<(i32, i64, bool)> = Vec::new();
+    let seen = reader.read(Duration::from_secs(10), 1_000, |r, leftover| {
+        assert!(r.error.is_none(), "{:?}", r.error);
+        assert_eq!(
+            r.key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            Some(format!("k-{}-{}", r.partition, r.offset))
+        );
+        shown.push((r.partition, r.offset, leftover));
+        shown.len() != 11
+    });
+    assert_eq!(seen, shown.len());
+    assert!(seen > 11, "the read took more than it needed: {shown:?}");
+    let first = shown[10].0;
+    assert!(
+        shown[..11].iter().all(|&(p, _, l)| p == first && !l),
+        "{shown:?}"
+    );
+    assert!(shown[11..].iter().all(|&(_, _, l)| l), "{shown:?}");
+    assert!(
+        shown[11..].iter().any(|&(p, _, _)| p != first),
+        "the other partition's records taken with the stop are shown too: {shown:?}"
+    );
+
+    // Whatever was not shown comes with the next reads: every record exactly once.
+    while shown.len() < 60 {
+        let n = reader.read(Duration::from_secs(10), 1_000, |r, _| {
+            shown.push((r.partition, r.offset, false));
+            true
+        });
+        assert!(n > 0, "records missing: {shown:?}");
+    }
+    let mut all: Vec<(i32, i64)> = shown.iter().map(|&(p, o, _)| (p, o)).collect();
+    all.sort();
+    let expected: Vec<(i32, i64)> = (0..2).flat_map(|p| (0..30).map(move |o| (p, o))).collect();
+    assert_eq!(all, expected);
+}

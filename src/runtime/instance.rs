@@ -288,7 +288,7 @@ fn run_member(
         uncommitted_watermarks_consumer(&settings)?,
         settings.topics.changelog.clone(),
         settings.restore_log_interval.as_millis() as i64,
-    );
+    )?;
     let topics = Arc::new(InputTopics::new(
         &settings.topics.interactions,
         &settings.topics.user_events,

@@ -26,6 +26,7 @@
 
 pub mod admin;
 pub mod admin_api;
+pub mod batch_reader;
 pub mod catalog_feed;
 pub mod codecs;
 mod commit;

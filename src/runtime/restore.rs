@@ -17,10 +17,10 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
+use super::batch_reader::{BatchReader, Record};
 use super::codecs::Codecs;
 use super::error::RuntimeError;
 use super::metrics::Metrics;
@@ -66,7 +66,7 @@ impl Suspended {
 }
 
 pub struct Restorer {
-    reader: BaseConsumer,
+    reader: BatchReader,
     /// Reads high watermarks: a client at the `read_uncommitted` level, whose answer
     /// counts every record written, committed or not. (Asked through the
     /// `read_committed` reader, the broker answers with the last stable offset: a
@@ -90,9 +90,9 @@ impl Restorer {
         watermarks: BaseConsumer,
         topic: String,
         log_interval_ms: i64,
-    ) -> Self {
-        Self {
-            reader,
+    ) -> Result<Self, RuntimeError> {
+        Ok(Self {
+            reader: BatchReader::new(reader).map_err(RuntimeError::Setup)?,
             watermarks,
             topic,
             restoring: BTreeMap::new(),
@@ -101,7 +101,7 @@ impl Restorer {
             last_log: 0,
             last_error_log: 0,
             backlog: false,
-        }
+        })
     }
 
     pub fn progress(&self) -> &BTreeMap<i32, RestoreProgress> {
@@ -131,6 +131,7 @@ impl Restorer {
         tpl.add_partition_offset(&self.topic, partition, Offset::Beginning)
             .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
         self.reader
+            .consumer()
             .incremental_assign(&tpl)
             .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
         self.restoring.insert(partition, RestoreProgress::new(now));
@@ -166,6 +167,7 @@ impl Restorer {
         tpl.add_partition_offset(&self.topic, partition, offset)
             .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
         self.reader
+            .consumer()
             .incremental_assign(&tpl)
             .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
         self.restoring.insert(partition, progress);
@@ -204,7 +206,7 @@ impl Restorer {
         if self.restoring.remove(&partition).is_some() {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&self.topic, partition);
-            if let Err(e) = self.reader.incremental_unassign(&tpl) {
+            if let Err(e) = self.reader.consumer().incremental_unassign(&tpl) {
                 warn!(partition, error = %e, "unassigning a changelog partition");
             }
         }
@@ -236,97 +238,76 @@ impl Restorer {
         }
         self.read_targets(tasks, now);
         let mut read: BTreeMap<i32, u64> = BTreeMap::new();
-        let mut taken = 0;
-        while taken < budget {
-            let timeout = if taken == 0 { wait } else { Duration::ZERO };
-            taken += 1;
-            let m = match self.reader.poll(timeout) {
-                None => break,
-                Some(Ok(m)) => m,
-                Some(Err(KafkaError::PartitionEOF(_))) => continue,
-                Some(Err(e)) => {
-                    // Transport trouble, reported as events queued among the records (a
-                    // broker outage leaves many): librdkafka reconnects by itself, so read
-                    // on; a reader with nothing to read just returns nothing.
-                    if now.saturating_sub(self.last_error_log) >= RETRY_MS {
-                        self.last_error_log = now;
-                        warn!(topic = self.topic, error = %e, "changelog reader error; the client retries");
-                    }
-                    continue;
+        // Partitions to read again from an offset (a record that could not be decoded
+        // yet), and the error that ends the restore.
+        let mut again: Vec<(i32, i64)> = Vec::new();
+        let mut fatal: Option<RuntimeError> = None;
+        let Self {
+            reader,
+            restoring,
+            topic,
+            last_error_log,
+            ..
+        } = self;
+        let taken = reader.read(wait, budget, |m, _leftover| {
+            if fatal.is_some() || again.iter().any(|&(p, _)| p == m.partition) {
+                // Read again after the seek (or not at all).
+                return false;
+            }
+            if let Some(code) = m.error {
+                // Transport trouble, reported among the records (a broker outage leaves
+                // many): librdkafka reconnects by itself, so read on.
+                if code != RDKafkaErrorCode::PartitionEOF
+                    && now.saturating_sub(*last_error_log) >= RETRY_MS
+                {
+                    *last_error_log = now;
+                    warn!(topic = topic.as_str(), partition = m.partition, error = %code,
+                        "changelog reader error; the client retries");
                 }
-            };
-            let (partition, offset) = (m.partition(), m.offset());
-            let topic = &self.topic;
-            let failed = |message: String| RuntimeError::Restore {
-                topic: topic.clone(),
-                partition,
-                offset,
-                message,
-            };
+                return true;
+            }
             let (Some(progress), Some(task)) = (
-                self.restoring.get_mut(&partition),
-                tasks.get_mut(&partition),
+                restoring.get_mut(&m.partition),
+                tasks.get_mut(&m.partition),
             ) else {
-                continue;
+                return true;
             };
-            // An expansion's records: the task's progress in it, and hand-off markers.
-            if let Some(key) = m.key().filter(|k| k.starts_with(b"x/")) {
-                if key == PROGRESS_KEY.as_bytes() {
-                    task.restored_expansion =
-                        m.payload().and_then(|v| serde_json::from_slice(v).ok());
-                } else if let Some((epoch, origin)) = parse_marker_key(key) {
-                    let marker: Marker =
-                        m.payload()
-                            .and_then(|v| serde_json::from_slice(v).ok())
-                            .ok_or_else(|| failed("a hand-off marker without its cuts".into()))?;
-                    task.markers.insert((epoch, origin));
-                    for (rank, p, cut) in marker.cuts {
-                        task.marker_cuts.insert((epoch, origin, rank, p), cut);
-                    }
+            match take(codecs, task, &m) {
+                Ok(()) => {
+                    progress.record(m.offset);
+                    *read.entry(m.partition).or_default() += 1;
+                    true
                 }
-                progress.record(offset);
-                *read.entry(partition).or_default() += 1;
-                continue;
-            }
-            // Nearly every record is a user's state written by this build: read in place.
-            if let Some(view) = m
-                .payload()
-                .filter(|_| m.key().is_some())
-                .and_then(|v| codecs.changelog.own_datum(v))
-                .and_then(read_state_datum)
-            {
-                task.engine
-                    .restore_parts(view.user.as_ref(), view.stream_time)
-                    .map_err(|e| failed(e.to_string()))?;
-                progress.record(offset);
-                *read.entry(partition).or_default() += 1;
-                continue;
-            }
-            let record = match decode(codecs, m.key(), m.payload()) {
-                Ok(r) => r,
-                Err((retriable, message)) if retriable => {
-                    warn!(topic = self.topic, partition, offset, error = %message,
+                Err(Taken::Later(message)) => {
+                    warn!(topic = topic.as_str(), partition = m.partition, offset = m.offset, error = %message,
                         "changelog record cannot be decoded now; retrying");
-                    let _ = self.reader.seek(
-                        &self.topic,
-                        partition,
-                        Offset::Offset(offset),
-                        Duration::from_millis(100),
-                    );
-                    self.hold_until = now + RETRY_MS;
-                    break;
+                    again.push((m.partition, m.offset));
+                    false
                 }
-                Err((_, message)) => return Err(failed(message)),
-            };
-            if let Some(record) = record {
-                task.engine
-                    .restore(&record)
-                    .map_err(|e| failed(e.to_string()))?;
+                Err(Taken::Bad(message)) => {
+                    fatal = Some(RuntimeError::Restore {
+                        topic: topic.clone(),
+                        partition: m.partition,
+                        offset: m.offset,
+                        message,
+                    });
+                    false
+                }
             }
-            progress.record(offset);
-            *read.entry(partition).or_default() += 1;
+        });
+        if let Some(e) = fatal {
+            return Err(e);
         }
-        self.backlog = taken == budget;
+        for &(partition, offset) in &again {
+            let _ = self.reader.consumer().seek(
+                &self.topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_millis(100),
+            );
+            self.hold_until = now + RETRY_MS;
+        }
+        self.backlog = taken >= budget && again.is_empty();
         // Counted once per step: a label lookup per record cost more than the engine's work.
         for (partition, records) in read {
             metrics
@@ -336,7 +317,7 @@ impl Restorer {
         }
         // Control records (transaction markers) move the position without a message: ask
         // the client where it is.
-        if let Ok(positions) = self.reader.position() {
+        if let Ok(positions) = self.reader.consumer().position() {
             for e in positions.elements_for_topic(&self.topic) {
                 if let (Some(progress), Offset::Offset(o)) =
                     (self.restoring.get_mut(&e.partition()), e.offset())
@@ -408,6 +389,55 @@ impl Restorer {
                 }
             }
         }
+    }
+}
+
+/// Why a changelog record was not restored.
+enum Taken {
+    /// It cannot be decoded now (the schema registry did not answer): read it again later.
+    Later(String),
+    /// It never will be.
+    Bad(String),
+}
+
+/// Restores one changelog record into its task.
+fn take(codecs: &Codecs, task: &mut Task, m: &Record<'_>) -> Result<(), Taken> {
+    // An expansion's records: the task's progress in it, and hand-off markers.
+    if let Some(key) = m.key.filter(|k| k.starts_with(b"x/")) {
+        if key == PROGRESS_KEY.as_bytes() {
+            task.restored_expansion = m.payload.and_then(|v| serde_json::from_slice(v).ok());
+        } else if let Some((epoch, origin)) = parse_marker_key(key) {
+            let marker: Marker = m
+                .payload
+                .and_then(|v| serde_json::from_slice(v).ok())
+                .ok_or_else(|| Taken::Bad("a hand-off marker without its cuts".into()))?;
+            task.markers.insert((epoch, origin));
+            for (rank, p, cut) in marker.cuts {
+                task.marker_cuts.insert((epoch, origin, rank, p), cut);
+            }
+        }
+        return Ok(());
+    }
+    // Nearly every record is a user's state written by this build: read in place.
+    if let Some(view) = m
+        .payload
+        .filter(|_| m.key.is_some())
+        .and_then(|v| codecs.changelog.own_datum(v))
+        .and_then(read_state_datum)
+    {
+        return task
+            .engine
+            .restore_parts(view.user.as_ref(), view.stream_time)
+            .map_err(|e| Taken::Bad(e.to_string()));
+    }
+    match decode(codecs, m.key, m.payload) {
+        Ok(Some(record)) => task
+            .engine
+            .restore(&record)
+            .map_err(|e| Taken::Bad(e.to_string())),
+        Ok(None) => Ok(()),
+        Err((true, message)) => Err(Taken::Later(message)),
+        Err((false, message)) => Err(Taken::Bad(message)),
     }
 }
 
