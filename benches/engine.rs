@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Instant;
 
+use campaign_connector::codec::{read_state_datum, Codec, EncodingSettings};
 use campaign_connector::engine::Engine;
 use campaign_connector::model::*;
 use campaign_connector::validate::Limits;
@@ -22,6 +23,9 @@ use campaign_connector::validate::Limits;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const DAY_MS: i64 = 86_400_000;
+/// How many records ahead the restore starts loading a user's place in the index (as the
+/// connector's restore does).
+const PREFETCH_AHEAD: usize = 8;
 const START: i64 = 1_767_225_600_000; // 2026-01-01T00:00:00Z
 
 fn campaign(id: &str, follow_on: Option<FollowOnRule>) -> Campaign {
@@ -294,10 +298,22 @@ fn memory(n: u64, rows: &mut Vec<Row>) {
     ));
 }
 
-fn rebuild(scale: u64, rows: &mut Vec<Row>) {
-    let n = 10_000_000 / scale;
-    let records: Vec<TaskStateRecord> = (0..n)
-        .map(|i| TaskStateRecord {
+/// The rebuild's variants: tables sized first, users prefetched ahead.
+const REBUILDS: [(bool, bool); 3] = [(false, false), (true, false), (true, true)];
+
+/// Runs in a child (a fresh heap each, so that no variant reuses pages another one
+/// faulted in): restores `n` changelog records — encoded as the connector writes them,
+/// read in place as its restore reads them — and prints the seconds it took.
+fn rebuild_child(n: u64, variant: usize) {
+    let (reserve, prefetch) = REBUILDS[variant];
+    let codec: Codec<TaskStateRecord> =
+        Codec::new("changelog".to_string(), &EncodingSettings::avro()).unwrap();
+    // The changelog's values, back to back, and where each record's user id lies (its
+    // key, `u/<user id>`, is what the restore looks ahead at).
+    let mut values: Vec<u8> = Vec::with_capacity(n as usize * 96);
+    let mut records: Vec<(usize, usize)> = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let record = TaskStateRecord {
             user: Some(UserState {
                 user_id: user_id(i),
                 pending: vec![PendingSendState {
@@ -315,20 +331,55 @@ fn rebuild(scale: u64, rows: &mut Vec<Row>) {
             }),
             rule: None,
             progress: None,
-        })
-        .collect();
-    for reserve in [false, true] {
-        let mut e = engine();
-        let started = Instant::now();
-        if reserve {
-            e.reserve_users(records.len());
+        };
+        let start = values.len();
+        values.extend_from_slice(&codec.encode(&record).unwrap());
+        records.push((start, values.len()));
+    }
+    let ids: Vec<String> = (0..n).map(user_id).collect();
+    let mut e = engine();
+    let started = Instant::now();
+    if reserve {
+        e.reserve_users(records.len());
+    }
+    for (i, &(from, to)) in records.iter().enumerate() {
+        if prefetch {
+            if let Some(ahead) = ids.get(i + PREFETCH_AHEAD) {
+                e.prefetch_user(ahead);
+            }
         }
-        for r in &records {
-            e.restore(r).unwrap();
-        }
-        let elapsed = started.elapsed().as_secs_f64();
-        assert_eq!(e.pending_count() as u64, n);
-        let how = if reserve { ", tables sized first" } else { "" };
+        let view = codec
+            .own_datum(&values[from..to])
+            .and_then(read_state_datum)
+            .expect("a record this build wrote");
+        e.restore_parts(view.user.as_ref(), view.stream_time)
+            .unwrap();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(e.pending_count() as u64, n);
+    println!("{elapsed}");
+}
+
+fn rebuild(scale: u64, rows: &mut Vec<Row>) {
+    let n = 10_000_000 / scale;
+    let exe = std::env::current_exe().unwrap();
+    for (variant, (reserve, prefetch)) in REBUILDS.into_iter().enumerate() {
+        let output = Command::new(&exe)
+            .args(["--rebuild-child", &n.to_string(), &variant.to_string()])
+            .output()
+            .expect("run rebuild child");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let elapsed: f64 = text
+            .trim()
+            .lines()
+            .last()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(f64::NAN);
+        let how = match (reserve, prefetch) {
+            (false, _) => "",
+            (true, false) => ", tables sized first",
+            (true, true) => ", sized, users prefetched ahead",
+        };
         rows.push(Row(
             format!("rebuild engine from {} state records{how}", human(n)),
             format!(
@@ -357,6 +408,10 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--memory-child") {
         memory_child(args[i + 1].parse().unwrap());
+        return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--rebuild-child") {
+        rebuild_child(args[i + 1].parse().unwrap(), args[i + 2].parse().unwrap());
         return;
     }
     let scale = if args.iter().any(|a| a == "--quick") {

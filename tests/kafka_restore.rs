@@ -382,15 +382,25 @@ fn the_batched_reader_shows_every_record_it_took_once_even_past_a_stop() {
 
     // Stop at the eleventh record, part way through the first partition queued.
     let mut shown: Vec<(i32, i64, bool)> = Vec::new();
-    let seen = reader.read(Duration::from_secs(10), 1_000, |r, leftover| {
+    let mut named_ahead: Vec<Option<(i32, String)>> = Vec::new();
+    let seen = reader.read(Duration::from_secs(10), 1_000, |r, leftover, ahead| {
         assert!(r.error.is_none(), "{:?}", r.error);
         assert_eq!(
             r.key.map(|k| String::from_utf8_lossy(k).into_owned()),
             Some(format!("k-{}-{}", r.partition, r.offset))
         );
         shown.push((r.partition, r.offset, leftover));
+        named_ahead.push(ahead.map(|(p, k)| (p, String::from_utf8_lossy(k).into_owned())));
         shown.len() != 11
     });
+    // The record named ahead is the one shown that many places later.
+    for (i, ahead) in named_ahead.iter().enumerate() {
+        if let Some((p, key)) = ahead {
+            let (q, o, _) = shown[i + campaign_connector::runtime::batch_reader::AHEAD];
+            assert_eq!((*p, key.clone()), (q, format!("k-{q}-{o}")));
+        }
+    }
+    assert!(named_ahead.iter().any(Option::is_some));
     assert_eq!(seen, shown.len());
     assert!(seen > 11, "the read took more than it needed: {shown:?}");
     let first = shown[10].0;
@@ -406,7 +416,7 @@ fn the_batched_reader_shows_every_record_it_took_once_even_past_a_stop() {
 
     // Whatever was not shown comes with the next reads: every record exactly once.
     while shown.len() < 60 {
-        let n = reader.read(Duration::from_secs(10), 1_000, |r, _| {
+        let n = reader.read(Duration::from_secs(10), 1_000, |r, _, _| {
             shown.push((r.partition, r.offset, false));
             true
         });

@@ -143,6 +143,18 @@ impl Engine {
         records
     }
 
+    /// Starts loading what looking the user up will touch, ahead of the record that needs
+    /// it (a few records ahead: the loads overlap instead of each waiting in turn).
+    pub fn prefetch_user(&self, user_id: &str) {
+        self.users.prefetch(user_id);
+    }
+
+    /// Starts loading the state of a user the engine holds (a little later than
+    /// [`Engine::prefetch_user`], once the index has arrived).
+    pub fn prefetch_user_state(&self, user_id: &str) {
+        self.users.prefetch_slot(user_id);
+    }
+
     /// Makes room for about `users` more users before a restore of that many records, so
     /// the tables grow once instead of rehashing as they fill.
     pub fn reserve_users(&mut self, users: usize) {

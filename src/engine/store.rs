@@ -77,6 +77,11 @@ pub struct UserTable {
     /// One bit a slot: whether `extra` has an entry for it. A bit set is small enough to
     /// stay in cache, so the users without one (most of them) skip the map and its misses.
     has_extra: Vec<u64>,
+    /// Where the index's buckets are, for [`UserTable::prefetch`]: its bucket count and
+    /// the address of its control bytes, taken from a bucket the table handed out (`None`
+    /// until the first insert). Refreshed whenever the bucket count changes (the table
+    /// moves only then). The address is only ever prefetched, never read.
+    prefetch_base: Option<(usize, usize)>,
 }
 
 impl UserTable {
@@ -130,10 +135,46 @@ impl UserTable {
             }
         };
         let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index.insert_unique(hash, i, |&j| {
+        let entry = self.index.insert_unique(hash, i, |&j| {
             hasher.hash_one(slots[j as usize].user_id.as_str())
         });
+        let (bucket, address) = (entry.bucket_index(), entry.get() as *const UserIdx as usize);
+        let buckets = self.index.num_buckets();
+        if self.prefetch_base.is_none_or(|(b, _)| b != buckets) {
+            // hashbrown keeps bucket `i` just below the control bytes, at
+            // `control - (i + 1) * size_of::<T>()` (checked by a test below).
+            self.prefetch_base = Some((
+                buckets,
+                address + (bucket + 1) * std::mem::size_of::<UserIdx>(),
+            ));
+        }
         i
+    }
+
+    /// Starts loading what looking `user_id` up touches first — the index's control
+    /// bytes where its probe begins, and the first bucket there — so that the lookup, a
+    /// few records later, finds them in cache: a table of millions of users misses the
+    /// cache on nearly every lookup, and misses started together overlap.
+    pub fn prefetch(&self, user_id: &str) {
+        let Some((buckets, control)) = self.prefetch_base else {
+            return;
+        };
+        if buckets != self.index.num_buckets() {
+            return;
+        }
+        let position = self.hasher.hash_one(user_id) as usize & (buckets - 1);
+        prefetch_line(control.wrapping_add(position));
+        prefetch_line(control.wrapping_sub((position + 1) * std::mem::size_of::<UserIdx>()));
+    }
+
+    /// Starts loading the slot of a user the index knows (after [`UserTable::prefetch`],
+    /// once the index's part is in cache).
+    pub fn prefetch_slot(&self, user_id: &str) {
+        if let Some(i) = self.find(user_id) {
+            let address = &self.slots[i as usize] as *const UserSlot as usize;
+            prefetch_line(address);
+            prefetch_line(address + std::mem::size_of::<UserSlot>() - 1);
+        }
     }
 
     fn has_extra(&self, user: UserIdx) -> bool {
@@ -289,6 +330,19 @@ impl UserTable {
     }
 }
 
+/// Asks the processor to load the cache line holding `address`. A prefetch reads
+/// nothing the program sees and cannot fault, whatever the address.
+#[inline]
+fn prefetch_line(address: usize) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch hint has no architectural effect; any address is allowed.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address as *const i8)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 /// Bit `user` of a bit set (unset beyond its end).
 fn bit(set: &[u64], user: UserIdx) -> bool {
     set.get(user as usize / 64)
@@ -408,6 +462,35 @@ impl TimerQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The prefetch addresses are where the table keeps its buckets, across resizes (a
+    /// change of hashbrown's layout would make every prefetch miss, silently).
+    #[test]
+    fn the_prefetch_base_locates_every_bucket_of_the_index() {
+        let mut table = UserTable::default();
+        for n in 0..5_000u32 {
+            let user = format!("user-{n}");
+            table.find_or_insert(&user);
+            if n % 499 != 0 {
+                continue;
+            }
+            let (buckets, control) = table.prefetch_base.expect("set by the first insert");
+            assert_eq!(buckets, table.index.num_buckets());
+            for m in 0..=n {
+                let user = format!("user-{m}");
+                let hash = table.hasher.hash_one(user.as_str());
+                let slot = table.find(&user).unwrap();
+                let bucket = table.index.find_bucket_index(hash, |&i| i == slot).unwrap();
+                let address = table.index.get_bucket(bucket).unwrap() as *const UserIdx as usize;
+                assert_eq!(
+                    address,
+                    control - (bucket + 1) * std::mem::size_of::<UserIdx>()
+                );
+            }
+            table.prefetch(&user);
+            table.prefetch_slot(&user);
+        }
+    }
 
     #[test]
     fn timers_pop_in_due_order_across_buckets_with_ties_together() {

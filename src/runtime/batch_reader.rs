@@ -19,6 +19,9 @@ use rdkafka_sys as rdsys;
 
 /// Records taken from the queue in one call, at most.
 const CHUNK: usize = 512;
+/// How far ahead of the record shown the reader names the next one to prepare for: far
+/// enough for a cache miss started there to be served when it is reached.
+pub const AHEAD: usize = 8;
 
 /// One record, borrowed from the client until the callback returns.
 pub struct Record<'a> {
@@ -81,12 +84,14 @@ impl<C: ConsumerContext + 'static> BatchReader<C> {
     /// `wait` for the first, then takes only what is queued already. `f` returns `false`
     /// to stop early; the rest of the batch it was given is still shown to it (and must be
     /// dealt with: the records left the client's queue), flagged by the second argument.
-    /// Returns how many records `f` saw.
+    /// The third is the partition and key of the record [`AHEAD`] places later in the
+    /// batch, when there is one (to start loading what it will need). Returns how many
+    /// records `f` saw.
     pub fn read(
         &mut self,
         wait: Duration,
         max: usize,
-        mut f: impl FnMut(Record<'_>, bool) -> bool,
+        mut f: impl FnMut(Record<'_>, bool, Option<(i32, &[u8])>) -> bool,
     ) -> usize {
         let mut seen = 0;
         let mut stopped = false;
@@ -113,15 +118,20 @@ impl<C: ConsumerContext + 'static> BatchReader<C> {
                 self.taken.set_len(n);
                 n
             };
-            for &m in &self.taken {
-                // SAFETY: each pointer is a message the client handed over; it stays valid
-                // until destroyed below, after `f` returned.
+            let bytes = |ptr: *mut std::ffi::c_void, len: usize| {
+                // SAFETY: the client's buffer of `len` bytes, alive as its message.
+                (!ptr.is_null())
+                    .then(|| unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
+            };
+            for (i, &m) in self.taken.iter().enumerate() {
+                // SAFETY: each pointer is a message the client handed over; all stay valid
+                // until destroyed after the loop, once `f` has seen them.
                 let r = unsafe { &*m };
-                let bytes = |ptr: *mut std::ffi::c_void, len: usize| {
-                    // SAFETY: the client's buffer of `len` bytes, alive as the message.
-                    (!ptr.is_null())
-                        .then(|| unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
-                };
+                let ahead = self.taken.get(i + AHEAD).and_then(|&a| {
+                    // SAFETY: as above.
+                    let a = unsafe { &*a };
+                    bytes(a.key, a.key_len).map(|key| (a.partition, key))
+                });
                 let record = Record {
                     partition: r.partition,
                     offset: r.offset,
@@ -131,9 +141,11 @@ impl<C: ConsumerContext + 'static> BatchReader<C> {
                         .then(|| r.err.into()),
                 };
                 seen += 1;
-                if !f(record, stopped) {
+                if !f(record, stopped, ahead) {
                     stopped = true;
                 }
+            }
+            for &m in &self.taken {
                 // SAFETY: handed over by the client, destroyed once.
                 unsafe { rdsys::rd_kafka_message_destroy(m) };
             }

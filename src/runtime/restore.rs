@@ -249,7 +249,17 @@ impl Restorer {
             last_error_log,
             ..
         } = self;
-        let taken = reader.read(wait, budget, |m, _leftover| {
+        let taken = reader.read(wait, budget, |m, _leftover, ahead| {
+            // A user's state a few records on: its place in the engine's index starts
+            // loading now (a table of millions of users misses the cache on each lookup).
+            if let Some((p, key)) = ahead {
+                if let (Some(task), Some(Ok(user_id))) = (
+                    tasks.get(&p),
+                    key.strip_prefix(b"u/").map(std::str::from_utf8),
+                ) {
+                    task.engine.prefetch_user(user_id);
+                }
+            }
             if fatal.is_some() || again.iter().any(|&(p, _)| p == m.partition) {
                 // Read again after the seek (or not at all).
                 return false;
