@@ -5,7 +5,11 @@
 //!   unrelated traffic; event time spans three days so timers also fire);
 //! - memory: resident bytes per pending timer at 1 M and 10 M pending, measured as the RSS
 //!   delta over N in a fresh child process each (20-character user ids);
-//! - rebuild: time to restore an engine from 10 M changelog state records.
+//! - rebuild: time to restore an engine from 10 M changelog state records, encoded as the
+//!   connector writes them and read in place as its restore reads them; as is, with the
+//!   tables sized first, and sized with each user prefetched eight records ahead (as the
+//!   restore does). Each variant runs in a fresh child process: run one after another in
+//!   one process, a later one reused the pages an earlier one had faulted in and freed.
 //!
 //! `--quick` divides every size by 10 (for a smoke run). `--only NAME` runs one part.
 
