@@ -220,6 +220,14 @@ fn a_restore_waits_for_the_registry_and_keeps_every_changelog_record() {
     let mut decisions = w.reader("decisions");
     decisions.until_count(users.len(), Duration::from_secs(60));
     assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+    // What the restore must read: every changelog record once, none twice.
+    let written: Vec<usize> = {
+        let mut changelog = w.reader("changelog");
+        let records = changelog.read_to_end(Duration::from_secs(30));
+        (0..2)
+            .map(|p| records.iter().filter(|r| r.partition == p).count())
+            .collect()
+    };
 
     registry.fail_with(Some(503));
     let mut again = w.start("i0");
@@ -237,6 +245,11 @@ fn a_restore_waits_for_the_registry_and_keeps_every_changelog_record() {
 
     let mut commands = w.send_commands();
     commands.until_count(users.len(), Duration::from_secs(90));
+    let log = again.log_text();
+    for (p, n) in written.iter().enumerate() {
+        let line = format!("task restored task={p} records={n} ");
+        assert!(log.contains(&line), "no `{line}` in the log:\n{log}");
+    }
     assert_eq!(again.stop(Duration::from_secs(30)), Some(0));
     commands.read_to_end(Duration::from_secs(30));
     let mut sent: Vec<String> = commands

@@ -373,12 +373,16 @@ fn the_batched_reader_shows_every_record_it_took_once_even_past_a_stop() {
     let mut reader = BatchReader::new(consumer).unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..2 {
+        reader.route(&topic, p).unwrap();
         tpl.add_partition_offset(&topic, p, Offset::Beginning)
             .unwrap();
     }
     reader.consumer().assign(&tpl).unwrap();
-    // Both partitions' records fetched into the client's queue.
-    std::thread::sleep(Duration::from_secs(3));
+    // Both partitions' records fetched into the reader's queue.
+    wait_for("60 records queued", Duration::from_secs(30), || {
+        (reader.queued() >= 60).then_some(())
+    });
+    let started = Instant::now();
 
     // Stop at the eleventh record, part way through the first partition queued.
     let mut shown: Vec<(i32, i64, bool)> = Vec::new();
@@ -402,6 +406,12 @@ fn the_batched_reader_shows_every_record_it_took_once_even_past_a_stop() {
     }
     assert!(named_ahead.iter().any(Option::is_some));
     assert_eq!(seen, shown.len());
+    // Past the first record it took only what was queued, without waiting for more.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(seen > 11, "the read took more than it needed: {shown:?}");
     let first = shown[10].0;
     assert!(

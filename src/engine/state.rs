@@ -149,12 +149,6 @@ impl Engine {
         self.users.prefetch(user_id);
     }
 
-    /// Starts loading the state of a user the engine holds (a little later than
-    /// [`Engine::prefetch_user`], once the index has arrived).
-    pub fn prefetch_user_state(&self, user_id: &str) {
-        self.users.prefetch_slot(user_id);
-    }
-
     /// Makes room for about `users` more users before a restore of that many records, so
     /// the tables grow once instead of rehashing as they fill.
     pub fn reserve_users(&mut self, users: usize) {

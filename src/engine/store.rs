@@ -167,16 +167,6 @@ impl UserTable {
         prefetch_line(control.wrapping_sub((position + 1) * std::mem::size_of::<UserIdx>()));
     }
 
-    /// Starts loading the slot of a user the index knows (after [`UserTable::prefetch`],
-    /// once the index's part is in cache).
-    pub fn prefetch_slot(&self, user_id: &str) {
-        if let Some(i) = self.find(user_id) {
-            let address = &self.slots[i as usize] as *const UserSlot as usize;
-            prefetch_line(address);
-            prefetch_line(address + std::mem::size_of::<UserSlot>() - 1);
-        }
-    }
-
     fn has_extra(&self, user: UserIdx) -> bool {
         bit(&self.has_extra, user)
     }
@@ -488,7 +478,6 @@ mod tests {
                 );
             }
             table.prefetch(&user);
-            table.prefetch_slot(&user);
         }
     }
 

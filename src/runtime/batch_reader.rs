@@ -5,10 +5,12 @@
 //! of a restore (1 M changelog records) that per-record path was about a tenth of the
 //! member threads' samples. One `rd_kafka_consume_batch_queue` call hands over many.
 //!
-//! Only for a consumer outside any group's rebalances (the restore reader assigns its
-//! partitions itself): nothing arrives on its queue but records and client errors, and
-//! librdkafka logs the errors itself when it serves them here (through the client's log
-//! callback, as the connector's other librdkafka messages).
+//! The records of the partitions the reader routes ([`BatchReader::route`], before it
+//! assigns them) go to a queue of the reader's own, and only there: librdkafka keeps a
+//! partition's forwarding that the application set. Everything else the client queues —
+//! its log lines and errors — stays on the consumer's queue, which `BaseConsumer::poll`
+//! serves as before (through the connector's logging). For a consumer that assigns its
+//! partitions itself and commits nothing.
 
 use std::ptr::NonNull;
 use std::time::Duration;
@@ -53,7 +55,19 @@ pub struct BatchReader<C: ConsumerContext + 'static = DefaultConsumerContext> {
     // Declared before the consumer: dropped first.
     queue: QueueRef,
     consumer: BaseConsumer<C>,
+    /// Messages taken and not yet destroyed (only during `read`, or after a panic in it:
+    /// then `drop` destroys them).
     taken: Vec<*mut rdsys::rd_kafka_message_t>,
+}
+
+impl<C: ConsumerContext + 'static> Drop for BatchReader<C> {
+    fn drop(&mut self) {
+        for m in self.taken.drain(..) {
+            // SAFETY: handed over by the client and not destroyed yet (the vector is
+            // emptied as its messages are destroyed); the client still lives.
+            unsafe { rdsys::rd_kafka_message_destroy(m) };
+        }
+    }
 }
 
 // SAFETY: the message pointers are only held during `read` (the vector is empty between
@@ -61,19 +75,46 @@ pub struct BatchReader<C: ConsumerContext + 'static = DefaultConsumerContext> {
 unsafe impl<C: ConsumerContext + 'static> Send for BatchReader<C> {}
 
 impl<C: ConsumerContext + 'static> BatchReader<C> {
-    /// Wraps a consumer that has a `group.id` (its records arrive on the consumer queue)
-    /// and whose partitions are assigned, never subscribed.
+    /// Wraps a consumer that assigns its partitions itself (never subscribes) and commits
+    /// nothing (a commit's answer on its queue is not a record).
     pub fn new(consumer: BaseConsumer<C>) -> Result<Self, String> {
         // SAFETY: the client pointer is valid while `consumer` lives; the call returns a new
-        // reference (or null when the client has no consumer queue).
-        let queue = unsafe { rdsys::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
-        let queue =
-            NonNull::new(queue).ok_or("the reader has no consumer queue (a group.id is needed)")?;
+        // queue (a reference the reader owns).
+        let queue = unsafe { rdsys::rd_kafka_queue_new(consumer.client().native_ptr()) };
+        let queue = NonNull::new(queue).ok_or("librdkafka could not create a queue")?;
         Ok(Self {
             queue: QueueRef(queue),
             consumer,
             taken: Vec::with_capacity(CHUNK),
         })
+    }
+
+    /// Sends a partition's records to the reader's queue. Call it before assigning the
+    /// partition, so that none of its records arrive anywhere else.
+    pub fn route(&self, topic: &str, partition: i32) -> Result<(), String> {
+        let name = std::ffi::CString::new(topic).map_err(|e| e.to_string())?;
+        // SAFETY: the client pointer is valid while the consumer lives; the call returns a
+        // new reference to the partition's queue (creating the partition's state if need
+        // be), released below after forwarding it.
+        unsafe {
+            let partition_queue = rdsys::rd_kafka_queue_get_partition(
+                self.consumer.client().native_ptr(),
+                name.as_ptr(),
+                partition,
+            );
+            if partition_queue.is_null() {
+                return Err(format!("no queue for {topic}[{partition}]"));
+            }
+            rdsys::rd_kafka_queue_forward(partition_queue, self.queue.0.as_ptr());
+            rdsys::rd_kafka_queue_destroy(partition_queue);
+        }
+        Ok(())
+    }
+
+    /// Records (and per-partition errors) waiting in the reader's queue.
+    pub fn queued(&self) -> usize {
+        // SAFETY: the queue reference is valid.
+        unsafe { rdsys::rd_kafka_queue_length(self.queue.0.as_ptr()) }
     }
 
     pub fn consumer(&self) -> &BaseConsumer<C> {

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
@@ -32,6 +33,8 @@ use crate::model::{TaskStateRecord, TimestampMs, UserState};
 
 /// Bound of one high-watermark request; the loop tries again later when it fails.
 const WATERMARK_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// Bound of seeking a changelog partition back to a record to read again.
+const SEEK_TIMEOUT: Duration = Duration::from_millis(1_000);
 /// Pause between attempts to read a high watermark or to decode through an unavailable
 /// schema registry.
 const RETRY_MS: i64 = 1_000;
@@ -127,15 +130,24 @@ impl Restorer {
         if self.restoring.contains_key(&partition) {
             self.cancel(partition);
         }
+        self.assign_at(partition, Offset::Beginning)?;
+        self.restoring.insert(partition, RestoreProgress::new(now));
+        Ok(())
+    }
+
+    /// Assigns a changelog partition to the reader from `offset`, its records routed to
+    /// the reader's batches first.
+    fn assign_at(&self, partition: i32, offset: Offset) -> Result<(), RuntimeError> {
+        self.reader
+            .route(&self.topic, partition)
+            .map_err(RuntimeError::Setup)?;
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, Offset::Beginning)
+        tpl.add_partition_offset(&self.topic, partition, offset)
             .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
         self.reader
             .consumer()
             .incremental_assign(&tpl)
-            .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
-        self.restoring.insert(partition, RestoreProgress::new(now));
-        Ok(())
+            .map_err(RuntimeError::kafka("assigning a changelog partition"))
     }
 
     /// Stops restoring a task that an eager revocation releases, returning how far it got.
@@ -163,13 +175,7 @@ impl Restorer {
         } else {
             Offset::Beginning
         };
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&self.topic, partition, offset)
-            .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
-        self.reader
-            .consumer()
-            .incremental_assign(&tpl)
-            .map_err(RuntimeError::kafka("assigning a changelog partition"))?;
+        self.assign_at(partition, offset)?;
         self.restoring.insert(partition, progress);
         Ok(())
     }
@@ -249,7 +255,7 @@ impl Restorer {
             last_error_log,
             ..
         } = self;
-        let taken = reader.read(wait, budget, |m, _leftover, ahead| {
+        let mut take_one = |m: Record<'_>, ahead: Option<(i32, &[u8])>| -> bool {
             // A user's state a few records on: its place in the engine's index starts
             // loading now (a table of millions of users misses the cache on each lookup).
             if let Some((p, key)) = ahead {
@@ -276,10 +282,9 @@ impl Restorer {
                 }
                 return true;
             }
-            let (Some(progress), Some(task)) = (
-                restoring.get_mut(&m.partition),
-                tasks.get_mut(&m.partition),
-            ) else {
+            let (Some(progress), Some(task)) =
+                (restoring.get_mut(&m.partition), tasks.get_mut(&m.partition))
+            else {
                 return true;
             };
             match take(codecs, task, &m) {
@@ -304,18 +309,67 @@ impl Restorer {
                     false
                 }
             }
-        });
+        };
+        // The consumer's own queue: the client's log lines and errors, served through the
+        // connector's logging. (Records are routed to the batches; one that came here
+        // anyway is restored like the others.)
+        let mut client_error: Option<KafkaError> = None;
+        let mut go_on = true;
+        for _ in 0..64 {
+            match reader.consumer().poll(Duration::ZERO) {
+                None => break,
+                Some(Ok(m)) => {
+                    let record = Record {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key(),
+                        payload: m.payload(),
+                        error: None,
+                    };
+                    if !take_one(record, None) {
+                        go_on = false;
+                        break;
+                    }
+                }
+                Some(Err(e)) => client_error = Some(e),
+            }
+        }
+        let taken = if go_on {
+            reader.read(wait, budget, |m, _leftover, ahead| take_one(m, ahead))
+        } else {
+            0
+        };
+        if let Some(e) = client_error {
+            if now.saturating_sub(*last_error_log) >= RETRY_MS {
+                *last_error_log = now;
+                warn!(topic = topic.as_str(), error = %e, "changelog reader error; the client retries");
+            }
+        }
         if let Some(e) = fatal {
             return Err(e);
         }
         for &(partition, offset) in &again {
-            let _ = self.reader.consumer().seek(
+            self.hold_until = now + RETRY_MS;
+            // The records after it were taken from the client already: its position is
+            // past them until the seek is done. A seek that fails is replaced by assigning
+            // the partition again at the record — never leave it where it is.
+            let sought = self.reader.consumer().seek(
                 &self.topic,
                 partition,
                 Offset::Offset(offset),
-                Duration::from_millis(100),
+                SEEK_TIMEOUT,
             );
-            self.hold_until = now + RETRY_MS;
+            if let Err(e) = sought {
+                warn!(topic = self.topic, partition, offset, error = %e,
+                    "seeking the changelog back failed; assigning the partition again at the record");
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(&self.topic, partition);
+                self.reader
+                    .consumer()
+                    .incremental_unassign(&tpl)
+                    .map_err(RuntimeError::kafka("reassigning a changelog partition"))?;
+                self.assign_at(partition, Offset::Offset(offset))?;
+            }
         }
         self.backlog = taken >= budget && again.is_empty();
         // Counted once per step: a label lookup per record cost more than the engine's work.
@@ -327,8 +381,13 @@ impl Restorer {
         }
         // Control records (transaction markers) move the position without a message: ask
         // the client where it is.
+        // (Not for a partition sought back just now: until the seek has taken effect its
+        // position counts records this step did not restore.)
         if let Ok(positions) = self.reader.consumer().position() {
             for e in positions.elements_for_topic(&self.topic) {
+                if again.iter().any(|&(p, _)| p == e.partition()) {
+                    continue;
+                }
                 if let (Some(progress), Offset::Offset(o)) =
                     (self.restoring.get_mut(&e.partition()), e.offset())
                 {
