@@ -231,12 +231,23 @@ fn a_restore_waits_for_the_registry_and_keeps_every_changelog_record() {
 
     registry.fail_with(Some(503));
     let mut again = w.start("i0");
-    again.wait_log(
-        "changelog record cannot be decoded now",
+    // Both tasks meet it (each partition is sought back and read again) before the
+    // registry returns.
+    wait_for(
+        "both changelog partitions waiting for the registry",
         Duration::from_secs(60),
+        || {
+            let log = again.log_text();
+            (0..2)
+                .all(|p| {
+                    log.lines().any(|l| {
+                        l.contains("changelog record cannot be decoded now")
+                            && l.contains(&format!("partition={p} "))
+                    })
+                })
+                .then_some(())
+        },
     );
-    // Long enough for both tasks to meet it.
-    std::thread::sleep(Duration::from_secs(3));
     assert!(
         again.child_running(),
         "the connector exited during the outage"
