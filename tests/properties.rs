@@ -1415,7 +1415,7 @@ proptest! {
                         changelog.insert(r.changelog_key(), (**r).clone());
                     }
                     // The runtime writes the user's entry as it is when it commits.
-                    Effect::UserChanged { user_id } => match live.machine.user_changelog_record(user_id) {
+                    Effect::UserChanged { user_id, .. } => match live.machine.user_changelog_record(user_id) {
                         (key, Some(record)) => {
                             changelog.insert(key, record);
                         }

@@ -1790,17 +1790,63 @@ fn a_send_leaves_a_receipt_in_the_users_state() {
     assert_eq!(w.engine.user_count(), 1);
 }
 
+/// The place a state change names is only where to look first: the state read through it at
+/// commit is the user's, also once the slot was freed and given to another user.
+#[test]
+fn a_state_change_is_read_back_as_the_users_state_even_after_its_slot_was_reused() {
+    let mut w = resend_to_non_openers();
+    // The engine's own effects (the world's are materialized: no state change left in them).
+    let on = |w: &mut World, event: InputEvent| {
+        let mut out = Vec::new();
+        let t = event.occurred_at();
+        w.engine.process(&event, None, t, &mut out).unwrap();
+        out
+    };
+    let hint = |out: &[Effect], user: &str| {
+        out.iter()
+            .find_map(|e| match e {
+                Effect::UserChanged { user_id, slot } if user_id == user => Some(*slot),
+                _ => None,
+            })
+            .expect("a state change")
+    };
+    let out = on(&mut w, interaction("e1", "u1", "A", EmailReceived, T0));
+    let u1_scheduled = hint(&out, "u1");
+    assert_eq!(
+        w.engine.user_state_view_at(u1_scheduled, "u1"),
+        w.engine.user_state_view("u1")
+    );
+    assert!(w.engine.user_state_view("u1").is_some());
+    // u1's send is cancelled: nothing left, the slot is freed; u2 takes it.
+    let out = on(&mut w, interaction("o1", "u1", "A", EmailOpen, T0 + HOUR));
+    let u1_cleared = hint(&out, "u1");
+    assert_eq!(w.engine.user_state_view_at(u1_cleared, "u1"), None);
+    let out = on(
+        &mut w,
+        interaction("e2", "u2", "A", EmailReceived, T0 + 2 * HOUR),
+    );
+    let u2_scheduled = hint(&out, "u2");
+    let u2 = w
+        .engine
+        .user_state_view("u2")
+        .expect("u2 has a pending send");
+    for stale in [u1_scheduled, u1_cleared] {
+        assert_eq!(w.engine.user_state_view_at(stale, "u1"), None);
+        assert_eq!(w.engine.user_state_view_at(stale, "u2"), Some(u2.clone()));
+    }
+    assert_eq!(w.engine.user_state_view_at(u2_scheduled, "u2"), Some(u2));
+    assert_eq!(w.engine.user_state_view_at(u2_scheduled, "u1"), None);
+}
+
 #[test]
 fn a_user_with_nothing_left_gets_a_tombstone() {
     let mut w = resend_to_non_openers();
     w.on(interaction("e1", "u1", "A", EmailReceived, T0));
     assert_eq!(w.engine.user_count(), 1);
     let out = w.on(interaction("o1", "u1", "A", EmailOpen, T0 + HOUR));
-    assert_eq!(
-        out.last(),
-        Some(&Effect::UserChanged {
-            user_id: "u1".into()
-        })
+    assert!(
+        matches!(out.last(), Some(Effect::UserChanged { user_id, .. }) if user_id == "u1"),
+        "{out:?}"
     );
     assert_eq!(w.engine.export_user("u1"), None);
     assert_eq!(w.engine.user_count(), 0);
@@ -2206,4 +2252,95 @@ fn an_immediate_send_decision_names_the_trigger_as_cause_with_its_coordinates() 
 fn the_test_clock_constants_are_what_they_say() {
     assert_eq!(T0, ts("2026-11-02T10:00:00Z"));
     assert_eq!(PUBLISHED, ts("2026-01-01T00:00:00Z"));
+}
+
+/// A caught-up task fires a burst of due timers in slices (`advance_to_at_most`): the slices
+/// together are the burst fired at once, each stops only between due times, and a record
+/// that arrives between two slices finds every timer due before it fired first.
+#[test]
+fn a_burst_fired_in_slices_is_the_burst_fired_at_once() {
+    let (mut whole, mut sliced) = (resend_to_non_openers(), resend_to_non_openers());
+    // Ten due times, five users each.
+    for i in 0..50 {
+        let e = interaction(
+            &format!("e{i}"),
+            &format!("u{i:02}"),
+            "A",
+            EmailReceived,
+            T0 + (i / 5) * SEC,
+        );
+        whole.on(e.clone());
+        sliced.on(e);
+    }
+    let due = |out: &[Effect]| -> Vec<i64> {
+        out.iter()
+            .filter_map(|e| match e {
+                Effect::Send(c) => Some(c.due_at),
+                _ => None,
+            })
+            .collect()
+    };
+    let now = T0 + 8 * DAY;
+    let mut all_at_once = Vec::new();
+    whole.engine.advance_to(now, now, &mut all_at_once);
+    assert_eq!(due(&all_at_once).len(), 50);
+
+    let mut slices: Vec<Vec<Effect>> = Vec::new();
+    loop {
+        let mut out = Vec::new();
+        let more = sliced.engine.advance_to_at_most(now, now, &mut out, 7);
+        slices.push(out);
+        if !more {
+            break;
+        }
+    }
+    // Five sends of one due time make 15 effects: past the limit of 7, so one due time a
+    // slice, never split.
+    assert_eq!(
+        slices.len(),
+        10,
+        "{:?}",
+        slices.iter().map(|s| due(s)).collect::<Vec<_>>()
+    );
+    for s in &slices {
+        let d = due(s);
+        assert_eq!(d.len(), 5);
+        assert!(d.iter().all(|t| *t == d[0]), "one due time a slice: {d:?}");
+    }
+    assert_eq!(slices.concat(), all_at_once);
+
+    // A record between two slices: the timers due by the clock fire before it.
+    let (mut whole, mut sliced) = (resend_to_non_openers(), resend_to_non_openers());
+    for i in 0..50 {
+        let e = interaction(
+            &format!("e{i}"),
+            &format!("u{i:02}"),
+            "A",
+            EmailReceived,
+            T0 + (i / 5) * SEC,
+        );
+        whole.on(e.clone());
+        sliced.on(e);
+    }
+    let late = interaction("o1", "u49", "A", EmailOpen, now);
+    let mut at_once = Vec::new();
+    whole.engine.advance_to(now, now, &mut at_once);
+    whole
+        .engine
+        .process(&late, None, now, &mut at_once)
+        .unwrap();
+    let mut in_slices = Vec::new();
+    assert!(sliced
+        .engine
+        .advance_to_at_most(now, now, &mut in_slices, 7));
+    assert_eq!(due(&in_slices).len(), 5);
+    sliced
+        .engine
+        .process(&late, None, now, &mut in_slices)
+        .unwrap();
+    assert_eq!(in_slices, at_once);
+    assert_eq!(due(&in_slices).len(), 50);
+    assert!(!sliced
+        .engine
+        .advance_to_at_most(now, now, &mut Vec::new(), 7));
 }

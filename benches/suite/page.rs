@@ -188,6 +188,7 @@ impl Report {
                     "timers",
                     "ingest s",
                     "all committed, s after the second",
+                    "CPU s (system's process, the burst)",
                 ],
             );
             for r in &self.burst {
@@ -209,6 +210,7 @@ impl Report {
                     } else {
                         "not all within 10 min".into()
                     },
+                    format!("{:.1}", r.cpu_s),
                 ]);
             }
             out.push(t);

@@ -20,7 +20,7 @@ use campaign_connector::model::{
 };
 
 use crate::kafka::{CommitWatch, EventProducer, Inputs, OutputReader};
-use crate::process::{dir_bytes, now_ms, peak_rss, rss, wait_for};
+use crate::process::{cpu_seconds, dir_bytes, now_ms, peak_rss, rss, wait_for};
 use crate::systems::{Env, Kind, Running, Setup};
 use crate::workload::{campaigns_yaml, user_id, TRIGGER_CAMPAIGN};
 
@@ -114,6 +114,9 @@ pub struct BurstRow {
     pub ingested_before_due: bool,
     /// From the end of the due second until all N send-commands were read.
     pub all_committed_s: f64,
+    /// CPU seconds the system's process used from just before the due second until all N
+    /// send-commands were read (steadier than the time: the broker shares the machine).
+    pub cpu_s: f64,
 }
 
 /// `timers_per_s`: how fast the system ingests timers (measured before), to leave it time to
@@ -141,6 +144,10 @@ pub fn burst(env: &Env, kind: Kind, prefix: &str, n: u64, timers_per_s: f64) -> 
     let mut count = 0u64;
     let deadline = Instant::now() + Duration::from_millis((due - now_ms()).max(0) as u64 + 600_000);
     let mut last_at = 0;
+    // The ingest is done: what the process uses from here on is the burst's.
+    let pid = running.proc.pid();
+    let cpu_before = cpu_seconds(pid).unwrap_or(f64::NAN);
+    let mut cpu_after = f64::NAN;
     while count < n && Instant::now() < deadline {
         reader.poll(Duration::from_millis(100), &mut seen);
         count += seen.len() as u64;
@@ -148,10 +155,12 @@ pub fn burst(env: &Env, kind: Kind, prefix: &str, n: u64, timers_per_s: f64) -> 
             last_at = r.at_ms;
         }
         seen.clear();
+        cpu_after = cpu_seconds(pid).unwrap_or(f64::NAN);
         running.proc.check_alive();
     }
     running.stop();
     BurstRow {
+        cpu_s: cpu_after - cpu_before,
         system: kind.system().to_string(),
         mode: kind.mode(),
         timers: n,

@@ -70,8 +70,27 @@ pub enum Effect {
     /// The user's state changed: write [`Engine::user_changelog_record`] for this user to the
     /// changelog before the next commit (a tombstone when it is `None`). Exporting at commit
     /// time rather than per change writes a busy user once per transaction.
-    UserChanged { user_id: CompactString },
+    UserChanged {
+        user_id: CompactString,
+        /// Where the user's state was when it changed: lets the state be read at commit
+        /// without looking the id up again ([`Engine::user_state_view_at`]).
+        slot: SlotHint,
+    },
 }
+
+/// Where in its engine a user's state was when an effect was made: a place to look first,
+/// not part of what the effect means — two engines holding the same state may keep it in
+/// different places — so any two hints compare equal.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotHint(pub(crate) UserIdx);
+
+impl PartialEq for SlotHint {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for SlotHint {}
 
 /// Counters of inputs the engine ignored or repaired; exported as metrics by the runtime.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

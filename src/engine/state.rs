@@ -27,6 +27,7 @@ impl Engine {
         // Inline for ids up to 24 bytes: no allocation per change.
         out.push(Effect::UserChanged {
             user_id: CompactString::new(self.users.user_id(user)),
+            slot: SlotHint(user),
         });
         self.users.release_if_empty(user);
     }
@@ -79,6 +80,17 @@ impl Engine {
     /// user's changelog entry holds).
     pub fn user_state_view(&self, user_id: &str) -> Option<UserStateView<'_>> {
         self.users.find(user_id).and_then(|u| self.slot_view(u))
+    }
+
+    /// [`Engine::user_state_view`] of a user last seen at `slot` (a [`Effect::UserChanged`]'s):
+    /// read from that slot when it still holds the user, found by its id otherwise (the
+    /// slot was freed, or freed and given to another user, since).
+    pub fn user_state_view_at(&self, slot: SlotHint, user_id: &str) -> Option<UserStateView<'_>> {
+        if self.users.holds(slot.0, user_id) {
+            self.slot_view(slot.0)
+        } else {
+            self.user_state_view(user_id)
+        }
     }
 
     /// A user's state, if the user has any.

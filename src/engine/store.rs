@@ -197,6 +197,14 @@ impl UserTable {
         self.extra.entry(user).or_default()
     }
 
+    /// Whether slot `user` is in use by `user_id`. A freed slot holds the empty id, so the
+    /// empty id is never taken as held (it is looked up instead).
+    pub fn holds(&self, user: UserIdx, user_id: &str) -> bool {
+        self.slots
+            .get(user as usize)
+            .is_some_and(|s| !user_id.is_empty() && s.user_id == user_id)
+    }
+
     pub fn user_id(&self, user: UserIdx) -> &str {
         &self.slots[user as usize].user_id
     }

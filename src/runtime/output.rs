@@ -147,6 +147,54 @@ pub struct Output {
     awaited: bool,
     /// Partition counts the producer was seen to know, by topic (see `knows_partition`).
     known_partitions: std::collections::HashMap<String, usize>,
+    /// The producer's handles of the topics written so far (a handful), replaced with it.
+    handles: Vec<TopicHandle>,
+}
+
+/// The producer's handle of one topic, held so that a record is produced to it without the
+/// client looking the topic up by name — which takes the client's global lock for writing,
+/// once per record — and without a C string built per record. Keeps its producer alive:
+/// a handle must be destroyed before the client it belongs to.
+struct TopicHandle {
+    name: String,
+    rkt: std::ptr::NonNull<rdkafka_sys::rd_kafka_topic_t>,
+    producer: Arc<BaseProducer<DeliveryWatch>>,
+}
+
+// SAFETY: librdkafka's topic handles may be used and destroyed from any thread.
+unsafe impl Send for TopicHandle {}
+
+impl TopicHandle {
+    fn new(producer: &Arc<BaseProducer<DeliveryWatch>>, name: &str) -> Result<Self, RuntimeError> {
+        let c_name = std::ffi::CString::new(name).map_err(|_| {
+            RuntimeError::Setup(format!("the topic name {name:?} contains a NUL byte"))
+        })?;
+        // SAFETY: the client is valid while `producer` lives (the handle keeps it); a null
+        // configuration takes the client's default topic configuration.
+        let rkt = unsafe {
+            rdkafka_sys::rd_kafka_topic_new(
+                producer.client().native_ptr(),
+                c_name.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        let rkt = std::ptr::NonNull::new(rkt).ok_or_else(|| {
+            RuntimeError::Setup(format!("the producer refused a handle for topic {name}"))
+        })?;
+        Ok(Self {
+            name: name.to_string(),
+            rkt,
+            producer: Arc::clone(producer),
+        })
+    }
+}
+
+impl Drop for TopicHandle {
+    fn drop(&mut self) {
+        // SAFETY: created by rd_kafka_topic_new and destroyed once, while the client lives
+        // (`self.producer` is dropped after this).
+        unsafe { rdkafka_sys::rd_kafka_topic_destroy(self.rkt.as_ptr()) };
+    }
 }
 
 impl Output {
@@ -164,6 +212,7 @@ impl Output {
             buffer: Vec::with_capacity(512),
             awaited: false,
             known_partitions: std::collections::HashMap::new(),
+            handles: Vec::new(),
         })
     }
 
@@ -299,6 +348,9 @@ impl Output {
     ) -> Result<(), RuntimeError> {
         self.begin()?;
         let epoch = self.producer.context().epoch();
+        if headers.is_none() {
+            return self.produce_plain(topic, partition, key, payload, epoch);
+        }
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(topic, epoch).key(key);
         if let Some(p) = partition {
@@ -318,6 +370,64 @@ impl Output {
                     self.producer.poll(Duration::from_millis(10));
                 }
                 Err((e, _)) => return Err(RuntimeError::kafka("producing a record")(e)),
+            }
+        }
+    }
+
+    /// [`Output::produce`] of a record without headers, through the topic's handle.
+    fn produce_plain(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: Option<&[u8]>,
+        epoch: usize,
+    ) -> Result<(), RuntimeError> {
+        let i = match self.handles.iter().position(|h| h.name == topic) {
+            Some(i) => i,
+            None => {
+                self.handles.push(TopicHandle::new(&self.producer, topic)?);
+                self.handles.len() - 1
+            }
+        };
+        let handle = &self.handles[i];
+        let (value, value_len) = payload.map_or((std::ptr::null_mut(), 0), |v| {
+            (v.as_ptr() as *mut std::ffi::c_void, v.len())
+        });
+        use rdkafka_sys::rd_kafka_vtype_t::*;
+        loop {
+            // SAFETY: the client and the topic handle are valid (the handle holds the
+            // client); key and value are copied by the client (`RD_KAFKA_MSG_F_COPY`)
+            // before the call returns; the opaque is a plain number, handed back as it is
+            // to the delivery report (the producer context's `usize`).
+            let code = unsafe {
+                rdkafka_sys::rd_kafka_producev(
+                    handle.producer.client().native_ptr(),
+                    RD_KAFKA_VTYPE_RKT,
+                    handle.rkt.as_ptr(),
+                    RD_KAFKA_VTYPE_PARTITION,
+                    partition.unwrap_or(-1),
+                    RD_KAFKA_VTYPE_MSGFLAGS,
+                    rdkafka_sys::RD_KAFKA_MSG_F_COPY,
+                    RD_KAFKA_VTYPE_VALUE,
+                    value,
+                    value_len,
+                    RD_KAFKA_VTYPE_KEY,
+                    key.as_ptr() as *mut std::ffi::c_void,
+                    key.len(),
+                    RD_KAFKA_VTYPE_OPAQUE,
+                    epoch as *mut std::ffi::c_void,
+                    RD_KAFKA_VTYPE_END,
+                )
+            };
+            match RDKafkaErrorCode::from(code) {
+                RDKafkaErrorCode::NoError => return Ok(()),
+                RDKafkaErrorCode::QueueFull => self.producer.poll(Duration::from_millis(10)),
+                e => {
+                    return Err(RuntimeError::kafka("producing a record")(
+                        KafkaError::MessageProduction(e),
+                    ))
+                }
             }
         }
     }
@@ -417,8 +527,8 @@ impl Output {
                         Some(&bytes),
                     )?;
                 }
-                Effect::UserChanged { user_id } => {
-                    task.dirty.insert(user_id);
+                Effect::UserChanged { user_id, slot } => {
+                    task.dirty.insert(user_id, slot);
                 }
             }
         }
@@ -430,12 +540,12 @@ impl Output {
         // Users' entries: written from the engine's tables into buffers reused for every
         // user (Avro); a record is built only for the JSON encoding.
         let (mut key, mut value) = (Vec::with_capacity(32), Vec::with_capacity(128));
-        for user in std::mem::take(&mut task.dirty) {
+        for (user, slot) in std::mem::take(&mut task.dirty) {
             key.clear();
             key.extend_from_slice(b"u/");
             key.extend_from_slice(user.as_bytes());
             value.clear();
-            let present = match task.engine.user_state_view(&user) {
+            let present = match task.engine.user_state_view_at(slot, &user) {
                 None => false,
                 Some(view) => {
                     match codecs
@@ -708,6 +818,8 @@ impl Output {
     /// A new producer in place of the current one. A wedged producer is still referenced by
     /// the helper thread stuck in its call: dropping our reference here does not block.
     fn replace_producer(&mut self, settings: &Settings) -> Result<(), RuntimeError> {
+        // The handles belong to the old producer (and keep it alive).
+        self.handles.clear();
         self.producer = Arc::new(create_producer(settings)?);
         self.wedged = false;
         Ok(())

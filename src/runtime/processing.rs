@@ -20,6 +20,9 @@ use super::task::{BadInput, Decoded};
 use crate::merge::Next;
 use crate::model::TimestampMs;
 
+/// How many effects a caught-up task's timers produce before they are executed (a burst of
+/// due timers is fired and executed in slices of about this size).
+const FIRE_SLICE: usize = 4_096;
 /// How soon the loop looks again for the answer to a question about an input's end.
 const ANSWER_POLL_MS: TimestampMs = 1;
 /// How long after a failed confirmation it is asked again.
@@ -178,17 +181,27 @@ impl Core {
                             match task.engine.next_due() {
                                 Some(d) if d <= now => {
                                     debug!(task = p, inputs = ?task.inputs.iter().map(|q| (q.position, q.fresh_high, q.at_end)).collect::<Vec<_>>(), "caught up: timers fire by the wall clock");
-                                    task.engine.advance_to(now, now, &mut effects);
                                     task.progress_dirty = true;
-                                    if !effects.is_empty() {
-                                        self.cadence.hurry();
-                                    }
-                                    self.output.execute(
-                                        &self.codecs,
-                                        &self.metrics,
-                                        task,
-                                        &mut effects,
-                                    )?;
+                                    // In slices: a burst of due timers is executed a few
+                                    // thousand effects at a time, which stay in cache.
+                                    while {
+                                        let more = task.engine.advance_to_at_most(
+                                            now,
+                                            now,
+                                            &mut effects,
+                                            FIRE_SLICE,
+                                        );
+                                        if !effects.is_empty() {
+                                            self.cadence.hurry();
+                                        }
+                                        self.output.execute(
+                                            &self.codecs,
+                                            &self.metrics,
+                                            task,
+                                            &mut effects,
+                                        )?;
+                                        more
+                                    } {}
                                 }
                                 Some(d) => {
                                     wake.next_due = Some(wake.next_due.map_or(d, |n| n.min(d)));

@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, VecDeque};
 
 use compact_str::CompactString;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, SlotHint};
 use crate::expansion::{ExpansionProgress, FeedProgress, Layout};
 use crate::merge::{Head, InputState, Merge, Next};
 use crate::model::{InputCoordinates, InputEvent, TimestampMs};
@@ -181,7 +181,7 @@ pub struct Task {
     /// Users whose changelog entry must be written before the next commit (a hash set of
     /// inline ids: one change per event, where a sorted set of strings cost an allocation
     /// and a walk of string comparisons each; the writes' order within a commit is free).
-    pub dirty: hashbrown::HashSet<CompactString>,
+    pub dirty: hashbrown::HashMap<CompactString, SlotHint>,
     /// Whether the progress record changed since the last commit.
     pub progress_dirty: bool,
     /// Arrival number of the last record buffered.
@@ -220,7 +220,7 @@ impl Task {
             engine,
             inputs: [InputQueue::default(), InputQueue::default()],
             merge: Merge::new(merge_max_wait_ms, merge_fetch_wait_ms),
-            dirty: hashbrown::HashSet::new(),
+            dirty: hashbrown::HashMap::new(),
             progress_dirty: false,
             last_seq: 0,
             sources: topics.map(|topic| InputCoordinates {

@@ -484,9 +484,10 @@ impl World {
 pub fn materialize(engine: &Engine, out: Vec<Effect>) -> Vec<Effect> {
     out.into_iter()
         .map(|e| match e {
-            Effect::UserChanged { user_id } => match engine.user_changelog_record(&user_id).1 {
+            Effect::UserChanged { user_id, slot } => match engine.user_changelog_record(&user_id).1
+            {
                 Some(record) => Effect::PutState(Box::new(record)),
-                None => Effect::UserChanged { user_id },
+                None => Effect::UserChanged { user_id, slot },
             },
             other => other,
         })
@@ -561,7 +562,7 @@ fn line(effect: &Effect) -> String {
             (None, None, None) => "put <empty>".to_string(),
         },
         // Materialized effects keep `UserChanged` only for users with nothing left.
-        Effect::UserChanged { user_id } => format!("clear u/{user_id}"),
+        Effect::UserChanged { user_id, .. } => format!("clear u/{user_id}"),
     }
 }
 
