@@ -469,7 +469,9 @@ impl Report {
              `due_at` (visible, after the commit). **Burst** — one trigger per user (and a session \
              start for every other one, so that both inputs carry records), all due in the same \
              second of wall time; measured from the end of that second until a reader has every \
-             send-command. **Restore** — one pending timer per user (a week's delay), then a \
+             send-command, with the CPU seconds the system's process used from the end of the \
+             ingest until then (steadier than the time: the broker shares the machine). \
+             **Restore** — one pending timer per user (a week's delay), then a \
              restart: time until ready, the restore itself as the connector reports it (its \
              longest task's `connector_restore_duration_seconds`: time until ready also holds \
              the start-up and the group join, which vary by seconds between starts), the pending \
