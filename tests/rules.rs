@@ -2259,19 +2259,22 @@ fn the_test_clock_constants_are_what_they_say() {
 /// that arrives between two slices finds every timer due before it fired first.
 #[test]
 fn a_burst_fired_in_slices_is_the_burst_fired_at_once() {
-    let (mut whole, mut sliced) = (resend_to_non_openers(), resend_to_non_openers());
-    // Ten due times, five users each.
-    for i in 0..50 {
-        let e = interaction(
-            &format!("e{i}"),
-            &format!("u{i:02}"),
-            "A",
-            EmailReceived,
-            T0 + (i / 5) * SEC,
-        );
-        whole.on(e.clone());
-        sliced.on(e);
-    }
+    // Two like worlds with fifty pending sends: ten due times, five users each.
+    let fifty = || {
+        let mut w = resend_to_non_openers();
+        for i in 0..50 {
+            let user = format!("u{i:02}");
+            w.on(interaction(
+                &format!("e{i}"),
+                &user,
+                "A",
+                EmailReceived,
+                T0 + (i / 5) * SEC,
+            ));
+        }
+        w
+    };
+    let (mut whole, mut sliced) = (fifty(), fifty());
     let due = |out: &[Effect]| -> Vec<i64> {
         out.iter()
             .filter_map(|e| match e {
@@ -2310,18 +2313,7 @@ fn a_burst_fired_in_slices_is_the_burst_fired_at_once() {
     assert_eq!(slices.concat(), all_at_once);
 
     // A record between two slices: the timers due by the clock fire before it.
-    let (mut whole, mut sliced) = (resend_to_non_openers(), resend_to_non_openers());
-    for i in 0..50 {
-        let e = interaction(
-            &format!("e{i}"),
-            &format!("u{i:02}"),
-            "A",
-            EmailReceived,
-            T0 + (i / 5) * SEC,
-        );
-        whole.on(e.clone());
-        sliced.on(e);
-    }
+    let (mut whole, mut sliced) = (fifty(), fifty());
     let late = interaction("o1", "u49", "A", EmailOpen, now);
     let mut at_once = Vec::new();
     whole.engine.advance_to(now, now, &mut at_once);
