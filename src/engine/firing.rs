@@ -12,7 +12,8 @@ impl Engine {
 
     /// [`Engine::advance_to`], stopping once `out` holds `limit` effects or more: the timers
     /// sharing a due time fire together, and the stop comes only between due times. Returns
-    /// whether timers due by the clock are left; they fire on the next call, or before the
+    /// whether timers due by the clock are left (possibly only entries of sends cancelled
+    /// since, which the next call drops without firing); they fire on the next call, or before the
     /// next record is processed (which fires everything due by the clock first), so the
     /// outcome and its order are those of one call without a limit. Lets the caller execute a
     /// burst of due timers in slices that stay in cache instead of holding one effect per

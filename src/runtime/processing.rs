@@ -184,7 +184,7 @@ impl Core {
                                     task.progress_dirty = true;
                                     // In slices: a burst of due timers is executed a few
                                     // thousand effects at a time, which stay in cache.
-                                    while {
+                                    loop {
                                         let more = task.engine.advance_to_at_most(
                                             now,
                                             now,
@@ -200,8 +200,10 @@ impl Core {
                                             task,
                                             &mut effects,
                                         )?;
-                                        more
-                                    } {}
+                                        if !more {
+                                            break;
+                                        }
+                                    }
                                 }
                                 Some(d) => {
                                     wake.next_due = Some(wake.next_due.map_or(d, |n| n.min(d)));
