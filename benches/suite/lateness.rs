@@ -64,6 +64,7 @@ pub fn run(env: &Env, kind: Kind, prefix: &str, load: &Load) -> Row {
             exactly_once: true,
             commit_ms: 100,
             decisions: false,
+            threads: 0,
         },
         &format!("{prefix}-catalog"),
         &inputs,

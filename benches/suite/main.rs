@@ -107,6 +107,14 @@ pub(crate) const EOS_100: Kind = Kind::Connector {
     exactly_once: true,
     commit_ms: 100,
     decisions: true,
+    threads: 0,
+};
+/// [`EOS_100`] with one processing thread (the lateness part runs both).
+pub(crate) const EOS_100_ONE_THREAD: Kind = Kind::Connector {
+    exactly_once: true,
+    commit_ms: 100,
+    decisions: true,
+    threads: 1,
 };
 pub(crate) const STREAMS_100: Kind = Kind::Streams { commit_ms: 100 };
 
@@ -166,7 +174,7 @@ fn main() {
         throughput_part(&env, &sizes, &id, broker_pid, &mut report);
     }
     if part("lateness") {
-        for (i, kind) in [EOS_100, STREAMS_100]
+        for (i, kind) in [EOS_100, EOS_100_ONE_THREAD, STREAMS_100]
             .into_iter()
             .enumerate()
             .filter(|(_, k)| selected(*k))
@@ -189,6 +197,7 @@ fn main() {
             exactly_once: true,
             commit_ms: 1000,
             decisions: false,
+            threads: 0,
         };
         for (i, kind) in [connector, STREAMS_100]
             .into_iter()
@@ -373,6 +382,7 @@ fn throughput_part(
         exactly_once,
         commit_ms,
         decisions,
+        threads: 0,
     };
     let plan = [
         copy(false, 100),

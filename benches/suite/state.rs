@@ -41,6 +41,7 @@ fn part(env: &Env, kind: Kind, prefix: &str, delay_ms: i64) -> Part {
             exactly_once: true,
             commit_ms: 100,
             decisions: false,
+            threads: 0,
         },
         &format!("{prefix}-catalog"),
         &inputs,

@@ -36,6 +36,8 @@ pub enum Kind {
         exactly_once: bool,
         commit_ms: u64,
         decisions: bool,
+        /// `processing_threads` (0: the connector's default, one per core).
+        threads: u32,
     },
     Streams {
         commit_ms: u64,
@@ -69,11 +71,17 @@ impl Kind {
                 exactly_once,
                 commit_ms,
                 decisions,
+                threads,
             } => format!(
-                "{}, {}, decisions {}",
+                "{}, {}, decisions {}{}",
                 guarantee(exactly_once),
                 interval(commit_ms),
-                if decisions { "on" } else { "off" }
+                if decisions { "on" } else { "off" },
+                match threads {
+                    0 => String::new(),
+                    1 => ", 1 processing thread".into(),
+                    n => format!(", {n} processing threads"),
+                }
             ),
             Kind::Streams { commit_ms } => format!("exactly-once v2, {}", interval(commit_ms)),
         }
@@ -118,6 +126,7 @@ impl Setup {
             exactly_once,
             commit_ms,
             decisions,
+            threads,
         } = self.kind
         else {
             return Vec::new();
@@ -152,6 +161,9 @@ impl Setup {
             ("TOPICS__DLQ", format!("{}-dlq", self.app)),
             ("TOPICS__SHADOW", format!("{}-shadow", self.app)),
         ];
+        if threads > 0 {
+            e.push(("PROCESSING_THREADS", threads.to_string()));
+        }
         e.push(("HTTP_LISTEN", String::new()));
         e.into_iter()
             .map(|(k, v)| (format!("CONNECTOR_{k}"), v))
