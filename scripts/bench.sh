@@ -21,6 +21,8 @@
 #   BENCH_CONNECTOR_LOG (warn): RUST_LOG of the connectors the suite starts
 #   BENCH_DOC (docs/benchmarks.md): where to write the page; empty: do not write it
 #   BENCH_HTTP_PORTS (19650-19699): ports of the connectors' HTTP servers
+#   BENCH_KEEP_WORK (unset): 1 keeps the work directory (the processes' logs, the broker's
+#     log copied in) also after a run that succeeded
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # The command as given, with the sizes and options set in the environment.
@@ -53,11 +55,14 @@ cleanup() {
       fi
     done <"$work/pids"
   fi
+  cp "$KAFKA_DATA_DIR/kafka.log" "$work/broker.log" 2>/dev/null || true
   scripts/kafka/stop.sh --clean >/dev/null 2>&1 || true
-  if [[ $rc -eq 0 ]]; then
-    rm -rf "$work"
-  else
+  if [[ $rc -ne 0 ]]; then
     echo "bench.sh: failed; the processes' logs are kept in $work" >&2
+  elif [[ "${BENCH_KEEP_WORK:-}" == 1 ]]; then
+    echo "bench.sh: the processes' logs and the broker's are kept in $work" >&2
+  else
+    rm -rf "$work"
   fi
 }
 trap cleanup EXIT

@@ -25,6 +25,8 @@
 #                          --add-scram SCRAM-SHA-512=[name=connector,password=secret]
 #   KAFKA_HEAP_OPTS        JVM heap options   (default "-Xms256m -Xmx512m")
 #   KAFKA_JVM_OPTS         extra JVM options  (default G1 with short pauses)
+#   KAFKA_REQUEST_LOG_LEVEL  level of the broker's request log (default warn; debug logs
+#                          every request with its queue, local, remote and send times)
 set -euo pipefail
 # shellcheck source=lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
@@ -96,7 +98,7 @@ if [[ -n "${KAFKA_EXTRA_CONFIG:-}" ]]; then
 fi
 
 # --- log4j2: everything to stdout, which is redirected to kafka.log ---------------------
-cat >"$KAFKA_LOG4J_CONF" <<'EOF'
+cat >"$KAFKA_LOG4J_CONF" <<EOF
 status = error
 appender.out.type = Console
 appender.out.name = OUT
@@ -106,7 +108,7 @@ appender.out.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = info
 rootLogger.appenderRef.out.ref = OUT
 logger.request.name = kafka.request.logger
-logger.request.level = warn
+logger.request.level = ${KAFKA_REQUEST_LOG_LEVEL:-warn}
 logger.netclient.name = org.apache.kafka.clients.NetworkClient
 logger.netclient.level = warn
 EOF
