@@ -7,14 +7,18 @@
 //! connection behind the consumer's long-polling fetch (up to `fetch.wait.max.ms`, 500 ms)
 //! and the loop would block meanwhile. Here a client of its own (also `read_committed`)
 //! asks on a thread of its own: the loop sends a question, goes on with its other tasks and
-//! reads the answer when it has come.
+//! reads the answer when it has come. The questions waiting when the thread is free go into
+//! one request (ListOffsets for timestamp "latest", one per partition leader): a member
+//! whose tasks are caught up asks for every quiet input about every 10 ms, and one request
+//! per question — two, as librdkafka's watermark query asks for both ends — was a thousand
+//! requests a second at 5,000 events/s over 6 partitions.
 //!
 //! ```text
 //!   loop ── Ask{token, rank, partition} ──► ends thread ── ListOffsets ──► broker
 //!   loop ◄── Answer{token, high} ───────────┘
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -22,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::config::Settings;
 use super::error::RuntimeError;
@@ -68,29 +74,13 @@ impl Ends {
             .name("input-ends".into())
             .spawn(move || {
                 // Ends when the loop drops its side.
-                while let Ok(ask) = ask_rx.recv() {
-                    let topic = &topics[ask.rank];
-                    let mut high = client
-                        .fetch_watermarks(topic, ask.partition, ASK_TIMEOUT)
-                        .map(|(_, high)| high);
-                    if high.is_err() {
-                        // This client reads no partition, so nothing refreshes what it
-                        // knows of the topic: after a broker restart it can keep answering
-                        // "unknown partition" from a stale view. Ask for the topic's
-                        // metadata, then once more.
-                        let _ = client.fetch_metadata(Some(topic), ASK_TIMEOUT);
-                        high = client
-                            .fetch_watermarks(topic, ask.partition, ASK_TIMEOUT)
-                            .map(|(_, high)| high);
-                    }
-                    let answer = Answer {
-                        token: ask.token,
-                        rank: ask.rank,
-                        partition: ask.partition,
-                        high,
-                    };
-                    if answer_tx.send(answer).is_err() {
-                        break;
+                while let Ok(first) = ask_rx.recv() {
+                    // Every question waiting by now goes into the same request.
+                    let asks: Vec<Ask> = std::iter::once(first).chain(ask_rx.try_iter()).collect();
+                    for answer in answer_all(&client, &topics, &asks) {
+                        if answer_tx.send(answer).is_err() {
+                            return;
+                        }
                     }
                 }
             })
@@ -144,9 +134,7 @@ impl Ends {
                 Ok(a) => a,
                 Err(RecvTimeoutError::Timeout) => {
                     return Err(RuntimeError::kafka("fetching high watermarks")(
-                        KafkaError::MetadataFetch(
-                            rdkafka::types::RDKafkaErrorCode::OperationTimedOut,
-                        ),
+                        KafkaError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut),
                     ))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
@@ -169,6 +157,69 @@ impl Ends {
             .map(|h| h.expect("all answered"))
             .collect())
     }
+}
+
+/// The answers to `asks`: the latest offsets of every partition asked (duplicates once),
+/// read in one ListOffsets request per partition leader. Inputs whose answer failed are
+/// asked once more after their topics' metadata was read again: this client reads no
+/// partition, so nothing else refreshes what it knows of a topic, and after a broker restart
+/// it can keep answering "unknown partition" from a stale view.
+fn answer_all(client: &BaseConsumer, topics: &InputTopics, asks: &[Ask]) -> Vec<Answer> {
+    let wanted: BTreeSet<(usize, i32)> = asks.iter().map(|a| (a.rank, a.partition)).collect();
+    let mut highs = latest_offsets(client, topics, &wanted);
+    let failed: BTreeSet<(usize, i32)> = highs
+        .iter()
+        .filter(|(_, high)| high.is_err())
+        .map(|(input, _)| *input)
+        .collect();
+    if !failed.is_empty() {
+        let ranks: BTreeSet<usize> = failed.iter().map(|(rank, _)| *rank).collect();
+        for rank in ranks {
+            let _ = client.fetch_metadata(Some(&topics[rank]), ASK_TIMEOUT);
+        }
+        highs.extend(latest_offsets(client, topics, &failed));
+    }
+    asks.iter()
+        .map(|a| Answer {
+            token: a.token,
+            rank: a.rank,
+            partition: a.partition,
+            high: highs[&(a.rank, a.partition)].clone(),
+        })
+        .collect()
+}
+
+/// The latest offset of each input partition (the last stable offset: the client reads
+/// `read_committed`), from ListOffsets requests for timestamp "latest", one per leader.
+fn latest_offsets(
+    client: &BaseConsumer,
+    topics: &InputTopics,
+    inputs: &BTreeSet<(usize, i32)>,
+) -> BTreeMap<(usize, i32), Result<i64, KafkaError>> {
+    let mut asked = TopicPartitionList::with_capacity(inputs.len());
+    for &(rank, partition) in inputs {
+        asked.add_partition(&topics[rank], partition);
+    }
+    if let Err(e) = asked.set_all_offsets(Offset::End) {
+        return inputs.iter().map(|i| (*i, Err(e.clone()))).collect();
+    }
+    let answered = match client.offsets_for_times(asked, ASK_TIMEOUT) {
+        Ok(answered) => answered,
+        Err(e) => return inputs.iter().map(|i| (*i, Err(e.clone()))).collect(),
+    };
+    inputs
+        .iter()
+        .map(|&(rank, partition)| {
+            let high = match answered.find_partition(&topics[rank], partition) {
+                None => Err(KafkaError::OffsetFetch(RDKafkaErrorCode::UnknownPartition)),
+                Some(e) => e.error().and_then(|()| match e.offset() {
+                    Offset::Offset(high) => Ok(high),
+                    _ => Err(KafkaError::OffsetFetch(RDKafkaErrorCode::OffsetOutOfRange)),
+                }),
+            };
+            ((rank, partition), high)
+        })
+        .collect()
 }
 
 impl Drop for Ends {
