@@ -55,7 +55,9 @@ cleanup() {
       fi
     done <"$work/pids"
   fi
-  cp "$KAFKA_DATA_DIR/kafka.log" "$work/broker.log" 2>/dev/null || true
+  if [[ $rc -ne 0 || "${BENCH_KEEP_WORK:-}" == 1 ]]; then
+    cp "$KAFKA_DATA_DIR/kafka.log" "$work/broker.log" 2>/dev/null || true
+  fi
   scripts/kafka/stop.sh --clean >/dev/null 2>&1 || true
   if [[ $rc -ne 0 ]]; then
     echo "bench.sh: failed; the processes' logs are kept in $work" >&2
