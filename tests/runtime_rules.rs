@@ -128,17 +128,38 @@ fn a_quiet_input_is_confirmed_at_most_once_per_interval_so_records_gather() {
 }
 
 #[test]
-fn backpressure_pauses_above_the_bound_and_resumes_below_half_of_it() {
-    let b = Backpressure { max_buffered: 100 };
-    assert_eq!(b.decide(101, false), Flow::Pause);
-    assert_eq!(b.decide(100, false), Flow::Keep);
-    assert_eq!(
-        b.decide(60, true),
-        Flow::Keep,
-        "no flapping between half and full"
+fn backpressure_pauses_only_an_input_held_by_its_sibling_and_resumes_when_it_is_not() {
+    let b = Backpressure {
+        per_input: 100,
+        held_max: 400,
+    };
+    // An input the merge can go on taking from keeps running, however much is buffered:
+    // a pause would drop the client's prefetch of it.
+    assert_eq!(b.decide(10_000, false, false), Flow::Keep);
+    // Held by a sibling with nothing buffered: paused above the held bound only.
+    assert_eq!(b.decide(400, false, true), Flow::Keep);
+    assert_eq!(b.decide(401, false, true), Flow::Pause);
+    // Paused: resumed as soon as the sibling's records came, or once drained below half
+    // the per-input budget, and not in between (no flapping).
+    assert_eq!(b.decide(300, true, false), Flow::Resume);
+    assert_eq!(b.decide(60, true, true), Flow::Keep);
+    assert_eq!(b.decide(49, true, true), Flow::Resume);
+    assert_eq!(b.decide(0, false, true), Flow::Keep);
+}
+
+#[test]
+fn a_member_over_its_budget_polls_less_unless_a_task_waits_for_an_input() {
+    let b = Backpressure {
+        per_input: 100,
+        held_max: 400,
+    };
+    assert!(!b.over_budget(599, 6, false));
+    assert!(b.over_budget(600, 6, false));
+    assert!(
+        !b.over_budget(10_000, 6, true),
+        "a held task's records come through the same poll"
     );
-    assert_eq!(b.decide(49, true), Flow::Resume);
-    assert_eq!(b.decide(0, false), Flow::Keep);
+    assert!(b.over_budget(100, 0, false), "no inputs: the budget of one");
 }
 
 // ------------------------------------------------------------------------------ the loop

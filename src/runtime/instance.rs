@@ -53,8 +53,10 @@ use crate::model::{Campaign, DecisionOutcome, DecisionReason, TimestampMs};
 pub(super) const BATCH: usize = 2_000;
 /// Changelog records replayed per loop iteration (a bounded step).
 const RESTORE_STEP: usize = 20_000;
-/// Buffered records per input partition above which the partition is paused.
+/// Decoded records a member buffers per input partition, on average (its budget).
 pub(super) const MAX_BUFFERED: usize = 5_000;
+/// Buffered records above which an input whose task waits for another input is paused.
+pub(super) const MAX_BUFFERED_HELD: usize = 4 * MAX_BUFFERED;
 /// The longest the loop blocks in the consumer's poll.
 const MAX_POLL_MS: i64 = 100;
 /// Bound of a committed-offsets request.
@@ -378,7 +380,10 @@ fn run_member(
             // One reading of the clock for the batch's edge checks.
             let edge = c.edge(now_ms());
             route(c, result, edge);
-            for _ in 0..BATCH {
+            // Over its budget the member takes one record a turn; the rest stays in the
+            // client's prefetch (bounded, undecoded) until the tasks worked some off.
+            let batch = if c.over_budget() { 0 } else { BATCH };
+            for _ in 0..batch {
                 drop(guard);
                 let next = consumer.poll(Duration::ZERO);
                 guard = lock(&core);

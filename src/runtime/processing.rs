@@ -9,14 +9,14 @@ use tracing::{debug, warn};
 use super::catalog_feed::CatalogUpdate;
 use super::error::RuntimeError;
 use super::input::redecode;
-use super::instance::{now_ms, Core, BATCH, MAX_BUFFERED};
+use super::instance::{now_ms, Core, BATCH, MAX_BUFFERED, MAX_BUFFERED_HELD};
 use super::kafka::cached_high_watermark;
 use super::output::Source;
 use super::rebalance::GroupContext;
 use super::rules::{
     confirm_at, input_at_end, needs_confirmation, Backpressure, Flow, Wakeup, CONFIRM_INTERVAL_MS,
 };
-use super::task::{BadInput, Decoded};
+use super::task::{BadInput, Decoded, Task};
 use crate::merge::Next;
 use crate::model::TimestampMs;
 
@@ -357,14 +357,30 @@ impl Core {
         Ok(())
     }
 
-    /// Pauses inputs with too much buffered and inputs of half-owned tasks; resumes the
-    /// others.
+    /// Whether the member buffers as many decoded records as it may (see
+    /// `Backpressure::over_budget`): the loop then takes one record a poll.
+    pub(super) fn over_budget(&self) -> bool {
+        let rules = Backpressure {
+            per_input: MAX_BUFFERED,
+            held_max: MAX_BUFFERED_HELD,
+        };
+        let buffered = self.tasks.values().map(Task::buffered).sum();
+        let inputs = self.tasks.values().map(Task::input_count).sum();
+        let any_held = self.tasks.values().any(|t| {
+            (0..t.input_count()).any(|i| !t.queue(i).records.is_empty() && t.lags_behind_input(i))
+        });
+        rules.over_budget(buffered, inputs, any_held)
+    }
+
+    /// Pauses inputs of restoring or half-owned tasks and inputs held with too much
+    /// buffered (`Backpressure`); resumes the others.
     pub(super) fn flow_control(
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
     ) -> Result<(), RuntimeError> {
         let rules = Backpressure {
-            max_buffered: MAX_BUFFERED,
+            per_input: MAX_BUFFERED,
+            held_max: MAX_BUFFERED_HELD,
         };
         let incomplete = self.ownership.incomplete();
         let mut pause = TopicPartitionList::new();
@@ -387,7 +403,7 @@ impl Core {
                     }
                     continue;
                 }
-                match rules.decide(q.records.len(), paused) {
+                match rules.decide(q.records.len(), paused, task.lags_behind_input(i)) {
                     Flow::Pause => wanted.push((key, true)),
                     Flow::Resume => wanted.push((key, false)),
                     Flow::Keep => {}

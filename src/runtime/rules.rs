@@ -168,11 +168,19 @@ pub fn confirm_at(last_confirmed: TimestampMs, now: TimestampMs) -> Option<Times
     (next > now).then_some(next)
 }
 
-/// Pause/resume by buffered records: pause above `max`, resume once drained below half of
-/// it (hysteresis, so a partition does not flap).
+/// How much a member buffers. Pausing an input partition makes the client drop what it
+/// prefetched for it and fetch that again on resume, so only an input its task is *held*
+/// from taking (the merge waits for another input with nothing buffered and not at its
+/// end) is paused, above `held_max` records — a stalled sibling must not let it grow
+/// without bound — and resumed once no longer held or drained below half of `per_input`.
+/// An input the task can go on taking from keeps running; memory is bounded by the
+/// member's budget instead, `per_input` records per input partition on average, above
+/// which the loop polls one record a turn and the client's own prefetch limit holds the
+/// rest, undecoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backpressure {
-    pub max_buffered: usize,
+    pub per_input: usize,
+    pub held_max: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,14 +191,23 @@ pub enum Flow {
 }
 
 impl Backpressure {
-    pub fn decide(&self, buffered: usize, paused: bool) -> Flow {
-        if !paused && buffered > self.max_buffered {
+    /// Whether an input partition with `buffered` records is paused or resumed; `held`:
+    /// its task's merge waits for another input.
+    pub fn decide(&self, buffered: usize, paused: bool, held: bool) -> Flow {
+        if !paused && held && buffered > self.held_max {
             Flow::Pause
-        } else if paused && buffered < self.max_buffered / 2 {
+        } else if paused && (!held || buffered < self.per_input / 2) {
             Flow::Resume
         } else {
             Flow::Keep
         }
+    }
+
+    /// Whether a member holding `buffered` decoded records over `inputs` input partitions
+    /// takes only one record a poll. Not while a task is held (`any_held`): the records it
+    /// waits for come through the same poll.
+    pub fn over_budget(&self, buffered: usize, inputs: usize, any_held: bool) -> bool {
+        !any_held && buffered >= self.per_input.saturating_mul(inputs.max(1))
     }
 }
 

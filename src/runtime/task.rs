@@ -321,6 +321,18 @@ impl Task {
         self.merge.choose(&states, now)
     }
 
+    /// Whether an input other than `i` has nothing buffered and is not at its end (nor past
+    /// its cut): the merge cannot pass it by, so records of `i` wait for it.
+    pub fn lags_behind_input(&self, i: usize) -> bool {
+        let lagging = |q: &InputQueue, closed: bool| q.records.is_empty() && !q.at_end && !closed;
+        (0..2).any(|j| j != i && lagging(&self.inputs[j], self.own_closed(j)))
+            || self
+                .feeds
+                .iter()
+                .enumerate()
+                .any(|(k, f)| k + 2 != i && lagging(&f.queue, f.closed()))
+    }
+
     /// Whether every input is at its end with nothing buffered: the task is caught up, and
     /// its timers fire by the wall clock.
     pub fn caught_up(&self) -> bool {
