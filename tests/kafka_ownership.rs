@@ -4,7 +4,7 @@
 
 mod broker;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use broker::*;
@@ -114,4 +114,87 @@ fn two_instances_one_restarted_late_send_exactly_the_expected_commands() {
     assert_eq!(first.stop(Duration::from_secs(60)), Some(0));
     assert_eq!(second.stop(Duration::from_secs(60)), Some(0));
     assert_commands(&w, &expected);
+}
+
+/// At-least-once, two instances, one SIGKILLed again and again while its timers are
+/// pending: every expected user gets a command, no other user does, and a user's commands
+/// (a repeat after a crash is allowed) all carry the same command id. Half the kills come
+/// as soon as the group's committed offsets cover the input — state produced but not yet
+/// written must not be behind them (the producer holds records for seconds unless flushed,
+/// and commits are a second apart) — the others at an arbitrary moment after the input.
+#[test]
+fn at_least_once_under_repeated_kills_loses_no_command_and_repeats_only_the_same_id() {
+    let mut w = World::new("alokill", 6);
+    w.set("STATIC_MEMBERSHIP", "false");
+    w.set("PROCESSING_GUARANTEE", "at_least_once");
+    w.set("COMMIT_INTERVAL", "1s");
+    w.set("KAFKA__LINGER_MS", "5000");
+    w.create_topics();
+    w.publish(&cart_campaigns("12s"));
+    let mut instances = [Some(w.start("i0")), Some(w.start("i1"))];
+    let group = w.stable_group(2, Duration::from_secs(90));
+    assert_tasks_whole(&w, &group, "after two instances joined");
+
+    let mut expected = BTreeSet::new();
+    for round in 0..4 {
+        expected.extend(story(&w, &format!("a{round}"), 0..40, now_ms()));
+        if round % 2 == 0 {
+            wait_for(
+                "the input's offsets committed",
+                Duration::from_secs(60),
+                || w.inputs_committed().then_some(()),
+            );
+        } else {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let victim = round % 2;
+        instances[victim].take().unwrap().kill();
+        instances[victim] = Some(w.start(&format!("i{victim}")));
+        let group = w.stable_group(2, Duration::from_secs(90));
+        assert_tasks_whole(&w, &group, &format!("round {round}, after the restart"));
+    }
+
+    let mut commands = w.send_commands();
+    let mut ids_by_user: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let read = |commands: &mut Reader, ids_by_user: &mut BTreeMap<_, BTreeSet<_>>| {
+        commands.drain(Duration::from_millis(500));
+        for c in commands.commands() {
+            ids_by_user
+                .entry(c.user_id)
+                .or_default()
+                .insert(c.command_id);
+        }
+    };
+    wait_for(
+        "a command for every expected user",
+        Duration::from_secs(120),
+        || {
+            read(&mut commands, &mut ids_by_user);
+            expected
+                .iter()
+                .all(|u| ids_by_user.contains_key(u))
+                .then_some(())
+        },
+    );
+    // Whatever else was on its way arrives before the instances stop.
+    std::thread::sleep(Duration::from_secs(2));
+    read(&mut commands, &mut ids_by_user);
+    for i in instances.into_iter().flatten() {
+        assert_eq!(i.stop(Duration::from_secs(60)), Some(0));
+    }
+    let users: BTreeSet<&String> = ids_by_user.keys().collect();
+    assert_eq!(
+        users
+            .difference(&expected.iter().collect())
+            .collect::<Vec<_>>(),
+        Vec::<&&String>::new(),
+        "users who bought within the window got a command"
+    );
+    for (user, ids) in &ids_by_user {
+        assert_eq!(
+            ids.len(),
+            1,
+            "{user} got commands with different ids: {ids:?}"
+        );
+    }
 }

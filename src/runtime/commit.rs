@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, error, info, warn};
 
@@ -65,12 +65,53 @@ impl Core {
         self.backoff.reset();
     }
 
-    /// Writes changed state, commits the input offsets and the transaction.
+    /// Writes changed state, commits the input offsets and the transaction: everything
+    /// processed so far is committed when it returns (a revocation, a shutdown, a retry).
     pub fn commit(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), RuntimeError> {
+        self.commit_as(consumer, false)
+    }
+
+    /// The commit the cadence asks for. Exactly-once it is [`Core::commit`]. At-least-once
+    /// it is pipelined, so that the loop waits for one flush a commit instead of two and
+    /// for no offset-commit round trip: its flush writes the outputs produced so far *and*
+    /// the changelog entries the previous commit produced, whose input offsets are then
+    /// committed (without waiting for the answer); it produces the changed users' entries
+    /// and keeps their offsets for the next commit. The order each record depends on
+    /// holds — outputs written before the state saying they were, state written before
+    /// the offsets past its inputs — and a crash in between leaves state at most one
+    /// interval ahead of the committed offsets, the same as a commit that failed after its
+    /// changelog was written: the inputs are read again (at-least-once) and the state
+    /// already holds what they did.
+    pub fn commit_due(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+    ) -> Result<(), RuntimeError> {
+        let pipelined = !self.output.exactly_once();
+        self.commit_as(consumer, pipelined)
+    }
+
+    fn commit_as(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        pipelined: bool,
+    ) -> Result<(), RuntimeError> {
         let started = Instant::now();
         let mut offsets = TopicPartitionList::new();
         // At-least-once: the outputs are written before the state that says they were.
         self.output.settle_unless_transactional()?;
+        if let Some(written) = self.offsets_written.take() {
+            // The previous commit's changelog entries were written by the flush above. A
+            // commit that must be done when it returns waits for the answer.
+            let mode = if pipelined {
+                CommitMode::Async
+            } else {
+                CommitMode::Sync
+            };
+            consumer
+                .commit(&written, mode)
+                .map_err(RuntimeError::kafka("committing offsets"))?;
+            self.committed(&written);
+        }
         for task in self.tasks.values_mut() {
             self.output.write_state(&self.codecs, task)?;
             for (i, q) in task.inputs.iter().enumerate() {
@@ -82,6 +123,13 @@ impl Core {
             }
         }
         let had_work = self.output.is_open() || offsets.count() > 0;
+        if pipelined && offsets.count() > 0 {
+            self.offsets_written = Some(offsets);
+            self.commit_pending = false;
+            self.cadence.committed(now_ms());
+            self.committed_work(consumer, started);
+            return Ok(());
+        }
         if let Err(e) = self
             .output
             .commit(consumer, &offsets, &mut self.offsets_sent)
@@ -98,15 +146,38 @@ impl Core {
             }
         }
         if had_work {
-            // Decisions and pending timers are visible as soon as they are committed.
-            self.report_task_metrics(consumer);
-            self.metrics
-                .commit_seconds
-                .observe(started.elapsed().as_secs_f64());
-            debug!(took_ms = started.elapsed().as_millis() as u64, "committed");
+            self.committed_work(consumer, started);
+        } else {
+            self.succeeded();
         }
-        self.succeeded();
         Ok(())
+    }
+
+    /// A commit that had work went through.
+    fn committed_work(&mut self, consumer: &BaseConsumer<GroupContext>, started: Instant) {
+        // Decisions and pending timers are visible as soon as they are committed.
+        self.report_task_metrics(consumer);
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        debug!(took_ms = started.elapsed().as_millis() as u64, "committed");
+        self.succeeded();
+    }
+
+    /// Notes offsets committed on the tasks' inputs they belong to.
+    fn committed(&mut self, offsets: &TopicPartitionList) {
+        for e in offsets.elements() {
+            let (Some(i), Offset::Offset(next)) = (self.topics.rank(e.topic()), e.offset()) else {
+                continue;
+            };
+            if let Some(q) = self
+                .tasks
+                .get_mut(&e.partition())
+                .and_then(|t| t.inputs.get_mut(i))
+            {
+                q.committed_offset = Some(next);
+            }
+        }
     }
 
     /// Drops the open transaction and rewinds every task to committed state: the inputs
@@ -121,6 +192,7 @@ impl Core {
         self.output
             .abort(&self.settings, how == Recovery::NewProducer)?;
         self.offsets_sent = false;
+        self.offsets_written = None;
         self.commit_pending = false;
         let assignment = consumer
             .assignment()

@@ -25,6 +25,7 @@ use prometheus::IntCounter;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::TopicPartitionList;
 use tracing::{error, info, warn};
 
 use super::admin_api::{self, AdminView};
@@ -97,6 +98,10 @@ pub struct Core {
     pub commit_pending: bool,
     /// Offsets of the pending commit were already added to its transaction.
     pub offsets_sent: bool,
+    /// At-least-once: input offsets whose changelog entries were produced by the last
+    /// commit the cadence asked for, and are committed by the next one once its flush has
+    /// written them (`Core::commit_due`).
+    pub offsets_written: Option<TopicPartitionList>,
     /// The open transaction must be dropped and every task rewound to committed state.
     pub rewind: Option<Recovery>,
     pub backoff: Backoff,
@@ -317,6 +322,7 @@ fn run_member(
         cadence: CommitCadence::new(settings.commit_interval.as_millis() as i64, now_ms()),
         commit_pending: false,
         offsets_sent: false,
+        offsets_written: None,
         rewind: None,
         backoff: Backoff::new(100, 10_000, seed),
         budget: RetryBudget::new(10, settings.retry_budget.as_millis() as i64),
@@ -569,9 +575,10 @@ fn step(
         c.cadence.hurry();
     }
     if c.cadence.due(now_ms()) {
-        c.commit(consumer)?;
+        c.commit_due(consumer)?;
     }
     if c.output.is_open()
+        || c.offsets_written.is_some()
         || c.tasks
             .values()
             .any(|t| t.progress_dirty || !t.dirty.is_empty())

@@ -216,6 +216,10 @@ impl Output {
         })
     }
 
+    pub fn exactly_once(&self) -> bool {
+        self.exactly_once
+    }
+
     pub fn is_open(&self) -> bool {
         self.open
     }

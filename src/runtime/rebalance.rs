@@ -28,6 +28,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use tracing::{info, warn};
 
@@ -93,6 +94,7 @@ impl ConsumerContext for GroupContext {
                 Some(Recovery::NewProducer)
             };
             core.commit_pending = false;
+            core.offsets_written = None;
             core.suspended.clear();
         }
         // Only an eager rebalance revokes every task before anything is assigned; under
@@ -159,6 +161,16 @@ impl ConsumerContext for GroupContext {
         }
         if let Err(e) = core.reconcile_tasks() {
             core.failed(e, false);
+        }
+    }
+
+    /// An at-least-once member commits offsets without waiting for the answer (see
+    /// `Core::commit_due`); a commit that failed is reported here. Nothing is lost by it:
+    /// the next commit covers the same partitions with later offsets, and a member that
+    /// lost them leaves the records to their next owner, who reads them again.
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            warn!(error = %e, partitions = offsets.count(), "committing input offsets failed");
         }
     }
 }

@@ -349,6 +349,34 @@ impl World {
         Some(members)
     }
 
+    /// Whether the group's committed offsets of both inputs are at their end offsets.
+    pub fn inputs_committed(&self) -> bool {
+        let consumer: BaseConsumer = self
+            .client_config()
+            .set("group.id", &self.env["CONNECTOR_APPLICATION_ID"])
+            .create()
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for topic in [self.topic("interactions"), self.topic("user-events")] {
+            for p in 0..self.partitions {
+                tpl.add_partition(&topic, p);
+            }
+        }
+        let Ok(committed) = consumer.committed_offsets(tpl, Duration::from_secs(10)) else {
+            return false;
+        };
+        committed.elements().iter().all(|e| {
+            let end = consumer
+                .fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(10))
+                .map(|(_, high)| high);
+            match (e.offset(), end) {
+                (_, Ok(0)) => true,
+                (Offset::Offset(at), Ok(high)) => at >= high,
+                _ => false,
+            }
+        })
+    }
+
     /// Waits until the group is stable with the member loops of `instances` instances (they
     /// share the instance id as client id) holding every input partition, and returns its
     /// description.
