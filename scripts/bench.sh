@@ -9,7 +9,7 @@
 # Usage: scripts/bench.sh [--quick]     (--quick: small sizes, a smoke run of a few minutes)
 #
 # Sizes and options (environment; defaults fit a 2-core machine in about 15 minutes):
-#   BENCH_EVENTS (500000)  BENCH_USERS (events/8)  BENCH_PARTITIONS (6)  BENCH_DELAY_S (86400)
+#   BENCH_EVENTS (2000000)  BENCH_USERS (events/8)  BENCH_PARTITIONS (6)  BENCH_DELAY_S (86400)
 #   BENCH_LATENESS_RATE (5000 events/s)  BENCH_LATENESS_SECONDS (60)  BENCH_LATENESS_DELAY_S (10)
 #   BENCH_LATENESS_WARMUP_S (20 s of load before the measured seconds)
 #   BENCH_BURST_TIMERS (1000000)  BENCH_RESTORE_TIMERS (1000000): the connector's

@@ -13,7 +13,7 @@
 //!
 //! | variable | default | `--quick` |
 //! |---|---|---|
-//! | `BENCH_EVENTS` | 500,000 | 100,000 |
+//! | `BENCH_EVENTS` | 2,000,000 | 100,000 |
 //! | `BENCH_USERS` | events / 8 | |
 //! | `BENCH_PARTITIONS` | 6 | |
 //! | `BENCH_DELAY_S` (the follow-on's delay; event time spans 6 delays) | 86,400 | |
@@ -86,7 +86,7 @@ pub(crate) struct Sizes {
 impl Sizes {
     fn from_env(quick: bool) -> Self {
         let q = |full: u64, quick_value: u64| if quick { quick_value } else { full };
-        let events = number("BENCH_EVENTS", q(500_000, 100_000));
+        let events = number("BENCH_EVENTS", q(2_000_000, 100_000));
         Sizes {
             events,
             users: number("BENCH_USERS", (events / 8).max(1)),

@@ -454,10 +454,14 @@ impl Report {
              punctuators by stream time and (when caught up) by wall clock; store caching on, \
              static membership and the connector's 5 ms producer linger, Kafka Streams' defaults \
              otherwise.\n\n\
-             events/s and CPU are measured from the moment the group is stable (members joined \
-             and assigned) to the commit that covers the whole backlog (start-up excluded for all \
-             alike; `wall s from start` includes it; the time to the covering commit counts, so a \
-             1 s commit interval shows in the figure). CPU is the process's user + system time from `/proc/<pid>/stat` \
+             events/s and CPU are measured from the group's first commit after it is stable \
+             (members joined and assigned) to the commit that covers the whole backlog, so both \
+             ends of the window are commits (start-up excluded for all alike, and so is work a \
+             first member did before the others joined; `wall s from start` includes it; the time \
+             to the covering commit counts, so a 1 s commit interval shows in the figure). The \
+             backlog is 2 M events by default rather than 1 M: at these rates 1 M is about two \
+             seconds, two commits at a 1 s interval, and where in the interval the backlog ended \
+             swung the figures by a third from run to run. CPU is the process's user + system time from `/proc/<pid>/stat` \
              (all threads); the broker's CPU in the same window is shown beside it. Peak RSS is \
              `VmHWM`. The restart is a new process on the same changelog (Kafka Streams with an \
              empty state directory, so it restores from its changelog as the connector does). The \

@@ -88,11 +88,18 @@ pub fn run(env: &Env, b: &Backlog, n: usize, kind: Kind, prefix: &str) -> Row {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
+    // The window opens at the first commit after that: work done before the group was
+    // seen stable (a first member's, before the others joined) and committed in the window
+    // would count as the window's; from one commit to the last, each side is a commit.
+    let mut opened: Option<Sample> = None;
     let last = loop {
         running.proc.check_alive();
         let committed = watch.committed();
         if committed >= b.events {
             break sample(committed);
+        }
+        if opened.is_none() && first.as_ref().is_some_and(|f| committed > f.committed) {
+            opened = Some(sample(committed));
         }
         if running.proc.started.elapsed() > deadline {
             row.note = format!(
@@ -101,8 +108,9 @@ pub fn run(env: &Env, b: &Backlog, n: usize, kind: Kind, prefix: &str) -> Row {
             );
             break sample(committed);
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     };
+    let first = opened.or(first);
     // Without a window (the group never seen stable) the run counts from the start.
     let from_start = Sample {
         at: running.proc.started,
