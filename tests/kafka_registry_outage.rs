@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use broker::*;
 use campaign_connector::codec::Codec;
 use campaign_connector::model::InteractionKind::*;
-use campaign_connector::model::{InputEvent, Interaction, SendCommand};
+use campaign_connector::model::{InputEvent, Interaction, SendCommand, UserEvent, UserEventType};
 use rdkafka::producer::{BaseRecord, Producer};
 use registry::FakeRegistry;
 
@@ -277,5 +277,146 @@ fn a_restore_waits_for_the_registry_and_keeps_every_changelog_record() {
             .read_to_end(Duration::from_secs(10))
             .is_empty(),
         "nothing dead-lettered"
+    );
+}
+
+/// The sum of `connector_input_buffered_records` over the partitions of `topic` in a
+/// `/metrics` body.
+fn buffered(metrics: &str, topic: &str) -> i64 {
+    let label = format!("topic=\"{topic}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("connector_input_buffered_records{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum()
+}
+
+/// A task whose next record waits for the registry takes nothing until it answers; the
+/// records behind that one are buffered up to a bound (the input is paused above 20,000
+/// decoded records), not for as long as the outage lasts — and every one of them is
+/// processed once the registry is back.
+#[test]
+fn a_task_held_by_a_registry_outage_buffers_a_bounded_number_of_records() {
+    const BEHIND: usize = 40_000;
+    let registry = FakeRegistry::start();
+    let mut w = World::new("registry-bound", 1);
+    w.set("ENCODING__FORMAT", "confluent");
+    w.set("ENCODING__REGISTRY_URL", &registry.url);
+    w.set("ENCODING__REGISTRY_TIMEOUT_MS", "500");
+    let http = format!("127.0.0.1:{}", free_port());
+    w.set("HTTP_LISTEN", &http);
+    // One member: a second one joining during the outage would move the task, whose
+    // restore then waits for the registry too.
+    w.set("PROCESSING_THREADS", "1");
+    w.create_topics();
+    w.publish(PROMO_CHAIN);
+    let mut instance = w.start("i0");
+    instance.wait_log("task restored", Duration::from_secs(60));
+    w.stable_group(1, Duration::from_secs(60));
+    let interactions =
+        Codec::<Interaction>::new(w.topic("interactions"), &registry.settings()).unwrap();
+    // A first record while the registry answers: its writer schema is known from then on.
+    w.send_raw(
+        "interactions",
+        "olga",
+        &interactions.encode(&push_open("o1", "olga")).unwrap(),
+    );
+    let user_events =
+        Codec::<UserEvent>::new(w.topic("user-events"), &registry.settings()).unwrap();
+    let session = |n: usize| {
+        let InputEvent::UserEvent(e) = user_event(
+            &format!("s{n}"),
+            &format!("s{n:05}"),
+            UserEventType::SessionStart,
+            None,
+            now_ms(),
+        ) else {
+            unreachable!()
+        };
+        user_events.encode(&e).unwrap()
+    };
+    w.send_raw("user-events", "s00000", &session(0));
+    let mut commands = w.send_commands();
+    commands.until_count(1, Duration::from_secs(60));
+
+    // The registry goes away; pat's record names a schema id not seen yet and holds the
+    // task. Many records the connector could decode come after it, on both inputs (so
+    // that neither waits for the other: the task is held by the registry alone).
+    let schema = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/schemas/interaction.avsc"
+    ))
+    .unwrap();
+    let new_id = registry.add(&schema);
+    let mut held = interactions.encode(&push_open("p1", "pat")).unwrap();
+    held[1..5].copy_from_slice(&new_id.to_be_bytes());
+    registry.fail_with(Some(503));
+    let topic = w.topic("interactions");
+    let producer = w.producer();
+    producer
+        .send(BaseRecord::to(&topic).key("pat").payload(&held))
+        .unwrap();
+    let sessions = w.topic("user-events");
+    for n in 1..=BEHIND {
+        let user = format!("u{n:05}");
+        let bytes = interactions
+            .encode(&push_open(&format!("e{n}"), &user))
+            .unwrap();
+        let other = format!("s{n:05}");
+        let session = session(n);
+        for (topic, key, bytes) in [(&topic, &user, &bytes), (&sessions, &other, &session)] {
+            loop {
+                match producer.send(BaseRecord::to(topic).key(key).payload(bytes)) {
+                    Ok(()) => break,
+                    Err(_) => producer.poll(Duration::from_millis(10)),
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(60)).unwrap();
+    instance.wait_log(
+        "the schema registry does not answer",
+        Duration::from_secs(60),
+    );
+
+    // The task reads until both inputs reach the bound, then no further while the outage
+    // lasts.
+    let read = || {
+        http_get(&http, "/metrics", None)
+            .map(|(_, body)| (buffered(&body, &topic), buffered(&body, &sessions)))
+            .unwrap_or((0, 0))
+    };
+    let reached = wait_for(
+        "both inputs at their bound",
+        Duration::from_secs(60),
+        || {
+            let (i, u) = read();
+            (i >= 20_000 && u >= 20_000).then_some((i, u))
+        },
+    );
+    let mut most = reached;
+    let watching = Instant::now();
+    while watching.elapsed() < Duration::from_secs(5) {
+        let (i, u) = read();
+        most = (most.0.max(i), most.1.max(u));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        most.0 <= 22_001 && most.1 <= 22_001,
+        "{most:?} records buffered behind a held record, interactions and user events \
+         (bound: 20,000 each and one poll's batch)"
+    );
+    assert!(
+        instance.child_running(),
+        "the connector exited during the outage"
+    );
+
+    registry.fail_with(None);
+    commands.until_count(BEHIND + 2, Duration::from_secs(180));
+    assert_eq!(instance.stop(Duration::from_secs(30)), Some(0));
+    assert_eq!(
+        commands.read_to_end(Duration::from_secs(30)).len(),
+        BEHIND + 2,
+        "every record behind the held one processed once"
     );
 }

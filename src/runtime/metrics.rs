@@ -29,6 +29,8 @@ pub struct Metrics {
     pub restore_in_progress: IntGauge,
     /// Records not yet consumed (high watermark − position), by topic and partition.
     pub consumer_lag: IntGaugeVec,
+    /// Decoded input records held in memory, not yet processed, by topic and partition.
+    pub input_buffered: IntGaugeVec,
     /// Time to commit a transaction (or flush and commit offsets), seconds.
     pub commit_seconds: Histogram,
     /// Transactions aborted (each followed by a re-synchronisation from committed state).
@@ -123,6 +125,14 @@ impl Metrics {
                 &["topic", "partition"],
             )
             .expect("valid metric"),
+            input_buffered: IntGaugeVec::new(
+                Opts::new(
+                    "connector_input_buffered_records",
+                    "Decoded input records held in memory, not yet processed",
+                ),
+                &["topic", "partition"],
+            )
+            .expect("valid metric"),
             commit_seconds: Histogram::with_opts(
                 HistogramOpts::new("connector_transaction_commit_seconds", "Commit latency")
                     .buckets(vec![
@@ -184,6 +194,7 @@ impl Metrics {
             Box::new(m.restore_records.clone()),
             Box::new(m.restore_in_progress.clone()),
             Box::new(m.consumer_lag.clone()),
+            Box::new(m.input_buffered.clone()),
             Box::new(m.commit_seconds.clone()),
             Box::new(m.transaction_aborts.clone()),
             Box::new(m.dlq_records.clone()),

@@ -403,7 +403,13 @@ impl Core {
                     }
                     continue;
                 }
-                match rules.decide(q.records.len(), paused, task.lags_behind_input(i)) {
+                // A task that takes nothing now (its head waits for the schema registry,
+                // its positions are being learnt, an expansion holds it) is held too.
+                let stuck = task.held_inputs().next().is_some()
+                    || self.positions_unknown.contains(p)
+                    || self.expansion_holds(task);
+                let held = stuck || task.lags_behind_input(i);
+                match rules.decide(q.records.len(), paused, held) {
                     Flow::Pause => wanted.push((key, true)),
                     Flow::Resume => wanted.push((key, false)),
                     Flow::Keep => {}
@@ -465,6 +471,10 @@ impl Core {
                 }
             }
             for (i, q) in task.inputs.iter().enumerate() {
+                self.metrics
+                    .input_buffered
+                    .with_label_values(&[self.topics[i].as_str(), label.as_str()])
+                    .set(q.records.len() as i64);
                 let high = cached_high_watermark(consumer, &self.topics.c_names[i], *p);
                 if let (Some(high), Some(position)) = (high, q.position) {
                     self.metrics

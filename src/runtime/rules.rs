@@ -171,7 +171,8 @@ pub fn confirm_at(last_confirmed: TimestampMs, now: TimestampMs) -> Option<Times
 /// How much a member buffers. Pausing an input partition makes the client drop what it
 /// prefetched for it and fetch that again on resume, so only an input its task is *held*
 /// from taking (the merge waits for another input with nothing buffered and not at its
-/// end) is paused, above `held_max` records — a stalled sibling must not let it grow
+/// end, or the task takes nothing now: its head waits for the schema registry, an
+/// expansion holds it) is paused, above `held_max` records — a stalled sibling must not let it grow
 /// without bound — and resumed once no longer held or drained below half of `per_input`.
 /// An input the task can go on taking from keeps running; memory is bounded by the
 /// member's budget instead, `per_input` records per input partition on average, above
