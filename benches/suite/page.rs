@@ -503,7 +503,7 @@ impl Report {
         if let Some(engine) = &self.engine {
             let _ = writeln!(
                 s,
-                "## Engine alone (`cargo bench --bench engine`{}; run first, the broker idle)\n\n```text\n{engine}\n```\n",
+                "## Engine alone (`cargo bench --bench engine`{}; run first, before the broker starts)\n\n```text\n{engine}\n```\n",
                 if quick { " -- --quick" } else { "" }
             );
         }
