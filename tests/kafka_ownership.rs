@@ -176,11 +176,16 @@ fn at_least_once_under_repeated_kills_loses_no_command_and_repeats_only_the_same
                 .then_some(())
         },
     );
-    // Whatever else was on its way arrives before the instances stop.
-    std::thread::sleep(Duration::from_secs(2));
-    read(&mut commands, &mut ids_by_user);
     for i in instances.into_iter().flatten() {
         assert_eq!(i.stop(Duration::from_secs(60)), Some(0));
+    }
+    // Everything the instances wrote, up to the end offsets after they stopped.
+    commands.read_to_end(Duration::from_secs(60));
+    for c in commands.commands() {
+        ids_by_user
+            .entry(c.user_id)
+            .or_default()
+            .insert(c.command_id);
     }
     let users: BTreeSet<&String> = ids_by_user.keys().collect();
     assert_eq!(

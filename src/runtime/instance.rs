@@ -44,7 +44,8 @@ use super::output::Output;
 use super::rebalance::{create_group_consumer, lock, GroupContext};
 use super::restore::{Restorer, Suspended};
 use super::rules::{
-    poll_timeout_ms, readiness, Backoff, CommitCadence, Ownership, Readiness, RetryBudget, Wakeup,
+    poll_timeout_ms, readiness, Backoff, Backpressure, CommitCadence, Ownership, Readiness,
+    RetryBudget, Wakeup,
 };
 use super::task::Task;
 use crate::expansion::Layout;
@@ -56,8 +57,12 @@ pub(super) const BATCH: usize = 2_000;
 const RESTORE_STEP: usize = 20_000;
 /// Decoded records a member buffers per input partition, on average (its budget).
 pub(super) const MAX_BUFFERED: usize = 5_000;
-/// Buffered records above which an input whose task waits for another input is paused.
-pub(super) const MAX_BUFFERED_HELD: usize = 4 * MAX_BUFFERED;
+/// How much a member buffers: the budget above, and 20,000 records above which an input
+/// its task is held from taking is paused (`Backpressure`).
+pub(super) const BACKPRESSURE: Backpressure = Backpressure {
+    per_input: MAX_BUFFERED,
+    held_max: 4 * MAX_BUFFERED,
+};
 /// The longest the loop blocks in the consumer's poll.
 const MAX_POLL_MS: i64 = 100;
 /// Bound of a committed-offsets request.

@@ -9,12 +9,12 @@ use tracing::{debug, warn};
 use super::catalog_feed::CatalogUpdate;
 use super::error::RuntimeError;
 use super::input::redecode;
-use super::instance::{now_ms, Core, BATCH, MAX_BUFFERED, MAX_BUFFERED_HELD};
+use super::instance::{now_ms, Core, BACKPRESSURE, BATCH};
 use super::kafka::cached_high_watermark;
 use super::output::Source;
 use super::rebalance::GroupContext;
 use super::rules::{
-    confirm_at, input_at_end, needs_confirmation, Backpressure, Flow, Wakeup, CONFIRM_INTERVAL_MS,
+    confirm_at, input_at_end, needs_confirmation, Flow, Wakeup, CONFIRM_INTERVAL_MS,
 };
 use super::task::{BadInput, Decoded, Task};
 use crate::merge::Next;
@@ -360,16 +360,12 @@ impl Core {
     /// Whether the member buffers as many decoded records as it may (see
     /// `Backpressure::over_budget`): the loop then takes one record a poll.
     pub(super) fn over_budget(&self) -> bool {
-        let rules = Backpressure {
-            per_input: MAX_BUFFERED,
-            held_max: MAX_BUFFERED_HELD,
-        };
         let buffered = self.tasks.values().map(Task::buffered).sum();
         let inputs = self.tasks.values().map(Task::input_count).sum();
         let any_held = self.tasks.values().any(|t| {
             (0..t.input_count()).any(|i| !t.queue(i).records.is_empty() && t.lags_behind_input(i))
         });
-        rules.over_budget(buffered, inputs, any_held)
+        BACKPRESSURE.over_budget(buffered, inputs, any_held)
     }
 
     /// Pauses inputs of restoring or half-owned tasks and inputs held with too much
@@ -378,16 +374,17 @@ impl Core {
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
     ) -> Result<(), RuntimeError> {
-        let rules = Backpressure {
-            per_input: MAX_BUFFERED,
-            held_max: MAX_BUFFERED_HELD,
-        };
         let incomplete = self.ownership.incomplete();
         let mut pause = TopicPartitionList::new();
         let mut resume = TopicPartitionList::new();
         let mut wanted: Vec<((usize, i32), bool)> = Vec::new();
         let at_cut = self.inputs_at_cut();
         for (p, task) in &self.tasks {
+            // A task that takes nothing now (its head waits for the schema registry, its
+            // positions are being learnt, an expansion holds it) holds all its inputs.
+            let stuck = task.held_inputs().next().is_some()
+                || self.positions_unknown.contains(p)
+                || self.expansion_holds(task);
             for (i, q) in task.inputs.iter().enumerate() {
                 let key = (i, *p);
                 let paused = self.paused.contains(&key);
@@ -403,13 +400,8 @@ impl Core {
                     }
                     continue;
                 }
-                // A task that takes nothing now (its head waits for the schema registry,
-                // its positions are being learnt, an expansion holds it) is held too.
-                let stuck = task.held_inputs().next().is_some()
-                    || self.positions_unknown.contains(p)
-                    || self.expansion_holds(task);
                 let held = stuck || task.lags_behind_input(i);
-                match rules.decide(q.records.len(), paused, held) {
+                match BACKPRESSURE.decide(q.records.len(), paused, held) {
                     Flow::Pause => wanted.push((key, true)),
                     Flow::Resume => wanted.push((key, false)),
                     Flow::Keep => {}

@@ -203,8 +203,8 @@ fn group_consumer_config(settings: &Settings) -> ClientConfig {
         c.set("fetch.queue.backoff.ms", "10");
     }
     // The loop keeps decoded records of every task buffered (a budget of `MAX_BUFFERED`
-    // per input on average); librdkafka's own prefetch of 64 MB per member on top of that only costs
-    // memory. 8 MB still holds tens of thousands of records per member.
+    // per input on average); librdkafka's own prefetch of 64 MB per member on top of that
+    // only costs memory. 8 MB still holds tens of thousands of records per member.
     if c.get("queued.max.messages.kbytes").is_none() {
         c.set("queued.max.messages.kbytes", "8192");
     }

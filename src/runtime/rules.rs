@@ -172,8 +172,9 @@ pub fn confirm_at(last_confirmed: TimestampMs, now: TimestampMs) -> Option<Times
 /// prefetched for it and fetch that again on resume, so only an input its task is *held*
 /// from taking (the merge waits for another input with nothing buffered and not at its
 /// end, or the task takes nothing now: its head waits for the schema registry, an
-/// expansion holds it) is paused, above `held_max` records — a stalled sibling must not let it grow
-/// without bound — and resumed once no longer held or drained below half of `per_input`.
+/// expansion holds it) is paused, above `held_max` records — a stalled sibling or an
+/// outage must not let it grow without bound — and resumed once no longer held or drained
+/// below half of `per_input`.
 /// An input the task can go on taking from keeps running; memory is bounded by the
 /// member's budget instead, `per_input` records per input partition on average, above
 /// which the loop polls one record a turn and the client's own prefetch limit holds the
@@ -193,7 +194,7 @@ pub enum Flow {
 
 impl Backpressure {
     /// Whether an input partition with `buffered` records is paused or resumed; `held`:
-    /// its task's merge waits for another input.
+    /// its task cannot take from it now (see above).
     pub fn decide(&self, buffered: usize, paused: bool, held: bool) -> Flow {
         if !paused && held && buffered > self.held_max {
             Flow::Pause
