@@ -4,7 +4,8 @@
 //! `read_committed`, the range assignor and `fetch.queue.backoff.ms=10`; an idempotent producer
 //! with the `murmur2_random` partitioner and the connector's producer defaults (`linger.ms=5`,
 //! delivery reports only for failures), flushed as the connector flushes before a commit
-//! (`flush_promptly`) — on one thread, one message per `poll`, as the connector's loop does.
+//! (`flush_promptly`) — on one thread, one message per `poll` (rust-rdkafka's usual API; the
+//! connector reads its inputs in batches with librdkafka's batch API, `docs/runtime.md`).
 //! It is the floor the connector is measured against (`scripts/bench.sh`).
 //!
 //! Modes:

@@ -370,7 +370,7 @@ fn the_batched_reader_shows_every_record_it_took_once_even_past_a_stop() {
         .set("enable.auto.commit", "false")
         .create()
         .unwrap();
-    let mut reader = BatchReader::new(consumer).unwrap();
+    let reader = BatchReader::new(consumer).unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..2 {
         reader.route(&topic, p).unwrap();
@@ -389,6 +389,8 @@ fn the_batched_reader_shows_every_record_it_took_once_even_past_a_stop() {
     let mut named_ahead: Vec<Option<(i32, String)>> = Vec::new();
     let seen = reader.read(Duration::from_secs(10), 1_000, |r, leftover, ahead| {
         assert!(r.error.is_none(), "{:?}", r.error);
+        assert_eq!(r.topic, topic);
+        assert!(r.timestamp.is_some_and(|t| t > 0), "{:?}", r.timestamp);
         assert_eq!(
             r.key.map(|k| String::from_utf8_lossy(k).into_owned()),
             Some(format!("k-{}-{}", r.partition, r.offset))
@@ -436,4 +438,65 @@ fn the_batched_reader_shows_every_record_it_took_once_even_past_a_stop() {
     all.sort();
     let expected: Vec<(i32, i64)> = (0..2).flat_map(|p| (0..30).map(move |o| (p, o))).collect();
     assert_eq!(all, expected);
+}
+
+/// A group consumer's batched reader: a wait for records ends as soon as an event (here
+/// the group's first assignment) reaches the consumer's own queue, which the caller then
+/// serves with `poll`; records of a partition routed to the reader come in its batches.
+#[test]
+fn a_group_readers_wait_for_records_ends_when_the_consumer_gets_an_event() {
+    use campaign_connector::runtime::batch_reader::BatchReader;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+
+    let w = World::new("group-reader", 1);
+    w.create_topics();
+    let topic = w.topic("changelog");
+    let producer = w.producer();
+    for i in 0..5 {
+        let key = format!("k-{i}");
+        let record: BaseRecord<'_, str, [u8]> =
+            BaseRecord::to(&topic).key(key.as_str()).partition(0);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let consumer: BaseConsumer = w
+        .client_config()
+        .set("group.id", format!("group-reader-{}", now_ms()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let reader = BatchReader::for_group(consumer).unwrap();
+    // Routed before the group assigns it (as the connector's rebalance callback does).
+    reader.route(&topic, 0).unwrap();
+    reader.consumer().subscribe(&[topic.as_str()]).unwrap();
+
+    // Nothing is assigned yet, so no record can come: the wait ends with the assignment.
+    let started = Instant::now();
+    let n = reader.read(Duration::from_secs(60), 100, |r, _, _| {
+        panic!("a record before the assignment was served: {:?}", r.offset)
+    });
+    assert_eq!(n, 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "the wait was not cut short: {:?}",
+        started.elapsed()
+    );
+    assert!(reader.events_queued() > 0);
+
+    // Serving the consumer's queue runs the assignment; the records come in batches.
+    let mut keys = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while keys.len() < 5 && Instant::now() < deadline {
+        if let Some(m) = reader.consumer().poll(Duration::ZERO) {
+            panic!("a routed partition's record came on the consumer's queue: {m:?}");
+        }
+        reader.read(Duration::from_millis(200), 100, |r, _, _| {
+            assert_eq!((r.topic, r.partition), (topic.as_str(), 0));
+            keys.push(String::from_utf8_lossy(r.key.unwrap()).into_owned());
+            true
+        });
+    }
+    assert_eq!(keys, (0..5).map(|i| format!("k-{i}")).collect::<Vec<_>>());
 }

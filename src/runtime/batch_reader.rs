@@ -9,14 +9,22 @@
 //! assigns them) go to a queue of the reader's own, and only there: librdkafka keeps a
 //! partition's forwarding that the application set. Everything else the client queues —
 //! its log lines and errors — stays on the consumer's queue, which `BaseConsumer::poll`
-//! serves as before (through the connector's logging). For a consumer that assigns its
-//! partitions itself and commits nothing.
+//! serves as before (through the connector's logging).
+//!
+//! A reader made with [`BatchReader::new`] is for a consumer that assigns its partitions
+//! itself and commits nothing. One made with [`BatchReader::for_group`] wraps a group
+//! consumer: its rebalances, commit results and errors stay on the consumer's queue (served
+//! by `BaseConsumer::poll`, which runs the rebalance callbacks), the records of the
+//! partitions routed here (in the callback, before they are assigned) come in batches, and
+//! anything arriving on the consumer's queue cuts a wait for records short.
 
-use std::ptr::NonNull;
+use std::ffi::{c_void, CStr};
+use std::ptr::{null_mut, NonNull};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, DefaultConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka_sys as rdsys;
 
 /// Records taken from the queue in one call, at most.
@@ -27,12 +35,30 @@ pub const AHEAD: usize = 8;
 
 /// One record, borrowed from the client until the callback returns.
 pub struct Record<'a> {
+    pub topic: &'a str,
     pub partition: i32,
     pub offset: i64,
     pub key: Option<&'a [u8]>,
     pub payload: Option<&'a [u8]>,
+    /// The record's timestamp (create or log append time), when it has one.
+    pub timestamp: Option<i64>,
     /// Set when the client reports an error for the partition instead of a record.
     pub error: Option<RDKafkaErrorCode>,
+}
+
+impl<'a> Record<'a> {
+    /// A record the consumer's own queue handed over (one not routed to a reader).
+    pub fn of_message(m: &'a BorrowedMessage<'a>) -> Self {
+        Record {
+            topic: m.topic(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            payload: m.payload(),
+            timestamp: m.timestamp().to_millis(),
+            error: None,
+        }
+    }
 }
 
 /// A reference to the consumer's queue, released before the client (field order in
@@ -51,27 +77,96 @@ impl Drop for QueueRef {
 // thread with the consumer that owns it.
 unsafe impl Send for QueueRef {}
 
+/// A reference to the consumer's own queue with a wake-up set on it: whatever librdkafka
+/// puts on it while it is empty cuts the reader's wait for records short. The wake-up is
+/// removed before the reference is released, both before the reader's queue goes.
+struct WakeOnEvents(QueueRef);
+
+impl Drop for WakeOnEvents {
+    fn drop(&mut self) {
+        // SAFETY: the queue reference is valid; no callback runs after this returns.
+        unsafe { rdsys::rd_kafka_queue_cb_event_enable(self.0 .0.as_ptr(), None, null_mut()) }
+    }
+}
+
+/// Called by librdkafka (on its own threads, with the consumer queue's lock held) when the
+/// consumer's queue gets an event while empty: makes a wait on the records queue return.
+unsafe extern "C" fn cut_wait_short(_: *mut rdsys::rd_kafka_t, records: *mut c_void) {
+    // SAFETY: `records` is the reader's queue, alive while the wake-up is set (the reader
+    // removes the wake-up before it releases the queue). Locking it under the consumer
+    // queue's lock cannot deadlock: nothing takes the two the other way round.
+    unsafe { rdsys::rd_kafka_queue_yield(records as *mut rdsys::rd_kafka_queue_t) }
+}
+
+/// A reader's queue, for routing partitions to it from a rebalance callback.
+#[derive(Clone, Copy)]
+pub struct RecordsQueue(NonNull<rdsys::rd_kafka_queue_t>);
+
+// SAFETY: a handle to a librdkafka queue (locked internally), used on the reader's thread.
+unsafe impl Send for RecordsQueue {}
+unsafe impl Sync for RecordsQueue {}
+
+impl RecordsQueue {
+    /// Sends a partition's records to this queue (see [`BatchReader::route`]).
+    ///
+    /// # Safety
+    /// The queue must still exist (its reader not dropped) and `client` be the client it
+    /// was made for.
+    pub unsafe fn route(
+        self,
+        client: *mut rdsys::rd_kafka_t,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), String> {
+        let name = std::ffi::CString::new(topic).map_err(|e| e.to_string())?;
+        // SAFETY: the client pointer is valid while the consumer lives; the call returns a
+        // new reference to the partition's queue (creating the partition's state if need
+        // be), released below after forwarding it.
+        unsafe {
+            let partition_queue =
+                rdsys::rd_kafka_queue_get_partition(client, name.as_ptr(), partition);
+            if partition_queue.is_null() {
+                return Err(format!("no queue for {topic}[{partition}]"));
+            }
+            rdsys::rd_kafka_queue_forward(partition_queue, self.0.as_ptr());
+            rdsys::rd_kafka_queue_destroy(partition_queue);
+        }
+        Ok(())
+    }
+}
+
 pub struct BatchReader<C: ConsumerContext + 'static = DefaultConsumerContext> {
+    // Declared before the queue and the consumer: dropped first.
+    wake: Option<WakeOnEvents>,
     // Declared before the consumer: dropped first.
     queue: QueueRef,
     consumer: BaseConsumer<C>,
-    /// Messages taken and not yet destroyed (only during `read`, or after a panic in it:
-    /// then `drop` destroys them).
-    taken: Vec<*mut rdsys::rd_kafka_message_t>,
 }
 
-impl<C: ConsumerContext + 'static> Drop for BatchReader<C> {
+/// Messages taken from the queue in one call, destroyed when dropped (after they were
+/// shown, or on a panic while showing them).
+struct Taken {
+    messages: [*mut rdsys::rd_kafka_message_t; CHUNK],
+    len: usize,
+}
+
+impl Taken {
+    fn messages(&self) -> &[*mut rdsys::rd_kafka_message_t] {
+        &self.messages[..self.len]
+    }
+}
+
+impl Drop for Taken {
     fn drop(&mut self) {
-        for m in self.taken.drain(..) {
-            // SAFETY: handed over by the client and not destroyed yet (the vector is
-            // emptied as its messages are destroyed); the client still lives.
+        for &m in self.messages() {
+            // SAFETY: handed over by the client and not destroyed yet; the client still
+            // lives (the reader is borrowed while this exists).
             unsafe { rdsys::rd_kafka_message_destroy(m) };
         }
     }
 }
 
-// SAFETY: the message pointers are only held during `read` (the vector is empty between
-// calls); the rest is the consumer and its queue reference, both Send.
+// SAFETY: the consumer and its queue references, all Send.
 unsafe impl<C: ConsumerContext + 'static> Send for BatchReader<C> {}
 
 impl<C: ConsumerContext + 'static> BatchReader<C> {
@@ -83,32 +178,58 @@ impl<C: ConsumerContext + 'static> BatchReader<C> {
         let queue = unsafe { rdsys::rd_kafka_queue_new(consumer.client().native_ptr()) };
         let queue = NonNull::new(queue).ok_or("librdkafka could not create a queue")?;
         Ok(Self {
+            wake: None,
             queue: QueueRef(queue),
             consumer,
-            taken: Vec::with_capacity(CHUNK),
         })
+    }
+
+    /// Wraps a group consumer: anything on its own queue (a rebalance, a commit's result,
+    /// an error) cuts a wait in [`read`](Self::read) short, so the caller serves that queue
+    /// with `BaseConsumer::poll` before and after each read.
+    pub fn for_group(consumer: BaseConsumer<C>) -> Result<Self, String> {
+        let mut reader = Self::new(consumer)?;
+        // SAFETY: the client pointer is valid while the consumer lives; the call returns a
+        // new reference to its consumer queue (null if it has none).
+        let events =
+            unsafe { rdsys::rd_kafka_queue_get_consumer(reader.consumer.client().native_ptr()) };
+        let events = NonNull::new(events).ok_or("the client has no consumer queue")?;
+        let events = WakeOnEvents(QueueRef(events));
+        // SAFETY: both queue references are valid; the reader's queue outlives the wake-up
+        // (see `WakeOnEvents`).
+        unsafe {
+            rdsys::rd_kafka_queue_cb_event_enable(
+                events.0 .0.as_ptr(),
+                Some(cut_wait_short),
+                reader.queue.0.as_ptr() as *mut c_void,
+            )
+        };
+        reader.wake = Some(events);
+        Ok(reader)
+    }
+
+    /// Events (not records) waiting on a group consumer's own queue; 0 for a reader made
+    /// with [`new`](Self::new).
+    pub fn events_queued(&self) -> usize {
+        self.wake.as_ref().map_or(0, |w| {
+            // SAFETY: the queue reference is valid.
+            unsafe { rdsys::rd_kafka_queue_length(w.0 .0.as_ptr()) }
+        })
+    }
+
+    /// The reader's queue, for routing partitions from a rebalance callback.
+    pub fn records_queue(&self) -> RecordsQueue {
+        RecordsQueue(self.queue.0)
     }
 
     /// Sends a partition's records to the reader's queue. Call it before assigning the
     /// partition, so that none of its records arrive anywhere else.
     pub fn route(&self, topic: &str, partition: i32) -> Result<(), String> {
-        let name = std::ffi::CString::new(topic).map_err(|e| e.to_string())?;
-        // SAFETY: the client pointer is valid while the consumer lives; the call returns a
-        // new reference to the partition's queue (creating the partition's state if need
-        // be), released below after forwarding it.
+        // SAFETY: the queue is this reader's, made for this consumer's client.
         unsafe {
-            let partition_queue = rdsys::rd_kafka_queue_get_partition(
-                self.consumer.client().native_ptr(),
-                name.as_ptr(),
-                partition,
-            );
-            if partition_queue.is_null() {
-                return Err(format!("no queue for {topic}[{partition}]"));
-            }
-            rdsys::rd_kafka_queue_forward(partition_queue, self.queue.0.as_ptr());
-            rdsys::rd_kafka_queue_destroy(partition_queue);
+            self.records_queue()
+                .route(self.consumer.client().native_ptr(), topic, partition)
         }
-        Ok(())
     }
 
     /// Records (and per-partition errors) waiting in the reader's queue.
@@ -129,7 +250,7 @@ impl<C: ConsumerContext + 'static> BatchReader<C> {
     /// batch, when there is one (to start loading what it will need). Returns how many
     /// records `f` saw.
     pub fn read(
-        &mut self,
+        &self,
         wait: Duration,
         max: usize,
         mut f: impl FnMut(Record<'_>, bool, Option<(i32, &[u8])>) -> bool,
@@ -145,39 +266,53 @@ impl<C: ConsumerContext + 'static> BatchReader<C> {
             // The first call waits for one record only: asked for more, librdkafka waits
             // until the batch is full or the time is up.
             let want = if seen == 0 { 1 } else { CHUNK.min(max - seen) };
-            self.taken.clear();
-            // SAFETY: the queue reference is valid; the array has room for `want`
+            let mut taken = Taken {
+                messages: [null_mut(); CHUNK],
+                len: 0,
+            };
+            // SAFETY: the queue reference is valid; the array has room for `want <= CHUNK`
             // pointers, and the call writes `n <= want` of them.
             let n = unsafe {
-                let n = rdsys::rd_kafka_consume_batch_queue(
+                rdsys::rd_kafka_consume_batch_queue(
                     self.queue.0.as_ptr(),
                     timeout,
-                    self.taken.as_mut_ptr(),
+                    taken.messages.as_mut_ptr(),
                     want,
-                );
-                let n = n.max(0) as usize;
-                self.taken.set_len(n);
-                n
+                )
             };
+            taken.len = n.max(0) as usize;
+            let n = taken.len;
             let bytes = |ptr: *mut std::ffi::c_void, len: usize| {
                 // SAFETY: the client's buffer of `len` bytes, alive as its message.
                 (!ptr.is_null())
                     .then(|| unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
             };
-            for (i, &m) in self.taken.iter().enumerate() {
+            let messages = taken.messages();
+            for (i, &m) in messages.iter().enumerate() {
                 // SAFETY: each pointer is a message the client handed over; all stay valid
                 // until destroyed after the loop, once `f` has seen them.
                 let r = unsafe { &*m };
-                let ahead = self.taken.get(i + AHEAD).and_then(|&a| {
+                let ahead = messages.get(i + AHEAD).and_then(|&a| {
                     // SAFETY: as above.
                     let a = unsafe { &*a };
                     bytes(a.key, a.key_len).map(|key| (a.partition, key))
                 });
+                // SAFETY: a message's topic handle (null for an error of no partition) and
+                // its name live as long as the message.
+                let topic = (!r.rkt.is_null())
+                    .then(|| unsafe { CStr::from_ptr(rdsys::rd_kafka_topic_name(r.rkt)) });
+                let mut kind = rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+                // SAFETY: as above; the call only reads the message.
+                let timestamp = unsafe { rdsys::rd_kafka_message_timestamp(m, &mut kind) };
                 let record = Record {
+                    topic: topic.and_then(|t| t.to_str().ok()).unwrap_or_default(),
                     partition: r.partition,
                     offset: r.offset,
                     key: bytes(r.key, r.key_len),
                     payload: bytes(r.payload, r.len),
+                    timestamp: (kind
+                        != rdsys::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE)
+                        .then_some(timestamp),
                     error: (r.err != rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR)
                         .then(|| r.err.into()),
                 };
@@ -186,11 +321,7 @@ impl<C: ConsumerContext + 'static> BatchReader<C> {
                     stopped = true;
                 }
             }
-            for &m in &self.taken {
-                // SAFETY: handed over by the client, destroyed once.
-                unsafe { rdsys::rd_kafka_message_destroy(m) };
-            }
-            self.taken.clear();
+            drop(taken);
             if n < want {
                 break;
             }

@@ -13,10 +13,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
+use super::batch_reader::Record;
 use super::error::RuntimeError;
 use super::input::arrive;
 use super::instance::{Core, BATCH, MAX_BUFFERED};
@@ -127,12 +128,12 @@ pub fn skipped(offset: i64) -> Arrived {
     }
 }
 
-pub fn forwarded(m: &BorrowedMessage<'_>, partition: i32) -> Arrived {
+pub fn forwarded(m: &Record<'_>, partition: i32) -> Arrived {
     Arrived {
-        offset: m.offset(),
+        offset: m.offset,
         seq: 0,
-        key: m.key().map(<[u8]>::to_vec),
-        payload: m.payload().map(<[u8]>::to_vec),
+        key: m.key.map(<[u8]>::to_vec),
+        payload: m.payload.map(<[u8]>::to_vec),
         event: Decoded::Forward { partition },
     }
 }
@@ -493,7 +494,7 @@ impl Core {
                 continue;
             }
             let arrived = match fate(&layout, p, false, Side::Before, m.key()) {
-                Fate::Process => arrive(codecs, rank, &m, edge),
+                Fate::Process => arrive(codecs, rank, offset, m.key(), m.payload(), edge),
                 _ => skipped(offset),
             };
             task.push(2 + j, arrived);

@@ -6,7 +6,6 @@
 
 use std::ffi::CString;
 
-use rdkafka::message::{BorrowedMessage, Message};
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 
@@ -61,14 +60,21 @@ pub struct EdgeChecks {
 /// An input message as an owned, decoded and checked record. The raw key and value are
 /// kept only where they are needed again — a record to dead-letter or to decode again;
 /// copying them for every good record cost more than the engine's work on it.
-pub fn arrive(codecs: &Codecs, rank: usize, m: &BorrowedMessage<'_>, edge: EdgeChecks) -> Arrived {
-    let event = decode_input(codecs, rank, m.key(), m.payload(), edge);
+pub fn arrive(
+    codecs: &Codecs,
+    rank: usize,
+    offset: i64,
+    key: Option<&[u8]>,
+    payload: Option<&[u8]>,
+    edge: EdgeChecks,
+) -> Arrived {
+    let event = decode_input(codecs, rank, key, payload, edge);
     let keep = !matches!(event, Decoded::Event(_));
     Arrived {
-        offset: m.offset(),
+        offset,
         seq: 0,
-        key: m.key().filter(|_| keep).map(<[u8]>::to_vec),
-        payload: m.payload().filter(|_| keep).map(<[u8]>::to_vec),
+        key: key.filter(|_| keep).map(<[u8]>::to_vec),
+        payload: payload.filter(|_| keep).map(<[u8]>::to_vec),
         event,
     }
 }

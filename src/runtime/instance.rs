@@ -23,12 +23,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus::IntCounter;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::TopicPartitionList;
 use tracing::{error, info, warn};
 
 use super::admin_api::{self, AdminView};
+use super::batch_reader::Record;
 use super::catalog_feed::CatalogFeed;
 use super::codecs::Codecs;
 use super::config::{ProcessingGuarantee, Settings};
@@ -41,7 +41,7 @@ use super::kafka::{check_co_partitioning, standalone_consumer, uncommitted_water
 use super::layout::{read_layout, LayoutFeed};
 use super::metrics::Metrics;
 use super::output::Output;
-use super::rebalance::{create_group_consumer, lock, GroupContext};
+use super::rebalance::{create_group_consumer, lock, GroupContext, GroupReader};
 use super::restore::{Restorer, Suspended};
 use super::rules::{
     poll_timeout_ms, readiness, Backoff, Backpressure, CommitCadence, Ownership, Readiness,
@@ -53,6 +53,8 @@ use crate::model::{Campaign, DecisionOutcome, DecisionReason, TimestampMs};
 
 /// Records a task processes before the loop looks at the consumer again.
 pub(super) const BATCH: usize = 2_000;
+/// Events taken from the group consumer's own queue in one turn, at most.
+const EVENTS_PER_TURN: usize = 64;
 /// Changelog records replayed per loop iteration (a bounded step).
 const RESTORE_STEP: usize = 20_000;
 /// Decoded records a member buffers per input partition, on average (its budget).
@@ -362,7 +364,8 @@ fn run_member(
     }
     let mut layout_feed = LayoutFeed::start(&settings)?;
 
-    let consumer = create_group_consumer(&settings, core.clone())?;
+    let reader = create_group_consumer(&settings, core.clone())?;
+    let consumer = reader.consumer();
     let t = &settings.topics;
     consumer
         .subscribe(&[t.interactions.as_str(), t.user_events.as_str()])
@@ -374,36 +377,31 @@ fn run_member(
         if shutdown.load(Ordering::Relaxed) {
             break Ok(());
         }
-        // Poll without holding the lock: rebalance callbacks take it inside poll().
+        // The consumer's own queue first, without holding the lock: rebalance and commit
+        // callbacks run inside its poll and take it.
+        let events_left = serve_group_events(&reader, &core);
         let timeout = poll_timeout_ms(&wake, now_ms(), MAX_POLL_MS);
         // While tasks restore, the loop waits on the changelog reader instead (in the
-        // restore step): its records are the work, the group consumer is polled in passing.
+        // restore step): its records are the work, the inputs are read in passing.
         let timeout = Duration::from_millis(timeout as u64);
-        let (group_wait, restore_wait) = if wake.restoring {
+        let (group_wait, restore_wait) = if wake.restoring || events_left {
             (Duration::ZERO, timeout)
         } else {
             (timeout, Duration::ZERO)
         };
-        let polled = consumer.poll(group_wait);
         let mut guard = lock(&core);
         let c = guard.as_mut().expect("set");
-        if let Some(result) = polled {
-            // One reading of the clock for the batch's edge checks.
-            let edge = c.edge(now_ms());
-            route(c, result, edge);
-            // Over its budget the member takes one record a turn; the rest stays in the
-            // client's prefetch (bounded, undecoded) until the tasks worked some off.
-            let batch = if c.over_budget() { 0 } else { BATCH };
-            for _ in 0..batch {
-                drop(guard);
-                let next = consumer.poll(Duration::ZERO);
-                guard = lock(&core);
-                match next {
-                    Some(result) => route(guard.as_mut().expect("set"), result, edge),
-                    None => break,
-                }
-            }
-        }
+        // Over its budget the member takes one record a turn; the rest stays in the
+        // client's prefetch (bounded, undecoded) until the tasks worked some off. The wait
+        // for the first record ends early when an event reaches the consumer's queue.
+        let max = if c.over_budget() { 1 } else { BATCH };
+        // One reading of the clock for the batch's edge checks, once it has a record.
+        let mut edge = None;
+        reader.read(group_wait, max, |record, _, _| {
+            let edge = *edge.get_or_insert_with(|| c.edge(now_ms()));
+            route(c, record, edge);
+            true
+        });
         let c = guard.as_mut().expect("set");
         let now = now_ms();
         c.output.poll();
@@ -421,7 +419,7 @@ fn run_member(
                     tasks: &c.tasks,
                     restoring: &restoring,
                 };
-                admin_api::answer(&view, &consumer, request);
+                admin_api::answer(&view, consumer, request);
             }
         }
         if let Some(e) = c.fatal.take() {
@@ -433,7 +431,7 @@ fn run_member(
         }
         if let Err(e) = step(
             c,
-            &consumer,
+            consumer,
             &mut catalog_reader,
             now,
             restore_wait,
@@ -460,7 +458,7 @@ fn run_member(
             .store(c.restorer.progress().len() as i64, Ordering::Relaxed);
         if now - last_metrics >= 1_000 {
             last_metrics = now;
-            let overdue = c.report_task_metrics(&consumer);
+            let overdue = c.report_task_metrics(consumer);
             health.overdue.store(overdue as i64, Ordering::Relaxed);
         }
     };
@@ -476,7 +474,7 @@ fn run_member(
         let mut guard = lock(&core);
         let c = guard.as_mut().expect("set");
         if result.is_ok() && c.rewind.is_none() {
-            if let Err(e) = c.commit(&consumer) {
+            if let Err(e) = c.commit(consumer) {
                 warn!(error = %e, "final commit failed; the next owner resumes from the last commit");
                 let _ = c.output.abort(&c.settings, false);
                 // Nor may the revocation below commit what this commit could not.
@@ -493,7 +491,7 @@ fn run_member(
     consumer.unsubscribe();
     // Leave the group before dropping the shared state the callbacks use.
     let _ = consumer.poll(Duration::from_millis(100));
-    drop(consumer);
+    drop(reader);
     lock(&core).take();
     info!("stopped");
     result
@@ -593,41 +591,71 @@ fn step(
     Ok(())
 }
 
-/// Puts a polled message into its task (or ignores what belongs to no task here).
-fn route(c: &mut Core, result: Result<BorrowedMessage<'_>, KafkaError>, edge: EdgeChecks) {
-    match result {
-        Ok(m) => {
-            let Some(rank) = c.topics.rank(m.topic()) else {
-                c.metrics
-                    .events_consumed
-                    .with_label_values(&[m.topic()])
-                    .inc();
-                return;
-            };
-            c.consumed[rank].inc();
-            let partition = m.partition();
-            // A task being restored has its inputs paused; what was fetched before the
-            // pause took effect waits in its queues.
-            if let Some(task) = c.tasks.get_mut(&partition) {
-                let arrived =
-                    match own_arrival(task, rank, m.offset(), m.timestamp().to_millis(), m.key()) {
-                        Arrival::Decode => arrive(&c.codecs, rank, &m, edge),
-                        Arrival::Skip => skipped(m.offset()),
-                        Arrival::Forward(q) => forwarded(&m, q),
-                        Arrival::Drop => return,
-                    };
-                task.push(rank, arrived);
+/// Serves the group consumer's own queue: rebalances and commit results (their callbacks
+/// run inside `poll`), errors, and the records of a partition that could not be routed to
+/// the member's records queue. Returns whether events are still waiting (a turn takes a
+/// bounded number; the next one then does not wait for records).
+fn serve_group_events(reader: &GroupReader, core: &Mutex<Option<Core>>) -> bool {
+    for _ in 0..EVENTS_PER_TURN {
+        match reader.consumer().poll(Duration::ZERO) {
+            Some(result) => {
+                let mut guard = lock(core);
+                let c = guard.as_mut().expect("set");
+                match result {
+                    Ok(m) => {
+                        let edge = c.edge(now_ms());
+                        route(c, Record::of_message(&m), edge);
+                    }
+                    // Which input reached its end is worked out from positions.
+                    Err(KafkaError::PartitionEOF(_)) => {}
+                    Err(e) => c.consumer_error(&e),
+                }
             }
+            None if reader.events_queued() == 0 => return false,
+            None => {}
         }
+    }
+    reader.events_queued() > 0
+}
+
+/// Puts a record into its task (or ignores what belongs to no task here).
+fn route(c: &mut Core, m: Record<'_>, edge: EdgeChecks) {
+    if let Some(code) = m.error {
         // Which input reached its end is worked out from positions (`refresh_ends`).
-        Err(KafkaError::PartitionEOF(_)) => {}
-        Err(e) => {
-            // A broker outage queues one such event per reconnect attempt: log a few.
-            let now = now_ms();
-            if now.saturating_sub(c.last_consumer_error_log) >= 1_000 {
-                c.last_consumer_error_log = now;
-                warn!(error = %e, "consumer error (the client retries by itself)");
-            }
+        if code != RDKafkaErrorCode::PartitionEOF {
+            c.consumer_error(&KafkaError::MessageConsumption(code));
+        }
+        return;
+    }
+    let Some(rank) = c.topics.rank(m.topic) else {
+        c.metrics
+            .events_consumed
+            .with_label_values(&[m.topic])
+            .inc();
+        return;
+    };
+    c.consumed[rank].inc();
+    // A task being restored has its inputs paused; what was fetched before the pause took
+    // effect waits in its queues.
+    if let Some(task) = c.tasks.get_mut(&m.partition) {
+        let arrived = match own_arrival(task, rank, m.offset, m.timestamp, m.key) {
+            Arrival::Decode => arrive(&c.codecs, rank, m.offset, m.key, m.payload, edge),
+            Arrival::Skip => skipped(m.offset),
+            Arrival::Forward(q) => forwarded(&m, q),
+            Arrival::Drop => return,
+        };
+        task.push(rank, arrived);
+    }
+}
+
+impl Core {
+    /// A consumer error: the client retries by itself. A broker outage queues one per
+    /// reconnect attempt: a few are logged.
+    fn consumer_error(&mut self, e: &KafkaError) {
+        let now = now_ms();
+        if now.saturating_sub(self.last_consumer_error_log) >= 1_000 {
+            self.last_consumer_error_log = now;
+            warn!(error = %e, "consumer error (the client retries by itself)");
         }
     }
 }

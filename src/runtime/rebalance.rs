@@ -32,6 +32,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::{ClientConfig, ClientContext, TopicPartitionList};
 use tracing::{info, warn};
 
+use super::batch_reader::{BatchReader, RecordsQueue};
 use super::config::{GroupProtocol, Settings};
 use super::error::{Recovery, RuntimeError};
 use super::instance::Core;
@@ -40,6 +41,9 @@ use super::restore::Suspended;
 
 pub struct GroupContext {
     core: Arc<Mutex<Option<Core>>>,
+    /// The member's records queue (its [`GroupReader`]'s): every partition is routed to it
+    /// before it is assigned. Set while the reader lives.
+    records: Mutex<Option<RecordsQueue>>,
 }
 
 impl ClientContext for GroupContext {}
@@ -56,8 +60,70 @@ fn input_partitions(core: &Core, tpl: &TopicPartitionList) -> Vec<(usize, i32)> 
         .collect()
 }
 
+impl GroupContext {
+    /// Routes the records of partitions about to be assigned to the member's records
+    /// queue. One that cannot be routed still works: its records come with the consumer's
+    /// own events, which the loop serves too.
+    fn route_records(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let Some(records) = *lock(&self.records) else {
+            return;
+        };
+        for e in tpl.elements() {
+            // SAFETY: the queue is set only while its reader (which owns this consumer)
+            // lives, and was made for this consumer's client.
+            let routed =
+                unsafe { records.route(consumer.client().native_ptr(), e.topic(), e.partition()) };
+            if let Err(error) = routed {
+                warn!(
+                    topic = e.topic(),
+                    partition = e.partition(),
+                    error,
+                    "routing a partition's records"
+                );
+            }
+        }
+    }
+}
+
+/// A member's group consumer, its records read in batches (see `batch_reader.rs`).
+pub struct GroupReader(BatchReader<GroupContext>);
+
+impl GroupReader {
+    fn new(consumer: BaseConsumer<GroupContext>) -> Result<Self, RuntimeError> {
+        let reader = BatchReader::for_group(consumer)
+            .map_err(|e| RuntimeError::Setup(format!("reading the inputs in batches: {e}")))?;
+        *lock(&reader.consumer().context().records) = Some(reader.records_queue());
+        Ok(Self(reader))
+    }
+}
+
+impl Drop for GroupReader {
+    fn drop(&mut self) {
+        // The queue goes with the reader; a rebalance served while the consumer closes
+        // must not route to it.
+        *lock(&self.0.consumer().context().records) = None;
+    }
+}
+
+impl std::ops::Deref for GroupReader {
+    type Target = BatchReader<GroupContext>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for GroupReader {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            self.route_records(consumer, tpl);
+            return;
+        }
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
@@ -178,10 +244,15 @@ impl ConsumerContext for GroupContext {
 pub fn create_group_consumer(
     settings: &Settings,
     core: Arc<Mutex<Option<Core>>>,
-) -> Result<BaseConsumer<GroupContext>, RuntimeError> {
-    group_consumer_config(settings)
-        .create_with_context(GroupContext { core })
-        .map_err(RuntimeError::kafka("creating the group consumer"))
+) -> Result<GroupReader, RuntimeError> {
+    let context = GroupContext {
+        core,
+        records: Mutex::new(None),
+    };
+    let consumer = group_consumer_config(settings)
+        .create_with_context(context)
+        .map_err(RuntimeError::kafka("creating the group consumer"))?;
+    GroupReader::new(consumer)
 }
 
 /// The group consumer's client configuration: what correctness needs, and defaults the

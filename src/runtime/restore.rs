@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{info, warn};
 
@@ -319,14 +318,7 @@ impl Restorer {
             match reader.consumer().poll(Duration::ZERO) {
                 None => break,
                 Some(Ok(m)) => {
-                    let record = Record {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key(),
-                        payload: m.payload(),
-                        error: None,
-                    };
-                    if !take_one(record, None) {
+                    if !take_one(Record::of_message(&m), None) {
                         go_on = false;
                         break;
                     }
