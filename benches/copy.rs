@@ -2,7 +2,7 @@
 //! at all. It consumes the input topics and produces every record, key and bytes unchanged, to
 //! one output topic, with the connector's client settings — a group consumer with
 //! `read_committed`, the range assignor and `fetch.queue.backoff.ms=10`; an idempotent producer
-//! with the `murmur2_random` partitioner and the connector's producer defaults (`linger.ms=5`,
+//! with the `murmur2_random` partitioner and the connector's producer defaults (`linger.ms=50`,
 //! delivery reports only for failures), flushed as the connector flushes before a commit
 //! (`flush_promptly`) — on one thread, one message per `poll` (rust-rdkafka's usual API; the
 //! connector reads its inputs in batches with librdkafka's batch API, `docs/runtime.md`).

@@ -452,7 +452,7 @@ impl Report {
              - **Kafka Streams** (`bench/streams-peer/`): the same rule written with the \
              Processor API — exactly-once v2, RocksDB stores for pending sends and receipts, \
              punctuators by stream time and (when caught up) by wall clock; store caching on, \
-             static membership and the connector's 5 ms producer linger, Kafka Streams' defaults \
+             static membership and the connector's 50 ms producer linger, Kafka Streams' defaults \
              otherwise.\n\n\
              events/s and CPU are measured from the group's first commit after it is stable \
              (members joined and assigned) to the commit that covers the whole backlog, so both \

@@ -288,11 +288,11 @@ pub fn flush_promptly<C: ProducerContext>(
 }
 
 /// Producer properties the connector's output producer (and the benchmark's bare copy)
-/// uses unless the pass-through sets them: a 5 ms linger, and delivery reports only for
+/// uses unless the pass-through sets them: a 50 ms linger, and delivery reports only for
 /// failed records (nothing reads the others; each report is an event to allocate, queue and
 /// serve, and [`flush_promptly`] relies on acknowledged records being released without one).
 pub const PRODUCER_DEFAULTS: [(&str, &str); 2] =
-    [("linger.ms", "5"), ("delivery.report.only.error", "true")];
+    [("linger.ms", "50"), ("delivery.report.only.error", "true")];
 
 /// The high watermark the client last saw for a partition, without asking the broker:
 /// librdkafka keeps it from fetch responses (for a `read_committed` consumer it is the last

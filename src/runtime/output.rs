@@ -893,8 +893,8 @@ mod tests {
     }
 
     #[test]
-    fn the_producer_lingers_5_ms_unless_the_operator_says_otherwise() {
-        assert_eq!(producer_setting(&[], "linger.ms").as_deref(), Some("5"));
+    fn the_producer_lingers_50_ms_unless_the_operator_says_otherwise() {
+        assert_eq!(producer_setting(&[], "linger.ms").as_deref(), Some("50"));
         assert_eq!(
             producer_setting(&[("CONNECTOR_KAFKA__LINGER_MS", "20")], "linger.ms").as_deref(),
             Some("20")
