@@ -414,7 +414,10 @@ fn throughput_part(
     // take (transactions, three output topics) before anything is measured. A production
     // broker is warm. `BENCH_WARMUP=0` skips it.
     if var("BENCH_WARMUP").is_none_or(|v| v != "0") {
-        for (n, kind) in [copy(true, 100), connector(true, 100, true)].into_iter().enumerate() {
+        for (n, kind) in [copy(true, 100), connector(true, 100, true)]
+            .into_iter()
+            .enumerate()
+        {
             eprintln!("[bench] warming the broker up (not measured)");
             throughput::run(env, &backlog, 100 + n, kind, &prefix);
         }

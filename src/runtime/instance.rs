@@ -384,7 +384,9 @@ fn run_member(
         // While tasks restore, the loop waits on the changelog reader instead (in the
         // restore step): its records are the work, the inputs are read in passing.
         let timeout = Duration::from_millis(timeout as u64);
-        let (group_wait, restore_wait) = if wake.restoring || events_left {
+        let (group_wait, restore_wait) = if events_left {
+            (Duration::ZERO, Duration::ZERO)
+        } else if wake.restoring {
             (Duration::ZERO, timeout)
         } else {
             (timeout, Duration::ZERO)
