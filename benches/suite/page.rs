@@ -461,7 +461,10 @@ impl Report {
              to the covering commit counts, so a 1 s commit interval shows in the figure). The \
              backlog is 2 M events by default rather than 1 M: at these rates 1 M is about two \
              seconds, two commits at a 1 s interval, and where in the interval the backlog ended \
-             swung the figures by a third from run to run. CPU is the process's user + system time from `/proc/<pid>/stat` \
+             swung the figures by a third from run to run. Before the measured runs, one \
+             unmeasured run of the copy and one of the connector (exactly-once, 100 ms) warm the \
+             broker's code paths: a freshly started broker's JIT compiler took about a twelfth of \
+             the machine during the first connector run after the copies. CPU is the process's user + system time from `/proc/<pid>/stat` \
              (all threads); the broker's CPU in the same window is shown beside it. Peak RSS is \
              `VmHWM`. The restart is a new process on the same changelog (Kafka Streams with an \
              empty state directory, so it restores from its changelog as the connector does). The \
