@@ -109,7 +109,7 @@ pub(crate) const EOS_100: Kind = Kind::Connector {
     decisions: true,
     threads: 0,
 };
-/// [`EOS_100`] with one processing thread (the lateness part runs both).
+/// [`EOS_100`] with one processing thread (the throughput and lateness parts run both).
 pub(crate) const EOS_100_ONE_THREAD: Kind = Kind::Connector {
     exactly_once: true,
     commit_ms: 100,
@@ -406,6 +406,7 @@ fn throughput_part(
         connector(true, 100, false),
         connector(true, 1000, false),
         connector(false, 100, false),
+        EOS_100_ONE_THREAD,
         STREAMS_100,
     ];
     // A freshly started broker compiles its code paths as they are first taken (its JIT's

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::report::{mib, thousands, Table};
 use crate::systems::{Env, Kind};
-use crate::{lateness, state, throughput, var, Sizes, EOS_100, STREAMS_100};
+use crate::{lateness, state, throughput, var, Sizes, EOS_100, EOS_100_ONE_THREAD, STREAMS_100};
 
 /// The 1, 5 and 15 minute load averages: how busy the machine was besides the suite.
 pub fn load_average() -> String {
@@ -143,6 +143,42 @@ impl Report {
                 }
             }
             out.push(t);
+
+            // Processing threads: the default (one per core) against one, same mode.
+            let one = self.find(EOS_100_ONE_THREAD);
+            let default = self.find(EOS_100);
+            if let (Some(one), Some(default)) = (one, default) {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let mut t = Table::new(
+                    &format!(
+                        "Processing threads (exactly-once, 100 ms, decisions on; {cores} cores shared \
+                         with the broker): CPU per event with {cores} ÷ with 1: {}",
+                        ratio(default.cpu_per_m, one.cpu_per_m)
+                    ),
+                    &[
+                        "processing threads",
+                        "events/s",
+                        "CPU s / 1M events",
+                        "broker CPU s / 1M",
+                        "connector cores busy",
+                        "broker cores busy",
+                        "events/s per connector core",
+                    ],
+                );
+                for (threads, r) in [(1, one), (cores, default)] {
+                    let busy = r.events_per_s * r.cpu_per_m / 1e6;
+                    t.row(vec![
+                        threads.to_string(),
+                        thousands(r.events_per_s),
+                        format!("{:.2}", r.cpu_per_m),
+                        format!("{:.2}", r.broker_cpu_per_m),
+                        format!("{busy:.2}"),
+                        format!("{:.2}", r.events_per_s * r.broker_cpu_per_m / 1e6),
+                        thousands(r.events_per_s / busy.max(1e-9)),
+                    ]);
+                }
+                out.push(t);
+            }
         }
         if !self.lateness.is_empty() {
             let mut t = Table::new(
