@@ -51,7 +51,8 @@ use super::task::Task;
 use crate::expansion::Layout;
 use crate::model::{Campaign, DecisionOutcome, DecisionReason, TimestampMs};
 
-/// Records a task processes before the loop looks at the consumer again.
+/// Records a task processes before the loop looks at the consumer again; also the most
+/// input records a member takes in one turn.
 pub(super) const BATCH: usize = 2_000;
 /// Events taken from the group consumer's own queue in one turn, at most.
 const EVENTS_PER_TURN: usize = 64;
@@ -608,8 +609,6 @@ fn serve_group_events(reader: &GroupReader, core: &Mutex<Option<Core>>) -> bool 
                         let edge = c.edge(now_ms());
                         route(c, Record::of_message(&m), edge);
                     }
-                    // Which input reached its end is worked out from positions.
-                    Err(KafkaError::PartitionEOF(_)) => {}
                     Err(e) => c.consumer_error(&e),
                 }
             }
@@ -623,10 +622,7 @@ fn serve_group_events(reader: &GroupReader, core: &Mutex<Option<Core>>) -> bool 
 /// Puts a record into its task (or ignores what belongs to no task here).
 fn route(c: &mut Core, m: Record<'_>, edge: EdgeChecks) {
     if let Some(code) = m.error {
-        // Which input reached its end is worked out from positions (`refresh_ends`).
-        if code != RDKafkaErrorCode::PartitionEOF {
-            c.consumer_error(&KafkaError::MessageConsumption(code));
-        }
+        c.consumer_error(&KafkaError::MessageConsumption(code));
         return;
     }
     let Some(rank) = c.topics.rank(m.topic) else {
@@ -652,8 +648,16 @@ fn route(c: &mut Core, m: Record<'_>, edge: EdgeChecks) {
 
 impl Core {
     /// A consumer error: the client retries by itself. A broker outage queues one per
-    /// reconnect attempt: a few are logged.
+    /// reconnect attempt: a few are logged. Which input reached its end is worked out from
+    /// positions (`refresh_ends`), not from end-of-partition events.
     fn consumer_error(&mut self, e: &KafkaError) {
+        if matches!(
+            e,
+            KafkaError::PartitionEOF(_)
+                | KafkaError::MessageConsumption(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            return;
+        }
         let now = now_ms();
         if now.saturating_sub(self.last_consumer_error_log) >= 1_000 {
             self.last_consumer_error_log = now;

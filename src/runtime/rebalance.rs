@@ -112,12 +112,6 @@ impl std::ops::Deref for GroupReader {
     }
 }
 
-impl std::ops::DerefMut for GroupReader {
-    fn deref_mut(&mut self) -> &mut Self::Target {
-        &mut self.0
-    }
-}
-
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
