@@ -500,3 +500,83 @@ fn a_group_readers_wait_for_records_ends_when_the_consumer_gets_an_event() {
     }
     assert_eq!(keys, (0..5).map(|i| format!("k-{i}")).collect::<Vec<_>>());
 }
+
+/// A partition routed to a batched reader keeps its records coming there after librdkafka
+/// stopped fetching it and started again (an assignment replacing the one before, as a
+/// group may hand a member without a revocation): the stop drops the partition's
+/// forwarding, and nothing but the reader's own routing forwards it again.
+#[test]
+fn a_routed_partition_keeps_coming_to_the_reader_after_its_assignment_is_replaced() {
+    use campaign_connector::runtime::batch_reader::{BatchReader, REROUTE_EVERY};
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    use rdkafka::{Offset, TopicPartitionList};
+
+    let w = World::new("reroute", 1);
+    w.create_topics();
+    let topic = w.topic("changelog");
+    let producer = w.producer();
+    for i in 0..10 {
+        let key = format!("k-{i}");
+        let record: BaseRecord<'_, str, [u8]> =
+            BaseRecord::to(&topic).key(key.as_str()).partition(0);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let consumer: BaseConsumer = w
+        .client_config()
+        .set("group.id", format!("reroute-{}", now_ms()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let reader = BatchReader::new(consumer).unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&topic, 0, Offset::Beginning)
+        .unwrap();
+    reader.route(&topic, 0).unwrap();
+    let read_all = |what: &str| {
+        let mut offsets = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while offsets.len() < 10 && Instant::now() < deadline {
+            reader.read(Duration::from_millis(200), 100, |r, _, _| {
+                assert!(r.error.is_none(), "{:?}", r.error);
+                offsets.push(r.offset);
+                true
+            });
+        }
+        assert_eq!(offsets, (0..10).collect::<Vec<i64>>(), "{what}");
+    };
+    reader.consumer().assign(&tpl).unwrap();
+    read_all("the first assignment");
+
+    // The same partition assigned again from the beginning: librdkafka stops fetching it
+    // (dropping its forwarding, on its own thread) and starts again.
+    reader.consumer().assign(&tpl).unwrap();
+    let started = Instant::now();
+    read_all("the replacing assignment");
+    assert!(
+        started.elapsed() < Duration::from_secs(10) + REROUTE_EVERY * 10,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        reader
+            .consumer()
+            .poll(Duration::from_millis(100))
+            .map(|m| m.map(|m| m.offset())),
+        None,
+        "a routed partition's record came on the consumer's queue"
+    );
+
+    // A partition forgotten is no longer forwarded again: after another replacing
+    // assignment its records stay away from the reader.
+    reader.unroute(&topic, 0);
+    reader.consumer().assign(&tpl).unwrap();
+    let mut late = 0;
+    let deadline = Instant::now() + REROUTE_EVERY * 20;
+    while Instant::now() < deadline {
+        late += reader.read(Duration::from_millis(100), 100, |_, _, _| true);
+    }
+    assert_eq!(late, 0, "an unrouted partition's records still came");
+}

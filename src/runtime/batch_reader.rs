@@ -6,10 +6,21 @@
 //! member threads' samples. One `rd_kafka_consume_batch_queue` call hands over many.
 //!
 //! The records of the partitions the reader routes ([`BatchReader::route`], before it
-//! assigns them) go to a queue of the reader's own, and only there: librdkafka keeps a
-//! partition's forwarding that the application set. Everything else the client queues —
-//! its log lines and errors — stays on the consumer's queue, which `BaseConsumer::poll`
-//! serves as before (through the connector's logging).
+//! assigns them) go to a queue of the reader's own, and only there: once an application
+//! routed a partition, librdkafka never forwards its records to the consumer's queue again.
+//! Everything else the client queues — its log lines and errors — stays on the consumer's
+//! queue, which `BaseConsumer::poll` serves as before (through the connector's logging).
+//!
+//! **Routes are set again.** librdkafka drops a partition's forwarding whenever it stops
+//! fetching the partition — an unassignment, or an assignment that replaces the one before
+//! (a group may hand a member a new assignment without revoking the old one first, as when
+//! an expansion changed the inputs' partition counts) — and it does so asynchronously, on
+//! the partition's broker thread: a route set just before such a stop is carried out is
+//! lost, and the partition's records would stay in its own queue for good (its task waiting
+//! for them). So the reader keeps the partitions it routed and forwards them again at least
+//! every [`REROUTE_EVERY`], before a read; the records that piled up meanwhile move to the
+//! reader's queue in their order. A partition no longer assigned is forgotten
+//! ([`BatchReader::unroute`]).
 //!
 //! A reader made with [`BatchReader::new`] is for a consumer that assigns its partitions
 //! itself and commits nothing. One made with [`BatchReader::for_group`] wraps a group
@@ -18,9 +29,11 @@
 //! partitions routed here (in the callback, before they are assigned) come in batches, and
 //! anything arriving on the consumer's queue cuts a wait for records short.
 
-use std::ffi::{c_void, CStr};
+use std::collections::BTreeSet;
+use std::ffi::{c_void, CStr, CString};
 use std::ptr::{null_mut, NonNull};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, DefaultConsumerContext};
 use rdkafka::error::RDKafkaErrorCode;
@@ -32,6 +45,9 @@ const CHUNK: usize = 512;
 /// How far ahead of the record shown the reader names the next one to prepare for: far
 /// enough for a cache miss started there to be served when it is reached.
 pub const AHEAD: usize = 8;
+/// How often the routed partitions are forwarded to the reader's queue again, at most (see
+/// the module doc): the longest a partition whose route librdkafka dropped waits.
+pub const REROUTE_EVERY: Duration = Duration::from_millis(100);
 
 /// One record, borrowed from the client until the callback returns.
 pub struct Record<'a> {
@@ -98,41 +114,105 @@ unsafe extern "C" fn cut_wait_short(_: *mut rdsys::rd_kafka_t, records: *mut c_v
     unsafe { rdsys::rd_kafka_queue_yield(records as *mut rdsys::rd_kafka_queue_t) }
 }
 
+/// The partitions routed to a reader's queue, and when they were last forwarded again.
+struct Routes {
+    partitions: BTreeSet<(CString, i32)>,
+    rerouted_at: Instant,
+}
+
 /// A reader's queue, for routing partitions to it from a rebalance callback.
-#[derive(Clone, Copy)]
-pub struct RecordsQueue(NonNull<rdsys::rd_kafka_queue_t>);
+#[derive(Clone)]
+pub struct RecordsQueue {
+    queue: NonNull<rdsys::rd_kafka_queue_t>,
+    routes: Arc<Mutex<Routes>>,
+}
 
 // SAFETY: a handle to a librdkafka queue (locked internally), used on the reader's thread.
 unsafe impl Send for RecordsQueue {}
 unsafe impl Sync for RecordsQueue {}
 
 impl RecordsQueue {
-    /// Sends a partition's records to this queue (see [`BatchReader::route`]).
+    fn routes(&self) -> std::sync::MutexGuard<'_, Routes> {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a partition's records to this queue (see [`BatchReader::route`]), now and
+    /// whenever the reader forwards its partitions again, until [`unroute`](Self::unroute).
     ///
     /// # Safety
     /// The queue must still exist (its reader not dropped) and `client` be the client it
     /// was made for.
     pub unsafe fn route(
-        self,
+        &self,
         client: *mut rdsys::rd_kafka_t,
         topic: &str,
         partition: i32,
     ) -> Result<(), String> {
-        let name = std::ffi::CString::new(topic).map_err(|e| e.to_string())?;
-        // SAFETY: the client pointer is valid while the consumer lives; the call returns a
-        // new reference to the partition's queue (creating the partition's state if need
-        // be), released below after forwarding it.
-        unsafe {
-            let partition_queue =
-                rdsys::rd_kafka_queue_get_partition(client, name.as_ptr(), partition);
-            if partition_queue.is_null() {
-                return Err(format!("no queue for {topic}[{partition}]"));
-            }
-            rdsys::rd_kafka_queue_forward(partition_queue, self.0.as_ptr());
-            rdsys::rd_kafka_queue_destroy(partition_queue);
-        }
+        let name = CString::new(topic).map_err(|e| format!("topic name {topic:?}: {e}"))?;
+        // SAFETY: as this function's.
+        unsafe { forward(client, self.queue, &name, partition) }?;
+        self.routes().partitions.insert((name, partition));
         Ok(())
     }
+
+    /// Stops forwarding a partition again (it was unassigned; librdkafka drops its current
+    /// forwarding itself when it stops fetching it).
+    pub fn unroute(&self, topic: &str, partition: i32) {
+        if let Ok(name) = CString::new(topic) {
+            self.routes().partitions.remove(&(name, partition));
+        }
+    }
+}
+
+/// Forwards every routed partition to `queue` again, when [`REROUTE_EVERY`] has passed
+/// since the last time.
+///
+/// # Safety
+/// As [`RecordsQueue::route`].
+unsafe fn reroute(
+    client: *mut rdsys::rd_kafka_t,
+    queue: NonNull<rdsys::rd_kafka_queue_t>,
+    routes: &Mutex<Routes>,
+) {
+    let mut routes = routes.lock().unwrap_or_else(|p| p.into_inner());
+    if routes.rerouted_at.elapsed() < REROUTE_EVERY {
+        return;
+    }
+    routes.rerouted_at = Instant::now();
+    for (name, partition) in &routes.partitions {
+        // SAFETY: as this function's. A partition the client no longer knows is simply
+        // not forwarded; its next assignment routes it again.
+        let _ = unsafe { forward(client, queue, name, *partition) };
+    }
+}
+
+/// Forwards a partition's queue to `queue`: records already in the partition's queue move
+/// there, in their order, and those fetched later go there.
+///
+/// # Safety
+/// As [`RecordsQueue::route`].
+unsafe fn forward(
+    client: *mut rdsys::rd_kafka_t,
+    queue: NonNull<rdsys::rd_kafka_queue_t>,
+    topic: &CStr,
+    partition: i32,
+) -> Result<(), String> {
+    // SAFETY: the client pointer is valid while the consumer lives; the call returns a new
+    // reference to the partition's queue (creating the partition's state if need be),
+    // released below after forwarding it.
+    unsafe {
+        let partition_queue =
+            rdsys::rd_kafka_queue_get_partition(client, topic.as_ptr(), partition);
+        if partition_queue.is_null() {
+            return Err(format!(
+                "no queue for {}[{partition}]",
+                topic.to_string_lossy()
+            ));
+        }
+        rdsys::rd_kafka_queue_forward(partition_queue, queue.as_ptr());
+        rdsys::rd_kafka_queue_destroy(partition_queue);
+    }
+    Ok(())
 }
 
 pub struct BatchReader<C: ConsumerContext + 'static = DefaultConsumerContext> {
@@ -140,6 +220,7 @@ pub struct BatchReader<C: ConsumerContext + 'static = DefaultConsumerContext> {
     wake: Option<WakeOnEvents>,
     // Declared before the consumer: dropped first.
     queue: QueueRef,
+    routes: Arc<Mutex<Routes>>,
     consumer: BaseConsumer<C>,
 }
 
@@ -180,6 +261,10 @@ impl<C: ConsumerContext + 'static> BatchReader<C> {
         Ok(Self {
             wake: None,
             queue: QueueRef(queue),
+            routes: Arc::new(Mutex::new(Routes {
+                partitions: BTreeSet::new(),
+                rerouted_at: Instant::now(),
+            })),
             consumer,
         })
     }
@@ -219,17 +304,26 @@ impl<C: ConsumerContext + 'static> BatchReader<C> {
 
     /// The reader's queue, for routing partitions from a rebalance callback.
     pub fn records_queue(&self) -> RecordsQueue {
-        RecordsQueue(self.queue.0)
+        RecordsQueue {
+            queue: self.queue.0,
+            routes: self.routes.clone(),
+        }
     }
 
     /// Sends a partition's records to the reader's queue. Call it before assigning the
-    /// partition, so that none of its records arrive anywhere else.
+    /// partition, so that none of its records arrive anywhere else; they keep coming here
+    /// (see the module doc) until [`unroute`](Self::unroute).
     pub fn route(&self, topic: &str, partition: i32) -> Result<(), String> {
         // SAFETY: the queue is this reader's, made for this consumer's client.
         unsafe {
             self.records_queue()
                 .route(self.consumer.client().native_ptr(), topic, partition)
         }
+    }
+
+    /// Forgets a partition routed here, when it is unassigned.
+    pub fn unroute(&self, topic: &str, partition: i32) {
+        self.records_queue().unroute(topic, partition);
     }
 
     /// Records (and per-partition errors) waiting in the reader's queue.
@@ -255,6 +349,14 @@ impl<C: ConsumerContext + 'static> BatchReader<C> {
         max: usize,
         mut f: impl FnMut(Record<'_>, bool, Option<(i32, &[u8])>) -> bool,
     ) -> usize {
+        // SAFETY: the queue is this reader's, made for this consumer's client.
+        unsafe {
+            reroute(
+                self.consumer.client().native_ptr(),
+                self.queue.0,
+                &self.routes,
+            )
+        };
         let mut seen = 0;
         let mut stopped = false;
         while seen < max && !stopped {

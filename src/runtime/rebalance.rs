@@ -65,7 +65,7 @@ impl GroupContext {
     /// queue. One that cannot be routed still works: its records come with the consumer's
     /// own events, which the loop serves too.
     fn route_records(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
-        let Some(records) = *lock(&self.records) else {
+        let Some(records) = lock(&self.records).clone() else {
             return;
         };
         for e in tpl.elements() {
@@ -80,6 +80,15 @@ impl GroupContext {
                     error,
                     "routing a partition's records"
                 );
+            }
+        }
+    }
+
+    /// Forgets the routes of revoked partitions (the reader stops forwarding them again).
+    fn unroute_records(&self, tpl: &TopicPartitionList) {
+        if let Some(records) = lock(&self.records).as_ref() {
+            for e in tpl.elements() {
+                records.unroute(e.topic(), e.partition());
             }
         }
     }
@@ -121,6 +130,7 @@ impl ConsumerContext for GroupContext {
         let Rebalance::Revoke(tpl) = rebalance else {
             return;
         };
+        self.unroute_records(tpl);
         let mut guard = lock(&self.core);
         let Some(core) = guard.as_mut() else { return };
         let revoked = input_partitions(core, tpl);

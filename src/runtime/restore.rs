@@ -209,6 +209,7 @@ impl Restorer {
     /// Stops restoring a task (revoked, or restarted from scratch).
     pub fn cancel(&mut self, partition: i32) {
         if self.restoring.remove(&partition).is_some() {
+            self.reader.unroute(&self.topic, partition);
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition(&self.topic, partition);
             if let Err(e) = self.reader.consumer().incremental_unassign(&tpl) {
