@@ -219,6 +219,12 @@ impl ConsumerContext for GroupContext {
                     warn!(error = %e, "resuming newly assigned partitions");
                 }
                 let assigned = input_partitions(core, tpl);
+                // An assignment may replace the one before without a revocation (librdkafka
+                // does so when the group rejoined before the previous assignment was taken
+                // up): what was paused then is resumed now.
+                for key in &assigned {
+                    core.paused.remove(key);
+                }
                 core.ownership.assign(assigned);
                 core.joined = true;
             }

@@ -370,6 +370,15 @@ impl Task {
     }
 
     /// Buffers an arrived record on input `i`.
+    /// Whether a record at `offset` of input `i` is new to the task: not before where the
+    /// input stands. One before it came again (the client started the partition over at
+    /// its committed offset, as when an assignment replaced the one before without a
+    /// revocation and the task stayed, with what it took since); taken twice, it would be
+    /// processed twice.
+    pub fn is_new(&self, i: usize, offset: i64) -> bool {
+        self.queue(i).position.is_none_or(|next| offset >= next)
+    }
+
     pub fn push(&mut self, i: usize, mut arrived: Arrived) {
         self.last_seq += 1;
         arrived.seq = self.last_seq;
@@ -397,5 +406,39 @@ impl Task {
         if let Some(x) = self.expansion.as_mut() {
             x.reached = [false; 2];
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arrived(offset: i64) -> Arrived {
+        Arrived {
+            offset,
+            seq: 0,
+            key: None,
+            payload: None,
+            event: Decoded::Retry(String::new()),
+        }
+    }
+
+    #[test]
+    fn a_record_before_where_an_input_stands_is_not_new_until_the_inputs_are_cleared() {
+        let mut task = Task::new(0, ["i", "u"], Limits::default(), (500, 50), false);
+        // Before the task knows where its inputs stand, everything is new.
+        assert!(task.is_new(0, 0) && task.is_new(1, 7));
+        for offset in 3..6 {
+            assert!(task.is_new(0, offset));
+            task.push(0, arrived(offset));
+        }
+        // The client started over at an earlier offset: those records were taken.
+        assert!(!task.is_new(0, 3) && !task.is_new(0, 5));
+        assert!(task.is_new(0, 6) && task.is_new(0, 9));
+        // Each input on its own.
+        assert!(task.is_new(1, 0));
+        // After a rewind everything is delivered again, and taken again.
+        task.clear_inputs();
+        assert!(task.is_new(0, 3));
     }
 }
