@@ -201,7 +201,11 @@ fn run(e: &mut Engine, input: &[InputEvent]) -> (f64, f64, f64) {
         count(e, DecisionOutcome::Cancelled),
     );
     let started = Instant::now();
-    for event in input {
+    for (i, event) in input.iter().enumerate() {
+        // As the connector does with its buffered records.
+        if let Some(ahead) = input.get(i + PREFETCH_AHEAD) {
+            e.prefetch_user(ahead.user_id());
+        }
         e.process(event, None, event.occurred_at(), &mut out)
             .expect("bench events are in the event-time range");
         out.clear();

@@ -6,6 +6,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
+use super::batch_reader::AHEAD;
 use super::catalog_feed::CatalogUpdate;
 use super::error::RuntimeError;
 use super::input::redecode;
@@ -102,6 +103,14 @@ impl Core {
                             let q = task.queue(j);
                             debug!(task = p, waited_for = ?task.coordinates(j), position = ?q.position, fresh_high = ?q.fresh_high,
                                 "merge: the bounded wait ran out; taking the other input's record");
+                        }
+                        // Start loading the user a record some places later in this input
+                        // will need: a task's table of many users misses the cache on
+                        // nearly every lookup, and misses started early overlap.
+                        if let Some(Decoded::Event(ahead)) =
+                            task.queue(i).records.get(AHEAD).map(|r| &r.event)
+                        {
+                            task.engine.prefetch_user(ahead.user_id());
                         }
                         let q = task.queue_mut(i);
                         let arrived = q.records.pop_front().expect("head exists");
