@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::ClientContext;
@@ -703,26 +703,32 @@ impl Output {
         self.usable()?;
         if self.exactly_once {
             let started = std::time::Instant::now();
-            if offsets.count() > 0 && !*offsets_sent {
+            let sending = if offsets.count() > 0 && !*offsets_sent {
                 let metadata = consumer
                     .group_metadata()
                     .ok_or_else(|| RuntimeError::Setup("no consumer group metadata".into()))?;
-                self.send_offsets(offsets, metadata)?;
+                Some(self.start_sending_offsets(offsets, metadata)?)
+            } else {
+                None
+            };
+            // The records are flushed while the offsets make their round trips (the commit
+            // flushes first, with the client's slow flush: done here, it finds nothing left).
+            let flush = flush_promptly(&self.producer, TXN_CALL_TIMEOUT)
+                .map_err(RuntimeError::kafka("writing the transaction's records"));
+            let flushed = started.elapsed();
+            if let Some(sending) = sending {
+                self.offsets_sent(sending)?;
                 *offsets_sent = true;
             }
             let offsets_done = started.elapsed();
-            // The commit flushes first, with the client's slow flush: done here, it finds
-            // nothing left.
-            flush_promptly(&self.producer, TXN_CALL_TIMEOUT)
-                .map_err(RuntimeError::kafka("writing the transaction's records"))?;
-            let flushed = started.elapsed();
+            flush?;
             self.producer
                 .commit_transaction(TXN_CALL_TIMEOUT)
                 .map_err(RuntimeError::kafka("committing the transaction"))?;
             tracing::debug!(
+                flush_ms = flushed.as_millis() as u64,
                 offsets_ms = offsets_done.as_millis() as u64,
-                flush_ms = (flushed - offsets_done).as_millis() as u64,
-                end_ms = (started.elapsed() - flushed).as_millis() as u64,
+                end_ms = (started.elapsed() - offsets_done).as_millis() as u64,
                 "transaction committed"
             );
         } else {
@@ -749,11 +755,14 @@ impl Output {
     /// (retried with a new producer, whose `init_transactions` fences this one and aborts
     /// its transaction), and the helper thread keeps the old producer until the call
     /// returns, then destroys it away from the loop.
-    fn send_offsets(
+    ///
+    /// The call starts here; [`Output::offsets_sent`] waits for it (the loop flushes the
+    /// transaction's records meanwhile).
+    fn start_sending_offsets(
         &mut self,
         offsets: &TopicPartitionList,
         metadata: rdkafka::consumer::ConsumerGroupMetadata,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<mpsc::Receiver<KafkaResult<()>>, RuntimeError> {
         let producer = Arc::clone(&self.producer);
         let offsets = offsets.clone();
         let (done, result) = mpsc::sync_channel(1);
@@ -764,6 +773,15 @@ impl Output {
                 let _ = done.send(r);
             })
             .map_err(|e| RuntimeError::Setup(format!("starting a transaction call: {e}")))?;
+        Ok(result)
+    }
+
+    /// Waits for the offsets [`Output::start_sending_offsets`] sent, within the call's bound
+    /// and [`OFFSETS_GRACE`] (measured from here: the flush before took at most its own).
+    fn offsets_sent(
+        &mut self,
+        result: mpsc::Receiver<KafkaResult<()>>,
+    ) -> Result<(), RuntimeError> {
         match result.recv_timeout(TXN_CALL_TIMEOUT + OFFSETS_GRACE) {
             Ok(r) => r.map_err(RuntimeError::kafka("sending offsets to the transaction")),
             Err(_) => {
