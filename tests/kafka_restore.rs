@@ -440,6 +440,18 @@ fn the_batched_reader_shows_every_record_it_took_once_even_past_a_stop() {
     assert_eq!(all, expected);
 }
 
+/// Records keyed `k-0`, `k-1`, … (no value) in partition 0 of `topic`.
+fn produce_keys(w: &World, topic: &str, count: usize) {
+    let producer = w.producer();
+    for i in 0..count {
+        let key = format!("k-{i}");
+        let record: BaseRecord<'_, str, [u8]> =
+            BaseRecord::to(topic).key(key.as_str()).partition(0);
+        producer.send(record).map_err(|(e, _)| e).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
 /// A group consumer's batched reader: a wait for records ends as soon as an event (here
 /// the group's first assignment) reaches the consumer's own queue, which the caller then
 /// serves with `poll`; records of a partition routed to the reader come in its batches.
@@ -451,14 +463,7 @@ fn a_group_readers_wait_for_records_ends_when_the_consumer_gets_an_event() {
     let w = World::new("group-reader", 1);
     w.create_topics();
     let topic = w.topic("changelog");
-    let producer = w.producer();
-    for i in 0..5 {
-        let key = format!("k-{i}");
-        let record: BaseRecord<'_, str, [u8]> =
-            BaseRecord::to(&topic).key(key.as_str()).partition(0);
-        producer.send(record).map_err(|(e, _)| e).unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    produce_keys(&w, &topic, 5);
 
     let consumer: BaseConsumer = w
         .client_config()
@@ -515,14 +520,7 @@ fn a_routed_partition_keeps_coming_to_the_reader_after_its_assignment_is_replace
     let w = World::new("reroute", 1);
     w.create_topics();
     let topic = w.topic("changelog");
-    let producer = w.producer();
-    for i in 0..10 {
-        let key = format!("k-{i}");
-        let record: BaseRecord<'_, str, [u8]> =
-            BaseRecord::to(&topic).key(key.as_str()).partition(0);
-        producer.send(record).map_err(|(e, _)| e).unwrap();
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
+    produce_keys(&w, &topic, 10);
 
     let consumer: BaseConsumer = w
         .client_config()
