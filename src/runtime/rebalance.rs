@@ -25,6 +25,7 @@
 //! else may own the tasks already, our open transaction is aborted and its output never
 //! becomes visible (the coordinator also rejects our offsets: the generation is stale).
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -84,52 +85,9 @@ impl GroupContext {
         }
     }
 
-    /// Forgets the routes of revoked partitions (the reader stops forwarding them again).
-    fn unroute_records(&self, tpl: &TopicPartitionList) {
-        if let Some(records) = lock(&self.records).as_ref() {
-            for e in tpl.elements() {
-                records.unroute(e.topic(), e.partition());
-            }
-        }
-    }
-}
-
-/// A member's group consumer, its records read in batches (see `batch_reader.rs`).
-pub struct GroupReader(BatchReader<GroupContext>);
-
-impl GroupReader {
-    fn new(consumer: BaseConsumer<GroupContext>) -> Result<Self, RuntimeError> {
-        let reader = BatchReader::for_group(consumer)
-            .map_err(|e| RuntimeError::Setup(format!("reading the inputs in batches: {e}")))?;
-        *lock(&reader.consumer().context().records) = Some(reader.records_queue());
-        Ok(Self(reader))
-    }
-}
-
-impl Drop for GroupReader {
-    fn drop(&mut self) {
-        // The queue goes with the reader; a rebalance served while the consumer closes
-        // must not route to it.
-        *lock(&self.0.consumer().context().records) = None;
-    }
-}
-
-impl std::ops::Deref for GroupReader {
-    type Target = BatchReader<GroupContext>;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl ConsumerContext for GroupContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            self.route_records(consumer, tpl);
-            return;
-        }
-        let Rebalance::Revoke(tpl) = rebalance else {
-            return;
-        };
+    /// Revoked partitions (see the module doc): their tasks are committed and suspended, or
+    /// — `lost`, when somebody else may own them already — their open transaction dropped.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList, lost: bool) {
         self.unroute_records(tpl);
         let mut guard = lock(&self.core);
         let Some(core) = guard.as_mut() else { return };
@@ -140,7 +98,7 @@ impl ConsumerContext for GroupContext {
             t.dedup();
             t
         };
-        let clean = if consumer.assignment_lost() {
+        let clean = if lost {
             warn!(?tasks, "assignment lost: the open transaction is aborted");
             false
         } else if core.rewind.is_some() {
@@ -204,6 +162,85 @@ impl ConsumerContext for GroupContext {
             core.rewind = Some(Recovery::Abort);
         }
         info!(?tasks, "tasks revoked");
+    }
+
+    /// Under the classic protocol an assignment replaces the one before. librdkafka hands a
+    /// member its next assignment without a revocation when the group rejoined before the
+    /// member took up the previous one: partitions of the one before that are not in the
+    /// new one were taken away unannounced, and another member may own them already. They
+    /// are revoked as lost: the open transaction (which may hold their work) is dropped and
+    /// the tasks that stay are rewound. (Partitions kept restart at their committed offsets;
+    /// the tasks skip what they took already, see `Task::is_new`.)
+    fn revoke_replaced(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let gone = {
+            let guard = lock(&self.core);
+            let Some(core) = guard.as_ref() else { return };
+            if core.settings.group_protocol != GroupProtocol::Classic {
+                return;
+            }
+            let kept: BTreeSet<(usize, i32)> = input_partitions(core, tpl).into_iter().collect();
+            let mut gone = TopicPartitionList::new();
+            for (rank, p) in core.ownership.assigned().filter(|k| !kept.contains(k)) {
+                gone.add_partition(&core.topics[rank], p);
+            }
+            gone
+        };
+        if gone.count() > 0 {
+            warn!(
+                partitions = gone.count(),
+                "an assignment replaced the one before without a revocation; the partitions it took away are dropped as lost"
+            );
+            self.revoke(consumer, &gone, true);
+        }
+    }
+
+    /// Forgets the routes of revoked partitions (the reader stops forwarding them again).
+    fn unroute_records(&self, tpl: &TopicPartitionList) {
+        if let Some(records) = lock(&self.records).as_ref() {
+            for e in tpl.elements() {
+                records.unroute(e.topic(), e.partition());
+            }
+        }
+    }
+}
+
+/// A member's group consumer, its records read in batches (see `batch_reader.rs`).
+pub struct GroupReader(BatchReader<GroupContext>);
+
+impl GroupReader {
+    fn new(consumer: BaseConsumer<GroupContext>) -> Result<Self, RuntimeError> {
+        let reader = BatchReader::for_group(consumer)
+            .map_err(|e| RuntimeError::Setup(format!("reading the inputs in batches: {e}")))?;
+        *lock(&reader.consumer().context().records) = Some(reader.records_queue());
+        Ok(Self(reader))
+    }
+}
+
+impl Drop for GroupReader {
+    fn drop(&mut self) {
+        // The queue goes with the reader; a rebalance served while the consumer closes
+        // must not route to it.
+        *lock(&self.0.consumer().context().records) = None;
+    }
+}
+
+impl std::ops::Deref for GroupReader {
+    type Target = BatchReader<GroupContext>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.revoke_replaced(consumer, tpl);
+                self.route_records(consumer, tpl);
+            }
+            Rebalance::Revoke(tpl) => self.revoke(consumer, tpl, consumer.assignment_lost()),
+            Rebalance::Error(_) => {}
+        }
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {

@@ -47,6 +47,11 @@ impl Ownership {
         self.assigned.clear();
     }
 
+    /// Every assigned input partition, as (rank, partition).
+    pub fn assigned(&self) -> impl Iterator<Item = (usize, i32)> + '_ {
+        self.assigned.iter().copied()
+    }
+
     /// Tasks whose every input partition is assigned here.
     pub fn complete_tasks(&self) -> BTreeSet<i32> {
         let partitions: BTreeSet<i32> = self.assigned.iter().map(|&(_, p)| p).collect();
