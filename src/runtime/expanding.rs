@@ -55,8 +55,9 @@ pub enum Arrival {
     Drop,
 }
 
-/// The arrival of a record of own input `rank` under the task's expansion, if any. Finds
-/// the input's cut (the first record at or after the cut time).
+/// The arrival of a record of own input `rank`: dropped when the task took it already
+/// ([`Task::is_new`]), else as the task's expansion, if any, decides. Finds the input's
+/// cut (the first record at or after the cut time).
 pub fn own_arrival(
     task: &mut Task,
     rank: usize,
@@ -64,6 +65,9 @@ pub fn own_arrival(
     timestamp: Option<i64>,
     key: Option<&[u8]>,
 ) -> Arrival {
+    if !task.is_new(rank, offset) {
+        return Arrival::Drop;
+    }
     let Task {
         partition,
         expansion,
@@ -774,6 +778,32 @@ mod tests {
             Arrival::Forward(_) => "forward",
             Arrival::Drop => "drop",
         }
+    }
+
+    #[test]
+    fn a_record_the_task_took_already_is_dropped_when_it_comes_again() {
+        let mut t = task(2);
+        for offset in 3..6 {
+            assert_eq!(arrival(&mut t, 0, offset, 1, "u"), "decode");
+            t.push(
+                0,
+                crate::runtime::task::Arrived {
+                    offset,
+                    seq: 0,
+                    key: None,
+                    payload: None,
+                    event: crate::runtime::task::Decoded::Skip,
+                },
+            );
+        }
+        // The client started the partition over at its committed offset.
+        assert_eq!(arrival(&mut t, 0, 4, 1, "u"), "drop");
+        assert_eq!(arrival(&mut t, 0, 6, 1, "u"), "decode");
+        assert_eq!(
+            arrival(&mut t, 1, 0, 1, "u"),
+            "decode",
+            "each input on its own"
+        );
     }
 
     #[test]

@@ -636,9 +636,6 @@ fn route(c: &mut Core, m: Record<'_>, edge: EdgeChecks) {
     // A task being restored has its inputs paused; what was fetched before the pause took
     // effect waits in its queues.
     if let Some(task) = c.tasks.get_mut(&m.partition) {
-        if !task.is_new(rank, m.offset) {
-            return;
-        }
         let arrived = match own_arrival(task, rank, m.offset, m.timestamp, m.key) {
             Arrival::Decode => arrive(&c.codecs, rank, m.offset, m.key, m.payload, edge),
             Arrival::Skip => skipped(m.offset),
