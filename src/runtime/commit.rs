@@ -71,49 +71,145 @@ impl Core {
         self.commit_as(consumer, false)
     }
 
-    /// The commit the cadence asks for. Exactly-once it is [`Core::commit`]. At-least-once
-    /// it is pipelined, so that the loop waits for one flush a commit instead of two and
-    /// for no offset-commit round trip: its flush writes the outputs produced so far *and*
-    /// the changelog entries the previous commit produced, whose input offsets are then
-    /// committed (without waiting for the answer); it produces the changed users' entries
-    /// and keeps their offsets for the next commit. The order each record depends on
-    /// holds — outputs written before the state saying they were, state written before
-    /// the offsets past its inputs — and a crash in between leaves state at most one
-    /// interval ahead of the committed offsets, the same as a commit that failed after its
-    /// changelog was written: the inputs are read again (at-least-once) and the state
-    /// already holds what they did.
+    /// The commit the cadence asks for: it runs while the loop goes on processing (see
+    /// [`Core::commit_as`]).
     pub fn commit_due(
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
     ) -> Result<(), RuntimeError> {
-        let pipelined = !self.output.exactly_once();
-        self.commit_as(consumer, pipelined)
+        self.commit_as(consumer, true)
     }
 
+    /// Commits what was processed so far; `in_flight` leaves the commit running on its
+    /// helper thread (what the loop produces meanwhile is held for after it, and
+    /// [`Core::land`] takes the outcome), otherwise it is done when this returns. One
+    /// commit at a time: the one in flight lands first.
+    ///
+    /// Exactly-once the changed users' changelog entries join the transaction before it
+    /// commits. At-least-once the commit in flight is the flush of the outputs produced so
+    /// far; the changed users' entries are produced after it (they are held while it runs)
+    /// — outputs written before the state saying they were — and the input offsets wait
+    /// for the next flush, which writes those entries — state written before the offsets
+    /// past its inputs. A crash in between leaves state at most one interval ahead of the
+    /// committed offsets, the same as a commit that failed after its changelog was written:
+    /// the inputs are read again (at-least-once) and the state already holds what they did.
     fn commit_as(
         &mut self,
         consumer: &BaseConsumer<GroupContext>,
-        pipelined: bool,
+        in_flight: bool,
+    ) -> Result<(), RuntimeError> {
+        if self.output.committing() {
+            let waiting = Instant::now();
+            self.land(consumer, true)?;
+            debug!(
+                waited_ms = waiting.elapsed().as_millis() as u64,
+                "the commit before was still in flight"
+            );
+        }
+        let exactly_once = self.output.exactly_once();
+        if !exactly_once && !in_flight {
+            return self.flush_and_commit(consumer);
+        }
+        if exactly_once {
+            self.write_states()?;
+        }
+        let offsets = self.offsets_to_commit()?;
+        let started = self.output.start_commit(consumer, &offsets)?;
+        if !exactly_once {
+            // Held until the flush has landed (produced at once when nothing was in it).
+            self.write_states()?;
+        }
+        self.commit_pending = false;
+        if !started {
+            self.succeeded();
+            return Ok(());
+        }
+        self.cadence.committed(now_ms());
+        if !in_flight {
+            self.land(consumer, true)?;
+        }
+        Ok(())
+    }
+
+    /// Takes the outcome of the commit in flight, if one is — waiting for it when `wait` —
+    /// and produces the records held while it ran. A failed commit is the error (the loop
+    /// rewinds, and the rewind drops the held records).
+    pub(super) fn land(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        wait: bool,
+    ) -> Result<(), RuntimeError> {
+        let Some(outcome) = self.output.land(wait) else {
+            return Ok(());
+        };
+        // A record the broker refused is the cause of whatever the call says.
+        let landed = outcome.map_err(|e| self.output.failed_delivery().unwrap_or(e))?;
+        if self.output.exactly_once() {
+            self.committed(&landed.offsets);
+        } else {
+            // The flush wrote the changelog entries the commit before produced: their
+            // offsets are committed, without waiting for the answer (a failure is logged;
+            // the next commit covers the same partitions). This commit's offsets wait for
+            // the flush that writes its entries.
+            if let Some(written) = self.offsets_written.take() {
+                consumer
+                    .commit(&written, CommitMode::Async)
+                    .map_err(RuntimeError::kafka("committing offsets"))?;
+                self.committed(&written);
+            }
+            if landed.offsets.count() > 0 {
+                self.offsets_written = Some(landed.offsets);
+            }
+        }
+        self.output.release()?;
+        self.committed_work(consumer, landed.started);
+        Ok(())
+    }
+
+    /// At-least-once, a commit that must be done when it returns (a revocation, a
+    /// shutdown, a hand-off, a retry): the outputs are flushed, the offsets kept from the
+    /// last commit committed, the changed users' entries written and the offsets past
+    /// them committed, each waiting for the step before.
+    fn flush_and_commit(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
     ) -> Result<(), RuntimeError> {
         let started = Instant::now();
-        let mut offsets = TopicPartitionList::new();
-        // At-least-once: the outputs are written before the state that says they were.
+        // The outputs are written before the state that says they were.
         self.output.settle_unless_transactional()?;
         if let Some(written) = self.offsets_written.take() {
-            // The previous commit's changelog entries were written by the flush above. A
-            // commit that must be done when it returns waits for the answer.
-            let mode = if pipelined {
-                CommitMode::Async
-            } else {
-                CommitMode::Sync
-            };
             consumer
-                .commit(&written, mode)
+                .commit(&written, CommitMode::Sync)
                 .map_err(RuntimeError::kafka("committing offsets"))?;
             self.committed(&written);
         }
+        self.write_states()?;
+        let offsets = self.offsets_to_commit()?;
+        let had_work = self.output.is_open() || offsets.count() > 0;
+        self.output.flush_and_commit(consumer, &offsets)?;
+        self.commit_pending = false;
+        self.cadence.committed(now_ms());
+        self.committed(&offsets);
+        if had_work {
+            self.committed_work(consumer, started);
+        } else {
+            self.succeeded();
+        }
+        Ok(())
+    }
+
+    /// Produces the changelog entries of every task's changed users (and progress).
+    fn write_states(&mut self) -> Result<(), RuntimeError> {
         for task in self.tasks.values_mut() {
             self.output.write_state(&self.codecs, task)?;
+        }
+        Ok(())
+    }
+
+    /// The input offsets processed past the committed ones (`last processed + 1`).
+    fn offsets_to_commit(&self) -> Result<TopicPartitionList, RuntimeError> {
+        let mut offsets = TopicPartitionList::new();
+        for task in self.tasks.values() {
             for (i, q) in task.inputs.iter().enumerate() {
                 if let Some(next) = q.next_offset.filter(|n| Some(*n) != q.committed_offset) {
                     offsets
@@ -122,35 +218,7 @@ impl Core {
                 }
             }
         }
-        let had_work = self.output.is_open() || offsets.count() > 0;
-        if pipelined && offsets.count() > 0 {
-            self.offsets_written = Some(offsets);
-            self.commit_pending = false;
-            self.cadence.committed(now_ms());
-            self.committed_work(consumer, started);
-            return Ok(());
-        }
-        if let Err(e) = self
-            .output
-            .commit(consumer, &offsets, &mut self.offsets_sent)
-        {
-            // A record the broker refused is the cause of whatever the call says.
-            return Err(self.output.failed_delivery().unwrap_or(e));
-        }
-        self.offsets_sent = false;
-        self.commit_pending = false;
-        self.cadence.committed(now_ms());
-        for task in self.tasks.values_mut() {
-            for q in task.inputs.iter_mut() {
-                q.committed_offset = q.next_offset;
-            }
-        }
-        if had_work {
-            self.committed_work(consumer, started);
-        } else {
-            self.succeeded();
-        }
-        Ok(())
+        Ok(offsets)
     }
 
     /// A commit that had work went through.
@@ -191,7 +259,6 @@ impl Core {
         self.metrics.transaction_aborts.inc();
         self.output
             .abort(&self.settings, how == Recovery::NewProducer)?;
-        self.offsets_sent = false;
         self.offsets_written = None;
         self.commit_pending = false;
         let assignment = consumer

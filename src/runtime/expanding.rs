@@ -596,6 +596,9 @@ impl Core {
             );
             return Ok(());
         }
+        // The hand-off's writes are ordered among themselves and with what came before:
+        // no commit runs under them.
+        self.land(consumer, true)?;
         let task = self.tasks.get_mut(&p).expect("listed");
         for (i, cut) in x.cuts.iter().enumerate() {
             task.inputs[i].next_offset = *cut;

@@ -104,11 +104,9 @@ pub struct Core {
     /// A commit failed in a way that lets the call be repeated: no new work until it went
     /// through.
     pub commit_pending: bool,
-    /// Offsets of the pending commit were already added to its transaction.
-    pub offsets_sent: bool,
-    /// At-least-once: input offsets whose changelog entries were produced by the last
-    /// commit the cadence asked for, and are committed by the next one once its flush has
-    /// written them (`Core::commit_due`).
+    /// At-least-once: input offsets whose changelog entries were produced after the last
+    /// commit's flush, and are committed once the next flush has written them
+    /// (`Core::land`).
     pub offsets_written: Option<TopicPartitionList>,
     /// The open transaction must be dropped and every task rewound to committed state.
     pub rewind: Option<Recovery>,
@@ -329,7 +327,6 @@ fn run_member(
         catalog: BTreeMap::new(),
         cadence: CommitCadence::new(settings.commit_interval.as_millis() as i64, now_ms()),
         commit_pending: false,
-        offsets_sent: false,
         offsets_written: None,
         rewind: None,
         backoff: Backoff::new(100, 10_000, seed),
@@ -500,6 +497,11 @@ fn run_member(
     result
 }
 
+/// Records held for after the commit in flight beyond which processing waits for it.
+const HELD_LIMIT: usize = 64 << 20;
+/// How often an idle loop looks whether the commit in flight has ended.
+const LAND_LOOK_MS: i64 = 2;
+
 /// One iteration's work after polling.
 fn step(
     c: &mut Core,
@@ -509,6 +511,8 @@ fn step(
     restore_wait: Duration,
     wake: &mut Wakeup,
 ) -> Result<(), RuntimeError> {
+    // The commit in flight, once it has ended: the held records follow it.
+    c.land(consumer, false)?;
     if c.rewind.is_some() || c.commit_pending {
         if now < c.retry_at {
             wake.retry_at = Some(c.retry_at);
@@ -576,6 +580,10 @@ fn step(
     c.step_expansion(consumer, now)?;
     c.refresh_ends(consumer, now, wake)?;
     c.flow_control(consumer)?;
+    if c.output.held_bytes() > HELD_LIMIT {
+        // Records held for after the commit in flight: enough waiting in memory.
+        c.land(consumer, true)?;
+    }
     c.process(now, wake)?;
     if c.output.take_awaited() {
         c.cadence.hurry();
@@ -590,6 +598,11 @@ fn step(
             .any(|t| t.progress_dirty || !t.dirty.is_empty())
     {
         wake.commit_at = Some(c.cadence.next_at());
+    }
+    if c.output.committing() {
+        // Its end is not a broker event the wait would see: looked for every few ms.
+        let look = now_ms() + LAND_LOOK_MS;
+        wake.commit_at = Some(wake.commit_at.map_or(look, |t| t.min(look)));
     }
     Ok(())
 }

@@ -15,9 +15,9 @@
 
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, ConsumerGroupMetadata};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -49,7 +49,7 @@ const INIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a retriable `init_transactions` failure is retried before it is an error.
 const INIT_RETRY: Duration = Duration::from_secs(30);
 /// How long past its own bound the loop waits for `send_offsets_to_transaction` before it
-/// gives the producer up (see [`Output::send_offsets`]).
+/// gives the producer up (see [`send_offsets`]).
 const OFFSETS_GRACE: Duration = Duration::from_secs(2);
 
 /// Where a dead letter came from.
@@ -128,8 +128,9 @@ impl DeliveryWatch {
 }
 
 pub struct Output {
-    /// Shared only with a helper thread that may still be inside a call the loop stopped
-    /// waiting for (see [`Output::send_offsets`]); the loop is its one user otherwise.
+    /// Shared with the helper thread of a commit in flight ([`Output::start_commit`]), and
+    /// with one that may still be inside a call the loop stopped waiting for (see
+    /// [`send_offsets`]); the loop is its one user otherwise.
     producer: Arc<BaseProducer<DeliveryWatch>>,
     /// A transactional call did not return within its bound: the producer is not used
     /// again, only replaced.
@@ -149,6 +150,88 @@ pub struct Output {
     known_partitions: std::collections::HashMap<String, usize>,
     /// The producer's handles of the topics written so far (a handful), replaced with it.
     handles: Vec<TopicHandle>,
+    /// The commit running on its helper thread, if one is.
+    committing: Option<Committing>,
+    /// Records produced while a commit is in flight, for the transaction after it.
+    held: Held,
+}
+
+/// A commit in flight: exactly-once, the transaction's offsets, flush and commit;
+/// at-least-once, the flush of everything produced before it. It runs on a helper thread
+/// while the loop goes on processing; what the loop produces meanwhile is held
+/// ([`Held`]) and produced when the commit has landed ([`Output::land`]).
+struct Committing {
+    done: mpsc::Receiver<Result<(), RuntimeError>>,
+    /// The input offsets the commit covers (`last processed + 1`).
+    offsets: TopicPartitionList,
+    started: Instant,
+}
+
+/// A commit that went through: the offsets it covers, and when it started.
+pub struct Landed {
+    pub offsets: TopicPartitionList,
+    pub started: Instant,
+}
+
+/// How long the loop waits for a commit in flight before it gives its producer up: the
+/// offsets' bound and grace, the flush's and the commit's bounds, and a second to spare.
+const COMMIT_BOUND: Duration =
+    Duration::from_secs(TXN_CALL_TIMEOUT.as_secs() * 2 + OFFSETS_GRACE.as_secs() + 1);
+
+/// Records held while a commit is in flight, in the order they were produced: their bytes
+/// in one buffer, reused from one commit to the next.
+#[derive(Default)]
+struct Held {
+    bytes: Vec<u8>,
+    records: Vec<HeldRecord>,
+    /// The topics the records go to (a handful), by index.
+    topics: Vec<String>,
+}
+
+struct HeldRecord {
+    topic: usize,
+    partition: Option<i32>,
+    key: std::ops::Range<usize>,
+    payload: Option<std::ops::Range<usize>>,
+    headers: Option<OwnedHeaders>,
+}
+
+impl Held {
+    fn push(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) {
+        let topic = match self.topics.iter().position(|t| t == topic) {
+            Some(i) => i,
+            None => {
+                self.topics.push(topic.to_string());
+                self.topics.len() - 1
+            }
+        };
+        let mut take = |b: &[u8]| {
+            let start = self.bytes.len();
+            self.bytes.extend_from_slice(b);
+            start..self.bytes.len()
+        };
+        let key = take(key);
+        let payload = payload.map(take);
+        self.records.push(HeldRecord {
+            topic,
+            partition,
+            key,
+            payload,
+            headers,
+        });
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.records.clear();
+    }
 }
 
 /// The producer's handle of one topic, held so that a record is produced to it without the
@@ -213,6 +296,8 @@ impl Output {
             awaited: false,
             known_partitions: std::collections::HashMap::new(),
             handles: Vec::new(),
+            committing: None,
+            held: Held::default(),
         })
     }
 
@@ -220,8 +305,20 @@ impl Output {
         self.exactly_once
     }
 
+    /// Output waits to be committed: a transaction is open (exactly-once), output is
+    /// unflushed (at-least-once), or records are held for after the commit in flight.
     pub fn is_open(&self) -> bool {
-        self.open
+        self.open || !self.held.records.is_empty()
+    }
+
+    /// A commit is in flight.
+    pub fn committing(&self) -> bool {
+        self.committing.is_some()
+    }
+
+    /// Bytes of the records held for after the commit in flight.
+    pub fn held_bytes(&self) -> usize {
+        self.held.bytes.len()
     }
 
     /// Whether a send its user waits for was produced since the last call.
@@ -264,7 +361,7 @@ impl Output {
             return Ok(());
         }
         self.usable()?;
-        self.flush_checked(TXN_CALL_TIMEOUT)
+        flush_checked(&self.producer, TXN_CALL_TIMEOUT)
     }
 
     /// The failed delivery behind a failed commit, if one is: a transaction call reports
@@ -280,21 +377,7 @@ impl Output {
 
     /// The failed deliveries reported since the last call, as an error.
     fn take_failure(&self) -> Option<RuntimeError> {
-        self.producer
-            .context()
-            .take_failed()
-            .map(|(count, record, source)| RuntimeError::Delivery {
-                count,
-                record,
-                source,
-            })
-    }
-
-    /// Flushes, then reports the failed deliveries the flush served (every report is
-    /// served by it).
-    fn flush_checked(&self, timeout: Duration) -> Result<(), RuntimeError> {
-        flush_promptly(&self.producer, timeout).map_err(RuntimeError::kafka("flushing output"))?;
-        self.take_failure().map_or(Ok(()), Err)
+        take_failure(&self.producer)
     }
 
     /// Waits until every record produced so far is written, when there is no transaction
@@ -304,7 +387,7 @@ impl Output {
             return Ok(());
         }
         // A hand-off's copies may be many: the longer bound it always had.
-        self.flush_checked(Duration::from_secs(30))
+        flush_checked(&self.producer, Duration::from_secs(30))
     }
 
     pub fn changelog_topic(&self) -> &str {
@@ -343,6 +426,23 @@ impl Output {
     /// Produces one record of the open transaction; a full local queue is drained by
     /// polling, never dropped.
     fn produce(
+        &mut self,
+        topic: &str,
+        partition: Option<i32>,
+        key: &[u8],
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<(), RuntimeError> {
+        // After the records held before them, in the order they came.
+        if self.committing.is_some() || !self.held.records.is_empty() {
+            self.held.push(topic, partition, key, payload, headers);
+            return Ok(());
+        }
+        self.produce_now(topic, partition, key, payload, headers)
+    }
+
+    /// [`Output::produce`] into the producer.
+    fn produce_now(
         &mut self,
         topic: &str,
         partition: Option<i32>,
@@ -682,18 +782,152 @@ impl Output {
         )
     }
 
-    /// Commits the open transaction with the input offsets (`last processed + 1`).
+    /// Starts committing what was produced so far, on a helper thread, and returns at once;
+    /// [`Output::land`] takes the outcome, and records produced meanwhile are held for
+    /// after it. Returns `false` when there is nothing to commit.
     ///
-    /// Exactly-once: the offsets go in with the consumer group metadata read right before
-    /// the call — after a rebalance the generation changes, and the coordinator rejects
-    /// offsets of a member that no longer owns them, which is what fences a zombie.
-    /// At-least-once: output is flushed first, then the offsets that cover it.
-    pub fn commit<C: ConsumerContext>(
+    /// Exactly-once: the open transaction with the input offsets (`last processed + 1`),
+    /// which go in with the consumer group metadata read right before the call — after a
+    /// rebalance the generation changes, and the coordinator rejects offsets of a member
+    /// that no longer owns them, which is what fences a zombie. At-least-once: the flush
+    /// of the output; the caller commits the offsets once it has landed.
+    pub fn start_commit<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         offsets: &TopicPartitionList,
-        offsets_sent: &mut bool,
+    ) -> Result<bool, RuntimeError> {
+        debug_assert!(self.committing.is_none(), "one commit at a time");
+        if offsets.count() > 0 {
+            self.begin()?;
+        }
+        if !self.open {
+            return Ok(false);
+        }
+        self.usable()?;
+        let producer = Arc::clone(&self.producer);
+        let work: Box<dyn FnOnce() -> Result<(), RuntimeError> + Send> = if self.exactly_once {
+            let joining = if offsets.count() > 0 {
+                let metadata = consumer
+                    .group_metadata()
+                    .ok_or_else(|| RuntimeError::Setup("no consumer group metadata".into()))?;
+                Some((offsets.clone(), metadata))
+            } else {
+                None
+            };
+            Box::new(move || transact(&producer, joining))
+        } else {
+            Box::new(move || flush_checked(&producer, TXN_CALL_TIMEOUT))
+        };
+        let (done, result) = mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("commit".into())
+            .spawn(move || {
+                let _ = done.send(work());
+            })
+            .map_err(|e| RuntimeError::Setup(format!("starting a commit: {e}")))?;
+        self.committing = Some(Committing {
+            done: result,
+            offsets: offsets.clone(),
+            started: Instant::now(),
+        });
+        Ok(true)
+    }
+
+    /// The outcome of the commit in flight once it is known — waiting for it when `wait` —
+    /// or `None` while it runs (or when none does). A commit that has not ended within
+    /// [`COMMIT_BOUND`] gives the producer up: it is only replaced (see
+    /// [`Output::abort`]). After a commit that went through, the caller produces the held
+    /// records ([`Output::release`]); after one that failed, they wait for the abort that
+    /// drops them.
+    pub fn land(&mut self, wait: bool) -> Option<Result<Landed, RuntimeError>> {
+        let c = self.committing.as_ref()?;
+        let left = COMMIT_BOUND.saturating_sub(c.started.elapsed());
+        let outcome = if wait {
+            c.done.recv_timeout(left).ok()
+        } else {
+            match c.done.try_recv() {
+                Ok(r) => Some(r),
+                Err(mpsc::TryRecvError::Empty) if !left.is_zero() => return None,
+                Err(_) => None,
+            }
+        };
+        let c = self.committing.take().expect("checked above");
+        Some(match outcome {
+            Some(Ok(())) => {
+                self.open = false;
+                Ok(Landed {
+                    offsets: c.offsets,
+                    started: c.started,
+                })
+            }
+            Some(Err(e)) => {
+                self.wedged |= matches!(e, RuntimeError::Wedged { .. });
+                Err(e)
+            }
+            None => {
+                self.wedged = true;
+                Err(RuntimeError::Wedged {
+                    during: "committing",
+                    waited_ms: COMMIT_BOUND.as_millis() as u64,
+                })
+            }
+        })
+    }
+
+    /// Produces the records held while the commit before them was in flight, in the order
+    /// they came: exactly-once into the next transaction, at-least-once for the next flush.
+    pub fn release(&mut self) -> Result<(), RuntimeError> {
+        if self.held.records.is_empty() {
+            return Ok(());
+        }
+        let mut held = std::mem::take(&mut self.held);
+        let mut result = Ok(());
+        for r in held.records.drain(..) {
+            let key = &held.bytes[r.key];
+            let payload = r.payload.map(|p| &held.bytes[p]);
+            result = self.produce_now(&held.topics[r.topic], r.partition, key, payload, r.headers);
+            if result.is_err() {
+                // The caller rewinds: the output is dropped, the inputs processed again.
+                break;
+            }
+        }
+        held.clear();
+        self.held = held;
+        result
+    }
+
+    /// Waits, at most `bound`, for the commit in flight to end before the transaction is
+    /// dropped (librdkafka takes one transaction call at a time); `false` when it did not
+    /// end in time — the producer is then given up. A commit that went through leaves no
+    /// transaction to abort.
+    fn stop_committing(&mut self, bound: Duration) -> bool {
+        let Some(c) = self.committing.take() else {
+            return true;
+        };
+        match c.done.recv_timeout(bound) {
+            Ok(Ok(())) => {
+                self.open = false;
+                true
+            }
+            Ok(Err(e)) => {
+                self.wedged |= matches!(e, RuntimeError::Wedged { .. });
+                true
+            }
+            Err(_) => {
+                self.wedged = true;
+                false
+            }
+        }
+    }
+
+    /// At-least-once, a commit done when it returns: the output is flushed, then the
+    /// offsets that cover it are committed.
+    pub fn flush_and_commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        offsets: &TopicPartitionList,
     ) -> Result<(), RuntimeError> {
+        debug_assert!(!self.exactly_once && self.committing.is_none());
         if offsets.count() > 0 {
             self.begin()?;
         }
@@ -701,102 +935,23 @@ impl Output {
             return Ok(());
         }
         self.usable()?;
-        if self.exactly_once {
-            let started = std::time::Instant::now();
-            let sending = if offsets.count() > 0 && !*offsets_sent {
-                let metadata = consumer
-                    .group_metadata()
-                    .ok_or_else(|| RuntimeError::Setup("no consumer group metadata".into()))?;
-                Some(self.start_sending_offsets(offsets, metadata)?)
-            } else {
-                None
-            };
-            // The records are flushed while the offsets make their round trips (the commit
-            // flushes first, with the client's slow flush: done here, it finds nothing left).
-            let flush = flush_promptly(&self.producer, TXN_CALL_TIMEOUT)
-                .map_err(RuntimeError::kafka("writing the transaction's records"));
-            let flushed = started.elapsed();
-            if let Some(sending) = sending {
-                self.offsets_sent(sending)?;
-                *offsets_sent = true;
-            }
-            let offsets_done = started.elapsed();
-            flush?;
-            self.producer
-                .commit_transaction(TXN_CALL_TIMEOUT)
-                .map_err(RuntimeError::kafka("committing the transaction"))?;
-            tracing::debug!(
-                flush_ms = flushed.as_millis() as u64,
-                offsets_ms = offsets_done.as_millis() as u64,
-                end_ms = (started.elapsed() - offsets_done).as_millis() as u64,
-                "transaction committed"
-            );
-        } else {
-            self.flush_checked(TXN_CALL_TIMEOUT)?;
-            if offsets.count() > 0 {
-                consumer
-                    .commit(offsets, rdkafka::consumer::CommitMode::Sync)
-                    .map_err(RuntimeError::kafka("committing offsets"))?;
-            }
+        flush_checked(&self.producer, TXN_CALL_TIMEOUT)?;
+        if offsets.count() > 0 {
+            consumer
+                .commit(offsets, rdkafka::consumer::CommitMode::Sync)
+                .map_err(RuntimeError::kafka("committing offsets"))?;
         }
         self.open = false;
         Ok(())
     }
 
-    /// `send_offsets_to_transaction`, bounded by the loop itself.
-    ///
-    /// librdkafka does not always honour the call's timeout: the offsets go to the group
-    /// coordinator through a coordinator request whose own timeout is never checked, and
-    /// when the cached coordinator is a broker that left the cluster's metadata (a broker
-    /// shut down cleanly) the request waits for a broker state change that may never come.
-    /// The call then blocks forever — the member stops polling, its tasks stall, and it
-    /// never sees a SIGTERM. So the call runs on a helper thread; when it has not returned
-    /// `OFFSETS_GRACE` after its bound, the producer counts as wedged: the error says so
-    /// (retried with a new producer, whose `init_transactions` fences this one and aborts
-    /// its transaction), and the helper thread keeps the old producer until the call
-    /// returns, then destroys it away from the loop.
-    ///
-    /// The call starts here; [`Output::offsets_sent`] waits for it (the loop flushes the
-    /// transaction's records meanwhile).
-    fn start_sending_offsets(
-        &mut self,
-        offsets: &TopicPartitionList,
-        metadata: rdkafka::consumer::ConsumerGroupMetadata,
-    ) -> Result<mpsc::Receiver<KafkaResult<()>>, RuntimeError> {
-        let producer = Arc::clone(&self.producer);
-        let offsets = offsets.clone();
-        let (done, result) = mpsc::sync_channel(1);
-        std::thread::Builder::new()
-            .name("txn-offsets".into())
-            .spawn(move || {
-                let r = producer.send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT);
-                let _ = done.send(r);
-            })
-            .map_err(|e| RuntimeError::Setup(format!("starting a transaction call: {e}")))?;
-        Ok(result)
-    }
-
-    /// Waits for the offsets [`Output::start_sending_offsets`] sent, within the call's bound
-    /// and [`OFFSETS_GRACE`] (measured from here: the flush before took at most its own).
-    fn offsets_sent(
-        &mut self,
-        result: mpsc::Receiver<KafkaResult<()>>,
-    ) -> Result<(), RuntimeError> {
-        match result.recv_timeout(TXN_CALL_TIMEOUT + OFFSETS_GRACE) {
-            Ok(r) => r.map_err(RuntimeError::kafka("sending offsets to the transaction")),
-            Err(_) => {
-                self.wedged = true;
-                Err(RuntimeError::Wedged {
-                    during: "sending offsets to the transaction",
-                    waited_ms: (TXN_CALL_TIMEOUT + OFFSETS_GRACE).as_millis() as u64,
-                })
-            }
-        }
-    }
-
     /// Aborts the open transaction if the producer can, within a short bound; `false` when it
     /// could not (the caller re-creates the producer later, from the loop, with backoff).
     pub fn try_abort(&mut self) -> bool {
+        self.held.clear();
+        if !self.stop_committing(ABORT_TIMEOUT) {
+            return false;
+        }
         if !self.open {
             return true;
         }
@@ -816,6 +971,8 @@ impl Output {
     /// trusted to (fenced, fatal, an abort that does not finish) — re-creates the producer,
     /// whose `init_transactions` fences the old one and aborts its transaction.
     pub fn abort(&mut self, settings: &Settings, new_producer: bool) -> Result<(), RuntimeError> {
+        self.held.clear();
+        let new_producer = !self.stop_committing(ABORT_TIMEOUT) || new_producer;
         if self.exactly_once {
             let aborted = !new_producer
                 && !self.wedged
@@ -845,6 +1002,100 @@ impl Output {
         self.producer = Arc::new(create_producer(settings)?);
         self.wedged = false;
         Ok(())
+    }
+}
+
+/// The failed deliveries reported since the last call, as an error.
+fn take_failure(producer: &BaseProducer<DeliveryWatch>) -> Option<RuntimeError> {
+    producer
+        .context()
+        .take_failed()
+        .map(|(count, record, source)| RuntimeError::Delivery {
+            count,
+            record,
+            source,
+        })
+}
+
+/// Flushes, then reports the failed deliveries the flush served (every report is served
+/// by it).
+fn flush_checked(
+    producer: &BaseProducer<DeliveryWatch>,
+    timeout: Duration,
+) -> Result<(), RuntimeError> {
+    flush_promptly(producer, timeout).map_err(RuntimeError::kafka("flushing output"))?;
+    take_failure(producer).map_or(Ok(()), Err)
+}
+
+/// Commits the open transaction, with the input offsets joining it when given: they make
+/// their round trips (on a thread of their own, see [`send_offsets`]) while the
+/// transaction's records are flushed, then `commit_transaction` — whose own flush, slower,
+/// finds nothing left.
+fn transact(
+    producer: &Arc<BaseProducer<DeliveryWatch>>,
+    joining: Option<(TopicPartitionList, ConsumerGroupMetadata)>,
+) -> Result<(), RuntimeError> {
+    let started = Instant::now();
+    let sending = match joining {
+        Some((offsets, metadata)) => Some(send_offsets(producer, offsets, metadata)?),
+        None => None,
+    };
+    let flush = flush_promptly(producer, TXN_CALL_TIMEOUT)
+        .map_err(RuntimeError::kafka("writing the transaction's records"));
+    let flushed = started.elapsed();
+    if let Some(sending) = sending {
+        offsets_sent(sending)?;
+    }
+    let offsets_done = started.elapsed();
+    flush?;
+    producer
+        .commit_transaction(TXN_CALL_TIMEOUT)
+        .map_err(RuntimeError::kafka("committing the transaction"))?;
+    tracing::debug!(
+        flush_ms = flushed.as_millis() as u64,
+        offsets_ms = offsets_done.as_millis() as u64,
+        end_ms = (started.elapsed() - offsets_done).as_millis() as u64,
+        "transaction committed"
+    );
+    Ok(())
+}
+
+/// `send_offsets_to_transaction`, bounded by its caller.
+///
+/// librdkafka does not always honour the call's timeout: the offsets go to the group
+/// coordinator through a coordinator request whose own timeout is never checked, and when
+/// the cached coordinator is a broker that left the cluster's metadata (a broker shut down
+/// cleanly) the request waits for a broker state change that may never come. So the call
+/// runs on a thread of its own; when it has not returned `OFFSETS_GRACE` after its bound,
+/// [`offsets_sent`] says the producer is wedged (retried with a new producer, whose
+/// `init_transactions` fences this one and aborts its transaction), and the thread keeps
+/// the old producer until the call returns, then destroys it.
+fn send_offsets(
+    producer: &Arc<BaseProducer<DeliveryWatch>>,
+    offsets: TopicPartitionList,
+    metadata: ConsumerGroupMetadata,
+) -> Result<mpsc::Receiver<KafkaResult<()>>, RuntimeError> {
+    let producer = Arc::clone(producer);
+    let (done, result) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("txn-offsets".into())
+        .spawn(move || {
+            let r = producer.send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT);
+            let _ = done.send(r);
+        })
+        .map_err(|e| RuntimeError::Setup(format!("starting a transaction call: {e}")))?;
+    Ok(result)
+}
+
+/// Waits for the offsets [`send_offsets`] sent, within the call's bound and
+/// [`OFFSETS_GRACE`] (measured from here: the flush before took at most its own).
+fn offsets_sent(result: mpsc::Receiver<KafkaResult<()>>) -> Result<(), RuntimeError> {
+    match result.recv_timeout(TXN_CALL_TIMEOUT + OFFSETS_GRACE) {
+        Ok(r) => r.map_err(RuntimeError::kafka("sending offsets to the transaction")),
+        Err(_) => Err(RuntimeError::Wedged {
+            during: "sending offsets to the transaction",
+            waited_ms: (TXN_CALL_TIMEOUT + OFFSETS_GRACE).as_millis() as u64,
+        }),
     }
 }
 
