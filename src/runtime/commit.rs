@@ -14,8 +14,10 @@ use super::rebalance::GroupContext;
 use super::rules::Disposition;
 
 impl Core {
-    /// Acts on a failure by its disposition.
-    pub fn failed(&mut self, e: RuntimeError, during_commit: bool) {
+    /// Acts on a failure by its disposition: a retriable one rewinds every task to
+    /// committed state once the backoff has passed (with a new producer when the one there
+    /// is cannot be trusted).
+    pub fn failed(&mut self, e: RuntimeError) {
         let now = now_ms();
         if e.disposition() == Disposition::Stop {
             error!(error = %e, "stopping: retrying cannot fix this");
@@ -34,22 +36,11 @@ impl Core {
         }
         let delay = self.backoff.next_delay_ms();
         self.retry_at = now + delay;
-        match recovery(&e) {
-            Recovery::RepeatCall if during_commit => {
-                warn!(error = %e, retry_in_ms = delay, "commit failed; repeating it");
-                self.commit_pending = true;
-            }
-            r => {
-                warn!(error = %e, retry_in_ms = delay, "rewinding every task to committed state");
-                self.commit_pending = false;
-                self.rewind = Some(match (self.rewind, r) {
-                    (Some(Recovery::NewProducer), _) | (_, Recovery::NewProducer) => {
-                        Recovery::NewProducer
-                    }
-                    _ => Recovery::Abort,
-                });
-            }
-        }
+        warn!(error = %e, retry_in_ms = delay, "rewinding every task to committed state");
+        self.rewind = Some(match (self.rewind, recovery(&e)) {
+            (Some(Recovery::NewProducer), _) | (_, Recovery::NewProducer) => Recovery::NewProducer,
+            _ => Recovery::Abort,
+        });
     }
 
     pub(super) fn budget_span_s(&self) -> i64 {
@@ -66,7 +57,7 @@ impl Core {
     }
 
     /// Writes changed state, commits the input offsets and the transaction: everything
-    /// processed so far is committed when it returns (a revocation, a shutdown, a retry).
+    /// processed so far is committed when it returns (a revocation, a shutdown, a hand-off).
     pub fn commit(&mut self, consumer: &BaseConsumer<GroupContext>) -> Result<(), RuntimeError> {
         self.commit_as(consumer, false)
     }
@@ -119,7 +110,6 @@ impl Core {
             // Held until the flush has landed (produced at once when nothing was in it).
             self.write_states()?;
         }
-        self.commit_pending = false;
         if !started {
             self.succeeded();
             return Ok(());
@@ -167,7 +157,7 @@ impl Core {
     }
 
     /// At-least-once, a commit that must be done when it returns (a revocation, a
-    /// shutdown, a hand-off, a retry): the outputs are flushed, the offsets kept from the
+    /// shutdown, a hand-off): the outputs are flushed, the offsets kept from the
     /// last commit committed, the changed users' entries written and the offsets past
     /// them committed, each waiting for the step before.
     fn flush_and_commit(
@@ -187,7 +177,6 @@ impl Core {
         let offsets = self.offsets_to_commit()?;
         let had_work = self.output.is_open() || offsets.count() > 0;
         self.output.flush_and_commit(consumer, &offsets)?;
-        self.commit_pending = false;
         self.cadence.committed(now_ms());
         self.committed(&offsets);
         if had_work {
@@ -260,7 +249,6 @@ impl Core {
         self.output
             .abort(&self.settings, how == Recovery::NewProducer)?;
         self.offsets_written = None;
-        self.commit_pending = false;
         let assignment = consumer
             .assignment()
             .map_err(RuntimeError::kafka("reading the assignment"))?;

@@ -142,9 +142,6 @@ pub fn kafka_disposition(e: &KafkaError) -> Disposition {
 /// How a failed transaction is recovered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Recovery {
-    /// The call may be repeated as is (librdkafka: a retriable transaction error, e.g. a
-    /// commit that timed out while the broker restarts).
-    RepeatCall,
     /// Abort the transaction and rewind every task to committed state.
     Abort,
     /// The producer is unusable (fenced, fatal, or an abort that failed): re-create it —
@@ -161,8 +158,6 @@ pub fn recovery(e: &RuntimeError) -> Recovery {
         } => {
             if t.is_fatal() {
                 Recovery::NewProducer
-            } else if t.is_retriable() {
-                Recovery::RepeatCall
             } else {
                 Recovery::Abort
             }

@@ -101,9 +101,6 @@ pub struct Core {
     pub joined: bool,
     pub catalog: BTreeMap<String, Campaign>,
     pub cadence: CommitCadence,
-    /// A commit failed in a way that lets the call be repeated: no new work until it went
-    /// through.
-    pub commit_pending: bool,
     /// At-least-once: input offsets whose changelog entries were produced after the last
     /// commit's flush, and are committed once the next flush has written them
     /// (`Core::land`).
@@ -326,7 +323,6 @@ fn run_member(
         joined: false,
         catalog: BTreeMap::new(),
         cadence: CommitCadence::new(settings.commit_interval.as_millis() as i64, now_ms()),
-        commit_pending: false,
         offsets_written: None,
         rewind: None,
         backoff: Backoff::new(100, 10_000, seed),
@@ -437,8 +433,7 @@ fn run_member(
             restore_wait,
             &mut wake,
         ) {
-            let in_commit = c.commit_pending;
-            c.failed(e, in_commit);
+            c.failed(e);
         }
         if let Some(e) = c.fatal.take() {
             break Err(e);
@@ -513,16 +508,12 @@ fn step(
 ) -> Result<(), RuntimeError> {
     // The commit in flight, once it has ended: the held records follow it.
     c.land(consumer, false)?;
-    if c.rewind.is_some() || c.commit_pending {
+    if let Some(how) = c.rewind {
         if now < c.retry_at {
             wake.retry_at = Some(c.retry_at);
             return Ok(());
         }
-        if let Some(how) = c.rewind {
-            c.rewind(consumer, how)?;
-        } else {
-            c.commit(consumer)?;
-        }
+        c.rewind(consumer, how)?;
     }
     let updates = catalog_reader.poll_updates(&c.codecs);
     c.apply_catalog(updates)?;

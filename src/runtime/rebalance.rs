@@ -121,7 +121,6 @@ impl GroupContext {
             } else {
                 Some(Recovery::NewProducer)
             };
-            core.commit_pending = false;
             core.offsets_written = None;
             core.suspended.clear();
         }
@@ -273,7 +272,7 @@ impl ConsumerContext for GroupContext {
             }
         }
         if let Err(e) = core.reconcile_tasks() {
-            core.failed(e, false);
+            core.failed(e);
         }
     }
 
