@@ -492,8 +492,6 @@ fn run_member(
     result
 }
 
-/// Records held for after the commit in flight beyond which processing waits for it.
-const HELD_LIMIT: usize = 64 << 20;
 /// How often an idle loop looks whether the commit in flight has ended.
 const LAND_LOOK_MS: i64 = 2;
 
@@ -571,7 +569,7 @@ fn step(
     c.step_expansion(consumer, now)?;
     c.refresh_ends(consumer, now, wake)?;
     c.flow_control(consumer)?;
-    if c.output.held_bytes() > HELD_LIMIT {
+    if c.output.held_full() {
         // Records held for after the commit in flight: enough waiting in memory.
         c.land(consumer, true)?;
     }

@@ -178,6 +178,11 @@ pub struct Landed {
 const COMMIT_BOUND: Duration =
     Duration::from_secs(TXN_CALL_TIMEOUT.as_secs() * 2 + OFFSETS_GRACE.as_secs() + 1);
 
+/// Bytes held for after the commit in flight beyond which processing waits for it
+/// ([`Output::held_full`]): several times what a commit's duration of full-speed
+/// processing produces, and a bound on what a burst of due timers holds.
+const HELD_LIMIT: usize = 32 << 20;
+
 /// Records held while a commit is in flight, in the order they were produced: their bytes
 /// in one buffer, reused from one commit to the next.
 #[derive(Default)]
@@ -316,9 +321,16 @@ impl Output {
         self.committing.is_some()
     }
 
-    /// Bytes of the records held for after the commit in flight.
+    /// Bytes of the records held for after the commit in flight (their bytes and where
+    /// each goes).
     pub fn held_bytes(&self) -> usize {
-        self.held.bytes.len()
+        self.held.bytes.len() + self.held.records.len() * std::mem::size_of::<HeldRecord>()
+    }
+
+    /// Enough is held for after the commit in flight: processing waits for it to land
+    /// (and a burst of due timers stops firing until then).
+    pub fn held_full(&self) -> bool {
+        self.held_bytes() > HELD_LIMIT
     }
 
     /// Whether a send its user waits for was produced since the last call.

@@ -212,6 +212,12 @@ impl Core {
                                         if !more {
                                             break;
                                         }
+                                        if self.output.held_full() {
+                                            // The rest fires once the commit in flight
+                                            // has landed (the loop waits for it).
+                                            wake.runnable = true;
+                                            break;
+                                        }
                                     }
                                 }
                                 Some(d) => {
