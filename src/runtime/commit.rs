@@ -111,6 +111,8 @@ impl Core {
             self.write_states()?;
         }
         if !started {
+            // Nothing was left to write: the entries the kept offsets wait for are written.
+            self.commit_written(consumer, CommitMode::Async)?;
             self.succeeded();
             return Ok(());
         }
@@ -141,12 +143,7 @@ impl Core {
             // offsets are committed, without waiting for the answer (a failure is logged;
             // the next commit covers the same partitions). This commit's offsets wait for
             // the flush that writes its entries.
-            if let Some(written) = self.offsets_written.take() {
-                consumer
-                    .commit(&written, CommitMode::Async)
-                    .map_err(RuntimeError::kafka("committing offsets"))?;
-                self.committed(&written);
-            }
+            self.commit_written(consumer, CommitMode::Async)?;
             if landed.offsets.count() > 0 {
                 self.offsets_written = Some(landed.offsets);
             }
@@ -167,12 +164,7 @@ impl Core {
         let started = Instant::now();
         // The outputs are written before the state that says they were.
         self.output.settle_unless_transactional()?;
-        if let Some(written) = self.offsets_written.take() {
-            consumer
-                .commit(&written, CommitMode::Sync)
-                .map_err(RuntimeError::kafka("committing offsets"))?;
-            self.committed(&written);
-        }
+        self.commit_written(consumer, CommitMode::Sync)?;
         self.write_states()?;
         let offsets = self.offsets_to_commit()?;
         let had_work = self.output.is_open() || offsets.count() > 0;
@@ -183,6 +175,22 @@ impl Core {
             self.committed_work(consumer, started);
         } else {
             self.succeeded();
+        }
+        Ok(())
+    }
+
+    /// At-least-once: commits the offsets kept until the changelog entries of their inputs
+    /// were written (the caller knows they are).
+    fn commit_written(
+        &mut self,
+        consumer: &BaseConsumer<GroupContext>,
+        mode: CommitMode,
+    ) -> Result<(), RuntimeError> {
+        if let Some(written) = self.offsets_written.take() {
+            consumer
+                .commit(&written, mode)
+                .map_err(RuntimeError::kafka("committing offsets"))?;
+            self.committed(&written);
         }
         Ok(())
     }
