@@ -201,19 +201,21 @@ struct HeldRecord {
     headers: Option<OwnedHeaders>,
 }
 
+/// One record for the producer: where it goes and what it holds.
+struct Outgoing<'a> {
+    topic: &'a str,
+    partition: Option<i32>,
+    key: &'a [u8],
+    payload: Option<&'a [u8]>,
+    headers: Option<OwnedHeaders>,
+}
+
 impl Held {
-    fn push(
-        &mut self,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        payload: Option<&[u8]>,
-        headers: Option<OwnedHeaders>,
-    ) {
-        let topic = match self.topics.iter().position(|t| t == topic) {
+    fn push(&mut self, r: Outgoing<'_>) {
+        let topic = match self.topics.iter().position(|t| t == r.topic) {
             Some(i) => i,
             None => {
-                self.topics.push(topic.to_string());
+                self.topics.push(r.topic.to_string());
                 self.topics.len() - 1
             }
         };
@@ -222,14 +224,14 @@ impl Held {
             self.bytes.extend_from_slice(b);
             start..self.bytes.len()
         };
-        let key = take(key);
-        let payload = payload.map(take);
+        let key = take(r.key);
+        let payload = r.payload.map(take);
         self.records.push(HeldRecord {
             topic,
-            partition,
+            partition: r.partition,
             key,
             payload,
-            headers,
+            headers: r.headers,
         });
     }
 
@@ -445,25 +447,32 @@ impl Output {
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
     ) -> Result<(), RuntimeError> {
+        let r = Outgoing {
+            topic,
+            partition,
+            key,
+            payload,
+            headers,
+        };
         // After the records held before them, in the order they came.
         if self.committing.is_some() || !self.held.records.is_empty() {
-            self.held.push(topic, partition, key, payload, headers);
+            self.held.push(r);
             return Ok(());
         }
-        self.produce_now(topic, partition, key, payload, headers)
+        self.produce_now(r)
     }
 
     /// [`Output::produce`] into the producer.
-    fn produce_now(
-        &mut self,
-        topic: &str,
-        partition: Option<i32>,
-        key: &[u8],
-        payload: Option<&[u8]>,
-        headers: Option<OwnedHeaders>,
-    ) -> Result<(), RuntimeError> {
+    fn produce_now(&mut self, r: Outgoing<'_>) -> Result<(), RuntimeError> {
         self.begin()?;
         let epoch = self.producer.context().epoch();
+        let Outgoing {
+            topic,
+            partition,
+            key,
+            payload,
+            headers,
+        } = r;
         if headers.is_none() {
             return self.produce_plain(topic, partition, key, payload, epoch);
         }
@@ -897,7 +906,13 @@ impl Output {
         for r in held.records.drain(..) {
             let key = &held.bytes[r.key];
             let payload = r.payload.map(|p| &held.bytes[p]);
-            result = self.produce_now(&held.topics[r.topic], r.partition, key, payload, r.headers);
+            result = self.produce_now(Outgoing {
+                topic: &held.topics[r.topic],
+                partition: r.partition,
+                key,
+                payload,
+                headers: r.headers,
+            });
             if result.is_err() {
                 // The caller rewinds: the output is dropped, the inputs processed again.
                 break;
