@@ -18,12 +18,10 @@
 #   offsets-after-commit   the input offsets are committed through the consumer, after
 #                          the transaction, when the next commit lands, instead of inside
 #                          it: after a crash the inputs since the last committed offsets
-#                          are read again. NOT caught by the matrix as of 2026-12-03 (two
-#                          runs: --faults kill,kill-rebalance and --faults kill stayed
-#                          green): the inputs are read again onto state restored from the
-#                          changelog, which the transaction did commit, so no send-command
-#                          repeats; what a repeat changes (decisions of re-read records)
-#                          goes unseen by the checks. Kept as the open question it is.
+#                          are read again. Try: --faults kill-commit (caught 2026-12-03:
+#                          unexpected send-commands, decision log unequal). Random kills
+#                          (--faults kill,kill-rebalance; --faults kill) stayed green: the
+#                          re-read inputs land on state restored from the changelog.
 #
 # The patch is applied to a copy of the checked-out tree (the files git knows, as they are
 # now) in .cache/mutants/MUTANT/tree, never to the tree itself; the copy is built with the
