@@ -3,8 +3,9 @@
 //! one output topic, with the connector's client settings — a group consumer with
 //! `read_committed`, the range assignor and `fetch.queue.backoff.ms=10`; an idempotent producer
 //! with the `murmur2_random` partitioner and the connector's producer defaults (`linger.ms=50`,
-//! delivery reports only for failures), flushed as the connector flushes before a commit
-//! (`flush_promptly`) — on one thread, one message per `poll` (rust-rdkafka's usual API; the
+//! delivery reports only for failures) and the connector's pass-through settings from the
+//! environment (`CONNECTOR_KAFKA__*`, on both clients), flushed as the connector flushes
+//! before a commit (`flush_promptly`) — on one thread, one message per `poll` (rust-rdkafka's usual API; the
 //! connector reads its inputs in batches with librdkafka's batch API, `docs/runtime.md`).
 //! It is the floor the connector is measured against (`scripts/bench.sh`).
 //!
@@ -44,6 +45,17 @@ struct Args {
     output: String,
     exactly_once: bool,
     commit_every: Duration,
+}
+
+/// The connector's Kafka pass-through (`CONNECTOR_KAFKA__LINGER_MS=20` sets `linger.ms`),
+/// applied to both clients as the connector applies it to all of its clients: a setting
+/// exported for a benchmark run reaches both sides alike.
+fn pass_through(config: &mut ClientConfig) {
+    for (key, value) in std::env::vars() {
+        if let Some(name) = key.strip_prefix("CONNECTOR_KAFKA__") {
+            config.set(name.to_lowercase().replace('_', "."), value);
+        }
+    }
 }
 
 fn usage(why: &str) -> ! {
@@ -103,7 +115,7 @@ fn main() {
     if let Ok(debug) = std::env::var("COPY_DEBUG") {
         consumer_config.set("debug", debug);
     }
-    let consumer: BaseConsumer = consumer_config
+    consumer_config
         .set("bootstrap.servers", &a.bootstrap)
         .set("group.id", &a.group)
         .set("client.id", format!("{}-copy", a.group))
@@ -114,9 +126,9 @@ fn main() {
         .set("partition.assignment.strategy", "range")
         // The connector's setting: librdkafka's 1 s default delivers a busy partition in
         // bursts a second apart.
-        .set("fetch.queue.backoff.ms", "10")
-        .create()
-        .expect("consumer");
+        .set("fetch.queue.backoff.ms", "10");
+    pass_through(&mut consumer_config);
+    let consumer: BaseConsumer = consumer_config.create().expect("consumer");
     let mut producer_config = ClientConfig::new();
     producer_config
         .set("bootstrap.servers", &a.bootstrap)
@@ -130,6 +142,7 @@ fn main() {
             .set("transactional.id", format!("{}-copy", a.group))
             .set("transaction.timeout.ms", "10000");
     }
+    pass_through(&mut producer_config);
     let producer: BaseProducer = producer_config.create().expect("producer");
     let inputs: Vec<&str> = a.inputs.iter().map(String::as_str).collect();
     consumer.subscribe(&inputs).expect("subscribe");

@@ -65,6 +65,9 @@ impl Engine {
         } {
             batch.sort_unstable();
             batch.dedup();
+            for &user in &batch {
+                self.users.prefetch_slot(user);
+            }
             firing.clear();
             for &user in &batch {
                 for p in self.users.take_pending(user, |p| p.due_at == due) {
@@ -86,6 +89,10 @@ impl Engine {
         self.due_users = batch;
         self.firing = firing;
         self.maybe_compact_timers();
+        // The next timer's user, loaded while the records before it are processed.
+        if let Some(user) = self.timers.next_user() {
+            self.users.prefetch_slot(user);
+        }
     }
 
     fn fire_order(&self, a: &(UserIdx, PendingSend), b: &(UserIdx, PendingSend)) -> Ordering {

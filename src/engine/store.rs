@@ -7,7 +7,7 @@
 //!  index: HashTable<u32> ──► slots: Vec<UserSlot { user_id (inline ≤ 24 B), first: Option<PendingSend> }>
 //!                                     │ only users with a 2nd pending send or a receipt
 //!                                     ▼
-//!                            extra: HashMap<u32, Extra { more: Vec<PendingSend>, receipts (1 inline) }>
+//!                            extra: HashTable<(u32, Extra { more: Vec<PendingSend>, receipts (1 inline) })>
 //!  timers: one-minute buckets of BinaryHeap<DueEntry (12 B: due, slot)>, lazily cleaned
 //! ```
 //!
@@ -15,13 +15,19 @@
 //! costs little; the common user — one pending send, no receipt yet — is one 72-byte slot.
 //! Timer entries are not removed on cancellation: a popped entry is checked against the
 //! slot's pending sends, and the heap is rebuilt when stale entries outnumber live ones.
+//!
+//! A table of millions of users misses the cache on nearly every lookup. The caller names
+//! the users of records a few places ahead ([`UserTable::prefetch`]: the index), and the
+//! engine the user of the next timer due ([`UserTable::prefetch_slot`]: its slot and extra
+//! entry, whose place the timer entry tells), so that the lines are loaded while other
+//! records are processed.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::hash::BuildHasher;
 
 use compact_str::CompactString;
-use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
+use hashbrown::{DefaultHashBuilder, HashTable};
 use smallvec::SmallVec;
 
 use crate::catalog::{FollowOnIdx, RuleId};
@@ -73,15 +79,52 @@ pub struct UserTable {
     index: HashTable<UserIdx>,
     slots: Vec<UserSlot>,
     free: Vec<UserIdx>,
-    extra: HashMap<UserIdx, Extra>,
+    /// Keyed by slot number.
+    extra: HashTable<(UserIdx, Extra)>,
     /// One bit a slot: whether `extra` has an entry for it. A bit set is small enough to
     /// stay in cache, so the users without one (most of them) skip the map and its misses.
     has_extra: Vec<u64>,
-    /// Where the index's buckets are, for [`UserTable::prefetch`]: its bucket count and
-    /// the address of its control bytes, taken from a bucket the table handed out (`None`
-    /// until the first insert). Refreshed whenever the bucket count changes (the table
-    /// moves only then). The address is only ever prefetched, never read.
-    prefetch_base: Option<(usize, usize)>,
+    /// Where the index's and the extra table's buckets are, for prefetching.
+    index_layout: Option<Layout>,
+    extra_layout: Option<Layout>,
+}
+
+/// Where a hash table keeps its buckets: its bucket count and the address of its control
+/// bytes, taken from a bucket the table handed out (`None` until the first insert).
+/// Refreshed whenever the bucket count changes (the table moves only then). The address is
+/// only ever prefetched, never read.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    buckets: usize,
+    control: usize,
+}
+
+impl Layout {
+    /// Learns the layout from bucket `index` of a table of `buckets`, found at `address`.
+    /// hashbrown keeps bucket `i` just below the control bytes, at
+    /// `control - (i + 1) * size_of::<T>()` (checked by a test below).
+    fn learn<T>(known: &mut Option<Layout>, buckets: usize, index: usize, address: *const T) {
+        if known.is_none_or(|l| l.buckets != buckets) {
+            *known = Some(Layout {
+                buckets,
+                control: address as usize + (index + 1) * std::mem::size_of::<T>(),
+            });
+        }
+    }
+
+    /// Starts loading what looking `hash` up in a table of `T`s (now of `buckets`) touches
+    /// first: the control bytes where its probe begins and the bucket there.
+    fn prefetch<T>(known: Option<Layout>, buckets: usize, hash: u64) {
+        let Some(l) = known.filter(|l| l.buckets == buckets) else {
+            return;
+        };
+        let position = hash as usize & (l.buckets - 1);
+        prefetch_line(l.control.wrapping_add(position));
+        let bucket = l
+            .control
+            .wrapping_sub((position + 1) * std::mem::size_of::<T>());
+        prefetch_range(bucket, std::mem::size_of::<T>());
+    }
 }
 
 impl UserTable {
@@ -138,16 +181,9 @@ impl UserTable {
         let entry = self.index.insert_unique(hash, i, |&j| {
             hasher.hash_one(slots[j as usize].user_id.as_str())
         });
-        let (bucket, address) = (entry.bucket_index(), entry.get() as *const UserIdx as usize);
+        let (index, address) = (entry.bucket_index(), entry.get() as *const UserIdx);
         let buckets = self.index.num_buckets();
-        if self.prefetch_base.is_none_or(|(b, _)| b != buckets) {
-            // hashbrown keeps bucket `i` just below the control bytes, at
-            // `control - (i + 1) * size_of::<T>()` (checked by a test below).
-            self.prefetch_base = Some((
-                buckets,
-                address + (bucket + 1) * std::mem::size_of::<UserIdx>(),
-            ));
-        }
+        Layout::learn(&mut self.index_layout, buckets, index, address);
         i
     }
 
@@ -156,15 +192,33 @@ impl UserTable {
     /// few records later, finds them in cache: a table of millions of users misses the
     /// cache on nearly every lookup, and misses started together overlap.
     pub fn prefetch(&self, user_id: &str) {
-        let Some((buckets, control)) = self.prefetch_base else {
+        Layout::prefetch::<UserIdx>(
+            self.index_layout,
+            self.index.num_buckets(),
+            self.hasher.hash_one(user_id),
+        );
+    }
+
+    /// Starts loading slot `user` and, if it has one, its extra entry.
+    pub fn prefetch_slot(&self, user: UserIdx) {
+        let Some(slot) = self.slots.get(user as usize) else {
             return;
         };
-        if buckets != self.index.num_buckets() {
-            return;
+        prefetch_range(
+            slot as *const UserSlot as usize,
+            std::mem::size_of::<UserSlot>(),
+        );
+        if self.has_extra(user) {
+            Layout::prefetch::<(UserIdx, Extra)>(
+                self.extra_layout,
+                self.extra.num_buckets(),
+                self.extra_hash(user),
+            );
         }
-        let position = self.hasher.hash_one(user_id) as usize & (buckets - 1);
-        prefetch_line(control.wrapping_add(position));
-        prefetch_line(control.wrapping_sub((position + 1) * std::mem::size_of::<UserIdx>()));
+    }
+
+    fn extra_hash(&self, user: UserIdx) -> u64 {
+        self.hasher.hash_one(user)
     }
 
     fn has_extra(&self, user: UserIdx) -> bool {
@@ -173,7 +227,9 @@ impl UserTable {
 
     fn extra(&self, user: UserIdx) -> Option<&Extra> {
         if self.has_extra(user) {
-            self.extra.get(&user)
+            self.extra
+                .find(self.extra_hash(user), |e| e.0 == user)
+                .map(|e| &e.1)
         } else {
             None
         }
@@ -181,7 +237,8 @@ impl UserTable {
 
     fn extra_mut(&mut self, user: UserIdx) -> Option<&mut Extra> {
         if self.has_extra(user) {
-            self.extra.get_mut(&user)
+            let hash = self.extra_hash(user);
+            self.extra.find_mut(hash, |e| e.0 == user).map(|e| &mut e.1)
         } else {
             None
         }
@@ -194,7 +251,21 @@ impl UserTable {
             self.has_extra.resize(word + 1, 0);
         }
         self.has_extra[word] |= 1 << (user % 64);
-        self.extra.entry(user).or_default()
+        let hasher = &self.hasher;
+        let entry = self
+            .extra
+            .entry(
+                hasher.hash_one(user),
+                |e| e.0 == user,
+                |e| hasher.hash_one(e.0),
+            )
+            .or_insert_with(|| (user, Extra::default()));
+        let index = entry.bucket_index();
+        let table = entry.into_table();
+        let buckets = table.num_buckets();
+        let cell = table.get_bucket_mut(index).expect("the entry's bucket");
+        Layout::learn(&mut self.extra_layout, buckets, index, cell);
+        &mut cell.1
     }
 
     /// Whether slot `user` is in use by `user_id`. A freed slot holds the empty id, so the
@@ -231,7 +302,8 @@ impl UserTable {
             taken.extend(slot.first.take());
         }
         let more = if bit(&self.has_extra, user) {
-            self.extra.get_mut(&user)
+            let hash = self.hasher.hash_one(user);
+            self.extra.find_mut(hash, |e| e.0 == user).map(|e| &mut e.1)
         } else {
             None
         };
@@ -302,7 +374,10 @@ impl UserTable {
             .extra(user)
             .is_some_and(|e| e.more.is_empty() && e.receipts.is_empty())
         {
-            self.extra.remove(&user);
+            let hash = self.extra_hash(user);
+            if let Ok(entry) = self.extra.find_entry(hash, |e| e.0 == user) {
+                entry.remove();
+            }
             self.has_extra[user as usize / 64] &= !(1 << (user % 64));
         }
     }
@@ -339,6 +414,15 @@ fn prefetch_line(address: usize) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = address;
+}
+
+/// Starts loading the cache lines of `len` bytes at `address` (a line or two here).
+#[inline]
+fn prefetch_range(address: usize, len: usize) {
+    prefetch_line(address);
+    if len > 1 {
+        prefetch_line(address.wrapping_add(len - 1));
+    }
 }
 
 /// Bit `user` of a bit set (unset beyond its end).
@@ -404,6 +488,12 @@ impl TimerQueue {
         self.earliest
     }
 
+    /// The user of the entry that pops next (possibly a stale one).
+    pub fn next_user(&self) -> Option<UserIdx> {
+        let (_, first) = self.buckets.first_key_value()?;
+        first.peek().map(|Reverse(e)| e.user)
+    }
+
     /// The earliest due time, read from the calendar.
     fn first_due(&self) -> Option<TimestampMs> {
         let (_, first) = self.buckets.first_key_value()?;
@@ -461,31 +551,72 @@ impl TimerQueue {
 mod tests {
     use super::*;
 
-    /// The prefetch addresses are where the table keeps its buckets, across resizes (a
+    /// The prefetch addresses are where the tables keep their buckets, across resizes (a
     /// change of hashbrown's layout would make every prefetch miss, silently).
     #[test]
-    fn the_prefetch_base_locates_every_bucket_of_the_index() {
+    fn the_prefetch_layouts_locate_every_bucket_of_the_index_and_the_extra_table() {
+        fn check<T>(table: &HashTable<T>, layout: Option<Layout>, hashes: &[(u64, usize)]) {
+            let layout = layout.expect("set by the first insert");
+            assert_eq!(layout.buckets, table.num_buckets());
+            for &(hash, n) in hashes {
+                let mut seen = 0;
+                let bucket = table
+                    .find_bucket_index(hash, |_| {
+                        seen += 1;
+                        seen == n
+                    })
+                    .unwrap();
+                let address = table.get_bucket(bucket).unwrap() as *const T as usize;
+                assert_eq!(
+                    address,
+                    layout.control - (bucket + 1) * std::mem::size_of::<T>()
+                );
+            }
+        }
         let mut table = UserTable::default();
         for n in 0..5_000u32 {
             let user = format!("user-{n}");
-            table.find_or_insert(&user);
+            let slot = table.find_or_insert(&user);
+            if n % 3 == 0 {
+                table.set_receipt(slot, 0, 7);
+            }
             if n % 499 != 0 {
                 continue;
             }
-            let (buckets, control) = table.prefetch_base.expect("set by the first insert");
-            assert_eq!(buckets, table.index.num_buckets());
+            let mut index = Vec::new();
+            let mut extra = Vec::new();
             for m in 0..=n {
                 let user = format!("user-{m}");
-                let hash = table.hasher.hash_one(user.as_str());
                 let slot = table.find(&user).unwrap();
-                let bucket = table.index.find_bucket_index(hash, |&i| i == slot).unwrap();
-                let address = table.index.get_bucket(bucket).unwrap() as *const UserIdx as usize;
-                assert_eq!(
-                    address,
-                    control - (bucket + 1) * std::mem::size_of::<UserIdx>()
-                );
+                // The candidate whose slot is the user's: the how-many-th the probe meets.
+                let hash = table.hasher.hash_one(user.as_str());
+                let mut k = 0;
+                let mut at = 0;
+                let _ = table.index.find(hash, |&i| {
+                    k += 1;
+                    if i == slot {
+                        at = k;
+                    }
+                    false
+                });
+                index.push((hash, at));
+                if m % 3 == 0 {
+                    let hash = table.extra_hash(slot);
+                    let (mut k, mut at) = (0, 0);
+                    let _ = table.extra.find(hash, |e| {
+                        k += 1;
+                        if e.0 == slot {
+                            at = k;
+                        }
+                        false
+                    });
+                    extra.push((hash, at));
+                }
             }
+            check(&table.index, table.index_layout, &index);
+            check(&table.extra, table.extra_layout, &extra);
             table.prefetch(&user);
+            table.prefetch_slot(slot);
         }
     }
 
