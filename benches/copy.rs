@@ -3,7 +3,7 @@
 //! one output topic, with the connector's client settings — a group consumer with
 //! `read_committed`, the range assignor and `fetch.queue.backoff.ms=10`; an idempotent producer
 //! with the `murmur2_random` partitioner and the connector's producer defaults (`linger.ms=50`,
-//! delivery reports only for failures) and the connector's pass-through settings from the
+//! delivery reports only for failures, LZ4 compression) and the connector's pass-through settings from the
 //! environment (`CONNECTOR_KAFKA__*`, on both clients), flushed as the connector flushes
 //! before a commit (`flush_promptly`) — on one thread, one message per `poll` (rust-rdkafka's usual API; the
 //! connector reads its inputs in batches with librdkafka's batch API, `docs/runtime.md`).

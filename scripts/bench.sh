@@ -18,6 +18,8 @@
 #   BENCH_PARTS (throughput,lateness,restore,burst,engine): a subset to run
 #   BENCH_RUNS ("connector: exactly-once, 100 ms|Streams"): only the runs (of every part)
 #     whose "system: mode" contains one of the |-separated parts (default: all)
+#   BENCH_ROUNDS (5): rounds of the main comparison (each mode's copy and connector,
+#     decisions on, side by side); its ratios are the median of the rounds
 #   BENCH_WARMUP (1): 0 skips the unmeasured runs that warm the broker up before the
 #     throughput part
 #   BENCH_CONNECTOR_LOG (warn): RUST_LOG of the connectors the suite starts

@@ -81,6 +81,8 @@ pub(crate) struct Sizes {
     /// Timers of the burst and restore parts for Kafka Streams (slower to ingest).
     streams_timers: u64,
     seed: u64,
+    /// Rounds of the main throughput comparison.
+    rounds: u64,
 }
 
 impl Sizes {
@@ -99,6 +101,7 @@ impl Sizes {
             restore: number("BENCH_RESTORE_TIMERS", q(1_000_000, 50_000)),
             streams_timers: number("BENCH_STREAMS_TIMERS", q(200_000, 50_000)),
             seed: number("BENCH_SEED", 0x5eed),
+            rounds: number("BENCH_ROUNDS", q(5, 1)).max(1),
         }
     }
 }
@@ -420,16 +423,41 @@ fn throughput_part(
             .enumerate()
         {
             eprintln!("[bench] warming the broker up (not measured)");
-            throughput::run(env, &backlog, 100 + n, kind, &prefix);
+            throughput::run(env, &backlog, 100 + n, kind, &prefix, false);
         }
     }
-    for (n, kind) in plan.into_iter().enumerate().filter(|(_, k)| selected(*k)) {
-        let row = throughput::run(env, &backlog, n, kind, &prefix);
+    let report_row = |row: &throughput::Row| {
         eprintln!(
             "[bench]   {} events/s, {:.2} CPU s per 1 M events",
             thousands(row.events_per_s),
             row.cpu_per_m
         );
+    };
+    for (n, kind) in plan.into_iter().enumerate().filter(|(_, k)| selected(*k)) {
+        let row = throughput::run(env, &backlog, n, kind, &prefix, true);
+        report_row(&row);
         report.rows.push(row);
+    }
+    // Single runs of a few seconds swing by a fifth from one to the next on a shared
+    // machine: the main comparison runs again, each mode's copy and connector one right
+    // after the other, and the ratios are the median of the rounds.
+    let pairs = [(true, 100), (true, 1000), (false, 100)]
+        .into_iter()
+        .flat_map(|(eos, ms)| [copy(eos, ms), connector(eos, ms, true)])
+        .filter(|k| selected(*k));
+    let pairs: Vec<Kind> = pairs.collect();
+    for round in 2..=sizes.rounds {
+        eprintln!("[bench] round {round} of {}", sizes.rounds);
+        let rows = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, &kind)| {
+                let n = 100 * round as usize + i;
+                let row = throughput::run(env, &backlog, n, kind, &prefix, false);
+                report_row(&row);
+                row
+            })
+            .collect();
+        report.repeats.push(rows);
     }
 }

@@ -55,7 +55,10 @@ struct Sample {
     broker: f64,
 }
 
-pub fn run(env: &Env, b: &Backlog, n: usize, kind: Kind, prefix: &str) -> Row {
+/// One run of `kind` over the backlog. `restart`: the stateful systems are restarted after
+/// it (time until ready, memory after the restart, pending timers); the send-commands are
+/// checked against the model either way.
+pub fn run(env: &Env, b: &Backlog, n: usize, kind: Kind, prefix: &str, restart: bool) -> Row {
     let app = format!("{prefix}-{n}");
     let setup = Setup::new(kind, &app, b.inputs, b.campaigns, b.delay_ms);
     setup.prepare(env);
@@ -134,7 +137,7 @@ pub fn run(env: &Env, b: &Backlog, n: usize, kind: Kind, prefix: &str) -> Row {
     row.rss_ingest = peak_rss(pid);
     running.stop();
 
-    if kind.stateful() {
+    if kind.stateful() && restart {
         if let Kind::Streams { .. } = kind {
             // A restart on a new machine: no local state, everything from the changelog.
             let _ = std::fs::remove_dir_all(setup.state_dir(env));
@@ -146,7 +149,8 @@ pub fn run(env: &Env, b: &Backlog, n: usize, kind: Kind, prefix: &str) -> Row {
         row.rss_restart = Some(peak_rss(again.proc.pid()));
         row.pending = again.pending();
         again.stop();
-
+    }
+    if kind.stateful() {
         let reader = OutputReader::new(&env.bootstrap, &setup.output);
         let mut records = Vec::new();
         reader.read_to_end(&mut records);

@@ -288,11 +288,16 @@ pub fn flush_promptly<C: ProducerContext>(
 }
 
 /// Producer properties the connector's output producer (and the benchmark's bare copy)
-/// uses unless the pass-through sets them: a 50 ms linger, and delivery reports only for
+/// uses unless the pass-through sets them: a 50 ms linger; delivery reports only for
 /// failed records (nothing reads the others; each report is an event to allocate, queue and
-/// serve, and [`flush_promptly`] relies on acknowledged records being released without one).
-pub const PRODUCER_DEFAULTS: [(&str, &str); 2] =
-    [("linger.ms", "50"), ("delivery.report.only.error", "true")];
+/// serve, and [`flush_promptly`] relies on acknowledged records being released without one);
+/// and LZ4-compressed batches (the brokers store, copy and serve fewer bytes, at little
+/// cost to the client; `docs/runtime.md`, "Processing").
+pub const PRODUCER_DEFAULTS: [(&str, &str); 3] = [
+    ("linger.ms", "50"),
+    ("delivery.report.only.error", "true"),
+    ("compression.type", "lz4"),
+];
 
 /// The high watermark the client last saw for a partition, without asking the broker:
 /// librdkafka keeps it from fetch responses (for a `read_committed` consumer it is the last

@@ -807,6 +807,16 @@ mod tests {
     }
 
     #[test]
+    fn the_producer_compresses_with_lz4_unless_the_operator_says_otherwise() {
+        let key = "compression.type";
+        assert_eq!(producer_setting(&[], key).as_deref(), Some("lz4"));
+        assert_eq!(
+            producer_setting(&[("CONNECTOR_KAFKA__COMPRESSION_TYPE", "zstd")], key).as_deref(),
+            Some("zstd")
+        );
+    }
+
+    #[test]
     fn the_producer_reports_failed_deliveries_only_unless_the_operator_says_otherwise() {
         let key = "delivery.report.only.error";
         assert_eq!(producer_setting(&[], key).as_deref(), Some("true"));
