@@ -2,7 +2,8 @@
 //!
 //! - throughput: events/s on one core for a realistic mix (1 M users; ~30 % of events are
 //!   triggers that schedule, ~30 % of timers are cancelled by a purchase; the rest is
-//!   unrelated traffic; event time spans three days so timers also fire);
+//!   unrelated traffic; event time spans three days so timers also fire), the events
+//!   generated a chunk at a time outside the measured time, as the connector decodes a batch;
 //! - memory: resident bytes per pending timer at 1 M and 10 M pending, measured as the RSS
 //!   delta over N in a fresh child process each (20-character user ids);
 //! - rebuild: time to restore an engine from 10 M changelog state records, encoded as the
