@@ -162,15 +162,16 @@ impl CommitWatch {
         }
     }
 
-    /// Whether the group has members and is done rebalancing: from then on every system
-    /// fetches (start-up — JVM, catalog load, group join — is behind it).
-    pub fn group_stable(&self) -> bool {
+    /// Whether the group has (at least) `members` members and is done rebalancing: from
+    /// then on every member of the system fetches (start-up — JVM, catalog load, group join,
+    /// and the rebalance a later member's join causes — is behind it).
+    pub fn group_stable(&self, members: usize) -> bool {
         self.consumer
             .fetch_group_list(Some(&self.group), TIMEOUT)
             .map(|list| {
                 list.groups()
                     .iter()
-                    .any(|g| g.state() == "Stable" && !g.members().is_empty())
+                    .any(|g| g.state() == "Stable" && g.members().len() >= members.max(1))
             })
             .unwrap_or(false)
     }

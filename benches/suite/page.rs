@@ -589,7 +589,8 @@ impl Report {
              static membership and the connector's 50 ms producer linger, Kafka Streams' defaults \
              otherwise.\n\n\
              events/s and CPU are measured from the group's first commit after it is stable \
-             (members joined and assigned) to the commit that covers the whole backlog, so both \
+             with all of the system's members (the connector's member loops, one per core; \
+             Kafka Streams' stream threads; the copy's consumer) joined and assigned to the commit that covers the whole backlog, so both \
              ends of the window are commits (start-up excluded for all alike, and so is work a \
              first member did before the others joined; `wall s from start` includes it; the time \
              to the covering commit counts, so a 1 s commit interval shows in the figure). The \

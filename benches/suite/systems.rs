@@ -87,6 +87,20 @@ impl Kind {
         }
     }
 
+    /// The members the system's group has once every one of them has joined: the
+    /// connector's member loops (one per core by default), Kafka Streams' stream threads,
+    /// the copy's one consumer.
+    pub fn members(&self, env: &Env) -> usize {
+        match *self {
+            Kind::Copy { .. } => 1,
+            Kind::Connector { threads: 0, .. } => {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            }
+            Kind::Connector { threads, .. } => threads as usize,
+            Kind::Streams { .. } => env.streams_threads as usize,
+        }
+    }
+
     pub fn stateful(&self) -> bool {
         !matches!(self, Kind::Copy { .. })
     }

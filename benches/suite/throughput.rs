@@ -2,7 +2,9 @@
 //! workload), one after the other, each with its own group, output and state.
 //!
 //! Per run: events/s and CPU seconds per 1 M events over the window from the moment the
-//! group is stable (members joined and assigned) to the commit that covers the whole backlog
+//! group is stable with all of the system's members joined and assigned ([`Kind::members`]:
+//! a group stable with its first member alone rebalances again when the next joins) to the
+//! commit that covers the whole backlog
 //! (start-up — JVM, catalog load, group join — is outside the window for every system alike;
 //! the wall time from the start is shown too). The window does not start at the first
 //! commit: a system fast enough to copy most of the backlog within one commit interval
@@ -85,7 +87,7 @@ pub fn run(env: &Env, b: &Backlog, n: usize, kind: Kind, prefix: &str, restart: 
     // The group is watched closely until it is stable, so the window starts on time.
     while first.is_none() && running.proc.started.elapsed() < deadline {
         running.proc.check_alive();
-        if watch.group_stable() {
+        if watch.group_stable(kind.members(env)) {
             first = Some(sample(watch.committed()));
         } else {
             std::thread::sleep(Duration::from_millis(10));
