@@ -34,6 +34,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use campaign_connector::runtime::config::load;
 use campaign_connector::runtime::kafka::{flush_promptly, PRODUCER_DEFAULTS};
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,13 +49,13 @@ struct Args {
 }
 
 /// The connector's Kafka pass-through (`CONNECTOR_KAFKA__LINGER_MS=20` sets `linger.ms`),
-/// applied to both clients as the connector applies it to all of its clients: a setting
-/// exported for a benchmark run reaches both sides alike.
+/// read as the connector reads it and applied to both clients as the connector applies it
+/// to all of its clients: a setting exported for a benchmark run reaches both sides alike.
 fn pass_through(config: &mut ClientConfig) {
-    for (key, value) in std::env::vars() {
-        if let Some(name) = key.strip_prefix("CONNECTOR_KAFKA__") {
-            config.set(name.to_lowercase().replace('_', "."), value);
-        }
+    let env = std::env::vars().filter(|(k, _)| k.starts_with("CONNECTOR_KAFKA__"));
+    let settings = load(None, env).unwrap_or_else(|e| usage(&format!("CONNECTOR_KAFKA__*: {e}")));
+    for (key, value) in &settings.kafka {
+        config.set(key, value);
     }
 }
 

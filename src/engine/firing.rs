@@ -55,6 +55,7 @@ impl Engine {
         let mut batch = std::mem::take(&mut self.due_users);
         let mut firing = std::mem::take(&mut self.firing);
         let mut first = true;
+        let mut popped = false;
         while let Some(due) = {
             batch.clear();
             if !std::mem::take(&mut first) && out.len() >= limit {
@@ -63,6 +64,7 @@ impl Engine {
                 self.timers.pop_earliest(until, &mut batch)
             }
         } {
+            popped = true;
             batch.sort_unstable();
             batch.dedup();
             for &user in &batch {
@@ -89,9 +91,12 @@ impl Engine {
         self.due_users = batch;
         self.firing = firing;
         self.maybe_compact_timers();
-        // The next timer's user, loaded while the records before it are processed.
-        if let Some(user) = self.timers.next_user() {
-            self.users.prefetch_slot(user);
+        // The next timer's user, loaded while the records before it are processed (once,
+        // when the entries before it were popped: this runs before every record).
+        if popped {
+            if let Some(user) = self.timers.next_user() {
+                self.users.prefetch_slot(user);
+            }
         }
     }
 

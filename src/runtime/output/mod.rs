@@ -797,37 +797,36 @@ mod tests {
         producer_config(&settings).get(key).map(str::to_string)
     }
 
+    /// The producer lingers 50 ms, reports failed deliveries only and compresses with LZ4,
+    /// unless the operator says otherwise.
     #[test]
-    fn the_producer_lingers_50_ms_unless_the_operator_says_otherwise() {
-        assert_eq!(producer_setting(&[], "linger.ms").as_deref(), Some("50"));
-        assert_eq!(
-            producer_setting(&[("CONNECTOR_KAFKA__LINGER_MS", "20")], "linger.ms").as_deref(),
-            Some("20")
-        );
-    }
-
-    #[test]
-    fn the_producer_compresses_with_lz4_unless_the_operator_says_otherwise() {
-        let key = "compression.type";
-        assert_eq!(producer_setting(&[], key).as_deref(), Some("lz4"));
-        assert_eq!(
-            producer_setting(&[("CONNECTOR_KAFKA__COMPRESSION_TYPE", "zstd")], key).as_deref(),
-            Some("zstd")
-        );
-    }
-
-    #[test]
-    fn the_producer_reports_failed_deliveries_only_unless_the_operator_says_otherwise() {
-        let key = "delivery.report.only.error";
-        assert_eq!(producer_setting(&[], key).as_deref(), Some("true"));
-        assert_eq!(
-            producer_setting(
-                &[("CONNECTOR_KAFKA__DELIVERY_REPORT_ONLY_ERROR", "false")],
-                key
-            )
-            .as_deref(),
-            Some("false")
-        );
+    fn the_producer_defaults_apply_unless_the_operator_says_otherwise() {
+        for (key, default, variable, set) in [
+            ("linger.ms", "50", "CONNECTOR_KAFKA__LINGER_MS", "20"),
+            (
+                "delivery.report.only.error",
+                "true",
+                "CONNECTOR_KAFKA__DELIVERY_REPORT_ONLY_ERROR",
+                "false",
+            ),
+            (
+                "compression.type",
+                "lz4",
+                "CONNECTOR_KAFKA__COMPRESSION_TYPE",
+                "zstd",
+            ),
+        ] {
+            assert_eq!(
+                producer_setting(&[], key).as_deref(),
+                Some(default),
+                "{key}"
+            );
+            assert_eq!(
+                producer_setting(&[(variable, set)], key).as_deref(),
+                Some(set),
+                "{key} set by {variable}"
+            );
+        }
     }
 
     #[test]
